@@ -1,0 +1,1 @@
+"""The sigmae-gen component catalog: tested PyTorch building blocks that the generator inlines."""
