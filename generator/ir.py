@@ -1,0 +1,106 @@
+"""Records passed between the generator's stages (index -> resolve -> inline -> render).
+
+Each stage is a pure function over these frozen records; nothing here imports the catalog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+DefinitionKey = tuple[str, str]
+"""(dotted module name, top-level name), e.g. ("components.models.blocks", "SwiGLU")."""
+
+# Registry variable name in components/registry.py -> component kind used in specs and indexes.
+REGISTRY_KINDS: dict[str, str] = {
+    "model_registry": "model",
+    "data_registry": "data",
+    "transform_registry": "transform",
+    "recipe_registry": "recipe",
+    "loss_registry": "loss",
+    "fixture_registry": "fixture",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One schema parameter of a component (what a spec's `with:` block may set)."""
+
+    name: str
+    annotation: str | None  # source text, e.g. "tuple[int, int]"; None when unannotated
+    default: str | None  # source text of the default; None when the parameter is required
+    lineno: int
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A top-level statement that binds names: class, function, constant, or import."""
+
+    module: str
+    name: str
+    kind: Literal["class", "function", "constant", "import"]
+    lineno: int
+    uses: frozenset[str]  # module-level names it reads (bodies, bases, decorators, defaults, annotations)
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered catalog component, read statically from its decorator."""
+
+    kind: str  # "model" | "data" | "transform" | "recipe" | "loss" | "fixture"
+    name: str  # registered name, e.g. "audiomae++"
+    version: str
+    module: str  # e.g. "components.models.audiomae_pp"
+    qualname: str  # top-level class or function name
+    path: Path  # source file, relative to the catalog root's parent
+    lineno: int
+    params: tuple[Param, ...]
+    doc: str = ""
+
+    @property
+    def key(self) -> DefinitionKey:
+        return (self.module, self.qualname)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a definition was reached: by whom (None for a root) and where the reference is."""
+
+    definition: DefinitionKey
+    needed_by: DefinitionKey | None
+    location: str  # "components/models/blocks.py:42"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Reached definitions in an order that executes (dependencies first, stable by source)."""
+
+    order: tuple[DefinitionKey, ...]
+    reasons: dict[DefinitionKey, Reason] = field(hash=False)
+    excluded: int  # top-level definitions of touched modules that were left out
+    external_imports: tuple[str, ...] = ()  # import statements (stdlib/torch) the reached code needs
+
+
+@dataclass(frozen=True)
+class ModuleChunk:
+    """The emitted code of one source module: becomes a `# %% <path>` section / notebook cell."""
+
+    module: str
+    path: str  # "components/models/blocks.py"
+    docstring: str | None
+    code: str  # black-formatted definitions, without imports
+
+
+@dataclass(frozen=True)
+class InlinedProgram:
+    """Catalog code ready to paste under a header: imports, then one chunk per module."""
+
+    imports: tuple[str, ...]  # merged, deduplicated, sorted import lines (no __future__)
+    chunks: tuple[ModuleChunk, ...]
+    names: dict[DefinitionKey, str] = field(hash=False)  # emitted name of every reached definition
+    source_files: tuple[str, ...] = ()  # catalog files the code came from (for the provenance hash)
