@@ -1,1 +1,5 @@
-"""Catalog: data."""
+"""Catalog: data sets (labelled signals with folds)."""
+
+from components.data.base import Record, SignalDataset
+
+__all__ = ["Record", "SignalDataset"]

@@ -1,0 +1,85 @@
+"""The data set interface: labelled records with folds, and a signal per index.
+
+Every data set is a list of ``Record`` s (what a sample is, its label and fold) and a way to
+turn record ``i`` into a float32 signal: ``[N]`` for audio, ``[2, L]`` for IQ. Recipes split
+data by folds only, so every record carries a fold >= 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled sample: ``key`` is the file path or ``"index:<i>"``."""
+
+    key: str
+    label: int
+    category: str
+    fold: int
+    lat: float | None = None
+    lon: float | None = None
+
+
+class SignalDataset(Dataset):
+    """Base class of every registered data set.
+
+    Subclasses fill ``records`` and ``class_names`` and implement ``load(record_index)``;
+    ``ds[i]`` returns ``(signal, label)``.
+    """
+
+    signal_kind: Literal["audio", "iq"] = "audio"
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.class_names: list[str] = []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def folds(self) -> list[int]:
+        """The distinct folds present, sorted."""
+        return sorted({record.fold for record in self.records})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} must implement load(index)")
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if index < 0:
+            index += len(self.records)
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"{type(self).__name__} index {index} out of range for {len(self.records)} records")
+        return self.load(index), self.records[index].label
+
+    def labels(self) -> list[int]:
+        return [record.label for record in self.records]
+
+    def indices_of_folds(self, folds: list[int]) -> list[int]:
+        """Indices of the records whose fold is in ``folds`` (for k-fold recipes)."""
+        wanted = set(folds)
+        return [i for i, record in enumerate(self.records) if record.fold in wanted]
+
+
+def filter_folds(records: list[Record], folds: list[int] | None, source: str) -> list[Record]:
+    """Keep the records of ``folds`` (all when None); a fold that selects nothing is an error."""
+    if folds is None:
+        return list(records)
+    wanted = set(int(f) for f in folds)
+    present = {record.fold for record in records}
+    unknown = sorted(wanted - present)
+    if unknown:
+        raise ValueError(f"{source}: folds {unknown} do not exist; available folds are {sorted(present)}")
+    return [record for record in records if record.fold in wanted]
+
+
+__all__ = ["Record", "SignalDataset", "filter_folds"]
