@@ -43,8 +43,7 @@ class SignalDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    @property
-    def folds(self) -> list[int]:
+    def available_folds(self) -> list[int]:
         """The distinct folds present, sorted."""
         return sorted({record.fold for record in self.records})
 
