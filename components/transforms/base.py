@@ -24,6 +24,8 @@ class SignalTransform(nn.Module):
 
     input_kind: Literal["audio", "iq"] = "audio"
     sample_rate: int | None = None
+    # the shortest input (samples per channel) that yields at least one output frame
+    min_num_samples: int = 1
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError(f"{type(self).__name__} must implement forward(batch)")

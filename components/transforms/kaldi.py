@@ -1,0 +1,218 @@
+"""Kaldi-compatible log-mel filter banks (AudioMAE's features), batched in plain torch.
+
+AudioMAE computes its input with ``torchaudio.compliance.kaldi.fbank(wave - wave.mean(),
+htk_compat=True, sample_frequency=sr, use_energy=False, window_type="hanning",
+num_mel_bins=128, dither=0.0, frame_shift=10)``. torchaudio cannot be a dependency, so this
+module re-derives the same numbers from Kaldi's published algorithm (``feature-window``,
+``feature-fbank``, ``mel-computations``), for a whole batch at once on any device:
+
+1. frames of 25 ms every 10 ms, ``snip_edges`` (``1 + (N - L) // S`` frames, no padding);
+2. per frame: subtract its mean (DC offset), pre-emphasis 0.97 (the first sample is its own
+   predecessor), a symmetric Hann window, zero-padding to the next power of two, power spectrum;
+3. triangular filters spaced evenly on the Kaldi mel scale ``1127 ln(1 + f / 700)``
+   between 20 Hz and Nyquist, then ``log(max(energy, eps))`` with float32's eps.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from components.registry import transform_registry
+from components.transforms.base import SignalTransform
+
+# AudioMAE's data set statistics for (x - mean) / (2 * std)
+ESC50_FBANK_MEAN = -6.6268077
+ESC50_FBANK_STD = 5.358466
+AUDIOSET_FBANK_MEAN = -4.2677393
+AUDIOSET_FBANK_STD = 4.5689974
+KALDI_PREEMPHASIS = 0.97
+
+
+def kaldi_mel_scale(freq: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log1p(freq / 700.0)
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=32)
+def kaldi_mel_banks(
+    num_mel_bins: int,
+    padded_window: int,
+    sample_rate: float,
+    low_freq: float,
+    high_freq: float,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Triangular mel filters ``[num_mel_bins, padded_window // 2 + 1]`` (the Nyquist column is 0).
+
+    Built in float64 once per (rate, sizes, device, dtype) and cached: the filters are the same
+    for every batch.
+    """
+    nyquist = 0.5 * sample_rate
+    if high_freq <= 0.0:
+        high_freq += nyquist  # Kaldi: a non-positive high frequency is an offset from Nyquist
+    if not 0.0 <= low_freq < high_freq <= nyquist:
+        raise ValueError(
+            f"kaldi_fbank: need 0 <= low_freq < high_freq <= Nyquist ({nyquist:g} Hz),"
+            f" got low_freq={low_freq:g}, high_freq={high_freq:g}"
+        )
+    num_fft_bins = padded_window // 2
+    bin_width = sample_rate / padded_window
+    mel_low = kaldi_mel_scale(torch.tensor(low_freq, dtype=torch.float64))
+    mel_high = kaldi_mel_scale(torch.tensor(high_freq, dtype=torch.float64))
+    mel_step = (mel_high - mel_low) / (num_mel_bins + 1)
+    index = torch.arange(num_mel_bins, dtype=torch.float64).unsqueeze(1)
+    left = mel_low + index * mel_step
+    center = left + mel_step
+    right = center + mel_step
+    fft_mel = kaldi_mel_scale(bin_width * torch.arange(num_fft_bins, dtype=torch.float64)).unsqueeze(0)
+    up = (fft_mel - left) / (center - left)
+    down = (right - fft_mel) / (right - center)
+    banks = torch.clamp(torch.minimum(up, down), min=0.0)
+    banks = F.pad(banks, (0, 1))  # the Nyquist bin gets no weight, as in Kaldi
+    return banks.to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def symmetric_hann(length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # computed in the working dtype, not rounded from float64: with a 1e5 dynamic range the
+    # window's last-bit values show in the quietest mel bins, and Kaldi/torchaudio use these
+    return torch.hann_window(length, periodic=False, dtype=dtype, device=device)
+
+
+def kaldi_fbank_features(
+    waveforms: torch.Tensor,
+    sample_rate: int,
+    num_mel_bins: int = 128,
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+    low_freq: float = 20.0,
+    high_freq: float = 0.0,
+) -> torch.Tensor:
+    """Log-mel filter banks ``[B, T, num_mel_bins]`` of ``[B, N]`` waveforms, Kaldi-style.
+
+    Each waveform should already have its mean removed (``KaldiFbank`` does that). Inputs
+    shorter than one frame give ``T = 0``.
+    """
+    if waveforms.dim() != 2:
+        raise ValueError(f"kaldi_fbank_features expects [B, N] waveforms, got shape {tuple(waveforms.shape)}")
+    frame_length = int(sample_rate * frame_length_ms * 0.001)
+    frame_shift = int(sample_rate * frame_shift_ms * 0.001)
+    padded = next_power_of_two(frame_length)
+    batch, num_samples = waveforms.shape
+    dtype = waveforms.dtype if waveforms.dtype == torch.float64 else torch.float32
+    waveforms = waveforms.to(dtype)
+    if num_samples < frame_length:
+        return waveforms.new_zeros(batch, 0, num_mel_bins)
+    frames = waveforms.unfold(1, frame_length, frame_shift)  # [B, T, L], a view
+    frames = frames - frames.mean(dim=-1, keepdim=True)
+    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+    frames = (frames - KALDI_PREEMPHASIS * previous) * symmetric_hann(frame_length, frames.device, dtype)
+    power = torch.fft.rfft(frames, n=padded).abs().pow(2)
+    banks = kaldi_mel_banks(num_mel_bins, padded, float(sample_rate), low_freq, high_freq, frames.device, dtype)
+    energies = power @ banks.T
+    return torch.log(torch.clamp(energies, min=torch.finfo(torch.float32).eps))
+
+
+def fit_frames(features: torch.Tensor, target_frames: int) -> torch.Tensor:
+    """Crop ``[B, T, F]`` to its first ``target_frames`` frames or append zero frames (AudioMAE)."""
+    missing = target_frames - features.shape[1]
+    if missing > 0:
+        return F.pad(features, (0, 0, 0, missing))
+    return features[:, :target_frames]
+
+
+@transform_registry.register("kaldi_fbank", version="1.0")
+class KaldiFbank(SignalTransform):
+    """AudioMAE's front end: ``[B, N]`` waveforms -> ``[B, 1, T, F]`` normalised Kaldi fbanks.
+
+    Each clip has its mean removed, its Kaldi fbank computed, zero frames appended (or frames
+    cropped) to ``target_frames``, then ``(x - mean) / (2 * std)``. ``target_frames=None``
+    keeps every frame; ``mean=None`` or ``std=None`` skips normalisation. Defaults are
+    AudioMAE's ESC-50 settings (AudioSet: ``target_frames=1024, mean=-4.2677393, std=4.5689974``).
+    """
+
+    input_kind = "audio"
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        num_mel_bins: int = 128,
+        target_frames: int | None = 512,
+        mean: float | None = ESC50_FBANK_MEAN,
+        std: float | None = ESC50_FBANK_STD,
+        frame_length_ms: float = 25.0,
+        frame_shift_ms: float = 10.0,
+        low_freq: float = 20.0,
+        high_freq: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if sample_rate <= 0 or num_mel_bins <= 0:
+            raise ValueError(f"kaldi_fbank: sample_rate and num_mel_bins must be positive, got {sample_rate}, {num_mel_bins}")
+        if target_frames is not None and target_frames <= 0:
+            raise ValueError(f"kaldi_fbank: target_frames must be positive or None, got {target_frames}")
+        if std is not None and std <= 0:
+            raise ValueError(f"kaldi_fbank: std must be positive, got {std}")
+        self.sample_rate = sample_rate
+        self.num_mel_bins = num_mel_bins
+        self.target_frames = target_frames
+        self.mean = mean
+        self.std = std
+        self.frame_length_ms = frame_length_ms
+        self.frame_shift_ms = frame_shift_ms
+        self.low_freq = low_freq
+        self.high_freq = high_freq
+        self.frame_length = int(sample_rate * frame_length_ms * 0.001)
+        self.frame_shift = int(sample_rate * frame_shift_ms * 0.001)
+        self.min_num_samples = 1 if target_frames is not None else self.frame_length
+
+    def num_frames(self, num_samples: int) -> int:
+        if num_samples < self.frame_length:
+            return 0
+        return 1 + (num_samples - self.frame_length) // self.frame_shift
+
+    def output_shape(self, num_samples: int) -> tuple[int, int, int]:
+        frames = self.target_frames if self.target_frames is not None else self.num_frames(num_samples)
+        return (1, frames, self.num_mel_bins)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.check_input(batch)
+        if self.target_frames is None and batch.shape[1] < self.frame_length:
+            raise ValueError(
+                f"kaldi_fbank: {batch.shape[1]} samples is shorter than one {self.frame_length_ms:g} ms frame"
+                f" ({self.frame_length} samples at {self.sample_rate} Hz); pass longer clips or set target_frames"
+            )
+        centred = batch - batch.mean(dim=1, keepdim=True)
+        features = kaldi_fbank_features(
+            centred,
+            self.sample_rate,
+            self.num_mel_bins,
+            self.frame_length_ms,
+            self.frame_shift_ms,
+            self.low_freq,
+            self.high_freq,
+        )
+        if self.target_frames is not None:
+            features = fit_frames(features, self.target_frames)
+        if self.mean is not None and self.std is not None:
+            features = (features - self.mean) / (2.0 * self.std)
+        return features.unsqueeze(1)
+
+
+__all__ = [
+    "AUDIOSET_FBANK_MEAN",
+    "AUDIOSET_FBANK_STD",
+    "ESC50_FBANK_MEAN",
+    "ESC50_FBANK_STD",
+    "KaldiFbank",
+    "fit_frames",
+    "kaldi_fbank_features",
+    "kaldi_mel_banks",
+]
