@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from components.models.audiomae import AudioMAE
+from components.models.audiomae_pp import AudioMAEPlusPlus
 from components.models.base import BaseAutoencoder
+from components.models.mae import MaskedAutoencoderViT
 
-__all__ = ["BaseAutoencoder"]
+__all__ = ["AudioMAE", "AudioMAEPlusPlus", "BaseAutoencoder", "MaskedAutoencoderViT"]

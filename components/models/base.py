@@ -169,28 +169,36 @@ class BaseAutoencoder(nn.Module, ABC):
             noise = noise[:, :1, :] + 1e-3 * noise
         return noise.reshape(batch, gt * gf).to(device)
 
-    def random_masking(
-        self, x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
-    ) -> MaskingOutput:
-        """Keep ``int(N * (1 - mask_ratio))`` tokens of ``x [B, N, D]`` per sample.
+    def sample_mask(
+        self, batch: int, mask_ratio: float, device: torch.device, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw which tokens to keep: ``(mask [B, N], ids_restore [B, N], ids_keep [B, kept])``.
 
-        Returns ``(x_kept, mask, ids_restore, ids_keep)``; ``mask`` is 1 for dropped tokens in
-        the original order, ``ids_restore`` undoes the shuffle in the decoder, ``ids_keep`` gives
-        each kept token's original index (for rotary positions).
+        ``kept = int(N * (1 - mask_ratio))`` (up to float round-off); ``mask`` is 1 for dropped tokens in the original
+        order, ``ids_restore`` undoes the shuffle in the decoder, ``ids_keep`` holds each kept
+        token's original index (rotary position embeddings need it after the shuffle).
         """
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        b, n, d = x.shape
-        keep = int(n * (1.0 - mask_ratio))
-        noise = self.masking_noise(b, x.device, generator)
+        n = self.num_patches
+        keep = int(n * (1.0 - mask_ratio) + 1e-6)  # 250 * (1 - 0.8) must give 50, not 49
+        noise = self.masking_noise(batch, device, generator)
         ids_shuffle = torch.argsort(noise, dim=1)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         ids_keep = ids_shuffle[:, :keep]
-        x_kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(b, keep, d))
-        mask = torch.ones(b, n, device=x.device, dtype=x.dtype)
+        mask = torch.ones(batch, n, device=device)
         mask[:, :keep] = 0
         mask = torch.gather(mask, 1, ids_restore)
-        return MaskingOutput(x_kept, mask, ids_restore, ids_keep)
+        return mask, ids_restore, ids_keep
+
+    def random_masking(
+        self, x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+    ) -> MaskingOutput:
+        """Mask tokens ``x [B, N, D]``: ``(x_kept, mask, ids_restore, ids_keep)`` (see ``sample_mask``)."""
+        b, _, d = x.shape
+        mask, ids_restore, ids_keep = self.sample_mask(b, mask_ratio, x.device, generator)
+        x_kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
+        return MaskingOutput(x_kept, mask.to(x.dtype), ids_restore, ids_keep)
 
     def reconstruction_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean squared error over masked patches (per-patch normalised target if ``norm_pix_loss``).
@@ -208,6 +216,9 @@ class BaseAutoencoder(nn.Module, ABC):
         masked = mask.sum()
         masked_loss = (per_patch * mask).sum() / masked.clamp_min(1.0)
         return torch.where(masked > 0, masked_loss, per_patch.mean())
+
+    def remove_decoder(self) -> None:
+        """Drop the decoder's modules (a classifier keeps only the encoder). Default: nothing to drop."""
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that optimizers should not decay (tokens and position tables)."""
