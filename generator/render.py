@@ -1,0 +1,339 @@
+"""Render the emitted script: provenance header, inlined catalog code, Config, PIPELINE, main().
+
+The skeleton's shape lives in `templates/script.py.j2` and `templates/config.py.j2`; this
+module only turns validated spec values into Python source. Every spec value becomes code
+through `literal_source` (built from `repr` of plain values, with explicit spellings for
+inf/nan), never by pasting spec text, so a spec cannot inject code. Names that reach code are
+identifiers checked by the spec loader or emitted names chosen by the inliner.
+
+Only the generated skeleton is formatted with black here: the inlined chunks arrive already
+formatted (and cached) from the inliner, which is what keeps warm builds fast.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import jinja2
+
+import generator
+from generator.ir import DefinitionKey, InlinedProgram
+from generator.spec import Choice, Spec, section_class_name
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+RUNTIME_MODULE = "components.runtime"
+RUNTIME_NAMES = ("Pipeline", "Step", "RunOptions", "run_pipeline")
+TYPING_NAMES = frozenset({"Any", "Literal", "Optional", "Union", "Sequence", "Mapping", "Tuple", "List", "Dict"})
+
+
+class RenderError(Exception):
+    """A broken contract between generator stages (a bug in the tool, not a user error)."""
+
+
+# --------------------------------------------------------------------------- literals
+
+
+def literal_source(value: Any) -> str:
+    """Python source that evaluates to exactly `value` (plain YAML-shaped values only).
+
+    Floats round-trip through `repr`; infinities and NaN, which have no literal, are spelled
+    `float("inf")`, `-float("inf")`, `float("nan")`. Strings go through `repr`, which always
+    yields a valid literal of the same string, whatever quotes or newlines it holds.
+    """
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(int(value))
+    if isinstance(value, float):
+        if math.isnan(value):
+            return 'float("nan")'
+        if math.isinf(value):
+            return 'float("inf")' if value > 0 else '-float("inf")'
+        return repr(float(value))
+    if isinstance(value, str):
+        return repr(str(value))
+    if isinstance(value, tuple):
+        items = [literal_source(item) for item in value]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    if isinstance(value, list):
+        return f"[{', '.join(literal_source(item) for item in value)}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal_source(k)}: {literal_source(v)}" for k, v in value.items()) + "}"
+    raise RenderError(f"cannot emit a {type(value).__name__} as a literal: {value!r}")
+
+
+def docstring_source(text: str) -> str:
+    """A string literal for a docstring: triple-quoted when that keeps `text` exact, else `repr`."""
+    lines = text.split("\n")
+    safe = (
+        '"""' not in text
+        and "\\" not in text
+        and not text.endswith('"')
+        and all(line.isprintable() for line in lines)
+    )
+    if safe:
+        return '"""' + text + ("\n" if "\n" in text else "") + '"""'
+    return repr(text)
+
+
+def is_mutable(value: Any) -> bool:
+    return isinstance(value, (list, dict))
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def merge_imports(lines: Iterable[str]) -> list[str]:
+    """Merge import statements: one `import x` per module, one `from m import a, b` per module.
+
+    Output order is deterministic: plain imports, then from-imports, each sorted by module.
+    """
+    plain: set[tuple[str, str | None]] = set()
+    from_names: dict[str, set[tuple[str, str | None]]] = {}
+    for line in lines:
+        for stmt in ast.parse(line).body:
+            if isinstance(stmt, ast.Import):
+                plain.update((alias.name, alias.asname) for alias in stmt.names)
+            elif isinstance(stmt, ast.ImportFrom):
+                module = "." * stmt.level + (stmt.module or "")
+                from_names.setdefault(module, set()).update((alias.name, alias.asname) for alias in stmt.names)
+            else:
+                raise RenderError(f"not an import statement: {line!r}")
+    from_names.pop("__future__", None)  # the header carries `from __future__ import annotations`
+    out = [f"import {name}" + (f" as {asname}" if asname else "") for name, asname in sorted(plain, key=lambda p: (p[0], p[1] or ""))]
+    for module in sorted(from_names):
+        names = sorted(from_names[module], key=lambda p: (p[0], p[1] or ""))
+        out.append(f"from {module} import " + ", ".join(n + (f" as {a}" if a else "") for n, a in names))
+    return out
+
+
+def bound_names(import_lines: Iterable[str]) -> set[str]:
+    """Names that a list of import statements binds."""
+    names: set[str] = set()
+    for line in import_lines:
+        for stmt in ast.parse(line).body:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                for alias in stmt.names:
+                    names.add(alias.asname or alias.name.split(".")[0])
+    return names
+
+
+# --------------------------------------------------------------------------- skeleton records
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    annotation: str
+    default: str  # source of the default (`field(default_factory=...)` for mutable values)
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    section: str
+    class_name: str
+    doc: str  # docstring literal naming the component
+    fields: tuple[FieldSpec, ...]
+
+
+def normalise_annotation(annotation: str | None) -> str:
+    """Single-line canonical text of a signature annotation (`Any` when there is none)."""
+    if annotation is None:
+        return "Any"
+    try:
+        return ast.unparse(ast.parse(annotation.strip(), mode="eval").body)
+    except SyntaxError:
+        raise RenderError(f"unparsable annotation {annotation!r}") from None
+
+
+def annotation_names(annotation: str) -> set[str]:
+    tree = ast.parse(annotation, mode="eval")
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
+def section_spec(choice: Choice) -> SectionSpec:
+    fields = []
+    for param in choice.params:
+        value = choice.values[param.name]
+        default = literal_source(value)
+        if is_mutable(value):
+            default = f"field(default_factory=lambda: {default})"
+        fields.append(FieldSpec(param.name, normalise_annotation(param.annotation), default))
+    component = choice.component
+    doc = f"`{choice.section}` section: {component.kind} {component.name!r} v{component.version}; each field is a `--{choice.section}.<field>` flag."
+    return SectionSpec(choice.section, section_class_name(choice.section), docstring_source(doc), tuple(fields))
+
+
+def skeleton_names(spec: Spec) -> tuple[str, ...]:
+    """Top-level names the skeleton defines: the inliner must not emit catalog code under them."""
+    return ("Config", "PIPELINE", "main", *(section_class_name(choice.section) for choice in spec.sections))
+
+
+def runtime_roots() -> tuple[DefinitionKey, ...]:
+    return tuple((RUNTIME_MODULE, name) for name in RUNTIME_NAMES)
+
+
+def spec_roots(spec: Spec) -> tuple[DefinitionKey, ...]:
+    """Resolver roots of a spec: the runtime plus every chosen component, in a stable order."""
+    roots = list(runtime_roots())
+    for component in spec.components:
+        if component.key not in roots:
+            roots.append(component.key)
+    return tuple(roots)
+
+
+def emitted_name(program: InlinedProgram, key: DefinitionKey) -> str:
+    try:
+        return program.names[key]
+    except KeyError:
+        raise RenderError(f"{key[0]}.{key[1]} is not in the inlined program; was it a resolver root?") from None
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def provenance_hash(spec: Spec, sources: Mapping[str, bytes]) -> str:
+    """sha256 over the spec files, the `--set` overrides and every used catalog source."""
+    digest = hashlib.sha256()
+    digest.update(f"sigmae-gen {generator.__version__}\n".encode())
+    for spec_file in spec.files:
+        digest.update(f"spec {spec_file.display!r} {spec_file.sha256}\n".encode())
+    for override in spec.overrides:
+        digest.update(f"set {override!r}\n".encode())
+    for path in sorted(sources):
+        digest.update(f"source {path!r} {hashlib.sha256(sources[path]).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The templates' jinja2 environment (no autoescape: we render code; values arrive as source)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def format_code(source: str) -> str:
+    """black, through generator.formatting's cache when that module is available."""
+    try:
+        from generator import formatting
+    except ImportError:
+        formatting = None  # type: ignore[assignment]
+    if formatting is not None and hasattr(formatting, "format_code"):
+        return formatting.format_code(source)
+    return _black(source)
+
+
+@lru_cache(maxsize=64)
+def _black(source: str) -> str:
+    import black
+
+    return black.format_str(source, mode=black.Mode())
+
+
+def comment_lines(text: str, width: int = 86) -> list[str]:
+    """A docstring's first paragraph as `# ` comment lines (each line is only ever a comment)."""
+    paragraph = text.strip().split("\n\n")[0]
+    words = " ".join(line.strip() for line in paragraph.splitlines()).split()
+    lines, current = [], ""
+    for word in words:
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}".strip()
+    if current:
+        lines.append(current)
+    return [f"# {line}" for line in lines]
+
+
+@dataclass(frozen=True)
+class ChunkView:
+    path: str
+    module: str
+    comments: tuple[str, ...]
+    code: str
+
+
+def chunk_views(program: InlinedProgram) -> list[ChunkView]:
+    views = []
+    for chunk in program.chunks:
+        code = chunk.code.strip("\n")
+        if code.startswith("# %%"):  # the inliner already wrote the marker
+            first, _, code = code.partition("\n")
+            code = code.strip("\n")
+        views.append(ChunkView(chunk.path, chunk.module, tuple(comment_lines(chunk.docstring or "")), code))
+    return views
+
+
+def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str) -> str:
+    """Config dataclasses, PIPELINE and main(), black-formatted (without imports)."""
+    names = {name: emitted_name(program, (RUNTIME_MODULE, name)) for name in RUNTIME_NAMES}
+    steps = [(choice.section, emitted_name(program, choice.component.key)) for choice in spec.steps]
+    smoke_data = emitted_name(program, spec.smoke_data.component.key) if spec.smoke_data else "None"
+    source = environment().get_template("config.py.j2").render(
+        spec=spec,
+        spec_file=spec.files[0].display if spec.files else spec.path.name,
+        sections=[section_spec(choice) for choice in spec.sections],
+        rt=names,
+        name_literal=literal_source(spec.name),
+        hash_literal=literal_source(spec_hash),
+        data=emitted_name(program, spec.data.component.key),
+        transform=emitted_name(program, spec.transform.component.key),
+        model=emitted_name(program, spec.model.component.key),
+        steps=[(literal_source(section), function) for section, function in steps],
+        smoke_data=smoke_data,
+        smoke=literal_source(spec.smoke),
+    )
+    return format_code(source)
+
+
+def skeleton_imports(spec: Spec, program: InlinedProgram) -> list[str]:
+    """Imports the skeleton itself needs: dataclass/field and typing names in annotations."""
+    lines = ["from dataclasses import dataclass, field"]
+    defined = set(program.names.values()) | bound_names(program.imports)
+    needed: set[str] = set()
+    for choice in spec.sections:
+        for param in choice.params:
+            needed |= annotation_names(normalise_annotation(param.annotation))
+    for name in sorted(needed - defined - set(dir(builtins))):
+        if name in TYPING_NAMES:
+            lines.append(f"from typing import {name}")
+        else:
+            raise RenderError(f"annotation name {name!r} of a schema parameter is neither a builtin, typing, nor emitted code")
+    return lines
+
+
+def render_script(spec: Spec, program: InlinedProgram, *, spec_hash: str, sources: Sequence[str] = ()) -> str:
+    """The whole emitted script as text (deterministic: same inputs, same bytes)."""
+    imports = merge_imports([*program.imports, *skeleton_imports(spec, program)])
+    description = spec.description.strip() or f"Masked-autoencoder training for {spec.name}."
+    docstring = f"{description}\n\nRun `python {spec.name}.py --help` for every flag; `--smoke` for a tiny CPU run."
+    text = environment().get_template("script.py.j2").render(
+        spec=spec,
+        version=generator.__version__,
+        spec_hash=spec_hash,
+        spec_files=[repr(f.display) for f in spec.files],
+        overrides=[repr(o) for o in spec.overrides],
+        sources=[repr(s) for s in sorted(sources)],
+        docstring=docstring_source(docstring),
+        imports=imports,
+        chunks=chunk_views(program),
+        skeleton=render_skeleton(spec, program, spec_hash=spec_hash).strip("\n"),
+    )
+    return text.rstrip("\n") + "\n"

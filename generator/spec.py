@@ -1,0 +1,760 @@
+"""Load a YAML spec, apply `extends:` and `--set` overrides, and validate it against the catalog.
+
+A spec names one component per section (`data`, `transform`, `model`), a list of recipe
+steps, and what `--smoke` changes (components/README.md §4). Validation reads the chosen
+components' signatures from the static catalog index — never by importing the catalog — and
+checks every value against its parameter's annotation, so a spec that loads is a spec that
+renders. Every error is a `SpecError` carrying `file:line:column` and the fix.
+
+YAML is parsed with `yaml.compose` (the safe loader's composer) so each value keeps its
+position; scalars are typed by the safe constructor, and only plain YAML types are accepted.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import keyword
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+import yaml
+
+from generator.errors import SpecError
+from generator.ir import Component, Param
+
+COMPONENT_SECTIONS: dict[str, str] = {"data": "data", "transform": "transform", "model": "model"}
+TOP_LEVEL_KEYS = ("name", "description", "extends", "data", "transform", "model", "recipe", "smoke", "outputs")
+OUTPUT_KINDS = ("script", "notebook", "tests")
+# Section names taken by the emitted Config (run options) or by the spec's own layout.
+RESERVED_SECTIONS = frozenset({"run", "data", "transform", "model", "smoke", "recipe"})
+# An emitted `<name>.py` must not shadow a module the script (or its tests) imports.
+SHADOWED_MODULES = frozenset(sys.stdlib_module_names) | {"torch", "numpy", "pytest", "hypothesis", "components", "generator", "matplotlib", "conftest"}
+_MAX_NODES = 100_000  # guards alias bombs ("billion laughs") while converting YAML nodes
+
+
+class CatalogLookup(Protocol):
+    """What validation needs from the catalog index (generator.index.CatalogIndex has it)."""
+
+    components: Mapping[tuple[str, str], Component]
+
+    def components_of(self, kind: str) -> Sequence[Component]: ...
+
+
+# --------------------------------------------------------------------------- positions
+
+
+@dataclass(frozen=True)
+class Location:
+    """1-based position of a value in a spec file (or in a `--set` argument)."""
+
+    file: str
+    line: int
+    column: int
+
+    def error(self, message: str) -> SpecError:
+        return SpecError(message, self.file, self.line, self.column)
+
+
+@dataclass
+class Node:
+    """A YAML value with its position. Mappings hold `dict[str, Node]`, sequences `list[Node]`."""
+
+    value: Any
+    loc: Location
+    key_locs: dict[str, Location] = field(default_factory=dict)
+
+    @property
+    def is_mapping(self) -> bool:
+        return isinstance(self.value, dict)
+
+    @property
+    def is_sequence(self) -> bool:
+        return isinstance(self.value, list)
+
+    def plain(self) -> Any:
+        """The value as plain Python (dicts, lists, scalars), positions dropped."""
+        if self.is_mapping:
+            return {key: child.plain() for key, child in self.value.items()}
+        if self.is_sequence:
+            return [child.plain() for child in self.value]
+        return self.value
+
+
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+
+
+def _mark_location(file: str, mark: Any, line_offset: int = 0, column_offset: int = 0) -> Location:
+    if mark is None:
+        return Location(file, 1 + line_offset, 1 + column_offset)
+    return Location(file, mark.line + 1 + line_offset, mark.column + 1 + column_offset)
+
+
+def parse_yaml(text: str, file: str, *, column_offset: int = 0) -> Node | None:
+    """Parse one YAML document into a positioned `Node` tree (None for an empty document)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        where = _mark_location(file, exc.problem_mark or exc.context_mark, column_offset=column_offset)
+        problem = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
+        raise where.error(f"YAML syntax error: {problem}; fix the YAML syntax (check indentation, quotes and brackets)") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"YAML syntax error: {exc}; fix the YAML syntax", file, 1, 1) from None
+    if root is None:
+        return None
+    constructor = yaml.constructor.SafeConstructor()
+    budget = [_MAX_NODES]
+
+    def convert(node: yaml.Node, depth: int) -> Node:
+        loc = _mark_location(file, node.start_mark, column_offset=column_offset)
+        budget[0] -= 1
+        if budget[0] < 0 or depth > 100:
+            raise loc.error("the spec is too large or too deeply nested (recursive YAML aliases?); write it out plainly")
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != "tag:yaml.org,2002:map":
+                raise loc.error(f"unsupported YAML tag {node.tag!r}; use a plain mapping")
+            items: dict[str, Node] = {}
+            key_locs: dict[str, Location] = {}
+            for key_node, value_node in node.value:
+                key_loc = _mark_location(file, key_node.start_mark, column_offset=column_offset)
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                    shown = getattr(key_node, "value", "?")
+                    raise key_loc.error(f"mapping keys must be plain strings, got {shown!r}; quote the key or remove it")
+                key = key_node.value
+                if key in items:
+                    raise key_loc.error(f"duplicate key {key!r}; keep only one of them")
+                items[key] = convert(value_node, depth + 1)
+                key_locs[key] = key_loc
+            return Node(items, loc, key_locs)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != "tag:yaml.org,2002:seq":
+                raise loc.error(f"unsupported YAML tag {node.tag!r}; use a plain list")
+            return Node([convert(child, depth + 1) for child in node.value], loc)
+        if node.tag not in _PLAIN_TAGS:
+            raise loc.error(
+                f"unsupported YAML value {node.value!r} (tag {node.tag}); only strings, numbers, booleans, null, "
+                "lists and mappings are allowed: quote it to make it a string"
+            )
+        try:
+            value = constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            raise loc.error(f"cannot read YAML value {node.value!r}: {exc}; quote it or fix the number") from None
+        return Node(value, loc)
+
+    return convert(root, 0)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One configured component: a section of the emitted Config.
+
+    `values` holds every schema parameter, typed to its annotation (tuples where the
+    annotation says tuple): the spec's value where it sets one, else the signature default.
+    """
+
+    section: str  # "data", "transform", "model", or a recipe step's name
+    component: Component
+    values: dict[str, Any]
+    from_spec: frozenset[str]
+    loc: Location
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return self.component.params
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    """A spec file that went into a build (the main spec and every `extends:` base)."""
+
+    display: str  # path relative to the main spec's folder
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec: everything the renderer and emitters need, nothing left to check."""
+
+    name: str
+    description: str
+    path: Path
+    files: tuple[SpecFile, ...]
+    overrides: tuple[str, ...]
+    data: Choice
+    transform: Choice
+    model: Choice
+    steps: tuple[Choice, ...]
+    smoke_data: Choice | None
+    smoke: dict[str, dict[str, Any]]  # section -> overrides ("data" -> smoke data kwargs)
+    outputs: tuple[str, ...]
+
+    @property
+    def sections(self) -> tuple[Choice, ...]:
+        """Config sections in order: data, transform, model, then one per recipe step."""
+        return (self.data, self.transform, self.model, *self.steps)
+
+    @property
+    def components(self) -> tuple[Component, ...]:
+        """Every chosen component (smoke data included), each once, in section order."""
+        seen: dict[tuple[str, str], Component] = {}
+        for choice in (*self.sections, *([self.smoke_data] if self.smoke_data else [])):
+            seen.setdefault((choice.component.kind, choice.component.name), choice.component)
+        return tuple(seen.values())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """' Did you mean 'x'?' for the closest option, or ''."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def section_class_name(section: str) -> str:
+    """Config dataclass name of a section: 'pretrain' -> 'PretrainConfig', 'k_fold' -> 'KFoldConfig'."""
+    return "".join(part[:1].upper() + part[1:] for part in section.split("_") if part) + "Config"
+
+
+def _describe(value: Any) -> str:
+    kind = "null" if value is None else {dict: "mapping", list: "list"}.get(type(value), type(value).__name__)
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return f"{kind} {shown}" if value is not None else "null"
+
+
+def _is_identifier(name: Any) -> bool:
+    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name) and name.isascii()
+
+
+# --------------------------------------------------------------------------- type checking
+
+
+class _Mismatch(Exception):
+    pass
+
+
+_SCALARS = {"int", "float", "bool", "str"}
+
+
+def _annotation_tree(annotation: str) -> ast.expr | None:
+    try:
+        return ast.parse(annotation, mode="eval").body
+    except SyntaxError:
+        return None
+
+
+def _subscript_parts(node: ast.Subscript) -> list[ast.expr]:
+    inner = node.slice
+    return list(inner.elts) if isinstance(inner, ast.Tuple) else [inner]
+
+
+def _base_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):  # typing.Optional, t.Literal
+        return node.attr
+    return None
+
+
+def conform(value: Any, annotation: str | None) -> Any:
+    """`value` converted to what `annotation` declares (lists -> tuples, ints -> floats).
+
+    Raises `_Mismatch` when it does not fit. Unknown annotations accept any YAML value:
+    the catalog contract limits schema types, and the runtime still sees the value.
+    """
+    if annotation is None:
+        return value
+    tree = _annotation_tree(annotation)
+    if tree is None:
+        return value
+    return _conform(value, tree)
+
+
+def _conform(value: Any, node: ast.expr) -> Any:
+    if isinstance(node, ast.Constant):
+        if node.value is None:
+            if value is None:
+                return None
+            raise _Mismatch
+        if isinstance(node.value, str):  # a quoted forward reference: "tuple[int, int]"
+            inner = _annotation_tree(node.value)
+            return value if inner is None else _conform(value, inner)
+        return value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _first_fit(value, [node.left, node.right])
+    name = _base_name(node.value) if isinstance(node, ast.Subscript) else _base_name(node)
+    if isinstance(node, ast.Subscript):
+        parts = _subscript_parts(node)
+        if name == "Optional":
+            return _first_fit(value, [ast.Constant(None), *parts])
+        if name == "Union":
+            return _first_fit(value, parts)
+        if name == "Literal":
+            for part in parts:
+                try:
+                    allowed = ast.literal_eval(part)
+                except ValueError:
+                    continue
+                if type(allowed) is type(value) and allowed == value:
+                    return value
+            raise _Mismatch
+        if name in ("tuple", "Tuple"):
+            if not isinstance(value, (list, tuple)):
+                raise _Mismatch
+            if len(parts) == 2 and isinstance(parts[1], ast.Constant) and parts[1].value is Ellipsis:
+                return tuple(_conform(item, parts[0]) for item in value)
+            if len(parts) == 1 and isinstance(parts[0], ast.Tuple) and not parts[0].elts:  # tuple[()]
+                parts = []
+            if len(value) != len(parts):
+                raise _Mismatch
+            return tuple(_conform(item, part) for item, part in zip(value, parts))
+        if name in ("list", "List", "Sequence"):
+            if not isinstance(value, (list, tuple)):
+                raise _Mismatch
+            items = [_conform(item, parts[0]) for item in value] if parts else list(value)
+            return tuple(items) if name == "Sequence" else items
+        if name in ("dict", "Dict", "Mapping"):
+            if not isinstance(value, dict):
+                raise _Mismatch
+            if len(parts) == 2:
+                return {_conform(k, parts[0]): _conform(v, parts[1]) for k, v in value.items()}
+            return dict(value)
+        return value
+    if name == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if name == "float":
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            # PyYAML reads `1e-4` (no dot) as a string; a float parameter clearly means the number.
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if name == "bool":
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if name == "str":
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if name == "None":
+        if value is None:
+            return None
+        raise _Mismatch
+    if name in ("tuple", "Tuple"):
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        raise _Mismatch
+    if name in ("list", "List"):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise _Mismatch
+    if name in ("dict", "Dict", "Mapping"):
+        if isinstance(value, dict):
+            return dict(value)
+        raise _Mismatch
+    return value  # Any, or a name the schema rules do not cover
+
+
+def _first_fit(value: Any, options: list[ast.expr]) -> Any:
+    # Exact kinds first, so `int | float` keeps an int an int.
+    for option in options:
+        try:
+            return _conform(value, option)
+        except _Mismatch:
+            continue
+    raise _Mismatch
+
+
+def default_value(component: Component, param: Param) -> Any:
+    """The Python value of a parameter's signature default (catalog defaults are literals)."""
+    assert param.default is not None
+    tree = _annotation_tree(param.default)
+    try:
+        value = _literal(tree) if tree is not None else None
+    except ValueError:
+        raise SpecError(
+            f"default of {component.qualname}({param.name}=...) is {param.default!r}, not a literal; "
+            "catalog defaults must be literals (components/README.md §1)",
+            str(component.path),
+            param.lineno,
+            1,
+        ) from None
+    try:
+        return conform(value, param.annotation)
+    except _Mismatch:
+        return value
+
+
+def _literal(node: ast.expr) -> Any:
+    """ast.literal_eval plus `float("inf")`-style calls, which catalogs use for infinities."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float" and len(node.args) == 1 and not node.keywords:
+        arg = node.args[0]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            return float(arg.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_literal(node.operand)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_literal(item) for item in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "math" and node.attr in ("inf", "nan", "pi", "e"):
+        return getattr(math, node.attr)
+    return ast.literal_eval(node)
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def _merge(base: Node, child: Node) -> Node:
+    """Child over base: mappings merge key by key; everything else is replaced.
+
+    A component section whose `use:` changes is replaced whole, so a base's `with:` block
+    never leaks into a different component.
+    """
+    if not (base.is_mapping and child.is_mapping):
+        return child
+    base_use = base.value.get("use")
+    child_use = child.value.get("use")
+    if base_use is not None and child_use is not None and base_use.plain() != child_use.plain():
+        return child
+    merged = dict(base.value)
+    key_locs = dict(base.key_locs)
+    for key, value in child.value.items():
+        merged[key] = _merge(base.value[key], value) if key in base.value else value
+        key_locs[key] = child.key_locs.get(key, value.loc)
+    return Node(merged, child.loc, key_locs)
+
+
+def _read_document(path: Path, display: str, chain: tuple[Path, ...], files: list[SpecFile], extends_loc: Location | None) -> Node:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join([*(p.name for p in chain), resolved.name])
+        assert extends_loc is not None
+        raise extends_loc.error(f"extends cycle: {cycle}; remove one of these extends: lines")
+    try:
+        data = resolved.read_bytes()
+    except FileNotFoundError:
+        if extends_loc is not None:
+            raise extends_loc.error(f"extends: file {display!r} not found (looked at {path}); fix the path, relative to this spec's folder") from None
+        raise SpecError(f"spec file {str(path)!r} not found; check the path", str(path), None, None) from None
+    except (IsADirectoryError, PermissionError, OSError) as exc:
+        where = extends_loc or Location(display, 1, 1)
+        raise where.error(f"cannot read spec file {display!r}: {exc.strerror or exc}; point at a readable YAML file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"spec is not UTF-8 text (byte {exc.start}); save it as UTF-8", display, 1, 1) from None
+    files.append(SpecFile(display, resolved, hashlib.sha256(data).hexdigest()))
+    root = parse_yaml(text, display)
+    if root is None:
+        raise SpecError("the spec is empty; start with `name: <identifier>` and the data/transform/model/recipe sections", display, 1, 1)
+    if not root.is_mapping:
+        raise root.loc.error(f"a spec must be a mapping (name:, data:, model:, ...), got {_describe(root.plain())}; write `key: value` lines at the top level")
+    extends = root.value.get("extends")
+    if extends is None:
+        return root
+    if not isinstance(extends.value, str) or not extends.value.strip():
+        raise extends.loc.error(f"extends: must be a relative file path, got {_describe(extends.plain())}; write `extends: base.yaml`")
+    base_path = resolved.parent / extends.value
+    base_display = str(Path(display).parent / extends.value) if Path(display).parent != Path(".") else extends.value
+    base = _read_document(base_path, base_display, (*chain, resolved), files, extends.loc)
+    own = Node({k: v for k, v in root.value.items() if k != "extends"}, root.loc, {k: v for k, v in root.key_locs.items() if k != "extends"})
+    base_own = Node({k: v for k, v in base.value.items() if k != "extends"}, base.loc, dict(base.key_locs))
+    return _merge(base_own, own)
+
+
+def apply_override(root: Node, override: str) -> Node:
+    """Apply one `--set key.path=value` (value typed by YAML rules) to the document tree."""
+    file = f"<--set {override}>"
+    start = Location(file, 1, 1)
+    if not isinstance(override, str) or "=" not in override:
+        raise start.error("--set needs KEY=VALUE, e.g. --set model.with.embed_dim=384")
+    path_text, value_text = override.split("=", 1)
+    keys = path_text.strip().split(".")
+    if not path_text.strip() or any(not key for key in keys):
+        raise start.error(f"--set key path {path_text!r} is empty or has an empty part; write it like model.with.embed_dim")
+    value_column = len(path_text) + 1
+    if "\n" in value_text or "\r" in value_text:
+        parsed = None
+        raise Location(file, 1, value_column + 1).error("--set values must be one line; use a spec file for longer values")
+    parsed = parse_yaml(value_text, file, column_offset=value_column) if value_text.strip() else Node("", Location(file, 1, value_column + 1))
+    if parsed is None:
+        parsed = Node(None, Location(file, 1, value_column + 1))
+    return _set_path(root, keys, parsed, start, path_text)
+
+
+def _set_path(node: Node, keys: list[str], value: Node, loc: Location, path_text: str) -> Node:
+    if not keys:
+        return value
+    key, rest = keys[0], keys[1:]
+    if node.is_sequence:
+        items = list(node.value)
+        index = _sequence_index(items, key, loc, path_text)
+        items[index] = _set_path(items[index], rest, value, loc, path_text)
+        return Node(items, node.loc)
+    if not node.is_mapping:
+        raise loc.error(f"--set {path_text}: {key!r} goes into {_describe(node.plain())}, which has no keys; shorten the path")
+    children = dict(node.value)
+    child = children.get(key, Node({}, loc))
+    children[key] = _set_path(child, rest, value, loc, path_text)
+    key_locs = dict(node.key_locs)
+    key_locs.setdefault(key, loc)
+    return Node(children, node.loc, key_locs)
+
+
+def _sequence_index(items: list[Node], key: str, loc: Location, path_text: str) -> int:
+    if key.isdigit():
+        index = int(key)
+        if index < len(items):
+            return index
+        raise loc.error(f"--set {path_text}: index {index} is out of range (the list has {len(items)} items)")
+    names = []
+    for index, item in enumerate(items):
+        if item.is_mapping:
+            name_node = item.value.get("name") or item.value.get("use")
+            name = name_node.value if name_node is not None else None
+            names.append(str(name))
+            if name == key:
+                return index
+    raise loc.error(f"--set {path_text}: no list item named {key!r}.{did_you_mean(key, names)} Use an index (0, 1, ...) or a step name: {', '.join(names) or '(none)'}")
+
+
+def load_document(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Node, tuple[SpecFile, ...]]:
+    """Read a spec and its `extends:` chain, merge them, and apply `--set` overrides."""
+    path = Path(path)
+    files: list[SpecFile] = []
+    root = _read_document(path, path.name, (), files, None)
+    for override in overrides:
+        root = apply_override(root, override)
+    return root, tuple(files)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def load_spec(path: str | Path, index: CatalogLookup, overrides: Sequence[str] = ()) -> Spec:
+    """Load, merge and validate a spec against the catalog index. Raises `SpecError`."""
+    path = Path(path)
+    root, files = load_document(path, overrides)
+    return validate(root, index, path=path, files=files, overrides=tuple(overrides))
+
+
+def validate(root: Node, index: CatalogLookup, *, path: Path, files: tuple[SpecFile, ...] = (), overrides: tuple[str, ...] = ()) -> Spec:
+    """Check a merged document against the schema and the catalog; return the typed `Spec`."""
+    doc = root.value
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            raise root.key_locs[key].error(f"unknown section {key!r}.{did_you_mean(key, TOP_LEVEL_KEYS)} Allowed: {', '.join(TOP_LEVEL_KEYS)}")
+
+    name_node = _required(root, "name", "name: my_experiment  # a Python identifier; names the output files")
+    name = name_node.value
+    if not _is_identifier(name):
+        raise name_node.loc.error(f"name must be a Python identifier (letters, digits, _; not a keyword), got {_describe(name)}; e.g. name: esc50_audiomae")
+    if name in SHADOWED_MODULES or name.startswith("test_"):
+        raise name_node.loc.error(f"name {name!r} would shadow a Python module (or look like a test); choose another, e.g. name: {name}_mae")
+
+    description = ""
+    if "description" in doc:
+        desc_node = doc["description"]
+        if desc_node.value is not None and not isinstance(desc_node.value, str):
+            raise desc_node.loc.error(f"description must be text, got {_describe(desc_node.plain())}; quote it")
+        description = desc_node.value or ""
+
+    data = _component_section(root, "data", "data", index)
+    transform = _component_section(root, "transform", "transform", index)
+    model = _component_section(root, "model", "model", index)
+    steps = _recipe_steps(root, index)
+
+    smoke_data, smoke = _smoke(root, index, {choice.section: choice for choice in (data, transform, model, *steps)})
+    outputs = _outputs(root)
+    return Spec(
+        name=name,
+        description=description,
+        path=path,
+        files=files,
+        overrides=overrides,
+        data=data,
+        transform=transform,
+        model=model,
+        steps=steps,
+        smoke_data=smoke_data,
+        smoke=smoke,
+        outputs=outputs,
+    )
+
+
+def _required(parent: Node, key: str, example: str) -> Node:
+    if key not in parent.value:
+        raise parent.loc.error(f"missing required key {key!r}; add `{example}`")
+    return parent.value[key]
+
+
+def _lookup(index: CatalogLookup, kind: str, use: Node) -> Component:
+    if not isinstance(use.value, str) or not use.value:
+        raise use.loc.error(f"use: must name a registered {kind}, got {_describe(use.plain())}; run `sigmae-gen list --kind {kind}`")
+    component = index.components.get((kind, use.value))
+    if component is not None:
+        return component
+    known = sorted(c.name for c in index.components_of(kind))
+    raise use.loc.error(
+        f"unknown {kind} {use.value!r}.{did_you_mean(use.value, known)} Known {kind}s: {', '.join(known) or '(none)'}"
+    )
+
+
+def _component_section(root: Node, section: str, kind: str, index: CatalogLookup) -> Choice:
+    node = _required(root, section, f"{section}: {{use: <{kind} name>, with: {{...}}}}")
+    return _choice(node, section, kind, index, allowed_keys=("use", "with"))
+
+
+def _choice(node: Node, section: str, kind: str, index: CatalogLookup, *, allowed_keys: tuple[str, ...]) -> Choice:
+    if not node.is_mapping:
+        raise node.loc.error(f"{section}: must be a mapping like {{use: <{kind} name>, with: {{...}}}}, got {_describe(node.plain())}")
+    for key in node.value:
+        if key not in allowed_keys:
+            raise node.key_locs[key].error(f"unknown key {key!r} in {section}.{did_you_mean(key, allowed_keys)} Allowed: {', '.join(allowed_keys)}")
+    use = _required(node, "use", f"use: <{kind} name>  # see `sigmae-gen list --kind {kind}`")
+    component = _lookup(index, kind, use)
+    with_node = node.value.get("with")
+    given: dict[str, Node] = {}
+    given_locs: dict[str, Location] = {}
+    if with_node is not None and with_node.value is not None:
+        if not with_node.is_mapping:
+            raise with_node.loc.error(f"with: must be a mapping of parameter: value, got {_describe(with_node.plain())}")
+        given, given_locs = with_node.value, with_node.key_locs
+    values = _typed_values(component, given, given_locs, f"{section}.with", use.loc, complete=True)
+    return Choice(section, component, values, frozenset(given), use.loc)
+
+
+def _typed_values(component: Component, given: Mapping[str, Node], locs: Mapping[str, Location], where: str, use_loc: Location, *, complete: bool) -> dict[str, Any]:
+    """Typed parameter values: given ones checked, missing ones defaulted (when `complete`)."""
+    params = {param.name: param for param in component.params}
+    for key in given:
+        if key not in params:
+            names = sorted(params)
+            raise locs[key].error(
+                f"unknown parameter {key!r} for {component.kind} {component.name!r} in {where}.{did_you_mean(key, names)} "
+                f"Parameters: {', '.join(names) or '(none)'}"
+            )
+    values: dict[str, Any] = {}
+    for param in component.params:
+        if param.name in given:
+            values[param.name] = check_value(given[param.name], param, component)
+        elif complete:
+            if param.required:
+                ann = f" ({param.annotation})" if param.annotation else ""
+                raise use_loc.error(
+                    f"{component.kind} {component.name!r} needs parameter {param.name!r}{ann}; add `{param.name}: ...` under {where}"
+                )
+            values[param.name] = default_value(component, param)
+    return values
+
+
+def check_value(node: Node, param: Param, component: Component) -> Any:
+    """A spec value converted to the parameter's annotation, or a SpecError saying what fits."""
+    value = node.plain()
+    try:
+        return conform(value, param.annotation)
+    except _Mismatch:
+        raise node.loc.error(
+            f"{param.name} of {component.kind} {component.name!r} must be {param.annotation}, got {_describe(value)}; "
+            f"change the value to a {param.annotation}"
+        ) from None
+
+
+def _recipe_steps(root: Node, index: CatalogLookup) -> tuple[Choice, ...]:
+    node = _required(root, "recipe", "recipe: [{use: <recipe name>, name: <step name>, with: {...}}]")
+    if not node.is_sequence or not node.value:
+        raise node.loc.error(f"recipe: must be a non-empty list of steps like - {{use: mae_pretrain, name: pretrain}}, got {_describe(node.plain())}")
+    steps: list[Choice] = []
+    seen: dict[str, Location] = {}
+    class_names: dict[str, str] = {}
+    for item in node.value:
+        if not item.is_mapping:
+            raise item.loc.error(f"each recipe step must be a mapping like {{use: mae_pretrain, name: pretrain}}, got {_describe(item.plain())}")
+        name_node = item.value.get("name") or item.value.get("use")
+        if name_node is None:
+            raise item.loc.error("recipe step needs use: <recipe name>; see `sigmae-gen list --kind recipe`")
+        step_name = name_node.value
+        if not _is_identifier(step_name):
+            raise name_node.loc.error(f"step name must be a Python identifier, got {_describe(step_name)}; set `name: <identifier>` on this step")
+        if step_name in RESERVED_SECTIONS:
+            raise name_node.loc.error(f"step name {step_name!r} is reserved (it is a config section); set another `name:` on this step")
+        if step_name in seen:
+            raise name_node.loc.error(f"duplicate step name {step_name!r} (first at line {seen[step_name].line}); give each step its own `name:`")
+        class_name = section_class_name(step_name)
+        if class_name in class_names:
+            raise name_node.loc.error(f"step names {class_names[class_name]!r} and {step_name!r} give the same config class {class_name}; rename one")
+        seen[step_name] = name_node.loc
+        class_names[class_name] = step_name
+        steps.append(_choice(item, step_name, "recipe", index, allowed_keys=("use", "name", "with")))
+    return tuple(steps)
+
+
+def _smoke(root: Node, index: CatalogLookup, sections: dict[str, Choice]) -> tuple[Choice | None, dict[str, dict[str, Any]]]:
+    node = root.value.get("smoke")
+    if node is None or node.value is None:
+        return None, {}
+    if not node.is_mapping:
+        raise node.loc.error(f"smoke: must be a mapping of section: overrides, got {_describe(node.plain())}")
+    smoke_data: Choice | None = None
+    smoke: dict[str, dict[str, Any]] = {}
+    for key, child in node.value.items():
+        loc = node.key_locs[key]
+        if key == "data":
+            if not child.is_mapping or "use" not in child.value:
+                raise child.loc.error("smoke.data must name the synthetic data set: {use: <data name>, with: {...}}")
+            smoke_data = _choice(child, "data", "data", index, allowed_keys=("use", "with"))
+            smoke["data"] = {param: smoke_data.values[param] for param in sorted(smoke_data.from_spec)}
+            continue
+        if key not in sections:
+            options = [s for s in sections if s != "data"]
+            raise loc.error(f"smoke: unknown section {key!r}.{did_you_mean(key, options)} Sections: data, {', '.join(options)}")
+        if child.value is None:
+            continue
+        if not child.is_mapping:
+            raise child.loc.error(f"smoke.{key} must be a mapping of parameter: value, got {_describe(child.plain())}")
+        choice = sections[key]
+        smoke[key] = _typed_values(choice.component, child.value, child.key_locs, f"smoke.{key}", child.loc, complete=False)
+    return smoke_data, smoke
+
+
+def _outputs(root: Node) -> tuple[str, ...]:
+    node = root.value.get("outputs")
+    if node is None or node.value is None:
+        return OUTPUT_KINDS
+    if not node.is_sequence or not node.value:
+        raise node.loc.error(f"outputs: must be a list from {list(OUTPUT_KINDS)}, got {_describe(node.plain())}")
+    chosen: list[str] = []
+    for item in node.value:
+        if item.value not in OUTPUT_KINDS:
+            shown = item.value if isinstance(item.value, str) else ""
+            raise item.loc.error(f"unknown output {item.plain()!r}.{did_you_mean(shown, OUTPUT_KINDS)} Choose from: {', '.join(OUTPUT_KINDS)}")
+        if item.value in chosen:
+            raise item.loc.error(f"output {item.value!r} is listed twice; list it once")
+        chosen.append(item.value)
+    if "script" not in chosen:
+        raise node.loc.error("outputs: must include script (the notebook and tests are built from it); add script to the list")
+    return tuple(kind for kind in OUTPUT_KINDS if kind in chosen)

@@ -1,0 +1,3 @@
+"""Fixture catalog: contracts."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Fixture catalog: data."""
+
+from __future__ import annotations

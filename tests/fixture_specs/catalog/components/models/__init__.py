@@ -1,0 +1,3 @@
+"""Fixture catalog: models."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Fixture catalog: recipes."""
+
+from __future__ import annotations

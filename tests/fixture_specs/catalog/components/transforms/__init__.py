@@ -1,0 +1,3 @@
+"""Fixture catalog: transforms."""
+
+from __future__ import annotations
