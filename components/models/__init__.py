@@ -5,6 +5,14 @@ from __future__ import annotations
 from components.models.audiomae import AudioMAE
 from components.models.audiomae_pp import AudioMAEPlusPlus
 from components.models.base import BaseAutoencoder
+from components.models.classifier import AudioMAEClassifier, param_groups_lrd
 from components.models.mae import MaskedAutoencoderViT
 
-__all__ = ["AudioMAE", "AudioMAEPlusPlus", "BaseAutoencoder", "MaskedAutoencoderViT"]
+__all__ = [
+    "AudioMAE",
+    "AudioMAEClassifier",
+    "AudioMAEPlusPlus",
+    "BaseAutoencoder",
+    "MaskedAutoencoderViT",
+    "param_groups_lrd",
+]
