@@ -1,0 +1,273 @@
+"""STFT front ends: AudioMAE++'s log-mel spectrogram and the RadioML IQ spectrogram.
+
+Both run batched on the training device with windows and filter banks cached per
+(device, dtype), and both fit the time axis to a fixed number of frames so a ViT sees a
+constant grid: random crops in ``train()``, centre crops in ``eval()``, tiling for short clips.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal
+
+import torch
+
+from components.registry import transform_registry
+from components.transforms.base import SignalTransform
+
+
+def htk_mel(freq: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + freq / 700.0)
+
+
+def htk_mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=32)
+def htk_mel_filters(
+    n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_max: float, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Triangular HTK-mel filters ``[n_fft // 2 + 1, n_mels]`` (no area normalisation)."""
+    bin_freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    edges = htk_mel_to_hz(
+        torch.linspace(float(htk_mel(torch.tensor(f_min))), float(htk_mel(torch.tensor(f_max))), n_mels + 2, dtype=torch.float64)
+    )
+    lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
+    f = bin_freqs.unsqueeze(1)
+    rising = (f - lower) / (center - lower)
+    falling = (upper - f) / (upper - center)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def periodic_hann(length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.hann_window(length, periodic=True, dtype=dtype, device=device)
+
+
+def fit_time_axis(features: torch.Tensor, target_frames: int, random_crop: bool) -> torch.Tensor:
+    """Crop or tile ``[B, C, T, F]`` to ``target_frames`` along T.
+
+    Short inputs are tiled (repeated) rather than zero-padded, so a model never sees silence
+    that was not in the clip. Random crops draw one offset per item from torch's global RNG.
+    """
+    frames = features.shape[2]
+    if frames < target_frames:
+        features = features.repeat(1, 1, math.ceil(target_frames / frames), 1)[:, :, :target_frames]
+        return features
+    if frames == target_frames:
+        return features
+    batch = features.shape[0]
+    spare = frames - target_frames
+    if random_crop:
+        offsets = torch.randint(0, spare + 1, (batch,), device=features.device)
+    else:
+        offsets = torch.full((batch,), spare // 2, device=features.device)
+    index = offsets[:, None] + torch.arange(target_frames, device=features.device)  # [B, target]
+    index = index[:, None, :, None].expand(batch, features.shape[1], target_frames, features.shape[3])
+    return torch.gather(features, 2, index)
+
+
+def standardize_per_item(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    dims = tuple(range(1, features.dim()))
+    mean = features.mean(dim=dims, keepdim=True)
+    std = features.std(dim=dims, keepdim=True, unbiased=False)
+    return (features - mean) / (std + eps)
+
+
+@transform_registry.register("log_mel", version="1.0")
+class LogMel(SignalTransform):
+    """AudioMAE++'s front end: ``[B, N]`` -> ``[B, 1, target_frames, n_mels]`` standardised log-mels.
+
+    Centred STFT (reflect padding) with a periodic Hann window, power spectrum, HTK mel
+    filters from ``f_min`` to ``f_max`` (capped at Nyquist), ``log(x + log_offset)``, crop
+    (random in training, centre in evaluation) or tile to ``target_frames``, then per-clip
+    standardisation (``standardize=False`` keeps raw log-mels). ``target_frames=None`` keeps
+    every frame.
+    """
+
+    input_kind = "audio"
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 400,
+        win_length: int = 400,
+        hop_length: int = 160,
+        n_mels: int = 80,
+        f_min: float = 50.0,
+        f_max: float = 8000.0,
+        target_frames: int | None = 200,
+        log_offset: float = 1e-6,
+        standardize: bool = True,
+    ) -> None:
+        super().__init__()
+        if win_length > n_fft:
+            raise ValueError(f"log_mel: win_length ({win_length}) must not exceed n_fft ({n_fft})")
+        if not 0 <= f_min < min(f_max, sample_rate / 2):
+            raise ValueError(f"log_mel: need 0 <= f_min < f_max, f_min below Nyquist; got {f_min}, {f_max} at {sample_rate} Hz")
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.win_length = win_length
+        self.hop_length = hop_length
+        self.n_mels = n_mels
+        self.f_min = f_min
+        self.f_max = min(f_max, sample_rate / 2)
+        self.target_frames = target_frames
+        self.log_offset = log_offset
+        self.standardize = standardize
+        self.min_num_samples = n_fft // 2 + 1  # reflect padding needs more samples than it pads
+
+    def output_shape(self, num_samples: int) -> tuple[int, int, int]:
+        frames = self.target_frames if self.target_frames is not None else 1 + num_samples // self.hop_length
+        return (1, frames, self.n_mels)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.check_input(batch)
+        if batch.shape[1] < self.min_num_samples:
+            raise ValueError(
+                f"log_mel: {batch.shape[1]} samples is too short for n_fft={self.n_fft}; need at least {self.min_num_samples}"
+            )
+        dtype = batch.dtype if batch.dtype == torch.float64 else torch.float32
+        batch = batch.to(dtype)
+        spec = torch.stft(
+            batch,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=periodic_hann(self.win_length, batch.device, dtype),
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )  # [B, n_fft // 2 + 1, T]
+        power = spec.real.square() + spec.imag.square()
+        filters = htk_mel_filters(self.n_fft, self.n_mels, self.sample_rate, self.f_min, self.f_max, batch.device, dtype)
+        mel = torch.log(power.transpose(1, 2) @ filters + self.log_offset).unsqueeze(1)  # [B, 1, T, n_mels]
+        if self.target_frames is not None:
+            mel = fit_time_axis(mel, self.target_frames, random_crop=self.training)
+        return standardize_per_item(mel) if self.standardize else mel
+
+
+@transform_registry.register("iq_spectrogram", version="1.0")
+class IQSpectrogram(SignalTransform):
+    """RadioML front end: ``[B, 2, L]`` IQ -> ``[B, C, T, n_fft]`` two-sided spectrogram.
+
+    The STFT of ``I + jQ`` is two-sided (a complex signal's negative frequencies differ from
+    its positive ones), ``fftshift`` ed so that DC sits in the middle. ``mode`` picks channels:
+    ``"log_magnitude"`` (C=1), ``"log_magnitude_phase"`` (C=2, phase / pi), ``"real_imag"``
+    (C=2, signed-log of real and imaginary parts). Default sizes suit RML2016's 128-sample
+    frames (33 frames of 32 bins, cropped to 32); for RML2018's 1024 samples use e.g.
+    ``n_fft=64, hop_length=16, target_frames=64``.
+    """
+
+    input_kind = "iq"
+
+    def __init__(
+        self,
+        n_fft: int = 32,
+        hop_length: int = 4,
+        mode: Literal["log_magnitude", "log_magnitude_phase", "real_imag"] = "log_magnitude",
+        target_frames: int | None = 32,
+        standardize: bool = True,
+        log_offset: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if mode not in ("log_magnitude", "log_magnitude_phase", "real_imag"):
+            raise ValueError(f"iq_spectrogram: mode must be log_magnitude, log_magnitude_phase or real_imag, got {mode!r}")
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.mode = mode
+        self.target_frames = target_frames
+        self.standardize = standardize
+        self.log_offset = log_offset
+        self.min_num_samples = n_fft // 2 + 1
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "log_magnitude" else 2
+
+    def output_shape(self, num_samples: int) -> tuple[int, int, int]:
+        frames = self.target_frames if self.target_frames is not None else 1 + num_samples // self.hop_length
+        return (self.channels, frames, self.n_fft)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.check_input(batch)
+        if batch.shape[2] < self.min_num_samples:
+            raise ValueError(f"iq_spectrogram: {batch.shape[2]} samples is too short for n_fft={self.n_fft}")
+        dtype = batch.dtype if batch.dtype == torch.float64 else torch.float32
+        batch = batch.to(dtype)
+        signal = torch.complex(batch[:, 0], batch[:, 1])
+        spec = torch.stft(
+            signal,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            window=periodic_hann(self.n_fft, batch.device, dtype),
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+            onesided=False,
+        )
+        spec = torch.fft.fftshift(spec, dim=1).transpose(1, 2)  # [B, T, n_fft]
+        log_magnitude = torch.log(spec.abs() + self.log_offset)
+        if self.mode == "log_magnitude":
+            channels = [log_magnitude]
+        elif self.mode == "log_magnitude_phase":
+            channels = [log_magnitude, torch.angle(spec) / math.pi]
+        else:  # a signed log keeps the sign and tames the dynamic range
+            channels = [torch.sign(part) * torch.log1p(part.abs()) for part in (spec.real, spec.imag)]
+        features = torch.stack(channels, dim=1)
+        if self.target_frames is not None:
+            features = fit_time_axis(features, self.target_frames, random_crop=self.training)
+        if self.standardize and self.mode == "log_magnitude":
+            features = standardize_per_item(features)
+        elif self.standardize and self.mode == "log_magnitude_phase":
+            features = torch.cat([standardize_per_item(features[:, :1]), features[:, 1:]], dim=1)
+        return features
+
+
+@transform_registry.register("iq_patches", version="1.0")
+class IQPatches(SignalTransform):
+    """Raw IQ cut into 1-D patches, for models that read IQ samples directly.
+
+    ``[B, 2, L]`` -> ``layout="rows"``: ``[B, 1, L / P, 2P]`` (each row is a patch's I samples
+    then its Q samples, so a ``(1, 2P)`` patch embedding sees one time patch);
+    ``layout="channels"``: ``[B, 2, L / P, P]``. A partial last patch is zero-padded.
+    ``normalize=True`` scales each item to unit RMS power (RadioML power varies with SNR).
+    """
+
+    input_kind = "iq"
+
+    def __init__(self, patch_size: int = 16, layout: Literal["rows", "channels"] = "rows", normalize: bool = True) -> None:
+        super().__init__()
+        if patch_size <= 0:
+            raise ValueError(f"iq_patches: patch_size must be positive, got {patch_size}")
+        if layout not in ("rows", "channels"):
+            raise ValueError(f"iq_patches: layout must be 'rows' or 'channels', got {layout!r}")
+        self.patch_size = patch_size
+        self.layout = layout
+        self.normalize = normalize
+
+    def output_shape(self, num_samples: int) -> tuple[int, int, int]:
+        patches = math.ceil(num_samples / self.patch_size)
+        if self.layout == "rows":
+            return (1, patches, 2 * self.patch_size)
+        return (2, patches, self.patch_size)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.check_input(batch)
+        dtype = batch.dtype if batch.dtype == torch.float64 else torch.float32
+        batch = batch.to(dtype)
+        if self.normalize:
+            rms = batch.square().sum(dim=1).mean(dim=1).sqrt()
+            batch = batch / (rms[:, None, None] + 1e-8)
+        length = batch.shape[2]
+        patches = math.ceil(length / self.patch_size)
+        batch = torch.nn.functional.pad(batch, (0, patches * self.patch_size - length))
+        cut = batch.reshape(batch.shape[0], 2, patches, self.patch_size)  # [B, 2, T, P]
+        if self.layout == "channels":
+            return cut
+        return cut.permute(0, 2, 1, 3).reshape(batch.shape[0], 1, patches, 2 * self.patch_size)
+
+
+__all__ = ["IQPatches", "IQSpectrogram", "LogMel", "fit_time_axis", "htk_mel_filters", "standardize_per_item"]
