@@ -1,0 +1,1 @@
+"""Fixture catalog for the generator's tests: pure standard library, importable."""

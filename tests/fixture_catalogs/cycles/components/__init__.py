@@ -1,0 +1,1 @@
+"""Fixture catalog with reference cycles across modules (never imported, only inlined)."""
