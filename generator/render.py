@@ -268,6 +268,7 @@ class ChunkView:
     module: str
     comments: tuple[str, ...]
     code: str
+    docstring: str = ""
 
 
 def chunk_views(program: InlinedProgram) -> list[ChunkView]:
@@ -277,7 +278,7 @@ def chunk_views(program: InlinedProgram) -> list[ChunkView]:
         if code.startswith("# %%"):  # the inliner already wrote the marker
             first, _, code = code.partition("\n")
             code = code.strip("\n")
-        views.append(ChunkView(chunk.path, chunk.module, tuple(comment_lines(chunk.docstring or "")), code))
+        views.append(ChunkView(chunk.path, chunk.module, tuple(comment_lines(chunk.docstring or "")), code, chunk.docstring or ""))
     return views
 
 
@@ -319,11 +320,31 @@ def skeleton_imports(spec: Spec, program: InlinedProgram) -> list[str]:
     return lines
 
 
-def render_script(spec: Spec, program: InlinedProgram, *, spec_hash: str, sources: Sequence[str] = ()) -> str:
-    """The whole emitted script as text (deterministic: same inputs, same bytes)."""
+@dataclass(frozen=True)
+class ScriptParts:
+    """The pieces of an emitted script; the notebook emitter lays out the same pieces as cells."""
+
+    docstring: str  # string literal source
+    imports: tuple[str, ...]
+    chunks: tuple[ChunkView, ...]
+    skeleton: str  # Config dataclasses, PIPELINE, main() (no `__main__` guard)
+
+
+def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str) -> ScriptParts:
     imports = merge_imports([*program.imports, *skeleton_imports(spec, program)])
     description = spec.description.strip() or f"Masked-autoencoder training for {spec.name}."
     docstring = f"{description}\n\nRun `python {spec.name}.py --help` for every flag; `--smoke` for a tiny CPU run."
+    return ScriptParts(
+        docstring=docstring_source(docstring),
+        imports=tuple(imports),
+        chunks=tuple(chunk_views(program)),
+        skeleton=render_skeleton(spec, program, spec_hash=spec_hash).strip("\n"),
+    )
+
+
+def render_script(spec: Spec, program: InlinedProgram, *, spec_hash: str, sources: Sequence[str] = (), parts: ScriptParts | None = None) -> str:
+    """The whole emitted script as text (deterministic: same inputs, same bytes)."""
+    parts = parts or script_parts(spec, program, spec_hash=spec_hash)
     text = environment().get_template("script.py.j2").render(
         spec=spec,
         version=generator.__version__,
@@ -331,9 +352,9 @@ def render_script(spec: Spec, program: InlinedProgram, *, spec_hash: str, source
         spec_files=[repr(f.display) for f in spec.files],
         overrides=[repr(o) for o in spec.overrides],
         sources=[repr(s) for s in sorted(sources)],
-        docstring=docstring_source(docstring),
-        imports=imports,
-        chunks=chunk_views(program),
-        skeleton=render_skeleton(spec, program, spec_hash=spec_hash).strip("\n"),
+        docstring=parts.docstring,
+        imports=parts.imports,
+        chunks=parts.chunks,
+        skeleton=parts.skeleton,
     )
     return text.rstrip("\n") + "\n"

@@ -1,0 +1,132 @@
+"""The build pipeline: spec -> index -> resolve -> inline -> render -> write (or check).
+
+`build_spec` is what `sigmae-gen build` and bench/generator.py call. It renders every output
+in memory first; only when all of them rendered does it touch the disk, through one atomic
+folder swap (generator/write.py). With `check=True` it writes nothing and reports drift.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from generator.ir import InlinedProgram, Resolution
+from generator.notebook import DEFAULT_REPO_URL, render_notebook
+from generator.render import provenance_hash, render_script, script_parts, skeleton_names, spec_roots
+from generator.spec import Spec, load_spec
+from generator.write import Drift, compare_outputs, write_outputs
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds components/ (the catalog) and templates/
+
+
+@dataclass(frozen=True)
+class CompiledSpec:
+    """A validated spec with its inlined program: what every emitter starts from."""
+
+    spec: Spec
+    index: object  # generator.index.CatalogIndex
+    resolution: Resolution
+    program: InlinedProgram
+    spec_hash: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced (or, with check=True, how the disk differs from it)."""
+
+    name: str
+    out_dir: Path  # <out_root>/<name>
+    files: dict[str, str]
+    written: bool
+    drift: Drift | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.drift is None or self.drift.clean
+
+
+def load_index(catalog_root: str | Path | None = None, *, cache_dir: str | Path | None = None):
+    """The static catalog index of `catalog_root` (default: the project that holds this generator)."""
+    from generator.index import build_index
+
+    root = Path(catalog_root) if catalog_root is not None else PROJECT_ROOT
+    return build_index(root, "components", cache_dir=Path(cache_dir) if cache_dir is not None else None)
+
+
+def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=None, catalog_root: str | Path | None = None, timings: dict[str, float] | None = None) -> CompiledSpec:
+    """Load and validate a spec, then resolve and inline the catalog code it needs."""
+    from generator.inline import inline
+    from generator.resolve import resolve
+
+    timings = timings if timings is not None else {}
+    clock = time.perf_counter()
+    if index is None:
+        index = load_index(catalog_root)
+    timings["index"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    spec = load_spec(spec_path, index, overrides)
+    timings["spec"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    resolution = resolve(index, spec_roots(spec))
+    timings["resolve"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    program = inline(index, resolution, reserved=skeleton_names(spec))
+    timings["inline"] = time.perf_counter() - clock
+    sources = tuple(sorted(program.source_files))
+    root = Path(index.root)
+    source_bytes = {path: (root / path).read_bytes() for path in sources}
+    return CompiledSpec(spec, index, resolution, program, provenance_hash(spec, source_bytes), sources)
+
+
+def render_outputs(compiled: CompiledSpec, *, repo_url: str = DEFAULT_REPO_URL, timings: dict[str, float] | None = None) -> dict[str, str]:
+    """Every output file of a build, by file name, rendered in memory."""
+    from generator.readme import render_readme
+    from generator.testsuite import render_tests
+
+    timings = timings if timings is not None else {}
+    spec = compiled.spec
+    clock = time.perf_counter()
+    parts = script_parts(spec, compiled.program, spec_hash=compiled.spec_hash)
+    files = {f"{spec.name}.py": render_script(spec, compiled.program, spec_hash=compiled.spec_hash, sources=compiled.sources, parts=parts)}
+    timings["render_script"] = time.perf_counter() - clock
+    if "notebook" in spec.outputs:
+        clock = time.perf_counter()
+        files[f"{spec.name}.ipynb"] = render_notebook(spec, parts, spec_hash=compiled.spec_hash, repo_url=repo_url)
+        timings["render_notebook"] = time.perf_counter() - clock
+    if "tests" in spec.outputs:
+        clock = time.perf_counter()
+        files[f"test_{spec.name}.py"] = render_tests(compiled)
+        timings["render_tests"] = time.perf_counter() - clock
+    files["README.md"] = render_readme(compiled, files, repo_url=repo_url)
+    return files
+
+
+def build_spec(
+    spec_path: str | Path,
+    out_dir: str | Path = "build",
+    *,
+    overrides: Sequence[str] = (),
+    check: bool = False,
+    index=None,
+    catalog_root: str | Path | None = None,
+    repo_url: str = DEFAULT_REPO_URL,
+) -> BuildResult:
+    """Build one spec into `out_dir/<name>/` (atomically), or with `check` compare without writing."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    compiled = compile_spec(spec_path, overrides=overrides, index=index, catalog_root=catalog_root, timings=timings)
+    files = render_outputs(compiled, repo_url=repo_url, timings=timings)
+    dest = Path(out_dir) / compiled.spec.name
+    if check:
+        drift = compare_outputs(dest, files)
+        timings["total"] = time.perf_counter() - start
+        return BuildResult(compiled.spec.name, dest, files, written=False, drift=drift, timings=timings)
+    clock = time.perf_counter()
+    write_outputs(out_dir, compiled.spec.name, files)
+    timings["write"] = time.perf_counter() - clock
+    timings["total"] = time.perf_counter() - start
+    return BuildResult(compiled.spec.name, dest, files, written=True, timings=timings)

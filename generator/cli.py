@@ -1,0 +1,222 @@
+"""`sigmae-gen`: build, check, list, explain, new.
+
+Exit codes mean something (as black's do): 0 ok, 1 `build --check` found drift, 2 a user
+error (bad spec, bad flag, catalog problem) reported as one line without a traceback
+(`--debug` shows it). Anything else is a bug in the tool: exit 3 with the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+import click
+
+import generator
+from generator.errors import SigmaeError
+from generator.notebook import DEFAULT_REPO_URL
+
+SCAFFOLD_KINDS = {"model": "models", "data": "data", "transform": "transforms", "recipe": "recipes"}
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [SigmaeError]
+    try:
+        from generator.index import CatalogError
+
+        types.append(CatalogError)
+    except ImportError:  # pragma: no cover - the index module is part of the package
+        pass
+    return tuple(types)
+
+
+def _repo_url_default() -> str:
+    """`[tool.sigmae-gen] repo-url` of the project's pyproject.toml, else a placeholder."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        return DEFAULT_REPO_URL
+    from generator.build import PROJECT_ROOT
+
+    try:
+        data = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return DEFAULT_REPO_URL
+    value = data.get("tool", {}).get("sigmae-gen", {}).get("repo-url")
+    return value if isinstance(value, str) and value else DEFAULT_REPO_URL
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(generator.__version__, prog_name="sigmae-gen")
+@click.option("--debug", is_flag=True, help="Show tracebacks of user errors.")
+@click.option(
+    "--catalog",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder that holds the catalog package components/ (default: this installation's).",
+)
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, catalog: Path | None) -> None:
+    """Generate self-contained MAE training scripts, notebooks and tests from YAML specs."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    ctx.obj["catalog"] = catalog
+
+
+def _index(ctx: click.Context):
+    from generator.build import load_index
+
+    return load_index(ctx.obj.get("catalog"))
+
+
+spec_argument = click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. --set model.with.embed_dim=384 (typed by YAML rules).")
+
+
+@cli.command()
+@spec_argument
+@click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True, help="Builds go to OUT_DIR/<spec name>/.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff when the files on disk differ from a fresh build.")
+@set_option
+@click.option("--repo-url", default=None, help="GitHub URL for the notebook's Open-in-Colab badge.")
+@click.pass_context
+def build(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path, check: bool, overrides: tuple[str, ...], repo_url: str | None) -> int:
+    """Build each SPEC into OUT_DIR/<name>/ (script, notebook, tests, README)."""
+    from generator.build import build_spec
+
+    index = _index(ctx)
+    repo_url = repo_url or _repo_url_default()
+    drifted = 0
+    for spec_path in specs:
+        result = build_spec(spec_path, out_dir, overrides=overrides, check=check, index=index, repo_url=repo_url)
+        if not check:
+            click.echo(f"built {result.out_dir} ({', '.join(sorted(result.files))}) in {result.timings['total']:.2f} s")
+        elif result.up_to_date:
+            click.echo(f"up to date: {result.out_dir}")
+        else:
+            drifted += 1
+            drift = result.drift
+            assert drift is not None
+            click.echo(f"out of date: {result.out_dir} (rebuild with `sigmae-gen build {spec_path}`)", err=True)
+            click.echo(drift.diff.rstrip("\n"), err=True)
+    return 1 if drifted else 0
+
+
+@cli.command()
+@spec_argument
+@set_option
+@click.pass_context
+def check(ctx: click.Context, specs: tuple[Path, ...], overrides: tuple[str, ...]) -> int:
+    """Validate each SPEC against the catalog without building."""
+    from generator.spec import load_spec
+
+    index = _index(ctx)
+    for spec_path in specs:
+        spec = load_spec(spec_path, index, overrides)
+        steps = ", ".join(f"{c.section}={c.component.name}" for c in spec.steps)
+        click.echo(f"ok: {spec_path} ({spec.name}): data={spec.data.component.name} transform={spec.transform.component.name} model={spec.model.component.name} steps: {steps}")
+    return 0
+
+
+@cli.command(name="list")
+@click.option("--kind", default=None, help="Only this kind (model, data, transform, recipe, loss, fixture).")
+@click.pass_context
+def list_components(ctx: click.Context, kind: str | None) -> int:
+    """List catalog components with versions and parameters (defaults shown)."""
+    from generator.spec import did_you_mean
+
+    index = _index(ctx)
+    kinds = sorted({k for k, _ in index.components})
+    if kind is not None and kind not in kinds:
+        raise UserError(f"unknown kind {kind!r}.{did_you_mean(kind, kinds)} Kinds: {', '.join(kinds) or '(none)'}")
+    for each in [kind] if kind else [k for k in kinds if k != "fixture"]:
+        click.echo(f"{each}:")
+        for component in index.components_of(each):
+            click.echo(f"  {component.name}  v{component.version}  ({component.path.as_posix()}:{component.lineno}, {component.qualname})")
+            for param in component.params:
+                annotation = f": {param.annotation}" if param.annotation else ""
+                default = "  (required)" if param.required else f" = {param.default}"
+                click.echo(f"      {param.name}{annotation}{default}")
+    return 0
+
+
+@cli.command()
+@click.argument("spec_path", type=click.Path(path_type=Path))
+@set_option
+@click.pass_context
+def explain(ctx: click.Context, spec_path: Path, overrides: tuple[str, ...]) -> int:
+    """Print why each emitted definition is in the script, and what was left out."""
+    from generator.build import compile_spec
+    from generator.resolve import explain as explain_resolution
+
+    compiled = compile_spec(spec_path, overrides=overrides, index=_index(ctx))
+    click.echo(explain_resolution(compiled.index, compiled.resolution).rstrip("\n"))
+    return 0
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("name")
+@click.pass_context
+def new(ctx: click.Context, kind: str, name: str) -> int:
+    """Scaffold a catalog module for component NAME of KIND, with its contract fixture stub."""
+    from generator.build import PROJECT_ROOT
+    from generator.scaffold import scaffold
+
+    root = ctx.obj.get("catalog") or PROJECT_ROOT
+    for path in scaffold(Path(root), kind, name):
+        click.echo(f"wrote {path}")
+    click.echo(f"next: implement it, fill in the fixture, then run `pytest -q tests` (the contract tests fail until then)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: runs the CLI and maps outcomes to exit codes (0, 1, 2, 3)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    user_errors = _user_error_types()
+    started = time.perf_counter()
+    try:
+        result = cli.main(args=args, prog_name="sigmae-gen", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 2
+    except UserError as exc:
+        _report(f"error: {exc.format_message()}", debug)
+        return 2
+    except click.ClickException as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        return 2
+    except user_errors as exc:
+        _report(f"error: {exc}", debug)
+        return 2
+    except OSError as exc:  # unreadable spec folder, unwritable output folder, full disk
+        _report(f"error: {exc.filename or ''}: {exc.strerror or exc}; check the path and its permissions", debug)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except Exception:  # a bug in the tool, not in the user's input
+        click.echo(traceback.format_exc().rstrip("\n"), err=True)
+        click.echo(f"internal error in sigmae-gen {generator.__version__} after {time.perf_counter() - started:.1f} s; please report it with the traceback above", err=True)
+        return 3
+    return int(result or 0) if isinstance(result, int) else 0
+
+
+def _report(message: str, debug: bool, printer: Callable[..., None] = click.echo) -> None:
+    if debug:
+        printer(traceback.format_exc().rstrip("\n"), err=True)
+    printer(message, err=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Emit the Colab notebook: the script's code as cells, plus set-up, parameters, run and plots.
+
+The code cells hold exactly the script's pieces (`render.ScriptParts`): the imports, one cell
+per catalog module (each after a markdown cell naming the module and summarising its
+docstring), and the Config/PIPELINE/main cell; executing them defines the same names as
+importing the script. Around them: a title with an "Open in Colab" badge, a set-up cell that
+reports the accelerator, a `parameters`-tagged cell (papermill's convention), a run cell and
+a plot cell. Cell ids are derived from positions, so rebuilds are byte-identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+import generator
+from generator.errors import OutputError
+from generator.render import ScriptParts, environment, literal_source
+from generator.spec import Spec
+
+DEFAULT_REPO_URL = "https://github.com/OWNER/sigmae-gen"
+DEFAULT_BRANCH = "main"
+# Names the notebook defines beyond the script's own (set-up, parameters, run and plot cells).
+NOTEBOOK_ONLY_NAMES = frozenset(
+    {"importlib", "sys", "IN_COLAB", "report_accelerator", "SMOKE", "DOWNLOAD", "OUT_DIR", "EXTRA_ARGS", "ARGV", "exit_code", "Path", "Image", "display", "png", "metrics"}
+)
+
+
+def colab_url(repo_url: str, notebook_path: str, branch: str = DEFAULT_BRANCH) -> str:
+    """Colab's URL for a notebook committed to a GitHub repository."""
+    parsed = urlparse(repo_url)
+    parts = [part for part in parsed.path.split("/") if part]
+    if parsed.scheme != "https" or parsed.netloc != "github.com" or len(parts) != 2:
+        raise OutputError(f"repo URL {repo_url!r} must look like https://github.com/OWNER/REPO (Colab opens notebooks from GitHub); pass --repo-url")
+    owner, repo = parts[0], parts[1].removesuffix(".git")
+    return f"https://colab.research.google.com/github/{owner}/{repo}/blob/{branch}/{notebook_path.lstrip('/')}"
+
+
+def docstring_summary(text: str | None) -> str:
+    """The first paragraph of a docstring, on one line."""
+    if not text:
+        return ""
+    paragraph = text.strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
+def _render(template: str, **context: Any) -> str:
+    return environment().get_template(template).render(**context).strip("\n")
+
+
+def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, repo_url: str = DEFAULT_REPO_URL, build_dir: str = "build") -> str:
+    """The notebook as nbformat v4 JSON text (validated)."""
+    can_download = any(param.name == "download" for param in spec.data.params)
+    notebook_path = f"{build_dir.strip('/')}/{spec.name}/{spec.name}.ipynb"
+    context = {"name": spec.name, "can_download": can_download}
+    cells = [
+        new_markdown_cell(
+            _render(
+                "notebook_title.md.j2",
+                description=spec.description.strip() or f"Masked-autoencoder training for `{spec.name}`.",
+                colab_url=colab_url(repo_url, notebook_path),
+                version=generator.__version__,
+                spec_hash=spec_hash,
+                **context,
+            )
+        ),
+        new_markdown_cell(_render("notebook_setup.md.j2", **context)),
+        new_code_cell(_render("notebook_setup.py.j2", **context)),
+        new_code_cell(_render("notebook_parameters.py.j2", out_dir=literal_source(f"runs/{spec.name}"), **context), metadata={"tags": ["parameters"]}),
+        new_markdown_cell("## Code\n\nThe imports, then the catalog code of the script, one cell per source module."),
+        new_code_cell("from __future__ import annotations\n\n" + "\n".join(parts.imports)),
+    ]
+    for chunk in parts.chunks:
+        summary = docstring_summary(chunk.docstring)
+        cells.append(new_markdown_cell(_render("notebook_module.md.j2", path=chunk.path, summary=summary)))
+        cells.append(new_code_cell(chunk.code))
+    cells.append(new_markdown_cell("## Configuration\n\n`Config` holds every setting with the spec's values as defaults; `PIPELINE` names the components and steps."))
+    cells.append(new_code_cell(parts.skeleton))
+    steps = [{"section": c.section, "use": c.component.name, "summary": docstring_summary(c.component.doc)} for c in spec.steps]
+    cells.append(new_markdown_cell(_render("notebook_run.md.j2", steps=steps, **context)))
+    cells.append(new_code_cell(_render("notebook_run.py.j2", **context)))
+    cells.append(new_markdown_cell("## Plots and metrics\n\nPNG plots are written when matplotlib is installed; the metrics are JSON lines."))
+    cells.append(new_code_cell(_render("notebook_plots.py.j2", **context)))
+    for position, cell in enumerate(cells):
+        cell["id"] = f"cell-{position:02d}"
+    notebook = new_notebook(
+        cells=cells,
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+            "accelerator": "GPU",
+            "colab": {"provenance": [], "gpuType": "T4"},
+            "sigmae_gen": {"spec": spec.name, "version": generator.__version__, "sha256": spec_hash},
+        },
+    )
+    nbformat.validate(notebook)
+    return nbformat.writes(notebook).rstrip("\n") + "\n"

@@ -1,0 +1,71 @@
+"""Emit the per-build README.md: how to run the script (GPU box, torchrun, Colab) and every flag.
+
+Flags come from the same records as the script's Config: the runtime's `RunOptions` fields
+(read statically from the catalog) become `--<field>` flags, each section's parameters
+`--<section>.<field>`, with the defaults the script carries.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import TYPE_CHECKING, Mapping
+
+import generator
+from generator.notebook import DEFAULT_REPO_URL, colab_url
+from generator.render import RUNTIME_MODULE, environment, literal_source
+
+if TYPE_CHECKING:
+    from generator.build import CompiledSpec
+
+
+def run_option_flags(index) -> list[tuple[str, str]]:
+    """(`--flag`, default source) for each field of the runtime's RunOptions dataclass."""
+    info = index.modules.get(RUNTIME_MODULE)
+    if info is None:
+        return []
+    tree = ast.parse((index.root / info.path).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "RunOptions":
+            return [
+                (f"--{stmt.target.id.replace('_', '-')}", ast.unparse(stmt.value) if stmt.value is not None else "(required)")
+                for stmt in node.body
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+            ]
+    return []
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ").replace("`", "'")
+
+
+def render_readme(compiled: CompiledSpec, files: Mapping[str, str], *, repo_url: str = DEFAULT_REPO_URL) -> str:
+    spec = compiled.spec
+    flags = [(flag, _cell(default)) for flag, default in run_option_flags(compiled.index)]
+    for choice in spec.sections:
+        for param in choice.params:
+            flags.append((f"--{choice.section}.{param.name}", _cell(literal_source(choice.values[param.name]))))
+    choices = [
+        {"section": c.section, "component": _cell(c.component.name), "kind": c.component.kind, "version": _cell(c.component.version)}
+        for c in spec.sections
+    ]
+    smoke_rows = []
+    if spec.smoke_data is not None:
+        smoke_rows.append(f"data → `{_cell(spec.smoke_data.component.name)}` {_cell(literal_source(spec.smoke.get('data', {})))}")
+    for section, overrides in spec.smoke.items():
+        if section != "data":
+            smoke_rows.append(f"{section} {_cell(literal_source(dict(overrides)))}")
+    text = environment().get_template("build_readme.md.j2").render(
+        name=spec.name,
+        description=spec.description.strip() or f"Masked-autoencoder training for `{spec.name}`.",
+        version=generator.__version__,
+        spec_file=_cell(spec.files[0].display if spec.files else spec.path.name),
+        spec_hash=compiled.spec_hash,
+        has_notebook=f"{spec.name}.ipynb" in files,
+        has_tests=f"test_{spec.name}.py" in files,
+        colab_url=colab_url(repo_url, f"build/{spec.name}/{spec.name}.ipynb"),
+        can_download=any(p.name == "download" for p in spec.data.params),
+        choices=choices,
+        smoke_rows=smoke_rows,
+        flags=flags,
+    )
+    return text.rstrip("\n") + "\n"
