@@ -81,4 +81,12 @@ def filter_folds(records: list[Record], folds: list[int] | None, source: str) ->
     return [record for record in records if record.fold in wanted]
 
 
-__all__ = ["Record", "SignalDataset", "filter_folds"]
+def leave_one_fold_out(folds: list[int]) -> list[tuple[list[int], list[int]]]:
+    """The k-fold protocol (ESC-50: 5 folds): ``[(train_folds, [test_fold]), ...]``, one per fold."""
+    ordered = sorted(set(folds))
+    if len(ordered) < 2:
+        raise ValueError(f"k-fold evaluation needs at least two folds, got {ordered}")
+    return [([f for f in ordered if f != test], [test]) for test in ordered]
+
+
+__all__ = ["Record", "SignalDataset", "filter_folds", "leave_one_fold_out"]

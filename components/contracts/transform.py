@@ -1,0 +1,209 @@
+"""Contract checks every registered transform (``SignalTransform``) must pass, and its fixtures.
+
+Each ``check_<property>(factory)`` takes ``factory(**overrides) -> transform`` building a small
+instance and draws batch sizes, lengths and (for audio) sample rates with hypothesis, settings
+from the active profile. The toolkit's tests apply every check to every registered transform;
+the emitted test suite applies the same checks, inlined, to the script's transform class.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from components.registry import fixture_registry
+from components.transforms.base import SignalTransform
+
+TransformFactory = Callable[..., SignalTransform]
+AUDIO_RATES = (8000, 16000, 22050, 44100)
+
+__all__ = [
+    "check_batch_equals_items",
+    "check_cpu_and_gpu_agree",
+    "check_declares_its_input",
+    "check_eval_is_deterministic",
+    "check_finite_on_extreme_inputs",
+    "check_output_shape_and_dtype",
+    "check_rejects_wrong_layout",
+    "check_train_mode_keeps_shape",
+]
+
+
+def accepts(factory: TransformFactory, name: str) -> bool:
+    """Whether the transform's constructor takes ``name`` (e.g. ``sample_rate``)."""
+    return name in inspect.signature(type(factory()).__init__).parameters
+
+
+def build(factory: TransformFactory, rate: int | None) -> SignalTransform:
+    transform = factory(sample_rate=rate) if rate is not None else factory()
+    return transform.eval()
+
+
+def input_strategy(factory: TransformFactory) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
+    """Draws ``(rate, batch, length, seed)``: lengths from one frame up to a quarter second (audio)."""
+    probe = factory()
+    if probe.input_kind == "audio" and accepts(factory, "sample_rate"):
+        rates: st.SearchStrategy[int | None] = st.sampled_from(AUDIO_RATES)
+    else:
+        rates = st.just(None)
+
+    def with_length(rate: int | None) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
+        transform = build(factory, rate)
+        shortest = max(transform.min_num_samples, 16)
+        longest = shortest + (rate // 4 if rate else 1024)
+        return st.tuples(st.just(rate), st.integers(1, 3), st.integers(shortest, longest), st.integers(0, 2**16))
+
+    return rates.flatmap(with_length)
+
+
+def make_input(transform: SignalTransform, batch: int, length: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, length) if transform.input_kind == "audio" else (batch, 2, length)
+    return 0.3 * torch.randn(shape, generator=generator)
+
+
+def check_declares_its_input(factory: TransformFactory) -> None:
+    """``input_kind`` is audio or iq; audio transforms carry a positive ``sample_rate``."""
+    transform = factory()
+    assert isinstance(transform, SignalTransform) and isinstance(transform, torch.nn.Module)
+    assert transform.input_kind in ("audio", "iq"), transform.input_kind
+    if transform.input_kind == "audio":
+        assert isinstance(transform.sample_rate, int) and transform.sample_rate > 0, transform.sample_rate
+
+
+def check_output_shape_and_dtype(factory: TransformFactory) -> None:
+    """Output is float32 ``[B, C, T, F]`` and equals ``output_shape(N)`` for drawn B, N and rates."""
+
+    @settings(deadline=None)
+    @given(case=input_strategy(factory))
+    def run(case: tuple[int | None, int, int, int]) -> None:
+        rate, batch, length, seed = case
+        transform = build(factory, rate)
+        out = transform(make_input(transform, batch, length, seed))
+        assert out.dim() == 4 and out.dtype == torch.float32, (out.shape, out.dtype)
+        assert tuple(out.shape) == (batch, *transform.output_shape(length)), (tuple(out.shape), transform.output_shape(length))
+
+    run()
+
+
+def check_finite_on_extreme_inputs(factory: TransformFactory) -> None:
+    """Silence, full-scale square waves, tiny values and noise all give finite features."""
+
+    @settings(deadline=None)
+    @given(case=input_strategy(factory), kind=st.sampled_from(["silence", "full_scale", "tiny", "noise"]))
+    def run(case: tuple[int | None, int, int, int], kind: str) -> None:
+        rate, batch, length, seed = case
+        transform = build(factory, rate)
+        x = make_input(transform, batch, length, seed)
+        if kind == "silence":
+            x = torch.zeros_like(x)
+        elif kind == "full_scale":
+            x = torch.sign(x) + (x == 0).float()
+        elif kind == "tiny":
+            x = x * 1e-9
+        for mode in (transform.eval(), transform.train()):
+            out = mode(x)
+            assert torch.isfinite(out).all(), f"non-finite output for {kind} input in {'train' if mode.training else 'eval'} mode"
+
+    run()
+
+
+def check_batch_equals_items(factory: TransformFactory) -> None:
+    """In ``eval()``, a batch's features equal its items' features computed one by one."""
+
+    @settings(deadline=None)
+    @given(case=input_strategy(factory))
+    def run(case: tuple[int | None, int, int, int]) -> None:
+        rate, batch, length, seed = case
+        transform = build(factory, rate)
+        x = make_input(transform, batch + 1, length, seed)
+        together = transform(x)
+        alone = torch.cat([transform(x[i : i + 1]) for i in range(x.shape[0])])
+        torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+    run()
+
+
+def check_eval_is_deterministic(factory: TransformFactory) -> None:
+    """In ``eval()``, the same input gives the same output."""
+
+    @settings(deadline=None)
+    @given(case=input_strategy(factory))
+    def run(case: tuple[int | None, int, int, int]) -> None:
+        rate, batch, length, seed = case
+        transform = build(factory, rate)
+        x = make_input(transform, batch, length, seed)
+        torch.testing.assert_close(transform(x), transform(x), atol=0, rtol=0)
+
+    run()
+
+
+def check_train_mode_keeps_shape(factory: TransformFactory) -> None:
+    """``train()`` (random crops) gives the same shape as ``eval()``."""
+
+    @settings(deadline=None)
+    @given(case=input_strategy(factory))
+    def run(case: tuple[int | None, int, int, int]) -> None:
+        rate, batch, length, seed = case
+        transform = build(factory, rate)
+        x = make_input(transform, batch, length, seed)
+        torch.manual_seed(seed)
+        assert transform.train()(x).shape == transform.eval()(x).shape
+
+    run()
+
+
+def check_rejects_wrong_layout(factory: TransformFactory) -> None:
+    """Inputs of the wrong rank or channel count raise a ValueError naming the expected layout."""
+    transform = factory().eval()
+    wrong = torch.zeros(2, 3, 4000) if transform.input_kind == "iq" else torch.zeros(2, 1, 4000)
+    try:
+        transform(wrong)
+    except ValueError as error:
+        assert "[B," in str(error), str(error)
+    else:
+        raise AssertionError(f"{type(transform).__name__} accepted an input of shape {tuple(wrong.shape)}")
+
+
+def check_cpu_and_gpu_agree(factory: TransformFactory) -> None:
+    """On a machine with CUDA, the transform gives the same features on CPU and GPU (no-op without one)."""
+    if not torch.cuda.is_available():
+        return
+
+    @settings(deadline=None)
+    @given(case=input_strategy(factory))
+    def run(case: tuple[int | None, int, int, int]) -> None:
+        rate, batch, length, seed = case
+        transform = build(factory, rate)
+        x = make_input(transform, batch, length, seed)
+        on_cpu = transform(x)
+        on_gpu = transform.to("cuda")(x.to("cuda")).cpu()
+        transform.to("cpu")
+        torch.testing.assert_close(on_gpu, on_cpu, atol=2e-3, rtol=1e-3)
+
+    run()
+
+
+@fixture_registry.register("transform/kaldi_fbank")
+def kaldi_fbank_fixture(workdir: Path) -> dict[str, Any]:
+    return {"sample_rate": 16000, "num_mel_bins": 32, "target_frames": 24}
+
+
+@fixture_registry.register("transform/log_mel")
+def log_mel_fixture(workdir: Path) -> dict[str, Any]:
+    return {"sample_rate": 16000, "n_fft": 128, "win_length": 128, "hop_length": 64, "n_mels": 16, "target_frames": 12}
+
+
+@fixture_registry.register("transform/iq_spectrogram")
+def iq_spectrogram_fixture(workdir: Path) -> dict[str, Any]:
+    return {"n_fft": 16, "hop_length": 8, "target_frames": 8}
+
+
+@fixture_registry.register("transform/iq_patches")
+def iq_patches_fixture(workdir: Path) -> dict[str, Any]:
+    return {"patch_size": 8}

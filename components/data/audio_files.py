@@ -1,0 +1,86 @@
+"""Shared machinery of file-backed audio data sets: header checks, bad-file policy, cache."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from components.data.audio_io import AudioFileError, WaveformCache, fit_length, load_audio, probe_wav
+from components.data.base import Record, SignalDataset
+
+
+class AudioFileDataset(SignalDataset):
+    """Records whose keys are WAV paths; ``ds[i]`` decodes (or reads from the cache) at ``sample_rate``.
+
+    Subclasses build ``records`` and ``class_names`` and then call ``check_files()``.
+    """
+
+    signal_kind = "audio"
+
+    def __init__(
+        self,
+        root: str,
+        sample_rate: int,
+        clip_seconds: float | None,
+        skip_bad_files: bool,
+        cache: bool,
+        cache_dir: str | None,
+    ) -> None:
+        super().__init__()
+        if sample_rate <= 0:
+            raise ValueError(f"{type(self).__name__}: sample_rate must be positive, got {sample_rate}")
+        if clip_seconds is not None and clip_seconds <= 0:
+            raise ValueError(f"{type(self).__name__}: clip_seconds must be positive or None, got {clip_seconds}")
+        self.root = Path(root)
+        self.sample_rate = sample_rate
+        self.clip_samples = None if clip_seconds is None else int(round(clip_seconds * sample_rate))
+        self.skip_bad_files = skip_bad_files
+        self.skipped_files: list[str] = []
+        self.cache: WaveformCache | None = None
+        if cache:
+            self.cache = WaveformCache(cache_dir if cache_dir is not None else self.root / ".sigmae-cache")
+
+    def check_files(self) -> None:
+        """Check every file's header once; raise one error listing bad files, or skip them."""
+        good: list[Record] = []
+        problems: list[str] = []
+        for record in self.records:
+            try:
+                probe_wav(record.key)
+            except AudioFileError as error:
+                problems.append(str(error))
+                continue
+            good.append(record)
+        if not problems:
+            return
+        if not self.skip_bad_files:
+            shown = "\n  ".join(problems[:10])
+            more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+            raise AudioFileError(
+                f"{type(self).__name__} at {self.root}: {len(problems)} unreadable audio file(s):\n  {shown}{more}\n"
+                "Fix or remove them, or pass skip_bad_files=True to leave them out."
+            )
+        self.skipped_files = [problem.split(": ", 1)[0] for problem in problems]
+        warnings.warn(
+            f"{type(self).__name__}: skipped {len(problems)} unreadable audio file(s): " + "; ".join(problems[:10]),
+            stacklevel=3,
+        )
+        self.records = good
+
+    def load(self, index: int) -> torch.Tensor:
+        waveform = load_audio(self.records[index].key, self.sample_rate, self.cache)
+        if self.clip_samples is not None:
+            waveform = fit_length(waveform, self.clip_samples)
+        return waveform
+
+
+def resolve_under(root: Path, name: str) -> str:
+    """``name`` as a path: absolute as given, else relative to ``root``."""
+    path = Path(name)
+    return os.fspath(path if path.is_absolute() else root / path)
+
+
+__all__ = ["AudioFileDataset", "resolve_under"]

@@ -1,0 +1,107 @@
+"""A generic labelled audio folder: one sub-folder per class, or a CSV listing the clips.
+
+``root/<class>/**/*.wav`` gives classes in sorted order and a deterministic, class-stratified
+split into ``num_folds`` folds (round-robin over each class's sorted files). A CSV
+(``filepath,label[,fold][,lat,lon]``; paths relative to ``root``) sets the files, labels and
+optionally the folds itself.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from components.data.audio_files import AudioFileDataset, resolve_under
+from components.data.audio_io import DataFormatError
+from components.data.base import Record, filter_folds
+from components.registry import data_registry
+
+
+def optional_float(value: str | None, where: str, column: str) -> float | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise DataFormatError(f"{where}: column {column} must be a number, got {value!r}") from None
+
+
+@data_registry.register("audio_folder", version="1.0")
+class AudioFolder(AudioFileDataset):
+    """Labelled WAV files from a class-per-folder tree or a CSV, at ``sample_rate``.
+
+    ``clip_seconds`` crops or zero-pads every clip to a fixed length so that batches stack
+    (``None`` keeps natural lengths: use batch size 1 or equal-length files).
+    """
+
+    def __init__(
+        self,
+        root: str = "data/audio",
+        sample_rate: int = 16000,
+        folds: list[int] | None = None,
+        csv_file: str | None = None,
+        num_folds: int = 5,
+        clip_seconds: float | None = 10.0,
+        skip_bad_files: bool = False,
+        cache: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(root, sample_rate, clip_seconds, skip_bad_files, cache, cache_dir)
+        if num_folds < 1:
+            raise ValueError(f"audio_folder: num_folds must be at least 1, got {num_folds}")
+        self.num_folds = num_folds
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"audio folder not found: {self.root}. Point --data-dir (root) at a folder with one sub-folder of"
+                " .wav files per class, or with a CSV (filepath,label[,fold]) passed as csv_file"
+            )
+        records = self.records_from_csv(resolve_under(self.root, csv_file)) if csv_file else self.records_from_tree()
+        if not records:
+            raise FileNotFoundError(f"audio folder {self.root}: no .wav files found")
+        self.records = filter_folds(records, folds, str(self.root))
+        self.check_files()
+
+    def round_robin_fold(self, position_in_class: int) -> int:
+        return position_in_class % self.num_folds + 1
+
+    def records_from_tree(self) -> list[Record]:
+        classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        self.class_names = classes
+        records: list[Record] = []
+        for label, name in enumerate(classes):
+            files = sorted(path for path in (self.root / name).rglob("*") if path.suffix.lower() == ".wav" and path.is_file())
+            records += [Record(str(path), label, name, self.round_robin_fold(i)) for i, path in enumerate(files)]
+        return records
+
+    def records_from_csv(self, path: str) -> list[Record]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"audio folder CSV not found: {path}")
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [column for column in ("filepath", "label") if column not in (reader.fieldnames or [])]
+            if missing:
+                raise DataFormatError(f"{path}: missing column(s) {', '.join(missing)}; expected filepath,label[,fold]")
+            rows = list(reader)
+        self.class_names = sorted({row["label"] for row in rows})
+        label_of = {name: label for label, name in enumerate(self.class_names)}
+        seen: dict[str, int] = {}
+        records: list[Record] = []
+        for line, row in enumerate(rows, start=2):
+            where = f"{path}:{line}"
+            position = seen.get(row["label"], 0)
+            seen[row["label"]] = position + 1
+            fold_text = (row.get("fold") or "").strip()
+            try:
+                fold = int(fold_text) if fold_text else self.round_robin_fold(position)
+            except ValueError:
+                raise DataFormatError(f"{where}: fold must be an integer >= 1, got {fold_text!r}") from None
+            if fold < 1:
+                raise DataFormatError(f"{where}: fold must be an integer >= 1, got {fold}")
+            file = resolve_under(self.root, row["filepath"])  # existence is checked with the headers
+            lat = optional_float(row.get("lat"), where, "lat")
+            lon = optional_float(row.get("lon"), where, "lon")
+            records.append(Record(file, label_of[row["label"]], row["label"], fold, lat, lon))
+        return records
+
+
+__all__ = ["AudioFolder"]
