@@ -1,0 +1,89 @@
+"""torchrun / DDP set-up for the emitted script: one code path for 1 or N processes.
+
+torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; when they say more than one
+process, every rank joins a process group (nccl on CUDA, gloo on CPU) and only rank 0 logs
+and writes checkpoints. Run plainly, the same script is a single process and nothing here
+does any communication. Multi-node runs are torchrun's job: the script needs no change.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job (all zeros and one for a plain run)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class DistributedSetupError(RuntimeError):
+    """torchrun's environment is inconsistent (a user or launcher error, not a bug)."""
+
+
+def dist_info_from_env(environ: dict[str, str] | None = None) -> DistInfo:
+    """Read torchrun's variables; a plain ``python script.py`` gives rank 0 of 1."""
+    env = os.environ if environ is None else environ
+    try:
+        world_size = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+        local_rank = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError as error:
+        raise DistributedSetupError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({error}); launch with torchrun") from None
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise DistributedSetupError(f"RANK={rank} does not fit WORLD_SIZE={world_size}; launch with torchrun")
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def init_distributed(info: DistInfo, device: torch.device) -> None:
+    """Join the process group when the job has several processes (idempotent)."""
+    if not info.enabled or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # MASTER_ADDR/MASTER_PORT come from torchrun (or a test harness); "env://" reads them.
+    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a small tensor over ranks (a no-op for one process); returns a new tensor."""
+    if not info.enabled:
+        return values.clone()
+    out = values.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def broadcast_parameters(module: torch.nn.Module, info: DistInfo) -> None:
+    """Make every rank start from rank 0's weights (DDP does this too; the probes need it)."""
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=0)

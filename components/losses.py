@@ -1,0 +1,98 @@
+"""Training objectives shared by the recipes.
+
+* ``masked_reconstruction_loss``: the MAE objective, mean squared error over masked patches
+  only (He et al., 2022), optionally against per-patch normalised targets (``norm_pix``).
+* ``info_nce_loss``: InfoNCE / NT-Xent between two views (van den Oord et al., 2018; Chen et
+  al., 2020): each row of ``z1`` must pick its partner row of ``z2`` among all rows.
+* ``uniformity_loss``: Wang & Isola (2020), ``log E exp(-t ||zi - zj||^2)`` over distinct pairs
+  of L2-normalised embeddings; lower means more uniformly spread on the sphere.
+* ``soft_target_cross_entropy``: cross-entropy against soft (mixup) targets with label smoothing.
+
+Tensor inputs are positional-only; the keyword parameters are what a spec may set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_reconstruction_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, /, *, norm_pix: bool = False, eps: float = 1e-6
+) -> torch.Tensor:
+    """MSE over masked patches: ``pred``/``target`` ``[B, N, P]``, ``mask`` ``[B, N]`` with 1 = masked.
+
+    Computed in float32 (bf16 squares lose too much precision); with nothing masked it falls
+    back to the mean over all patches so that a zero mask ratio still trains.
+    """
+    if pred.shape != target.shape or mask.shape != pred.shape[:2]:
+        raise ValueError(
+            f"masked_reconstruction_loss: pred {tuple(pred.shape)}, target {tuple(target.shape)} must match "
+            f"and mask {tuple(mask.shape)} must be [B, N]"
+        )
+    target = target.float()
+    if norm_pix:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + eps).sqrt()
+    per_patch = (pred.float() - target).pow(2).mean(dim=-1)
+    mask = mask.float()
+    masked = mask.sum()
+    return torch.where(masked > 0, (per_patch * mask).sum() / masked.clamp_min(1.0), per_patch.mean())
+
+
+def info_nce_loss(
+    z1: torch.Tensor, z2: torch.Tensor, /, *, temperature: float = 0.1, symmetric: bool = True
+) -> torch.Tensor:
+    """InfoNCE between paired rows of ``z1`` and ``z2`` (``[B, D]``), cosine similarity / temperature.
+
+    Row ``i`` of ``z1`` is the positive of row ``i`` of ``z2``; the other rows are negatives.
+    ``symmetric`` averages both directions (CLIP style). For identical, mutually orthogonal
+    pairs the value is ``log(1 + (B - 1) exp(-1 / temperature))``: the analytic check in
+    ``components/contracts/losses.py``.
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape:
+        raise ValueError(f"info_nce_loss expects two [B, D] tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"info_nce_loss: temperature must be > 0, got {temperature}")
+    a = F.normalize(z1.float(), dim=-1)
+    b = F.normalize(z2.float(), dim=-1)
+    logits = a @ b.t() / temperature
+    targets = torch.arange(a.shape[0], device=a.device)
+    loss = F.cross_entropy(logits, targets)
+    if symmetric:
+        loss = 0.5 * (loss + F.cross_entropy(logits.t(), targets))
+    return loss
+
+
+def uniformity_loss(z: torch.Tensor, /, *, t: float = 2.0) -> torch.Tensor:
+    """``log mean_{i<j} exp(-t ||zi - zj||^2)`` of L2-normalised rows of ``z [B, D]`` (B >= 2).
+
+    Its maximum, 0, is reached by collapsed embeddings (all rows equal); its minimum is
+    ``log exp(-t * 2B/(B-1))`` for B points whose mean is the origin (a regular simplex).
+    """
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"uniformity_loss expects [B, D] with B >= 2, got {tuple(z.shape)}")
+    x = F.normalize(z.float(), dim=-1)
+    sq_dists = torch.pdist(x, p=2).pow(2)
+    # logsumexp - log(count) is the log of the mean, stable for large t.
+    return torch.logsumexp(-t * sq_dists, dim=0) - math.log(sq_dists.numel())
+
+
+def soft_target_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, /, *, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Cross-entropy of ``logits [B, K]`` against class indices ``[B]`` or soft targets ``[B, K]``.
+
+    Label smoothing mixes the target with the uniform distribution: ``(1 - s) * y + s / K``,
+    as ``F.cross_entropy`` does for index targets, so both target kinds agree.
+    """
+    num_classes = logits.shape[-1]
+    if targets.dim() == 1:
+        targets = F.one_hot(targets.long(), num_classes).to(logits.dtype)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    targets = targets.float() * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()

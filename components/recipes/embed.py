@@ -1,0 +1,208 @@
+"""Embeddings of a whole data set from a pre-trained encoder, cached by checkpoint and data.
+
+The seed's three parts: ``CheckpointLoader`` builds the spec's model and loads an encoder
+checkpoint into it (safely, checked to fit); ``EmbeddingGenerator`` runs the frozen encoder
+over a data set (sharded over ranks under torchrun) and pools each clip to one vector;
+``EmbeddingCache`` keeps the result on disk under a key made of the checkpoint's content hash,
+the data set's identity and the pooling, so a second call is a file read and a new checkpoint
+(or other data) misses the cache. The ``embed`` recipe saves embeddings with labels, folds and
+file keys for use outside the script; ``linear_probe`` and ``knn`` reuse the same cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from components.checkpoint import atomic_torch_save, file_sha256, load_checkpoint_file, load_model_weights
+from components.distributed import all_reduce_sum, barrier
+from components.registry import recipe_registry
+from components.runtime import RunContext, UsageError, eval_loader
+
+EMBEDDING_FORMAT = "sigmae-embeddings/1"
+
+
+@dataclass
+class CheckpointLoader:
+    """Finds and loads the encoder checkpoint a recipe should start from."""
+
+    ctx: RunContext
+
+    def resolve(self, explicit: str | None) -> Path | None:
+        """An explicit path wins; otherwise the checkpoint an earlier ``mae_pretrain`` step left."""
+        if explicit:
+            path = Path(explicit)
+            if not path.is_file():
+                raise UsageError(f"checkpoint {path} does not exist (set by --{self.ctx.section}.checkpoint)")
+            return path
+        found = self.ctx.state.get("encoder_checkpoint")
+        return Path(found) if found else None
+
+    def load(self, path: Path, **model_overrides: Any) -> nn.Module:
+        """The spec's model with the checkpoint's weights, on the run's device."""
+        payload = load_checkpoint_file(path)
+        model = self.ctx.build_model(**model_overrides)
+        load_model_weights(model, payload, path)
+        return model
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """Identity of a data set's content listing: class, and every record's key, label and fold."""
+    digest = hashlib.sha256(type(dataset).__name__.encode())
+    for record in getattr(dataset, "records", []):
+        digest.update(f"{record.key}\t{record.label}\t{record.fold}\n".encode())
+    digest.update(str(len(dataset)).encode())
+    return digest.hexdigest()
+
+
+class EmbeddingGenerator:
+    """Pooled encoder embeddings ``[N, D]`` of every item of a data set, in data set order."""
+
+    def __init__(self, ctx: RunContext, model: nn.Module, transform: nn.Module, *, pooling: str = "mean", batch_size: int = 64, num_workers: int = 0):
+        self.ctx, self.model, self.transform = ctx, model, transform
+        self.pooling, self.batch_size, self.num_workers = pooling, batch_size, num_workers
+
+    @torch.no_grad()
+    def __call__(self, dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx = self.ctx
+        self.model.eval()
+        self.transform.eval()
+        loader, indices = eval_loader(ctx, dataset, self.batch_size, 0 if ctx.smoke else self.num_workers)
+        chunks, labels = [], []
+        for signals, batch_labels in loader:
+            features = self.transform(signals.to(ctx.device))
+            with ctx.autocast():
+                embedding = self.model.get_embedding(features, pooling_mode=self.pooling)
+            chunks.append(embedding.float().cpu())
+            labels.append(batch_labels)
+        local = (indices, torch.cat(chunks) if chunks else torch.zeros(0, 0), torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long))
+        parts = [local]
+        if ctx.dist.enabled:
+            parts = [None] * ctx.dist.world_size
+            dist.all_gather_object(parts, local)
+        dim = max(part[1].shape[1] for part in parts if part[1].numel()) if any(p[1].numel() for p in parts) else 0
+        embeddings = torch.zeros(len(dataset), dim)
+        all_labels = torch.zeros(len(dataset), dtype=torch.long)
+        for part_indices, part_embeddings, part_labels in parts:
+            if part_indices:
+                embeddings[part_indices] = part_embeddings
+                all_labels[part_indices] = part_labels
+        return embeddings, all_labels
+
+
+@dataclass
+class EmbeddingCache:
+    """Embedding files in ``directory``, one per (checkpoint content, data set, pooling, transform)."""
+
+    directory: Path
+    enabled: bool = True
+
+    @staticmethod
+    def key(checkpoint_sha256: str, dataset: Any, pooling: str, transform_config: dict[str, Any]) -> str:
+        identity = {
+            "checkpoint": checkpoint_sha256,
+            "data": dataset_fingerprint(dataset),
+            "pooling": pooling,
+            "transform": transform_config,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def path(self, key: str) -> Path:
+        return Path(self.directory) / f"{key}.pt"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged cache file is recomputed, never trusted
+            return None
+        return payload if isinstance(payload, dict) and payload.get("format") == EMBEDDING_FORMAT else None
+
+    def put(self, key: str, payload: dict[str, Any]) -> Path | None:
+        if not self.enabled:
+            return None
+        path = self.path(key)
+        atomic_torch_save({"format": EMBEDDING_FORMAT, **payload}, path)
+        return path
+
+
+def compute_or_load_embeddings(
+    ctx: RunContext, *, checkpoint: str | None, pooling: str, batch_size: int, num_workers: int, cache_dir: str | None
+) -> tuple[dict[str, Any], bool]:
+    """Embeddings of the whole data set (all folds) and whether they came from the cache."""
+    loader = CheckpointLoader(ctx)
+    path = loader.resolve(checkpoint)
+    if path is None:
+        raise UsageError(
+            f"{ctx.section}: no encoder checkpoint: add a mae_pretrain step before it, or pass --{ctx.section}.checkpoint PATH"
+        )
+    dataset = ctx.dataset()
+    checkpoint_hash = file_sha256(path)
+    cache = EmbeddingCache(Path(cache_dir) if cache_dir else ctx.out_dir / "embedding_cache", enabled=ctx.is_main)
+    key = cache.key(checkpoint_hash, dataset, pooling, ctx.section_config("transform"))
+    cached = cache.get(key)
+    # Every rank must take the same branch: the miss path has collectives.
+    all_hit = all_reduce_sum(torch.tensor([0.0 if cached is not None else 1.0]), ctx.dist).item() == 0
+    if cached is not None and all_hit:
+        ctx.info(f"embedding cache hit: {cache.path(key)}")
+        return cached, True
+    model = loader.load(path)
+    transform = ctx.build_transform()
+    embeddings, labels = EmbeddingGenerator(ctx, model, transform, pooling=pooling, batch_size=batch_size, num_workers=num_workers)(dataset)
+    payload = {
+        "embeddings": embeddings,
+        "labels": labels,
+        "folds": torch.tensor([record.fold for record in dataset.records], dtype=torch.long),
+        "keys": [record.key for record in dataset.records],
+        "class_names": list(dataset.class_names),
+        "checkpoint": str(path),
+        "checkpoint_sha256": checkpoint_hash,
+        "pooling": pooling,
+    }
+    cache.put(key, payload)
+    barrier(ctx.dist)
+    ctx.info(f"embedded {len(dataset)} items with {path.name} ({embeddings.shape[1]}-d, {pooling} pooling)")
+    return payload, False
+
+
+@recipe_registry.register("embed", version="1.0")
+def embed(
+    ctx: RunContext,
+    /,
+    *,
+    checkpoint: str | None = None,
+    pooling: Literal["mean", "cls", "max"] = "mean",
+    batch_size: int = 64,
+    num_workers: int = 4,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """Save the embeddings of every item (with labels, folds and keys) to ``<out>/<step>/embeddings.pt``.
+
+    ``checkpoint`` defaults to the encoder of an earlier ``mae_pretrain`` step; results are
+    cached by checkpoint content and data set (``cache_dir``, default ``<out>/embedding_cache``).
+    """
+    payload, hit = compute_or_load_embeddings(
+        ctx, checkpoint=checkpoint, pooling=pooling, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
+    )
+    output = ctx.stage_dir / "embeddings.pt"
+    if ctx.is_main:
+        atomic_torch_save(payload, output)
+        ctx.plots.embedding_projection(payload["embeddings"], payload["labels"], payload["class_names"], f"{ctx.section}_pca.png")
+    ctx.state["embeddings"] = str(output)
+    return {
+        "embeddings": str(output),
+        "num_items": int(payload["embeddings"].shape[0]),
+        "dim": int(payload["embeddings"].shape[1]),
+        "pooling": pooling,
+        "checkpoint": payload["checkpoint"],
+        "cache_hit": hit,
+    }

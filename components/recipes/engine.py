@@ -1,0 +1,363 @@
+"""The training loop shared by the recipes: schedule, accumulation, AMP, DDP, checkpoints, resume.
+
+One loop serves MAE pre-training and fine-tuning; what differs is the ``objective`` module
+(``forward(features, labels) -> (loss, logs)``) and the optional per-epoch ``evaluate``.
+The loop is resumable at every optimizer step: the data order is a function of (seed,
+epoch), the learning rate a function of the step, and the checkpoint holds every RNG state,
+so a run killed at any moment continues exactly where its last checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from components.checkpoint import (
+    CheckpointManager,
+    atomic_link,
+    capture_rng_state,
+    load_model_weights,
+    restore_rng_state,
+)
+from components.distributed import DistInfo, all_reduce_sum
+from components.metrics import format_progress_line, gpu_memory_gb
+from components.runtime import NonFiniteLossError, RunContext, StopRequested, seed_everything
+
+
+def warmup_cosine_lr(step: int, *, base_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then half a cosine to ``min_lr``.
+
+    A pure function of the step, so resuming needs no scheduler object to restore.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class WarmupCosineSchedule:
+    """``warmup_cosine_lr`` with the warm-up given in epochs (resolved against the loop's plan)."""
+
+    peak_lr: float
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+
+    def __call__(self, step: int, plan: "LoopPlan") -> float:
+        warmup = int(round(self.warmup_epochs * plan.steps_per_epoch))
+        return warmup_cosine_lr(step, base_lr=self.peak_lr, min_lr=self.min_lr, warmup_steps=warmup, total_steps=plan.total_steps)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Apply ``lr`` to every group, times the group's ``lr_scale`` (layer-wise decay)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def no_decay_parameter_names(model: nn.Module) -> set[str]:
+    """Biases, norm weights (every 1-d parameter) and tokens/position tables take no weight decay."""
+    names = {name for name, p in model.named_parameters() if p.ndim <= 1}
+    names |= {name for name, _ in model.named_parameters() if name.endswith(("cls_token", "mask_token", "pos_embed", "dist_token"))}
+    skip = getattr(model, "no_weight_decay", None)
+    if callable(skip):
+        names |= set(skip())
+    return names
+
+
+def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: decayed matrices, and the rest without decay (MAE / timm convention)."""
+    skip = no_decay_parameter_names(model)
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if name in skip else decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def scaled_learning_rate(lr: float | None, base_lr: float, effective_batch: int) -> float:
+    """MAE's rule: an explicit ``lr`` wins, else ``base_lr * effective_batch / 256``."""
+    return float(lr) if lr is not None else base_lr * effective_batch / 256
+
+
+def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's RNG state (rank order), so a resumed DDP run continues each stream."""
+    state = capture_rng_state()
+    if not info.enabled:
+        return [state]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    accum_steps: int = 1
+    clip_grad: float | None = None
+    checkpoint_every: int = 200
+    log_every: int = 10
+    num_workers: int = 0
+
+
+@dataclass
+class LoopPlan:
+    """How many samples, micro-batches and optimizer steps an epoch has on each rank."""
+
+    batch_size: int
+    accum_steps: int
+    drop_last: bool
+    steps_per_epoch: int
+    total_steps: int
+    run_until: int
+
+    @classmethod
+    def make(cls, num_items: int, settings: LoopSettings, world_size: int, max_steps: int | None) -> "LoopPlan":
+        if settings.batch_size < 1 or settings.accum_steps < 1 or settings.epochs < 1:
+            raise ValueError("batch_size, accum_steps and epochs must be >= 1")
+        shard = math.ceil(num_items / world_size)
+        batch_size = min(settings.batch_size, shard)
+        batches = shard // batch_size
+        accum = min(settings.accum_steps, batches)
+        steps_per_epoch = batches // accum
+        total = steps_per_epoch * settings.epochs
+        run_until = total if max_steps is None else min(total, max_steps)
+        return cls(batch_size, accum, True, steps_per_epoch, total, run_until)
+
+
+@dataclass
+class LoopResult:
+    step: int
+    total_steps: int
+    last_loss: float
+    best_metric: float | None
+    last_eval: dict[str, float] = field(default_factory=dict)
+    steps_per_s: float = 0.0
+    data_wait_share: float = 0.0
+    resumed_from: int | None = None
+
+
+class TrainLoop:
+    """Runs ``objective`` over ``dataset`` for ``settings.epochs`` (or the ``--steps`` cap).
+
+    ``model`` is what checkpoints hold; ``objective`` wraps it (and is what DDP and
+    ``torch.compile`` wrap). ``evaluate(epoch)`` runs after every epoch and at the end; when
+    it returns ``best_key``, the best checkpoint is linked as ``best.pt``.
+    """
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        *,
+        model: nn.Module,
+        objective: nn.Module,
+        transform: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        dataset: Any,
+        settings: LoopSettings,
+        lr_at: Callable[[int, LoopPlan], float],
+        manager: CheckpointManager,
+        evaluate: Callable[[int], dict[str, float]] | None = None,
+        best_key: str | None = None,
+        find_unused_parameters: bool = False,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        self.ctx, self.model, self.transform, self.optimizer = ctx, model, transform, optimizer
+        self.dataset, self.settings, self.lr_at, self.manager = dataset, settings, lr_at, manager
+        self.evaluate, self.best_key, self.on_step = evaluate, best_key, on_step
+        self.plan = LoopPlan.make(len(dataset), settings, ctx.dist.world_size, ctx.max_steps)
+        self.objective = ctx.distribute(ctx.compile(objective), find_unused_parameters=find_unused_parameters)
+        self.scaler = ctx.grad_scaler()
+        self.best_metric: float | None = None
+        self.last_eval: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self, step: int) -> dict[str, Any]:
+        return {
+            "section": self.ctx.section,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "scheduler": {"name": "warmup_cosine", "total_steps": self.plan.total_steps, "next_step": step},
+            "epoch": step // self.plan.steps_per_epoch,
+            "rng": gather_rng_states(self.ctx.dist),
+            "best_metric": self.best_metric,
+            "last_eval": dict(self.last_eval),
+            "config": dataclasses.asdict(self.ctx.config),
+        }
+
+    def _save(self, step: int, best: bool = False) -> None:
+        payload = self._payload(step)  # every rank: the RNG gather is a collective
+        self.manager.save(payload, step=step, best=best)
+
+    def _restore(self) -> int:
+        payload = self.manager.load_last() if self.ctx.resume else None
+        if payload is None:
+            return 0
+        load_model_weights(self.model, payload, self.manager.last_path)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.best_metric = payload.get("best_metric")
+        self.last_eval = dict(payload.get("last_eval") or {})
+        states = payload["rng"]
+        if len(states) == self.ctx.dist.world_size:
+            restore_rng_state(states[self.ctx.dist.rank])
+        else:
+            self.ctx.info(f"world size changed ({len(states)} -> {self.ctx.dist.world_size}): random streams restart")
+            seed_everything(self.ctx.stage_seed + int(payload["step"]))
+        self.ctx.info(f"resumed from {self.manager.last_path} at step {payload['step']}")
+        return int(payload["step"])
+
+    # ------------------------------------------------------------------ the loop
+    def _run_evaluation(self, epoch: int, step: int) -> bool:
+        """Evaluate, log, and say whether this is the best result so far."""
+        if self.evaluate is None:
+            return False
+        results = self.evaluate(epoch)
+        self.last_eval = {k: float(v) for k, v in results.items()}
+        self.ctx.metrics.log(self.ctx.section, step, self.last_eval, kind="eval")
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
+        self.ctx.info(f"eval after step {step} (epoch {epoch + 1}): {shown}")
+        if self.best_key is None or self.best_key not in self.last_eval:
+            return False
+        value = self.last_eval[self.best_key]
+        if self.best_metric is None or value > self.best_metric:
+            self.best_metric = value
+            return True
+        return False
+
+    def run(self) -> LoopResult:
+        ctx, plan, settings = self.ctx, self.plan, self.settings
+        start_step = self._restore()
+        step = start_step
+        self.objective.train()
+        self.transform.train()
+        last_loss = float("nan")
+        window_loss, window_steps, window_time, window_wait = 0.0, 0, 0.0, 0.0
+        window_logs: dict[str, float] = {}
+        total_time, total_wait = 0.0, 0.0
+        evaluated_at = -1
+        samples_per_step = plan.batch_size * plan.accum_steps * ctx.dist.world_size
+        while step < plan.run_until:
+            epoch = step // plan.steps_per_epoch
+            seen = (step - epoch * plan.steps_per_epoch) * plan.accum_steps * plan.batch_size
+            loader = ctx.loader(
+                self.dataset, plan.batch_size, shuffle=True, epoch=epoch, start=seen,
+                drop_last=plan.drop_last, num_workers=settings.num_workers,
+            )
+            batches = iter(loader)
+            epoch_end = (epoch + 1) * plan.steps_per_epoch
+            while step < min(epoch_end, plan.run_until):
+                started = time.perf_counter()
+                loss_value, logs, wait = self._optimizer_step(batches, step)
+                flags = all_reduce_sum(
+                    torch.tensor([0.0 if math.isfinite(loss_value) else 1.0, float(ctx.stop.requested), loss_value]),
+                    ctx.dist,
+                )
+                if flags[0] > 0:
+                    raise NonFiniteLossError(
+                        f"{ctx.section}: the loss became {loss_value} at step {step + 1}; stopped. The last good "
+                        f"checkpoint ({self.manager.last_path}) is kept. Lower the learning rate, set "
+                        f"--{ctx.section}.clip_grad, or train in bf16/fp32 instead of fp16"
+                    )
+                step += 1
+                elapsed = time.perf_counter() - started
+                last_loss = float(flags[2]) / ctx.dist.world_size
+                window_loss += last_loss
+                window_steps += 1
+                window_time += elapsed
+                window_wait += wait
+                total_time += elapsed
+                total_wait += wait
+                for key, value in logs.items():
+                    window_logs[key] = window_logs.get(key, 0.0) + value
+                if self.on_step is not None:
+                    self.on_step(step)
+                if step % settings.log_every == 0 or step == plan.run_until:
+                    lr = self.lr_at(step - 1, plan)
+                    values = {"loss": window_loss / window_steps, **{k: v / window_steps for k, v in window_logs.items()}}
+                    rate = samples_per_step * window_steps / max(window_time, 1e-9)
+                    eta = (plan.run_until - step) * window_time / window_steps
+                    ctx.metrics.log(ctx.section, step, {**values, "lr": lr, "samples_per_s": rate,
+                                                        "data_wait_share": window_wait / max(window_time, 1e-9)})
+                    ctx.metrics.progress(format_progress_line(
+                        ctx.section, step, plan.run_until, {**values, "lr": lr}, rate, eta, gpu_memory_gb(ctx.device)
+                    ))
+                    window_loss, window_steps, window_time, window_wait, window_logs = 0.0, 0, 0.0, 0.0, {}
+                stopping = flags[1] > 0
+                best = False
+                if step == epoch_end and not stopping:
+                    best = self._run_evaluation(epoch, step)
+                    evaluated_at = step
+                    self.objective.train()
+                    self.transform.train()
+                if stopping or step == epoch_end or step % settings.checkpoint_every == 0 or step == plan.run_until:
+                    self._save(step, best=best)
+                if stopping:
+                    raise StopRequested(f"{ctx.section}: stopped by {ctx.stop.signal_name} at step {step}; checkpoint saved")
+        if self.evaluate is not None and evaluated_at != step:
+            if self._run_evaluation(step // max(1, plan.steps_per_epoch), step) and ctx.is_main and self.manager.last_path.exists():
+                atomic_link(self.manager.last_path, self.manager.best_path)
+        return LoopResult(
+            step=step,
+            total_steps=plan.total_steps,
+            last_loss=last_loss,
+            best_metric=self.best_metric,
+            last_eval=dict(self.last_eval),
+            steps_per_s=(step - start_step) / total_time if total_time > 0 else 0.0,
+            data_wait_share=total_wait / total_time if total_time > 0 else 0.0,
+            resumed_from=start_step if start_step else None,
+        )
+
+    def _optimizer_step(self, batches: Any, step: int) -> tuple[float, dict[str, float], float]:
+        """Accumulate ``accum_steps`` micro-batches and take one optimizer step.
+
+        Returns the mean loss, the objective's mean logs, and the seconds spent waiting for data.
+        """
+        ctx, plan = self.ctx, self.plan
+        set_learning_rate(self.optimizer, self.lr_at(step, plan))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=ctx.device)
+        log_sums: dict[str, torch.Tensor] = {}
+        wait = 0.0
+        for micro in range(plan.accum_steps):
+            fetch = time.perf_counter()
+            signals, labels = next(batches)
+            wait += time.perf_counter() - fetch
+            signals = signals.to(ctx.device, non_blocking=True)
+            labels = labels.to(ctx.device, non_blocking=True)
+            with torch.no_grad():
+                features = self.transform(signals)
+            last_micro = micro == plan.accum_steps - 1
+            # Only the last micro-batch all-reduces gradients under DDP.
+            sync = contextlib.nullcontext() if last_micro or not hasattr(self.objective, "no_sync") else self.objective.no_sync()
+            with sync:
+                with ctx.autocast():
+                    loss, logs = self.objective(features, labels)
+                self.scaler.scale(loss / plan.accum_steps).backward()
+            loss_sum += loss.detach().float()
+            for key, value in logs.items():
+                log_sums[key] = log_sums.get(key, 0.0) + value.detach().float()
+        loss_value = float(loss_sum) / plan.accum_steps
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)  # never apply a non-finite step
+            return loss_value, {}, wait
+        if self.settings.clip_grad is not None and self.settings.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss_value, {k: float(v) / plan.accum_steps for k, v in log_sums.items()}, wait
+

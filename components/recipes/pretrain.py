@@ -1,0 +1,193 @@
+"""MAE pre-training: reconstruct masked patches, optionally with InfoNCE and uniformity terms.
+
+AdamW (betas 0.9/0.95, weight decay 0.05 on matrices only), learning rate ``base_lr *
+effective_batch / 256`` unless ``lr`` is given, per-step linear warm-up then cosine decay,
+gradient accumulation and clipping (He et al., 2022; AudioMAE). The auxiliary terms pool the
+visible tokens of two independent maskings of each clip: InfoNCE pulls the two views of a
+clip together against the other clips of the batch, uniformity spreads clips over the sphere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from components.losses import info_nce_loss, masked_reconstruction_loss, uniformity_loss
+from components.recipes.engine import (
+    LoopSettings,
+    TrainLoop,
+    WarmupCosineSchedule,
+    param_groups_weight_decay,
+    scaled_learning_rate,
+)
+from components.registry import recipe_registry
+from components.runtime import RunContext, UsageError, split_by_folds
+
+
+class MAEObjective(nn.Module):
+    """``forward(features, labels) -> (loss, logs)`` for masked reconstruction (+ auxiliary terms).
+
+    Without auxiliary terms and with the model's own ``norm_pix_loss`` it is just ``model(x)``;
+    otherwise encoder and decoder are called separately so the latent can be pooled.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mask_ratio: float | None = None,
+        norm_pix_loss: bool | None = None,
+        infonce_weight: float = 0.0,
+        infonce_temperature: float = 0.1,
+        uniformity_weight: float = 0.0,
+        uniformity_t: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.mask_ratio = model.mask_ratio if mask_ratio is None else float(mask_ratio)
+        self.norm_pix_loss = model.norm_pix_loss if norm_pix_loss is None else bool(norm_pix_loss)
+        self.infonce_weight, self.infonce_temperature = infonce_weight, infonce_temperature
+        self.uniformity_weight, self.uniformity_t = uniformity_weight, uniformity_t
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model = self.model
+        plain = self.infonce_weight == 0 and self.uniformity_weight == 0 and self.norm_pix_loss == model.norm_pix_loss
+        if plain:
+            loss, _, _ = model(features, mask_ratio=self.mask_ratio)
+            return loss, {}
+        latent, mask, ids_restore = model.forward_encoder(features, self.mask_ratio)
+        pred = model.forward_decoder(latent, ids_restore)
+        recon = masked_reconstruction_loss(pred, model.patchify(features), mask, norm_pix=self.norm_pix_loss)
+        loss, logs = recon, {"recon": recon.detach()}
+        pooled = latent[:, 1:].float().mean(dim=1)  # visible patch tokens, CLS excluded
+        if self.infonce_weight > 0:
+            second, _, _ = model.forward_encoder(features, self.mask_ratio)
+            nce = info_nce_loss(pooled, second[:, 1:].float().mean(dim=1), temperature=self.infonce_temperature)
+            loss = loss + self.infonce_weight * nce
+            logs["infonce"] = nce.detach()
+        if self.uniformity_weight > 0:
+            uniform = uniformity_loss(pooled, t=self.uniformity_t)
+            loss = loss + self.uniformity_weight * uniform
+            logs["uniformity"] = uniform.detach()
+        return loss, logs
+
+
+@torch.no_grad()
+def plot_reconstruction(ctx: RunContext, model: nn.Module, transform: nn.Module, dataset: Any, name: str, mask_ratio: float, norm_pix: bool) -> None:
+    """Masked input / reconstruction / target of the data set's first item, as a PNG."""
+    if not ctx.is_main or ctx.plots.pyplot() is None:
+        return
+    was_training = model.training
+    model.eval()
+    transform.eval()
+    signal, _ = dataset[0]
+    features = transform(signal.unsqueeze(0).to(ctx.device).float())
+    # A private generator: plotting must not shift the training run's random stream.
+    generator = torch.Generator(device=ctx.device).manual_seed(0)
+    _, pred, mask = model(features, mask_ratio=mask_ratio, generator=generator)
+    target = model.patchify(features)
+    if norm_pix:  # the model predicts normalised patches: undo with the target's statistics
+        pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6).sqrt() + target.mean(dim=-1, keepdim=True)
+    masked = target * (1 - mask.unsqueeze(-1))
+    images = [model.unpatchify(t)[0, 0] for t in (masked, pred.float(), target)]
+    ctx.plots.reconstruction(*images, name=name)
+    model.train(was_training)
+    transform.train(was_training)
+
+
+@recipe_registry.register("mae_pretrain", version="1.0")
+def mae_pretrain(
+    ctx: RunContext,
+    /,
+    *,
+    epochs: int = 100,
+    batch_size: int = 64,
+    accum_steps: int = 1,
+    base_lr: float = 1.5e-4,
+    lr: float | None = None,
+    min_lr: float = 0.0,
+    warmup_epochs: float = 5.0,
+    weight_decay: float = 0.05,
+    beta1: float = 0.9,
+    beta2: float = 0.95,
+    clip_grad: float | None = None,
+    mask_ratio: float | None = None,
+    norm_pix_loss: bool | None = None,
+    infonce_weight: float = 0.0,
+    infonce_temperature: float = 0.1,
+    uniformity_weight: float = 0.0,
+    uniformity_t: float = 2.0,
+    train_folds: list[int] | None = None,
+    num_workers: int = 4,
+    checkpoint_every: int = 500,
+    keep_last: int = 3,
+    log_every: int = 20,
+    plot_every: int = 0,
+) -> dict[str, Any]:
+    """Pre-train the spec's model as a masked autoencoder; leaves ``state["encoder_checkpoint"]``.
+
+    ``mask_ratio`` / ``norm_pix_loss`` default to the model's own settings; ``train_folds``
+    to every fold (labels are not used). ``plot_every`` (steps, 0 = only at the end) draws
+    masked input, reconstruction and target when matplotlib is installed.
+    """
+    for name, weight in (("infonce_weight", infonce_weight), ("uniformity_weight", uniformity_weight)):
+        if weight < 0:
+            raise UsageError(f"--{ctx.section}.{name} must be >= 0, got {weight}")
+    dataset = ctx.dataset()
+    if train_folds is not None:
+        dataset = split_by_folds(dataset, train_folds)
+    model = ctx.build_model()
+    transform = ctx.build_transform()
+    objective = MAEObjective(
+        model,
+        mask_ratio=mask_ratio,
+        norm_pix_loss=norm_pix_loss,
+        infonce_weight=infonce_weight,
+        infonce_temperature=infonce_temperature,
+        uniformity_weight=uniformity_weight,
+        uniformity_t=uniformity_t,
+    )
+    if infonce_weight > 0 and batch_size < 2:
+        raise UsageError(f"--{ctx.section}.infonce_weight needs batch_size >= 2 (negatives come from the batch)")
+    settings = LoopSettings(
+        epochs=epochs, batch_size=batch_size, accum_steps=accum_steps, clip_grad=clip_grad,
+        checkpoint_every=checkpoint_every, log_every=log_every, num_workers=num_workers,
+    )
+    effective_batch = min(batch_size, len(dataset)) * accum_steps * ctx.dist.world_size
+    peak_lr = scaled_learning_rate(lr, base_lr, effective_batch)
+    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, weight_decay), lr=peak_lr, betas=(beta1, beta2))
+    manager = ctx.checkpoints(keep_last=keep_last)
+    def on_step(step: int) -> None:
+        if plot_every > 0 and step % plot_every == 0:
+            plot_reconstruction(ctx, model, transform, dataset, f"{ctx.section}_reconstruction_{step:07d}.png",
+                                objective.mask_ratio, objective.norm_pix_loss)
+
+    # Samplers differ under torchrun, and some models leave parameters unused (e.g. the
+    # official AudioMAE++ wiring's norm3): let DDP look for them rather than hang.
+    loop = TrainLoop(
+        ctx, model=model, objective=objective, transform=transform, optimizer=optimizer, dataset=dataset,
+        settings=settings, lr_at=WarmupCosineSchedule(peak_lr, min_lr, warmup_epochs), manager=manager, find_unused_parameters=True, on_step=on_step,
+    )
+    ctx.info(
+        f"{len(dataset)} items, {loop.plan.steps_per_epoch} steps/epoch, {loop.plan.run_until} of {loop.plan.total_steps} steps, "
+        f"effective batch {effective_batch}, peak lr {peak_lr:.3g}"
+    )
+    result = loop.run()
+    plot_reconstruction(ctx, model, transform, dataset, f"{ctx.section}_reconstruction.png", objective.mask_ratio, objective.norm_pix_loss)
+    if ctx.is_main:
+        ctx.plots.loss_curves(ctx.metrics.jsonl_path, ctx.section)
+    ctx.state["encoder_checkpoint"] = str(manager.last_path)
+    return {
+        "steps": result.step,
+        "total_steps": result.total_steps,
+        "final_loss": result.last_loss if math.isfinite(result.last_loss) else None,
+        "peak_lr": peak_lr,
+        "effective_batch": effective_batch,
+        "steps_per_s": round(result.steps_per_s, 4),
+        "data_wait_share": round(result.data_wait_share, 4),
+        "encoder_checkpoint": str(manager.last_path),
+        "resumed_from": result.resumed_from,
+    }

@@ -1,0 +1,170 @@
+"""Frozen-encoder evaluations on cached embeddings: a linear probe and a weighted k-NN.
+
+Both start from ``compute_or_load_embeddings`` (shared with ``embed``): the encoder runs once
+per checkpoint and data set, then the probes train and vote on ``[N, D]`` tensors in
+seconds. The linear probe follows MAE's protocol (BatchNorm without affine parameters, then
+a linear layer); the k-NN classifier is DINO's (cosine similarity, top-k neighbours voting
+with weights ``exp(sim / temperature)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.losses import soft_target_cross_entropy
+from components.metrics import confusion_matrix
+from components.recipes.embed import compute_or_load_embeddings
+from components.recipes.engine import warmup_cosine_lr
+from components.recipes.finetune import resolve_split
+from components.registry import recipe_registry
+from components.runtime import RunContext, UsageError
+
+
+def fold_mask(folds: torch.Tensor, chosen: list[int]) -> torch.Tensor:
+    return torch.isin(folds, torch.tensor(chosen, dtype=folds.dtype))
+
+
+def knn_predict(
+    train_x: torch.Tensor, train_y: torch.Tensor, query_x: torch.Tensor, num_classes: int, *, k: int = 20, temperature: float = 0.07, chunk: int = 1024
+) -> torch.Tensor:
+    """Class scores ``[Q, K]`` of a cosine k-NN vote weighted by ``exp(sim / temperature)``."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    bank = F.normalize(train_x.float(), dim=-1)
+    k = min(k, bank.shape[0])
+    scores = []
+    for start in range(0, query_x.shape[0], chunk):
+        query = F.normalize(query_x[start : start + chunk].float(), dim=-1)
+        similarity, index = (query @ bank.t()).topk(k, dim=-1)
+        weights = (similarity / temperature).exp()
+        votes = torch.zeros(query.shape[0], num_classes)
+        votes.scatter_add_(1, train_y[index].long(), weights)
+        scores.append(votes)
+    return torch.cat(scores) if scores else torch.zeros(0, num_classes)
+
+
+def _split_embeddings(ctx: RunContext, payload: dict[str, Any], train_folds: list[int] | None, eval_folds: list[int] | None):
+    train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
+    folds = payload["folds"]
+    train, held_out = fold_mask(folds, train_folds), fold_mask(folds, eval_folds)
+    x, y = payload["embeddings"], payload["labels"]
+    return x[train], y[train], x[held_out], y[held_out], train_folds, eval_folds
+
+
+def _report(ctx: RunContext, scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+    predictions = scores.argmax(dim=-1)
+    matrix = confusion_matrix(predictions, labels, num_classes)
+    if ctx.is_main:
+        ctx.plots.confusion(matrix, list(ctx.dataset().class_names), f"{ctx.section}_confusion.png")
+    return {"accuracy": float((predictions == labels).float().mean()) if labels.numel() else float("nan"),
+            "confusion_matrix": matrix.tolist()}
+
+
+@recipe_registry.register("knn", version="1.0")
+def knn(
+    ctx: RunContext,
+    /,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    checkpoint: str | None = None,
+    pooling: Literal["mean", "cls", "max"] = "mean",
+    train_folds: list[int] | None = None,
+    eval_folds: list[int] | None = None,
+    batch_size: int = 64,
+    num_workers: int = 4,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """Weighted k-NN accuracy of frozen embeddings (evaluation folds default to the last fold)."""
+    if temperature <= 0:
+        raise UsageError(f"--{ctx.section}.temperature must be > 0, got {temperature}")
+    payload, hit = compute_or_load_embeddings(
+        ctx, checkpoint=checkpoint, pooling=pooling, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
+    )
+    train_x, train_y, eval_x, eval_y, train_folds, eval_folds = _split_embeddings(ctx, payload, train_folds, eval_folds)
+    num_classes = len(payload["class_names"])
+    scores = knn_predict(train_x, train_y, eval_x, num_classes, k=k, temperature=temperature)
+    summary = _report(ctx, scores, eval_y, num_classes)
+    ctx.info(f"{k}-NN accuracy {summary['accuracy']:.4f} on folds {eval_folds}")
+    return {**summary, "k": k, "train_folds": train_folds, "eval_folds": eval_folds, "cache_hit": hit}
+
+
+class LinearProbe(nn.Module):
+    """BatchNorm without affine parameters, then a linear layer (MAE's linear-probing head)."""
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(x))
+
+
+@recipe_registry.register("linear_probe", version="1.0")
+def linear_probe(
+    ctx: RunContext,
+    /,
+    *,
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float = 0.1,
+    weight_decay: float = 0.0,
+    warmup_epochs: float = 10.0,
+    label_smoothing: float = 0.0,
+    checkpoint: str | None = None,
+    pooling: Literal["mean", "cls", "max"] = "mean",
+    train_folds: list[int] | None = None,
+    eval_folds: list[int] | None = None,
+    embed_batch_size: int = 64,
+    num_workers: int = 4,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """Train a linear classifier on frozen embeddings (SGD with momentum, warm-up + cosine).
+
+    Runs identically on every rank (it is cheap), so all ranks agree; ``--steps`` caps it too.
+    """
+    payload, hit = compute_or_load_embeddings(
+        ctx, checkpoint=checkpoint, pooling=pooling, batch_size=embed_batch_size, num_workers=num_workers, cache_dir=cache_dir
+    )
+    train_x, train_y, eval_x, eval_y, train_folds, eval_folds = _split_embeddings(ctx, payload, train_folds, eval_folds)
+    num_classes = len(payload["class_names"])
+    if train_x.shape[0] < 2:
+        raise UsageError(f"{ctx.section}: needs at least 2 training items, got {train_x.shape[0]}")
+    generator = torch.Generator().manual_seed(ctx.stage_seed)
+    probe = LinearProbe(train_x.shape[1], num_classes)
+    optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    batch = min(batch_size, train_x.shape[0])
+    steps_per_epoch = max(1, train_x.shape[0] // batch)
+    total = epochs * steps_per_epoch
+    run_until = total if ctx.max_steps is None else min(total, ctx.max_steps)
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    probe.train()
+    step, loss_value = 0, float("nan")
+    while step < run_until:
+        order = torch.randperm(train_x.shape[0], generator=generator)
+        for start in range(0, steps_per_epoch * batch, batch):
+            if step >= run_until:
+                break
+            index = order[start : start + batch]
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_cosine_lr(step, base_lr=lr, min_lr=0.0, warmup_steps=warmup, total_steps=total)
+            loss = soft_target_cross_entropy(probe(train_x[index]), train_y[index], label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_value = float(loss.detach())
+    probe.eval()
+    with torch.no_grad():
+        scores = probe(eval_x) if eval_x.shape[0] else torch.zeros(0, num_classes)
+    summary = _report(ctx, scores, eval_y, num_classes)
+    ctx.metrics.log(ctx.section, step, {"loss": loss_value, "accuracy": summary["accuracy"]}, kind="eval")
+    ctx.info(f"linear probe accuracy {summary['accuracy']:.4f} on folds {eval_folds} after {step} steps")
+    return {**summary, "steps": step, "final_loss": loss_value, "train_folds": train_folds, "eval_folds": eval_folds, "cache_hit": hit}

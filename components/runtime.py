@@ -1,0 +1,800 @@
+"""The runtime every emitted script hands over to: flags, device, DDP, data, checkpoints, steps.
+
+The template declares a ``Config`` dataclass (one section per component and recipe step) and
+a ``Pipeline`` naming the spec's classes and recipe functions, then calls ``run_pipeline``.
+Everything that runs at training time lives here and in the recipes, so it is tested in the
+catalog before it is ever emitted.
+
+Exit codes: 0 done (or stopped by SIGTERM/SIGINT after a checkpoint), 1 the run failed (a
+non-finite loss), 2 a user error (bad flag, missing data, wrong checkpoint) with one message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import inspect
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from components.checkpoint import CheckpointError, CheckpointManager
+from components.distributed import (
+    DistInfo,
+    DistributedSetupError,
+    dist_info_from_env,
+    init_distributed,
+    shutdown_distributed,
+)
+from components.metrics import MetricsLogger, write_json_atomic
+from components.plots import Plotter
+
+DEFAULT_SMOKE_STEPS = 2
+
+
+# --------------------------------------------------------------------------- records
+@dataclass
+class RunOptions:
+    """Flags without a section: ``--smoke --data-dir --download --out-dir --resume`` etc."""
+
+    smoke: bool = False
+    data_dir: str | None = None
+    download: bool = False
+    out_dir: str | None = None
+    resume: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    section: str
+    run: Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    spec_hash: str
+    data: type
+    transform: type
+    model: type
+    steps: tuple[Step, ...]
+    smoke_data: type | None = None
+    smoke: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (flag value, data location, checkpoint): exit 2, no traceback."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept: exit 1."""
+
+
+class StopRequested(Exception):
+    """SIGTERM/SIGINT arrived; a checkpoint was written: exit 0, resume with --resume."""
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; training loops check it after every optimizer step.
+
+    The first signal asks for a clean stop (checkpoint, exit 0: Colab disconnects, spot
+    preemption); a second SIGINT interrupts at once, for a user who really means it.
+    """
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def request(self, name: str = "request") -> None:
+        self.signal_name = name
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (e.g. not in a notebook worker)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+# --------------------------------------------------------------------------- flags
+def _resolve_hints(cls: type) -> dict[str, Any]:
+    """Field types of a dataclass whose annotations are strings (``from __future__ import annotations``)."""
+    extra = {"Literal": Literal, "Optional": Optional, "Any": Any}
+    try:
+        return typing.get_type_hints(cls, localns=extra)
+    except NameError as error:
+        raise TypeError(f"cannot resolve the field types of {cls.__name__}: {error}") from None
+
+
+def _strip_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
+            return args[0], True
+    return annotation, False
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "y", "on"):
+        return True
+    if lowered in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _scalar_parser(annotation: Any) -> Callable[[str], Any]:
+    if annotation is bool:
+        return _parse_bool
+    if annotation in (int, float, str):
+        def parse(text: str, kind: type = annotation) -> Any:
+            try:
+                return kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        return parse
+    if typing.get_origin(annotation) is Literal:
+        choices = typing.get_args(annotation)
+
+        def parse_literal(text: str) -> Any:
+            for choice in choices:
+                if str(choice) == text:
+                    return choice
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(map(str, choices))}, got {text!r}")
+        return parse_literal
+    raise TypeError(f"unsupported config field type {annotation!r} (int, float, bool, str, Literal, tuple, list, Optional)")
+
+
+@dataclass(frozen=True)
+class FlagSpec:
+    """How one config field reads from the command line."""
+
+    section: str
+    name: str
+    annotation: Any
+    default: Any
+
+    @property
+    def dest(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def flag(self) -> str:
+        if self.section == "run":
+            return "--" + self.name.replace("_", "-")
+        return f"--{self.section}.{self.name}"
+
+    def convert(self, tokens: list[str]) -> Any:
+        """Turn the tokens after the flag into a value of the field's type."""
+        inner, optional = _strip_optional(self.annotation)
+        if optional and len(tokens) == 1 and tokens[0].lower() in ("none", "null"):
+            return None
+        origin = typing.get_origin(inner)
+        if origin in (tuple, list):
+            # "--model.img_size 64 128" and "--model.img_size 64,128" both work.
+            items = [part for token in tokens for part in token.split(",") if part != ""]
+            args = typing.get_args(inner)
+            fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
+            if fixed and len(items) != len(args):
+                raise argparse.ArgumentTypeError(f"expected {len(args)} values, got {len(items)}: {' '.join(tokens)}")
+            kinds = args if fixed else [args[0] if args else str] * len(items)
+            values = [_scalar_parser(kind)(item) for kind, item in zip(kinds, items)]
+            return tuple(values) if origin is tuple else values
+        if len(tokens) != 1:
+            raise argparse.ArgumentTypeError(f"expected one value, got {len(tokens)}")
+        return _scalar_parser(inner)(tokens[0])
+
+    def coerce(self, value: Any) -> Any:
+        """Bring a literal from the spec's smoke block to the field's type (lists -> tuples)."""
+        inner, optional = _strip_optional(self.annotation)
+        if value is None:
+            return None
+        origin = typing.get_origin(inner)
+        if origin is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+        if origin is list and isinstance(value, (list, tuple)):
+            return list(value)
+        if inner is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+
+class _FlagAction(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, spec: FlagSpec, **kwargs: Any) -> None:
+        self.spec = spec
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        tokens = [] if values is None else (values if isinstance(values, list) else [values])
+        if not tokens and _strip_optional(self.spec.annotation)[0] is bool:
+            value: Any = True  # a bare "--smoke" means true
+        else:
+            try:
+                value = self.spec.convert(tokens)
+            except argparse.ArgumentTypeError as error:
+                raise argparse.ArgumentError(self, str(error)) from None
+        setattr(namespace, self.dest, value)
+
+
+def config_sections(config_cls: type) -> dict[str, type]:
+    """Section name -> section dataclass of a ``Config`` (each field has a default factory)."""
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"{config_cls!r} is not a dataclass")
+    instance = config_cls()
+    return {f.name: type(getattr(instance, f.name)) for f in dataclasses.fields(config_cls)}
+
+
+def flag_specs(config_cls: type) -> list[FlagSpec]:
+    specs = []
+    for section, section_cls in config_sections(config_cls).items():
+        hints = _resolve_hints(section_cls)
+        defaults = section_cls()
+        for f in dataclasses.fields(section_cls):
+            specs.append(FlagSpec(section, f.name, hints[f.name], getattr(defaults, f.name)))
+    return specs
+
+
+def _type_label(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+def build_arg_parser(pipeline: Pipeline, config_cls: type) -> argparse.ArgumentParser:
+    """argparse over every field of ``config_cls``; defaults are shown, never set (see ``parse_config``)."""
+    parser = argparse.ArgumentParser(
+        prog=f"{pipeline.name}.py",
+        description=f"Train and evaluate '{pipeline.name}' (spec hash {pipeline.spec_hash[:12]}). "
+        "Flags without a section control the run; --<section>.<field> sets any config field.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    groups: dict[str, Any] = {}
+    for spec in flag_specs(config_cls):
+        group = groups.get(spec.section)
+        if group is None:
+            group = groups[spec.section] = parser.add_argument_group(f"{spec.section} options")
+        inner, _ = _strip_optional(spec.annotation)
+        origin = typing.get_origin(inner)
+        nargs: Any = "+" if origin in (tuple, list) else ("?" if inner is bool else None)
+        choices = typing.get_args(inner) if origin is Literal else None
+        help_text = f"{_type_label(spec.annotation)} (default: {spec.default!r})"
+        if choices:
+            help_text += f"; one of {', '.join(map(str, choices))}"
+        group.add_argument(
+            spec.flag,
+            dest=spec.dest,
+            action=_FlagAction,
+            spec=spec,
+            nargs=nargs,
+            default=argparse.SUPPRESS,
+            metavar=spec.name.upper() if origin not in (tuple, list) else "V",
+            help=help_text,
+        )
+    return parser
+
+
+def _set_field(config: Any, spec: FlagSpec, value: Any) -> None:
+    setattr(getattr(config, spec.section), spec.name, value)
+
+
+def parse_config(pipeline: Pipeline, config_cls: type, argv: Sequence[str] | None) -> Any:
+    """Defaults, then the spec's smoke overrides (under ``--smoke``), then explicit flags."""
+    parser = build_arg_parser(pipeline, config_cls)
+    namespace = vars(parser.parse_args(list(argv) if argv is not None else None))
+    specs = {spec.dest: spec for spec in flag_specs(config_cls)}
+    config = config_cls()
+    if namespace.get("run.smoke", False):
+        for section, overrides in pipeline.smoke.items():
+            if section == "data":
+                continue  # kwargs of the synthetic smoke data set, not of the DataConfig
+            for name, value in overrides.items():
+                spec = specs.get(f"{section}.{name}")
+                if spec is None:
+                    raise UsageError(f"the spec's smoke block sets unknown field {section}.{name}")
+                _set_field(config, spec, spec.coerce(value))
+    for dest, value in namespace.items():
+        _set_field(config, specs[dest], value)
+    run = config.run
+    if run.smoke and run.steps is None:
+        run.steps = DEFAULT_SMOKE_STEPS
+    if run.steps is not None and run.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {run.steps}")
+    if run.dtype not in ("auto", "bf16", "fp16", "fp32"):
+        raise UsageError(f"--dtype must be auto, bf16, fp16 or fp32, got {run.dtype!r}")
+    return config
+
+
+# --------------------------------------------------------------------------- device
+def resolve_device(request: str, dist_info: DistInfo) -> torch.device:
+    """``auto`` picks cuda (this rank's GPU), then mps, then cpu; explicit requests are checked."""
+    request = request.strip().lower()
+    if request == "auto":
+        if torch.cuda.is_available():
+            request = "cuda"
+        elif torch.backends.mps.is_available():
+            request = "mps"
+        else:
+            request = "cpu"
+    try:
+        device = torch.device(request)
+    except RuntimeError:
+        raise UsageError(f"--device {request!r} is not a device; use auto, cuda, cuda:N, mps or cpu") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: CUDA is not available on this machine; use --device cpu (or auto)")
+        if device.index is None:
+            device = torch.device("cuda", dist_info.local_rank % torch.cuda.device_count())
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: MPS is not available on this machine; use --device cpu (or auto)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {request!r} is not supported; use auto, cuda, cuda:N, mps or cpu")
+    return device
+
+
+def resolve_amp_dtype(request: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain float32. ``auto``: bf16 (else fp16) on CUDA, fp32 elsewhere."""
+    if request == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[request]
+
+
+def derive_seed(seed: int, rank: int, stage_index: int) -> int:
+    """Independent streams per rank and per stage: a resumed run that skips finished stages
+    draws exactly what an uninterrupted one draws in the stages it runs."""
+    return (seed * 1_000_003 + stage_index * 10_007 + rank) % (2**63 - 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(enabled: bool) -> None:
+    if not enabled:
+        return
+    # cuBLAS needs this before its first call to give reproducible results.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def accepted_kwargs(target: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``kwargs`` that ``target``'s signature takes (all of them if it takes **kwargs)."""
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(kwargs)
+    return {key: value for key, value in kwargs.items() if key in parameters}
+
+
+# --------------------------------------------------------------------------- data
+class ShardedEpochSampler(Sampler[int]):
+    """Indices of one epoch for one rank, resumable mid-epoch.
+
+    The order is a pure function of ``(seed, epoch)``, so a resumed run rebuilds it and skips
+    the first ``start`` indices. The epoch is padded (by wrapping) or truncated to a multiple
+    of ``world_size`` and dealt round-robin, so every rank sees the same number of samples.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        start: int = 0,
+    ) -> None:
+        if num_items < 1:
+            raise ValueError("cannot sample from an empty data set")
+        self.num_items, self.rank, self.world_size = num_items, rank, world_size
+        self.seed, self.epoch, self.shuffle, self.drop_last, self.start = seed, epoch, shuffle, drop_last, start
+
+    def shard(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        else:
+            order = list(range(self.num_items))
+        if self.drop_last and self.num_items >= self.world_size:
+            order = order[: self.num_items - self.num_items % self.world_size]
+        else:
+            padding = (-self.num_items) % self.world_size
+            order = order + (order * (padding // len(order) + 1))[:padding]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.shard()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, len(self.shard()) - self.start)
+
+
+def collate_signals(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(signal, label)`` pairs; signals of unequal length are zero-padded at the end."""
+    signals = [item[0] for item in batch]
+    labels = torch.tensor([int(item[1]) for item in batch], dtype=torch.long)
+    length = max(s.shape[-1] for s in signals)
+    if any(s.shape[-1] != length for s in signals):
+        signals = [torch.nn.functional.pad(s, (0, length - s.shape[-1])) for s in signals]
+    return torch.stack(signals).float(), labels
+
+
+class FoldSubset(Subset):
+    """A ``Subset`` that keeps the parent's records and class names (for reports and plots)."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        super().__init__(dataset, list(indices))
+        self.class_names = list(getattr(dataset, "class_names", []))
+        records = getattr(dataset, "records", None)
+        self.records = [records[i] for i in self.indices] if records is not None else []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def dataset_folds(dataset: Any) -> list[int]:
+    return sorted({record.fold for record in dataset.records})
+
+
+def split_by_folds(dataset: Any, folds: Sequence[int]) -> FoldSubset:
+    """The records of ``folds``; an unknown fold is a user error naming the ones that exist."""
+    available = dataset_folds(dataset)
+    unknown = sorted(set(folds) - set(available))
+    if unknown:
+        raise UsageError(f"folds {unknown} do not exist in {type(dataset).__name__}; available folds: {available}")
+    wanted = set(folds)
+    return FoldSubset(dataset, [i for i, record in enumerate(dataset.records) if record.fold in wanted])
+
+
+# --------------------------------------------------------------------------- context
+@dataclass
+class RunContext:
+    """Everything a recipe needs, set up once per run (and per stage for ``section``)."""
+
+    pipeline: Pipeline
+    config: Any
+    dist: DistInfo
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    out_dir: Path
+    metrics: MetricsLogger
+    plots: Plotter
+    stop: StopFlag = field(default_factory=StopFlag)
+    state: dict[str, Any] = field(default_factory=dict)
+    section: str = ""
+    stage_index: int = 0
+    _dataset: Any = None
+
+    # -- options
+    @property
+    def options(self) -> RunOptions:
+        return self.config.run
+
+    @property
+    def smoke(self) -> bool:
+        return bool(self.options.smoke)
+
+    @property
+    def resume(self) -> bool:
+        return bool(self.options.resume)
+
+    @property
+    def max_steps(self) -> int | None:
+        return self.options.steps
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.out_dir / self.section
+
+    @property
+    def stage_seed(self) -> int:
+        return derive_seed(self.options.seed, self.dist.rank, self.stage_index)
+
+    @property
+    def data_seed(self) -> int:
+        """Shared by all ranks (so they deal the same permutation), distinct per stage."""
+        return derive_seed(self.options.seed, 0, self.stage_index)
+
+    def info(self, message: str) -> None:
+        self.metrics.info(f"[{self.section or self.pipeline.name}] {message}")
+
+    def section_config(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(getattr(self.config, name))
+
+    # -- numerics
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A loss scaler for fp16 (a pass-through otherwise)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    def compile(self, module: nn.Module) -> nn.Module:
+        return torch.compile(module) if self.options.compile else module
+
+    def distribute(self, module: nn.Module, *, find_unused_parameters: bool = False) -> nn.Module:
+        """Wrap in DDP when running under torchrun (identity otherwise)."""
+        if not self.dist.enabled or not any(p.requires_grad for p in module.parameters()):
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+    # -- components
+    def build_model(self, **overrides: Any) -> nn.Module:
+        """``pipeline.model(**model config)``; overrides the model does not take are dropped."""
+        kwargs = self.section_config("model")
+        kwargs.update(accepted_kwargs(self.pipeline.model, overrides))
+        return self.pipeline.model(**kwargs).to(self.device)
+
+    def build_transform(self) -> nn.Module:
+        return self.pipeline.transform(**self.section_config("transform")).to(self.device)
+
+    def dataset(self) -> Any:
+        """The whole data set (all folds), built once per run; recipes split it by folds."""
+        if self._dataset is None:
+            self._dataset = self._build_dataset()
+        return self._dataset
+
+    def _build_dataset(self) -> Any:
+        data_cfg = self.section_config("data") if hasattr(self.config, "data") else {}
+        if self.smoke:
+            if self.pipeline.smoke_data is None:
+                raise UsageError(f"spec {self.pipeline.name!r} has no smoke data set; --smoke needs one")
+            cls = self.pipeline.smoke_data
+            kwargs = dict(self.pipeline.smoke.get("data", {}))
+            # Keep the real data set's sample rate so the transform sees what it expects.
+            for shared in ("sample_rate",):
+                if shared in data_cfg and shared not in kwargs:
+                    kwargs[shared] = data_cfg[shared]
+        else:
+            cls = self.pipeline.data
+            kwargs = dict(data_cfg)
+            if self.options.data_dir is not None:
+                kwargs["root"] = self.options.data_dir
+            if self.options.download:
+                kwargs["download"] = True
+        kwargs["folds"] = None
+        kwargs = accepted_kwargs(cls, kwargs)
+        try:
+            dataset = cls(**kwargs)
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as error:
+            hint = "pass --data-dir PATH" + (", or --download to fetch it" if "download" in inspect.signature(cls).parameters else "")
+            raise UsageError(f"data set {cls.__name__}: {error} ({hint})") from None
+        if len(dataset) == 0:
+            raise UsageError(f"data set {cls.__name__} ({kwargs}) is empty")
+        return dataset
+
+    def checkpoints(self, subdir: str | None = None, *, keep_last: int = 3) -> CheckpointManager:
+        """Checkpoints of this stage (``<out>/<section>[/<subdir>]``); a fresh run clears old ones."""
+        directory = self.stage_dir if subdir is None else self.stage_dir / subdir
+        manager = CheckpointManager(
+            directory=directory,
+            spec_name=self.pipeline.name,
+            spec_hash=self.pipeline.spec_hash,
+            model_config=self.section_config("model"),
+            keep_last=keep_last,
+            enabled=self.is_main,
+        )
+        if not self.resume:
+            manager.clear()
+        return manager
+
+    def loader(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        epoch: int = 0,
+        start: int = 0,
+        drop_last: bool = False,
+        num_workers: int = 0,
+    ) -> DataLoader:
+        """A loader over this rank's shard; ``start`` skips samples already seen in this epoch."""
+        if self.smoke:
+            num_workers = 0  # worker start-up would dominate a seconds-long smoke run
+        sampler = ShardedEpochSampler(
+            len(dataset),
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            seed=self.data_seed,
+            epoch=epoch,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            start=start,
+        )
+        # A private generator: creating the iterator must not draw from the global RNG,
+        # or a run resumed mid-epoch would draw differently from an uninterrupted one.
+        generator = torch.Generator().manual_seed(self.data_seed + epoch)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=collate_signals,
+            pin_memory=self.device.type == "cuda",
+            drop_last=drop_last,
+            generator=generator,
+            persistent_workers=False,
+        )
+
+
+# --------------------------------------------------------------------------- pipeline
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _load_pipeline_state(path: Path, pipeline: Pipeline) -> dict[str, Any]:
+    if not path.is_file():
+        return {"completed": {}}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UsageError(f"{path} is unreadable ({error}); rerun without --resume or choose another --out-dir") from None
+    if record.get("spec_name") != pipeline.name or record.get("spec_hash") != pipeline.spec_hash:
+        raise UsageError(
+            f"{path.parent} holds a run of spec {record.get('spec_name')!r} (hash {str(record.get('spec_hash'))[:12]}), "
+            f"not of this script ({pipeline.name!r}, hash {pipeline.spec_hash[:12]}); rerun without --resume or choose another --out-dir"
+        )
+    return record
+
+
+def run_pipeline(pipeline: Pipeline, config_cls: type, argv: Sequence[str] | None = None) -> int:
+    """Parse flags into ``config_cls``, set up the run, and run every step of ``pipeline``."""
+    try:
+        config = parse_config(pipeline, config_cls, argv)
+    except SystemExit as exit_request:  # --help, or argparse's own error message (exit 2)
+        return int(exit_request.code or 0)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        dist_info = dist_info_from_env()
+        device = resolve_device(config.run.device, dist_info)
+        amp_dtype = resolve_amp_dtype(config.run.dtype, device)
+    except (UsageError, DistributedSetupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    configure_determinism(config.run.deterministic)
+    init_distributed(dist_info, device)
+    stop = StopFlag()
+    stop.install()
+    try:
+        return _run_steps(pipeline, config, dist_info, device, amp_dtype, stop)
+    except (UsageError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        stop.uninstall()
+        shutdown_distributed()
+
+
+def _run_steps(
+    pipeline: Pipeline, config: Any, dist_info: DistInfo, device: torch.device, amp_dtype: torch.dtype | None, stop: StopFlag
+) -> int:
+    options: RunOptions = config.run
+    default_out = f"runs/{pipeline.name}" + ("-smoke" if options.smoke else "")
+    out_dir = Path(options.out_dir or default_out)
+    metrics = MetricsLogger(out_dir, enabled=dist_info.is_main)
+    plots = Plotter(out_dir, enabled=dist_info.is_main, info=lambda message: metrics.info(f"[{pipeline.name}] {message}"))
+    ctx = RunContext(
+        pipeline=pipeline, config=config, dist=dist_info, device=device, amp_dtype=amp_dtype,
+        out_dir=out_dir, metrics=metrics, plots=plots, stop=stop,
+    )
+    state_path = out_dir / "pipeline_state.json"
+    record = _load_pipeline_state(state_path, pipeline) if options.resume else {"completed": {}}
+    record.update(spec_name=pipeline.name, spec_hash=pipeline.spec_hash)
+    dtype_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
+    ctx.info(
+        f"device {device}, dtype {dtype_name}, world size {dist_info.world_size}, out {out_dir}"
+        + (", smoke run" if options.smoke else "") + (", resuming" if options.resume else "")
+    )
+    started = time.time()
+    summaries: dict[str, Any] = {}
+    try:
+        for index, step in enumerate(pipeline.steps):
+            ctx.section, ctx.stage_index = step.section, index
+            done = record["completed"].get(step.section)
+            if done is not None:
+                ctx.state.update(done["state"])
+                summaries[step.section] = done["summary"]
+                ctx.info("already completed; skipped (--resume)")
+                continue
+            seed_everything(ctx.stage_seed)
+            before = dict(ctx.state)
+            kwargs = ctx.section_config(step.section)
+            summary = step.run(ctx, **kwargs)
+            exported = {k: v for k, v in ctx.state.items() if before.get(k, object()) != v and _jsonable(v)}
+            summaries[step.section] = summary
+            record["completed"][step.section] = {"summary": summary, "state": exported}
+            if ctx.is_main:
+                write_json_atomic(record, state_path)
+                metrics.write_summary(summary, f"{step.section}/summary.json")
+    except StopRequested as stopped:
+        ctx.info(f"{stopped}; resume with --resume")
+        return 0
+    finally:
+        metrics.close()
+    overall = {
+        "spec_name": pipeline.name,
+        "spec_hash": pipeline.spec_hash,
+        "smoke": options.smoke,
+        "world_size": dist_info.world_size,
+        "device": str(device),
+        "wall_time_s": round(time.time() - started, 3),
+        "steps": summaries,
+        "config": dataclasses.asdict(config),
+    }
+    path = metrics.write_summary(overall)
+    ctx.section = ""
+    ctx.info(f"done in {overall['wall_time_s']:.1f} s; summary: {path}")
+    return 0
+
+
+def eval_loader(ctx: RunContext, dataset: Dataset, batch_size: int, num_workers: int = 0) -> tuple[DataLoader, list[int]]:
+    """A loader over this rank's share of ``dataset`` in order, without padding (so that
+    summed counts over ranks are exact), and the dataset indices it yields."""
+    indices = list(range(ctx.dist.rank, len(dataset), ctx.dist.world_size))
+    loader = DataLoader(
+        Subset(dataset, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_signals,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    return loader, indices

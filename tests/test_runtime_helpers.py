@@ -1,0 +1,216 @@
+"""Stand-ins shared by the runtime and recipe tests: a tone data set, a tiny pipeline, a Config.
+
+``ToneDataset`` is an easy synthetic classification set (class c is a sine at its own
+frequency with random phase and noise), deterministic per index. ``make_pipeline`` wires it to
+the catalog's ``LogMel`` transform and a tiny ``AudioMAEPlusPlus``, with ``Config``
+dataclasses written the way the generator's template renders them. ``run_main`` runs the
+pipeline in a subprocess-friendly way (``python tests/test_runtime_helpers.py ARGS``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from components.data.base import Record, SignalDataset  # noqa: E402
+from components.models.audiomae_pp import AudioMAEPlusPlus  # noqa: E402
+from components.recipes import embed, finetune, kfold, knn, linear_probe, mae_pretrain  # noqa: E402
+from components.runtime import Pipeline, RunOptions, Step, run_pipeline  # noqa: E402
+from components.transforms.spectral import LogMel  # noqa: E402
+
+
+class ToneDataset(SignalDataset):
+    """``num_items`` clips; class ``c`` is a tone at ``base_hz * (c + 1)``; folds round-robin."""
+
+    signal_kind = "audio"
+
+    def __init__(
+        self,
+        num_classes: int = 4,
+        num_items: int = 32,
+        num_samples: int = 2048,
+        sample_rate: int = 8000,
+        num_folds: int = 4,
+        noise: float = 0.3,
+        base_hz: float = 400.0,
+        folds: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_samples, self.sample_rate, self.noise, self.base_hz = num_samples, sample_rate, noise, base_hz
+        self.class_names = [f"tone{c}" for c in range(num_classes)]
+        records = [
+            Record(key=f"index:{i}", label=i % num_classes, category=f"tone{i % num_classes}", fold=(i // num_classes) % num_folds + 1)
+            for i in range(num_items)
+        ]
+        self.records = [r for r in records if folds is None or r.fold in folds]
+
+    def load(self, index: int) -> torch.Tensor:
+        record = self.records[index]
+        generator = torch.Generator().manual_seed(int(record.key.split(":")[1]))
+        t = torch.arange(self.num_samples) / self.sample_rate
+        phase = float(torch.rand((), generator=generator)) * 2 * math.pi
+        tone = torch.sin(2 * math.pi * self.base_hz * (record.label + 1) * t + phase)
+        return (tone + self.noise * torch.randn(self.num_samples, generator=generator)).float()
+
+
+class NeedsRootDataset(ToneDataset):
+    """A file-backed stand-in: fails clearly when its root folder is missing."""
+
+    def __init__(self, root: str = "data/missing", download: bool = False, sample_rate: int = 8000, folds: list[int] | None = None) -> None:
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"NeedsRootDataset: {root} does not exist")
+        super().__init__(sample_rate=sample_rate, folds=folds)
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/missing"
+    download: bool = False
+    sample_rate: int = 8000
+
+
+@dataclass
+class TransformConfig:
+    sample_rate: int = 8000
+    n_fft: int = 256
+    win_length: int = 256
+    hop_length: int = 128
+    n_mels: int = 16
+    f_min: float = 0.0
+    f_max: float = 4000.0
+    target_frames: int | None = 16
+
+
+@dataclass
+class ModelConfig:
+    preset: Literal["tiny", "base", "large"] = "tiny"
+    img_size: tuple[int, int] = (16, 16)
+    patch_size: tuple[int, int] = (4, 8)
+    embed_dim: int | None = 32
+    depth: int | None = 1
+    num_heads: int | None = 2
+    decoder_embed_dim: int | None = 32
+    decoder_depth: int | None = 1
+    decoder_num_heads: int | None = 2
+    mask_ratio: float = 0.5
+    norm_pix_loss: bool = False
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 2
+    batch_size: int = 8
+    accum_steps: int = 1
+    base_lr: float = 1.5e-4
+    lr: float | None = 1e-3
+    warmup_epochs: float = 0.5
+    clip_grad: float | None = 1.0
+    infonce_weight: float = 0.0
+    uniformity_weight: float = 0.0
+    num_workers: int = 0
+    checkpoint_every: int = 2
+    log_every: int = 1
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 2
+    batch_size: int = 8
+    lr: float | None = 2e-3
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
+    drop_path: float = 0.0
+    num_workers: int = 0
+    checkpoint_every: int = 2
+    log_every: int = 1
+
+
+@dataclass
+class EmbedConfig:
+    pooling: Literal["mean", "cls", "max"] = "mean"
+    batch_size: int = 16
+    num_workers: int = 0
+
+
+@dataclass
+class KnnConfig:
+    k: int = 5
+    num_workers: int = 0
+
+
+@dataclass
+class ProbeConfig:
+    epochs: int = 20
+    batch_size: int = 16
+    num_workers: int = 0
+
+
+@dataclass
+class KfoldConfig:
+    epochs: int = 1
+    batch_size: int = 8
+    lr: float | None = 2e-3
+    max_folds: int | None = 2
+    num_workers: int = 0
+    log_every: int = 1
+
+
+@dataclass
+class Config:
+    run: RunOptions = field(default_factory=RunOptions)
+    data: DataConfig = field(default_factory=DataConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    kfold: KfoldConfig = field(default_factory=KfoldConfig)
+
+
+SMOKE: dict[str, dict[str, Any]] = {"data": {"num_classes": 4, "num_items": 32}, "pretrain": {"batch_size": 4}}
+
+ALL_STEPS = (
+    Step("pretrain", mae_pretrain),
+    Step("finetune", finetune),
+    Step("embed", embed),
+    Step("knn", knn),
+    Step("probe", linear_probe),
+    Step("kfold", kfold),
+)
+
+
+def make_pipeline(steps: tuple[Step, ...] = ALL_STEPS, data: type = NeedsRootDataset, name: str = "tones") -> Pipeline:
+    return Pipeline(
+        name=name,
+        spec_hash="0" * 64,
+        data=data,
+        transform=LogMel,
+        model=AudioMAEPlusPlus,
+        steps=steps,
+        smoke_data=ToneDataset,
+        smoke=SMOKE,
+    )
+
+
+def run_main(argv: list[str], steps: tuple[Step, ...] = ALL_STEPS) -> int:
+    torch.set_num_threads(1)
+    return run_pipeline(make_pipeline(steps), Config, argv)
+
+
+if __name__ == "__main__":
+    # "python tests/test_runtime_helpers.py STEPS ARGS...": STEPS is a comma list of step names.
+    wanted = sys.argv[1].split(",")
+    chosen = tuple(step for step in ALL_STEPS if step.section in wanted)
+    raise SystemExit(run_main(sys.argv[2:], chosen))
