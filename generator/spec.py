@@ -122,7 +122,7 @@ def parse_yaml(text: str, file: str, *, column_offset: int = 0) -> Node | None:
             raise loc.error("the spec is too large or too deeply nested (recursive YAML aliases?); write it out plainly")
         if isinstance(node, yaml.MappingNode):
             if node.tag != "tag:yaml.org,2002:map":
-                raise loc.error(f"unsupported YAML tag {node.tag!r}; use a plain mapping")
+                raise loc.error(f"unsupported YAML tag {node.tag!r}; only plain YAML values are allowed: remove the !! tag")
             items: dict[str, Node] = {}
             key_locs: dict[str, Location] = {}
             for key_node, value_node in node.value:
@@ -138,7 +138,7 @@ def parse_yaml(text: str, file: str, *, column_offset: int = 0) -> Node | None:
             return Node(items, loc, key_locs)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":
-                raise loc.error(f"unsupported YAML tag {node.tag!r}; use a plain list")
+                raise loc.error(f"unsupported YAML tag {node.tag!r}; only plain YAML values are allowed: remove the !! tag")
             return Node([convert(child, depth + 1) for child in node.value], loc)
         if node.tag not in _PLAIN_TAGS:
             raise loc.error(
@@ -679,9 +679,24 @@ def check_value(node: Node, param: Param, component: Component) -> Any:
         return conform(value, param.annotation)
     except _Mismatch:
         raise node.loc.error(
-            f"{param.name} of {component.kind} {component.name!r} must be {param.annotation}, got {_describe(value)}; "
-            f"change the value to a {param.annotation}"
+            f"{param.name} of {component.kind} {component.name!r} must be {_expected(param.annotation)}, got {_describe(value)}; "
+            f"write {_expected(param.annotation)} there (signature: {component.path.as_posix()}:{param.lineno})"
         ) from None
+
+
+def _expected(annotation: str | None) -> str:
+    """Human wording of an annotation: Literal choices spelled out, other types as written."""
+    tree = _annotation_tree(annotation or "")
+    if isinstance(tree, ast.Subscript) and _base_name(tree.value) == "Literal":
+        try:
+            choices = [ast.literal_eval(part) for part in _subscript_parts(tree)]
+        except ValueError:
+            return str(annotation)
+        return "one of " + ", ".join(repr(choice) for choice in choices)
+    return _SCALAR_WORDS.get(str(annotation), str(annotation))
+
+
+_SCALAR_WORDS = {"int": "an integer (int)", "float": "a number (float)", "bool": "true or false (bool)", "str": "a string (str)"}
 
 
 def _recipe_steps(root: Node, index: CatalogLookup) -> tuple[Choice, ...]:
