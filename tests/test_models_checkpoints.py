@@ -1,0 +1,185 @@
+"""Official checkpoint layouts: every key mapped, every shape equal, round trips exact, errors by name.
+
+The manifests in tests/data/model_official_*.json list the official state dicts' keys and
+shapes (read off the official code). Synthetic state dicts are built from them on the meta
+device, so even the 525 M-parameter large preset costs no memory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.models import AudioMAE, AudioMAEClassifier, AudioMAEPlusPlus
+from components.models.checkpoints import (
+    CheckpointMismatchError,
+    convert_to_ours,
+    detect_layout,
+    export_official_state_dict,
+    load_official_checkpoint,
+    official_audiomae_pos_embed,
+)
+from components.models.layers import sincos_pos_embed_2d
+
+torch.set_num_threads(1)
+DATA = Path(__file__).parent / "data"
+TINY_PP = dict(preset="tiny", img_size=(16, 32), embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+TINY_BASE = dict(preset="tiny", img_size=(32, 32), patch_size=(8, 8), embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+
+
+def manifest(name: str) -> dict:
+    return json.loads((DATA / f"model_official_{name}.json").read_text())
+
+
+def meta_state(name: str) -> dict[str, torch.Tensor]:
+    return {key: torch.empty(shape, device="meta") for key, shape in manifest(name)["keys"].items()}
+
+
+def on_meta(factory, **kwargs):
+    with torch.device("meta"):
+        return factory(**kwargs)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "base", "large"])
+@pytest.mark.parametrize("share", [True, False])
+def test_official_audiomae_pp_layout_maps_every_key(preset: str, share: bool) -> None:
+    official = meta_state(f"audiomaepp_{preset}")
+    assert detect_layout(official) == "audiomae++"
+    model = on_meta(AudioMAEPlusPlus, preset=preset, share_ffn2_norm=share)
+    _, report = convert_to_ours(model, official)
+    assert report.ok, report.describe()
+    depth = len(model.blocks) + len(model.decoder_blocks)
+    assert len(report.dropped) == 2 * depth and all("norm3" in key for key in report.dropped)
+    # the manifest's count includes the official, unused norm3
+    official_trainable = manifest(f"audiomaepp_{preset}")["trainable_params"]
+    norm3 = sum(2 * b.norm1.weight.numel() for b in [*model.blocks, *model.decoder_blocks])
+    expected = official_trainable if not share else official_trainable - norm3
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+@pytest.mark.parametrize("preset", ["tiny", "base", "large"])
+def test_export_gives_back_the_official_layout(preset: str) -> None:
+    model = on_meta(AudioMAEPlusPlus, preset=preset, share_ffn2_norm=True)
+    exported = export_official_state_dict(model)
+    expected = manifest(f"audiomaepp_{preset}")["keys"]
+    assert sorted(exported) == sorted(expected)
+    assert all(list(exported[k].shape) == expected[k] for k in expected)
+
+
+def test_official_audiomae_layout_is_ours_and_loads_into_a_classifier() -> None:
+    official = meta_state("audiomae_vitb_1024x128_global8")
+    assert detect_layout(official) == "audiomae"
+    _, report = convert_to_ours(on_meta(AudioMAE), official)
+    assert report.ok and not report.dropped, report.describe()
+    assert manifest("audiomae_vitb_1024x128_global8")["trainable_params"] == sum(p.numel() for p in on_meta(AudioMAE).parameters())
+
+    classifier = on_meta(lambda: AudioMAEClassifier(AudioMAE(), num_classes=527))
+    _, report = convert_to_ours(classifier, official)
+    assert report.ok, report.describe()
+    assert sorted(report.fresh) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
+    assert any(key.startswith("encoder.decoder_blocks.") for key in report.dropped)
+
+    # a fine-tuned official checkpoint: encoder keys without norm, plus fc_norm and head
+    finetuned = {k: v for k, v in official.items() if not k.startswith(("decoder", "mask_token", "norm."))}
+    finetuned |= {
+        "fc_norm.weight": torch.empty(768, device="meta"),
+        "fc_norm.bias": torch.empty(768, device="meta"),
+        "head.weight": torch.empty(527, 768, device="meta"),
+        "head.bias": torch.empty(527, device="meta"),
+    }
+    assert detect_layout(finetuned) == "audiomae_finetuned"
+    _, report = convert_to_ours(classifier, finetuned)
+    assert report.ok and not report.fresh, report.describe()
+
+
+def test_official_position_table_is_copied_row_for_row() -> None:
+    """The official 8x64-laid-out table differs from ours but is what its weights were trained with."""
+    official_table = official_audiomae_pos_embed(32, (8, 4))
+    ours = sincos_pos_embed_2d(32, (8, 4))
+    assert official_table.shape == ours.shape and not torch.allclose(official_table, ours)
+    # official token i carries the code of cell (i // T', i % T') of its (F', T') grid: token 9 -> (1, 1)
+    torch.testing.assert_close(official_table[0, 1 + 9], ours[0, 1 + 1 * 4 + 1])
+    model = AudioMAE(**{**TINY_BASE, "img_size": (64, 32)})
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["pos_embed"] = official_table
+    load_official_checkpoint(model, state)
+    assert torch.equal(model.pos_embed, official_table)
+
+
+def _random_official_pp(share_model: AudioMAEPlusPlus, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    for parameter in share_model.parameters():
+        torch.nn.init.normal_(parameter, std=0.2)
+    return export_official_state_dict(share_model)
+
+
+def test_round_trip_ours_official_ours_is_exact() -> None:
+    source = AudioMAEPlusPlus(**TINY_PP, share_ffn2_norm=True)
+    official = _random_official_pp(source, seed=1)
+    target = AudioMAEPlusPlus(**TINY_PP, share_ffn2_norm=True)
+    report = load_official_checkpoint(target, official)
+    assert report.ok
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key
+    again = export_official_state_dict(target)
+    assert sorted(again) == sorted(official) and all(torch.equal(again[k], official[k]) for k in official)
+
+
+def test_import_into_own_ln3_keeps_the_official_function() -> None:
+    """norm3 := norm2 on import, so our default wiring computes what the official forward does."""
+    source = AudioMAEPlusPlus(**TINY_PP, share_ffn2_norm=True).eval()
+    official = _random_official_pp(source, seed=2)
+    own_ln3 = AudioMAEPlusPlus(**TINY_PP).eval()
+    load_official_checkpoint(own_ln3, official)
+    x = torch.randn(2, 1, 16, 32)
+    torch.testing.assert_close(own_ln3.forward_features(x), source.forward_features(x))
+    generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    torch.testing.assert_close(own_ln3(x, generator=generator())[1], source(x, generator=generator())[1])
+    # ... and exports back, since its norm3 still equals norm2
+    assert all(torch.equal(v, official[k]) for k, v in export_official_state_dict(own_ln3).items() if "norm3" not in k)
+
+
+def test_export_refuses_what_the_official_code_cannot_express() -> None:
+    model = AudioMAEPlusPlus(**TINY_PP)
+    torch.nn.init.normal_(model.blocks[0].norm3.weight)
+    with pytest.raises(CheckpointMismatchError, match=r"blocks\.0\.norm3\.weight differs"):
+        export_official_state_dict(model)
+    with pytest.raises(CheckpointMismatchError, match="use_rope"):
+        export_official_state_dict(AudioMAEPlusPlus(**TINY_PP, use_rope=True))
+
+
+def test_mismatches_are_reported_by_name(tmp_path: Path) -> None:
+    model = AudioMAEPlusPlus(**TINY_PP, share_ffn2_norm=True)
+    official = export_official_state_dict(model)
+    del official["encoder.blocks.1.attn.qkv_layer.weight"]
+    official["encoder.blocks.1.extra.weight"] = torch.zeros(3)
+    official["decoder.decoder_pred.bias"] = torch.zeros(5)
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_official_checkpoint(AudioMAEPlusPlus(**TINY_PP), official)
+    message = str(error.value)
+    assert "blocks.1.attn.qkv.weight" in message  # missing, in our naming
+    assert "blocks.1.extra.weight" in message  # unexpected
+    assert "decoder_pred.bias: checkpoint [5] vs model [64]" in message
+    report = load_official_checkpoint(AudioMAEPlusPlus(**TINY_PP), official, strict=False)
+    assert report.missing == ["blocks.1.attn.qkv.weight"] and report.unexpected == ["blocks.1.extra.weight"]
+
+    # files: training checkpoints wrap the weights and may carry DDP's "module." prefix
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in export_official_state_dict(model).items()}, "epoch": 3}, path)
+    assert load_official_checkpoint(AudioMAEPlusPlus(**TINY_PP, share_ffn2_norm=True), path).ok
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_official_checkpoint(model, tmp_path / "missing.pth")
+
+
+def test_encoder_only_import_skips_an_unknown_decoder() -> None:
+    """AudioMAE's released AS-2M checkpoint has a Swin decoder: take its encoder only."""
+    source = AudioMAE(**TINY_BASE)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith(("decoder_", "mask_token"))}
+    state["decoder_blocks.0.0.attn.relative_position_bias_table"] = torch.zeros(3, 16)  # a Swin decoder key
+    target = AudioMAE(**TINY_BASE)
+    report = load_official_checkpoint(target, state, decoder=False)
+    assert report.ok, report.describe()
+    assert torch.equal(target.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight)
