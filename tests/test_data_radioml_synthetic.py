@@ -1,0 +1,154 @@
+"""RadioML readers (canonical split, SNR filter, bad layouts, lazy HDF5) and the synthetic sets."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.contracts.data import radioml2016_table
+from components.data import DataFormatError, RadioML2016, RadioML2018, SyntheticAudio, SyntheticIQ
+from components.data.radioml import RADIOML2018_CLASSES, legacy_numpy_permutation
+from components.transforms import IQSpectrogram, LogMel
+
+np = pytest.importorskip("numpy")
+
+
+@pytest.mark.parametrize(("n", "seed"), [(10, 2016), (997, 2016), (5000, 7)])
+def test_canonical_split_equals_numpys_seeded_choice(n: int, seed: int) -> None:
+    np.random.seed(seed)
+    expected = np.random.choice(range(n), size=n // 2, replace=False).tolist()
+    assert legacy_numpy_permutation(n, seed)[: n // 2] == expected
+
+
+def write_pickle(path: Path, table: object) -> Path:
+    with open(path, "wb") as handle:
+        pickle.dump(table, handle, protocol=2)
+    return path
+
+
+def test_radioml2016_orders_like_oshea_and_splits_in_halves(tmp_path: Path) -> None:
+    table = radioml2016_table(("QPSK", "BPSK"), (10, -4), 3)
+    ds = RadioML2016(root=str(write_pickle(tmp_path / "RML2016.10a_dict.pkl", table)))
+    assert ds.class_names == ["BPSK", "QPSK"] and len(ds) == 12
+    # frames in (sorted modulation, sorted SNR) order, as the canonical split indexes them
+    torch.testing.assert_close(ds.signals[:3], torch.as_tensor(table[("BPSK", -4)]))
+    np.random.seed(2016)
+    train = set(np.random.choice(range(12), size=6, replace=False).tolist())
+    assert {int(r.key[6:]) for r in ds.records if r.fold == 1} == train
+    signal, label = ds[0]
+    assert signal.shape == (2, 128) and signal.dtype == torch.float32 and label == ds.records[0].label
+    high = RadioML2016(root=str(tmp_path), snr_min=0)  # a folder holding the pickle works too
+    assert len(high) == 6 and set(high.snrs) == {10}
+    stratified = RadioML2016(root=str(tmp_path), split="stratified")
+    folds_per_group = {}
+    for record, snr in zip(stratified.records, stratified.snrs):
+        folds_per_group.setdefault((record.label, snr), []).append(record.fold)
+    assert all(sorted(f) in ([1, 2, 2], [1, 1, 2]) for f in folds_per_group.values())
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [({"QPSK": 1}, "expected keys"), ([1, 2], "expected a dict"), (b"junk", None)],
+)
+def test_radioml2016_wrong_layout_names_the_file(tmp_path: Path, payload: object, problem: str | None) -> None:
+    path = tmp_path / "x.pkl"
+    if problem is None:
+        path.write_bytes(payload)  # type: ignore[arg-type]
+        problem = "not a RadioML 2016 pickle"
+    else:
+        write_pickle(path, payload)
+    with pytest.raises(DataFormatError, match=problem) as error:
+        RadioML2016(root=str(path))
+    assert str(path) in str(error.value)
+
+
+def test_radioml2016_refuses_pickles_that_would_run_code(tmp_path: Path) -> None:
+    class Exploit:
+        def __reduce__(self) -> tuple:
+            return (print, ("pwned",))
+
+    path = write_pickle(tmp_path / "evil.pkl", {("QPSK", 0): Exploit()})
+    with pytest.raises(DataFormatError, match=r"refusing to load \w+\.print"):
+        RadioML2016(root=str(path))
+
+
+def test_radioml2018_without_h5py_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "GOLD_XYZ_OSC.0001_1024.hdf5"
+    path.write_bytes(b"\x89HDF")
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(ModuleNotFoundError, match="pip install h5py"):
+        RadioML2018(root=str(tmp_path))
+
+
+def fake_h5py(files: dict[str, dict[str, object]]) -> types.ModuleType:
+    """An h5py stand-in serving numpy arrays, so the reader's logic is tested without h5py."""
+
+    class File(dict):
+        def __init__(self, path: object, mode: str) -> None:
+            super().__init__(files[str(path)])
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    module = types.ModuleType("h5py")
+    module.File = File  # type: ignore[attr-defined]
+    return module
+
+
+def test_radioml2018_reads_labels_snrs_and_frames_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    classes, per_group, snrs = len(RADIOML2018_CLASSES), 4, (-6, 12)
+    n = classes * len(snrs) * per_group
+    labels = np.repeat(np.arange(classes), len(snrs) * per_group)
+    x = np.random.default_rng(0).standard_normal((n, 32, 2)).astype(np.float32)
+    path = tmp_path / "GOLD_XYZ_OSC.0001_1024.hdf5"
+    path.write_bytes(b"")
+    arrays = {"X": x, "Y": np.eye(classes, dtype=np.int64)[labels], "Z": np.tile(np.repeat(snrs, per_group), classes)[:, None]}
+    monkeypatch.setitem(sys.modules, "h5py", fake_h5py({str(path): arrays}))
+    ds = RadioML2018(root=str(path), snr_min=0)
+    assert ds.class_names[:4] == ["OOK", "4ASK", "8ASK", "BPSK"] and len(ds) == n // 2
+    assert set(ds.snrs) == {12}
+    signal, label = ds[3]
+    row = ds.rows[3]
+    assert label == labels[row] and signal.shape == (2, 32)
+    torch.testing.assert_close(signal, torch.from_numpy(x[row]).T)
+    folds = [r.fold for r in ds.records if r.label == 0]
+    assert sorted(folds) == [1, 1, 2, 2]  # a stratified half per (class, SNR)
+    bad = dict(arrays, Y=arrays["Y"][:, :10])
+    monkeypatch.setitem(sys.modules, "h5py", fake_h5py({str(path): bad}))
+    with pytest.raises(DataFormatError, match=r"expected X \[n, L, 2\], Y \[n, 24\]"):
+        RadioML2018(root=str(path))
+
+
+def nearest_centroid_accuracy(features: torch.Tensor, labels: torch.Tensor, train: torch.Tensor) -> float:
+    centroids = torch.stack([features[train & (labels == k)].mean(0) for k in labels.unique()])
+    predicted = torch.cdist(features[~train], centroids).argmin(1)
+    return (predicted == labels[~train]).float().mean().item()
+
+
+def test_synthetic_audio_classes_are_easy_to_separate_across_folds() -> None:
+    ds = SyntheticAudio(num_classes=8, num_items=80, num_samples=8000)
+    assert all({r.label for r in ds.records if r.fold == f} == set(range(8)) for f in range(1, 6))
+    waves = torch.stack([ds[i][0] for i in range(len(ds))])
+    features = LogMel(target_frames=None).eval()(waves).mean(2).flatten(1)
+    labels = torch.tensor(ds.labels())
+    folds = torch.tensor([r.fold for r in ds.records])
+    assert nearest_centroid_accuracy(features, labels, folds <= 3) == 1.0
+
+
+def test_synthetic_iq_classes_are_easy_to_separate_and_noise_follows_snr() -> None:
+    ds = SyntheticIQ(num_classes=6, num_items=60, snr_db=5.0)
+    frames = torch.stack([ds[i][0] for i in range(len(ds))])
+    features = IQSpectrogram().eval()(frames).mean(2).flatten(1)
+    labels = torch.tensor(ds.labels())
+    folds = torch.tensor([r.fold for r in ds.records])
+    assert nearest_centroid_accuracy(features, labels, folds <= 3) >= 0.9
+    clean = SyntheticIQ(num_classes=1, num_items=1, num_samples=4096, snr_db=100.0, class_offsets=False)[0][0]
+    noisy = SyntheticIQ(num_classes=1, num_items=1, num_samples=4096, snr_db=0.0, class_offsets=False)[0][0]
+    noise_power = (noisy - clean).square().sum(0).mean()
+    assert 0.8 < noise_power < 1.25  # 0 dB: noise power equals the unit signal power
