@@ -28,7 +28,7 @@ from generator.cache import content_key, default_cache_dir, load_pickle, store_p
 from generator.ir import REGISTRY_KINDS, Component, Definition, DefinitionKey, Param
 
 # Bump when the analysis records or rules change: old cache entries then simply miss.
-ANALYSIS_VERSION = "3"
+ANALYSIS_VERSION = "6"
 BUILTIN_NAMES: frozenset[str] = frozenset(dir(builtins))
 
 
@@ -46,6 +46,7 @@ class NameUse:
     name: str
     lineno: int
     eager: bool  # evaluated when the statement runs (bases, decorators, defaults, class body)
+    bare: bool = True  # read as a value somewhere, not only as the base of `name.attr`
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Registration:
     name: str
     version: str
     lineno: int
+    end_lineno: int = 0  # last line of the decorator expression
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,14 @@ class TopLevel:
     names: tuple[str, ...]
     lineno: int  # line of `def`/`class` or of the assignment
     code: str  # exact source text, leading comments included
+    first_line: int  # line number of the first line of `code` in the file
     uses: tuple[NameUse, ...]  # global names read (builtins included), by first line
     attr_uses: tuple[AttrUse, ...]
     registrations: tuple[Registration, ...] = ()
     params: tuple[Param, ...] | None = None  # functions; classes with __init__ or dataclass fields
     bases: tuple[str, ...] = ()  # base-class expressions as source text
     doc: str = ""
+    local_imports: tuple[ImportBinding, ...] = ()  # `from components.x import y` inside functions
 
     @property
     def sha256(self) -> str:
@@ -154,6 +158,7 @@ class CatalogIndex:
     analyses: dict[str, ModuleAnalysis] = field(default_factory=dict)
     statements: dict[DefinitionKey, TopLevel] = field(default_factory=dict)  # bound name -> statement
     imports: dict[DefinitionKey, ImportBinding] = field(default_factory=dict)  # bound name -> import
+    memo: dict = field(default_factory=dict, repr=False)  # derived facts other stages memoise here
 
     def component(self, kind: str, name: str) -> Component:
         """The component registered as ``name`` for ``kind``; unknown -> CatalogError with hints."""
@@ -194,7 +199,7 @@ class _Scope:
         self.parent = parent
         self.bound: set[str] = set()
         self.declared_global: set[str] = set()
-        self.loads: list[tuple[str, int, bool]] = []
+        self.loads: list[tuple[str, int, bool, bool]] = []  # name, line, eager, bare
         self.attr_loads: list[tuple[str, str, int, bool]] = []
 
     def refers_to_module(self, name: str) -> bool:
@@ -226,27 +231,31 @@ class _UsesCollector:
         self.future_annotations = future_annotations
         self.scopes: list[_Scope] = []
         self.line_offset = 0
+        self.local_imports: list[ImportBinding] = []
 
     # -- entry point
     def collect(self, stmt: ast.stmt) -> tuple[tuple[NameUse, ...], tuple[AttrUse, ...]]:
         module = _Scope("module", None)
         self.scopes = [module]
+        self.local_imports = []
         self._stmt(stmt, module, eager=True)
         first: dict[str, NameUse] = {}
         attrs: dict[tuple[str, str], AttrUse] = {}
         for scope in self.scopes:
-            for name, line, eager in scope.loads:
+            for name, line, eager, bare in scope.loads:
                 if not scope.refers_to_module(name):
                     continue
                 seen = first.get(name)
-                if seen is None or (eager and not seen.eager):
-                    first[name] = NameUse(name, min(line, seen.lineno) if seen else line, eager or bool(seen and seen.eager))
+                if seen is not None:
+                    line, eager, bare = min(line, seen.lineno), eager or seen.eager, bare or seen.bare
+                first[name] = NameUse(name, line, eager, bare)
             for base, attr, line, eager in scope.attr_loads:
                 if not scope.refers_to_module(base):
                     continue
                 seen_attr = attrs.get((base, attr))
-                if seen_attr is None or (eager and not seen_attr.eager):
-                    attrs[(base, attr)] = AttrUse(base, attr, line, eager)
+                if seen_attr is not None:
+                    line, eager = min(line, seen_attr.lineno), eager or seen_attr.eager
+                attrs[(base, attr)] = AttrUse(base, attr, line, eager)
         uses = tuple(sorted(first.values(), key=lambda u: (u.lineno, u.name)))
         attr_uses = tuple(sorted(attrs.values(), key=lambda u: (u.lineno, u.base, u.attr)))
         return uses, attr_uses
@@ -288,15 +297,20 @@ class _UsesCollector:
             module = node.module if isinstance(node, ast.ImportFrom) else None
             for alias in node.names:
                 target = module if module is not None else alias.name
+                if alias.name == "*":
+                    raise CatalogError(f"{self.path}:{self._line(node)}: `import *` is not supported; import names")
                 if scope.kind != "module" and target and (
                     target == self.package or target.startswith(self.package + ".")
                 ):
-                    raise CatalogError(
-                        f"{self.path}:{self._line(node)}: catalog import inside a function or class is not "
-                        f"supported by the inliner; move `{ast.unparse(node)}` to module level"
+                    if module is None or node.level:
+                        raise CatalogError(
+                            f"{self.path}:{self._line(node)}: the inliner follows `from components.<module> "
+                            f"import <Name>` inside functions, not `{ast.unparse(node)}`; import the names"
+                        )
+                    # The inliner deletes the import: the name it binds becomes the emitted global.
+                    self.local_imports.append(
+                        ImportBinding(alias.asname or alias.name, module, alias.name, self._line(node))
                     )
-                if alias.name == "*":
-                    raise CatalogError(f"{self.path}:{self._line(node)}: `import *` is not supported; import names")
                 scope.bound.add(alias.asname or alias.name.split(".")[0])
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
             if isinstance(node, ast.Global):
@@ -394,14 +408,17 @@ class _UsesCollector:
         if isinstance(node, ast.Name):
             if isinstance(node.ctx, ast.Load) or node.id in scope.declared_global:
                 # A `global` write is a use too: renaming must rewrite it with the binding.
-                scope.loads.append((node.id, self._line(node), eager))
+                scope.loads.append((node.id, self._line(node), eager, True))
             else:
                 scope.bound.add(node.id)
             return
         if isinstance(node, ast.Attribute):
-            if isinstance(node.value, ast.Name) and isinstance(node.value.ctx, ast.Load):
-                scope.attr_loads.append((node.value.id, node.attr, self._line(node), eager))
-            self._expr(node.value, scope, eager)
+            value = node.value
+            if isinstance(value, ast.Name) and isinstance(value.ctx, ast.Load):
+                scope.attr_loads.append((value.id, node.attr, self._line(node), eager))
+                scope.loads.append((value.id, self._line(value), eager, False))
+            else:
+                self._expr(value, scope, eager)
             return
         if isinstance(node, ast.Lambda):
             inner = self._new("function", scope)
@@ -449,7 +466,7 @@ class _Source:
         self.text_lines = text.splitlines()
         self.lines = [line.encode("utf-8") for line in text.splitlines(keepends=True)]
 
-    def statement_text(self, node: ast.stmt, previous_end: int) -> str:
+    def statement_text(self, node: ast.stmt, previous_end: int) -> tuple[str, int]:
         """A top-level statement's full lines, with the comments that belong to it.
 
         Comments directly above (no blank line between) and comment lines indented into its
@@ -471,7 +488,7 @@ class _Source:
                         break
                     end = scan + 1
                 scan += 1
-        return "\n".join(lines[start:end]) + "\n"
+        return "\n".join(lines[start:end]) + "\n", start + 1
 
     def segment(self, node: ast.AST) -> str:
         start, end = node.lineno - 1, node.end_lineno - 1  # type: ignore[attr-defined]
@@ -517,7 +534,9 @@ def _registration(deco: ast.expr, where_path: str) -> Registration | None:
             raise CatalogError(f"{where}: unexpected registry decorator argument {keyword.arg!r}")
     if not name:
         raise CatalogError(f'{where}: the registry decorator needs a name: @{registry}.register("name")')
-    return Registration(registry, REGISTRY_KINDS[registry], name, version or "1.0", deco.lineno)
+    return Registration(
+        registry, REGISTRY_KINDS[registry], name, version or "1.0", deco.lineno, deco.end_lineno or deco.lineno
+    )
 
 
 def _function_params(args: ast.arguments, source: _Source, skip_first: bool) -> tuple[Param, ...]:
@@ -713,7 +732,7 @@ def _top_level(
     if names == ("__all__",):
         return None
     uses, attr_uses = collector.collect(analysed)
-    code = source.statement_text(node, previous_end)
+    code, first_line = source.statement_text(node, previous_end)
     return TopLevel(
         module=module,
         index=index,
@@ -721,12 +740,14 @@ def _top_level(
         names=names,
         lineno=node.lineno,
         code=code,
+        first_line=first_line,
         uses=tuple(u for u in uses if u.name not in names),
         attr_uses=attr_uses,
         registrations=registrations,
         params=params,
         bases=bases,
         doc=doc,
+        local_imports=tuple(collector.local_imports),
     )
 
 
@@ -852,26 +873,31 @@ def _assemble(root: Path, package: str, analyses: dict[str, ModuleAnalysis]) -> 
     return index
 
 
-def resolve_name(index: CatalogIndex, module: str, name: str, *, _seen: frozenset = frozenset()) -> tuple[str, object]:
+def resolve_name(
+    index: CatalogIndex, module: str, name: str, *, _seen: frozenset[DefinitionKey] = frozenset()
+) -> tuple[str, object, DefinitionKey]:
     """Follow ``name`` as bound in ``module`` through catalog imports and re-exports.
 
-    Returns one of ``("statement", TopLevel)``, ``("module", module_name)`` (a catalog module
-    imported as a name), ``("external", ImportBinding)`` or ``("unbound", None)`` (builtin or
-    undefined).
+    Returns ``(kind, target, key)``: ``("statement", TopLevel, defining key)``,
+    ``("module", module name, key)`` for a catalog module bound to a name,
+    ``("external", ImportBinding, key)`` or ``("unbound", None, key)`` (builtin or undefined).
     """
     key = (module, name)
     if key in _seen:
-        raise CatalogError(f"import cycle while resolving {name!r} in {index.modules[module].path.as_posix()}")
+        raise CatalogError(
+            f"{index.modules[module].path.as_posix()}: import cycle while resolving {name!r}; "
+            "import it from the module that defines it"
+        )
     statement = index.statements.get(key)
     if statement is not None:
-        return "statement", statement
+        return "statement", statement, key
     binding = index.imports.get(key)
     if binding is None:
         if module in index.modules and f"{module}.{name}" in index.modules:
-            return "module", f"{module}.{name}"
-        return "unbound", None
+            return "module", f"{module}.{name}", key
+        return "unbound", None, key
     if not index.is_catalog_module(binding.module):
-        return "external", binding
+        return "external", binding, key
     where = index.location(module, binding.lineno)
     if binding.attr is None:
         if not binding.aliased:
@@ -880,17 +906,17 @@ def resolve_name(index: CatalogIndex, module: str, name: str, *, _seen: frozense
                 f"write `from {binding.module} import <Name>` (components/README.md §1)"
             )
         if binding.module not in index.modules:
-            raise CatalogError(f"{where}: no catalog module {binding.module!r}")
-        return "module", binding.module
+            raise CatalogError(f"{where}: no catalog module {binding.module!r}; fix the import")
+        return "module", binding.module, key
     if binding.module not in index.modules:
-        raise CatalogError(f"{where}: no catalog module {binding.module!r} (imported as `{binding.module}`)")
-    kind, target = resolve_name(index, binding.module, binding.attr, _seen=_seen | {key})
+        raise CatalogError(f"{where}: no catalog module {binding.module!r}; fix the import")
+    kind, target, final = resolve_name(index, binding.module, binding.attr, _seen=_seen | {key})
     if kind == "unbound":
         raise CatalogError(
             f"{where}: `from {binding.module} import {binding.attr}`: "
             f"{index.modules[binding.module].path.as_posix()} defines no {binding.attr!r}"
         )
-    return kind, target
+    return kind, target, final
 
 
 def _inherited_params(
@@ -902,7 +928,7 @@ def _inherited_params(
             continue
         seen.add((module, base))
         try:
-            kind, target = resolve_name(index, module, base)
+            kind, target, _ = resolve_name(index, module, base)
         except CatalogError:
             continue
         if kind != "statement" or not isinstance(target, TopLevel) or target.kind != "class":
@@ -913,3 +939,33 @@ def _inherited_params(
         if inherited is not None:
             return inherited
     return None
+
+
+def lint_source(source: str, filename: str = "<program>") -> list[str]:
+    """pyflakes' two checks that matter for emitted code, without pyflakes.
+
+    Returns ``"file:line: message"`` for every module-level import that nothing uses and
+    every global name that nothing binds (builtins aside). The emitted script, notebook
+    code and test module must give an empty list.
+    """
+    tree = ast.parse(source, filename=filename)
+    future = any(isinstance(s, ast.ImportFrom) and s.module == "__future__" for s in tree.body)
+    collector = _UsesCollector(filename, package="\0", future_annotations=future)
+    imported: dict[str, int] = {}
+    bound: set[str] = set()
+    used: dict[str, int] = {}
+    for stmt in tree.body:
+        uses, _ = collector.collect(stmt)
+        for use in uses:
+            used.setdefault(use.name, use.lineno)
+        bound |= collector.scopes[0].bound
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)) and getattr(stmt, "module", None) != "__future__":
+            for alias in stmt.names:
+                imported.setdefault(alias.asname or alias.name.split(".")[0], stmt.lineno)
+    problems = [(line, f"{name!r} imported but unused") for name, line in imported.items() if name not in used]
+    problems += [
+        (line, f"undefined name {name!r}")
+        for name, line in used.items()
+        if name not in bound and name not in BUILTIN_NAMES and not (name.startswith("__") and name.endswith("__"))
+    ]
+    return [f"{filename}:{line}: {message}" for line, message in sorted(problems)]

@@ -84,6 +84,7 @@ class Resolution:
     reasons: dict[DefinitionKey, Reason] = field(hash=False)
     excluded: int  # top-level definitions of touched modules that were left out
     external_imports: tuple[str, ...] = ()  # import statements (stdlib/torch) the reached code needs
+    provided: tuple[DefinitionKey, ...] = ()  # reached but supplied from elsewhere: not in `order`
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,459 @@
+"""The inliner: reached catalog definitions -> one flat, self-contained program.
+
+Definitions are emitted in the resolver's order, grouped by source module, with their
+comments and docstrings. Catalog imports disappear (the code they name is right there),
+registry decorators are dropped, stdlib/torch imports are merged into one sorted block of
+only what the emitted code uses, and names that would collide in the single namespace are
+renamed with every reference rewritten (libcst, scope-aware).
+
+Most definitions need no rewriting: their text goes straight to black, and the black
+output is cached by content hash, so a warm build neither parses nor formats catalog code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import libcst as cst
+import libcst.helpers
+from libcst.metadata import GlobalScope, MetadataWrapper, ScopeProvider
+
+from generator.cache import TextCache, content_key, default_cache_dir
+from generator.formatting import format_code
+from generator.index import BUILTIN_NAMES, CatalogError, CatalogIndex, ImportBinding, TopLevel
+from generator.ir import DefinitionKey, InlinedProgram, ModuleChunk, Resolution
+from generator.resolve import dependencies, resolve
+
+INLINE_VERSION = "1"
+_TEXT_CACHES: dict[Path, TextCache] = {}
+
+
+@dataclass(frozen=True)
+class _Rewrite:
+    """What one statement needs changed; empty means its text is emitted as written."""
+
+    names: tuple[tuple[str, str], ...]  # old -> new, for names bound at module level
+    attrs: tuple[tuple[tuple[str, str], str], ...]  # (module alias, attr) -> new name
+    drop_registry: bool
+    local_imports: tuple[tuple[str, str], ...] = ()  # function-local catalog import: local -> new
+
+    def needs_libcst(self) -> bool:
+        return bool(self.names or self.attrs or self.local_imports)
+
+
+def inline(
+    index: CatalogIndex,
+    resolution: Resolution,
+    *,
+    reserved: Collection[str] = (),
+    provided: Collection[DefinitionKey] | Mapping[DefinitionKey, str] = (),
+    cache_dir: Path | None = None,
+) -> InlinedProgram:
+    """Emit ``resolution`` as imports + one black-formatted chunk per source module.
+
+    ``reserved``: names the surrounding template defines (``Config``, ``PIPELINE``, ``main``):
+    catalog definitions with those names are renamed. ``provided``: definitions imported
+    from elsewhere instead of emitted (what only they need is not emitted either); a
+    mapping fixes the name each is imported under. ``names`` of the result maps every
+    reached definition, provided ones included, to its name in the program.
+    """
+    cache_dir = default_cache_dir(index.root) if cache_dir is None else Path(cache_dir)
+    fixed_provided = dict(provided) if isinstance(provided, Mapping) else {}
+    provided_keys = set(provided) | set(resolution.provided)
+    if set(provided) - set(resolution.provided):
+        roots = [key for key, reason in resolution.reasons.items() if reason.needed_by is None]
+        resolution = resolve(index, roots, provided=sorted(provided_keys))
+    statements = _ordered_statements(index, resolution)
+
+    naming = _Naming(index, set(reserved), fixed_provided)
+    externals = naming.externals(statements)
+    names = naming.definitions(statements, resolution.provided)
+
+    cache = _text_cache(cache_dir)
+    chunks: list[ModuleChunk] = []
+    for module, group in _group_by_module(statements):
+        pieces = [_emit(index, statement, names, externals, cache, cache_dir) for statement in group]
+        chunks.append(
+            ModuleChunk(
+                module=module,
+                path=index.modules[module].path.as_posix(),
+                docstring=index.modules[module].docstring,
+                code=_join(group, pieces),
+            )
+        )
+    imports = _import_block(externals, cache_dir)
+    return InlinedProgram(
+        imports=imports,
+        chunks=tuple(chunks),
+        names=names,
+        source_files=tuple(chunk.path for chunk in chunks),
+    )
+
+
+def program_text(program: InlinedProgram) -> str:
+    """The inlined program as one module (what a renderer puts under its header)."""
+    text = "from __future__ import annotations\n"
+    if program.imports:
+        text += "\n" + "\n".join(program.imports) + "\n"
+    for chunk in program.chunks:
+        text += f"\n\n# %% {chunk.path}\n{chunk.code}"
+    return text
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def _ordered_statements(index: CatalogIndex, resolution: Resolution) -> list[TopLevel]:
+    seen: set[tuple[str, int]] = set()
+    ordered = []
+    for key in resolution.order:
+        statement = index.statements.get(key)
+        if statement is None:
+            raise CatalogError(f"{key[0]}.{key[1]} is not in the catalog index; re-run resolve on this index")
+        sid = (statement.module, statement.index)
+        if sid not in seen:
+            seen.add(sid)
+            ordered.append(statement)
+    return ordered
+
+
+class _Naming:
+    """Gives every reached binding one name in the flat program, renaming on collision."""
+
+    def __init__(self, index: CatalogIndex, reserved: set[str], fixed: dict[DefinitionKey, str]) -> None:
+        self.index = index
+        self.taken: set[str] = set(reserved) | set(fixed.values())
+        self.fixed = fixed
+        self.external_names: dict[tuple[str, str], str] = {}  # (identity, local as written) -> name
+
+    def externals(self, statements: list[TopLevel]) -> dict[tuple[str, str], tuple[ImportBinding, str]]:
+        """External imports the statements use: (identity, local) -> (binding, emitted name)."""
+        found: dict[tuple[str, str], tuple[ImportBinding, str]] = {}
+        owner: dict[str, str] = {}  # emitted name -> identity
+        for statement in statements:
+            for dep in dependencies(self.index, statement):
+                binding = dep.external
+                if binding is None:
+                    continue
+                key = (binding.identity, binding.local)
+                if key in found:
+                    continue
+                name = binding.local
+                if name in self.taken and owner.get(name) != binding.identity:
+                    if binding.attr is None and not binding.aliased:
+                        raise CatalogError(
+                            f"{self.index.location(binding_module(self.index, statement, binding), binding.lineno)}: "
+                            f"`import {binding.module}` collides with another module-level name "
+                            f"{name!r}; write `import {binding.module} as <alias>`"
+                        )
+                    name = self._fresh(name, binding.module.split(".")[-1])
+                self.taken.add(name)
+                owner[name] = binding.identity
+                found[key] = (binding, name)
+                self.external_names[key] = name
+        return found
+
+    def definitions(
+        self, statements: list[TopLevel], provided: tuple[DefinitionKey, ...]
+    ) -> dict[DefinitionKey, str]:
+        names: dict[DefinitionKey, str] = dict(self.fixed)
+        # Builtins that each module's emitted code reads: a definition from another module
+        # must not take such a name, or it would silently replace the builtin there.
+        builtins_read: dict[str, set[str]] = {}
+        for statement in statements:
+            for dep in dependencies(self.index, statement):
+                if dep.builtin:
+                    builtins_read.setdefault(dep.name, set()).add(statement.module)
+        for key in provided:
+            if key not in names:
+                names[key] = self._claim(key[1], key[0], builtins_read)
+        for statement in statements:
+            for name in statement.names:
+                key = (statement.module, name)
+                if key not in names:
+                    names[key] = self._claim(name, statement.module, builtins_read)
+        return names
+
+    def _claim(self, name: str, module: str, builtins_read: dict[str, set[str]]) -> str:
+        shadows = name in BUILTIN_NAMES and bool(builtins_read.get(name, set()) - {module})
+        if name in self.taken or shadows:
+            name = self._fresh(name, module.split(".")[-1])
+        self.taken.add(name)
+        return name
+
+    def _fresh(self, name: str, qualifier: str) -> str:
+        candidate = f"{name}_{qualifier.strip('_') or 'mod'}"
+        counter = 2
+        while candidate in self.taken or candidate in BUILTIN_NAMES:
+            candidate = f"{name}_{qualifier}_{counter}"
+            counter += 1
+        return candidate
+
+
+def binding_module(index: CatalogIndex, statement: TopLevel, binding: ImportBinding) -> str:
+    """The module whose import table holds ``binding`` (the statement's, or a re-exporter's)."""
+    if index.imports.get((statement.module, binding.local)) is binding:
+        return statement.module
+    for (module, _), candidate in index.imports.items():
+        if candidate is binding:
+            return module
+    return statement.module
+
+
+# --------------------------------------------------------------------------- emitting
+
+
+def _text_cache(cache_dir: Path) -> TextCache:
+    if cache_dir not in _TEXT_CACHES:
+        _TEXT_CACHES[cache_dir] = TextCache(cache_dir, "inline")
+    return _TEXT_CACHES[cache_dir]
+
+
+def clear_memory_caches() -> None:
+    """Forget in-process results (benchmarks use it to measure a fresh process's warm build)."""
+    _TEXT_CACHES.clear()
+
+
+def _rewrite_for(
+    index: CatalogIndex,
+    statement: TopLevel,
+    names: dict[DefinitionKey, str],
+    externals: dict[tuple[str, str], tuple[ImportBinding, str]],
+) -> _Rewrite:
+    renames: dict[str, str] = {}
+    attrs: dict[tuple[str, str], str] = {}
+    local_imports: dict[str, str] = {}
+    for name in statement.names:
+        new = names[(statement.module, name)]
+        if new != name:
+            renames[name] = new
+    for dep in dependencies(index, statement):
+        if dep.external is not None:
+            new = externals[(dep.external.identity, dep.external.local)][1]
+        elif dep.target_key is not None:
+            new = names[dep.target_key]
+        else:
+            continue  # builtins keep their names
+        if dep.local_import:
+            local_imports[dep.name] = new
+        elif dep.attr is not None:
+            attrs[(dep.name, dep.attr)] = new
+        elif new != dep.name:
+            renames[dep.name] = new
+    return _Rewrite(
+        names=tuple(sorted(renames.items())),
+        attrs=tuple(sorted(attrs.items())),
+        drop_registry=bool(statement.registrations),
+        local_imports=tuple(sorted(local_imports.items())),
+    )
+
+
+def _emit(
+    index: CatalogIndex,
+    statement: TopLevel,
+    names: dict[DefinitionKey, str],
+    externals: dict[tuple[str, str], tuple[ImportBinding, str]],
+    cache: TextCache,
+    cache_dir: Path,
+) -> str:
+    rewrite = _rewrite_for(index, statement, names, externals)
+    key = content_key("inline", INLINE_VERSION, statement.code, repr(rewrite))
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    code = _drop_registry_decorators(statement) if rewrite.drop_registry else statement.code
+    where = index.location(statement.module, statement.lineno)
+    if rewrite.needs_libcst():
+        code = _apply(code, rewrite, where, index.package)
+    formatted = format_code(code, cache_dir=cache_dir, what=where)
+    cache.put(key, formatted)
+    return formatted
+
+
+def _drop_registry_decorators(statement: TopLevel) -> str:
+    """The statement without its ``@<kind>_registry.register(...)`` lines.
+
+    A decorator owns whole lines (from ``@`` to the end of its expression), and the index
+    recorded them, so removing them is exact without re-parsing the definition.
+    """
+    lines = statement.code.split("\n")
+    drop: set[int] = set()
+    for registration in statement.registrations:
+        first = registration.lineno - statement.first_line
+        last = max(registration.end_lineno, registration.lineno) - statement.first_line
+        drop.update(range(first, last + 1))
+    return "\n".join(line for number, line in enumerate(lines) if number not in drop)
+
+
+class _ReferenceFinder(cst.CSTVisitor):
+    """Name nodes that are references or bindings (not attribute names, keywords, imports)."""
+
+    def __init__(self) -> None:
+        self.references: set[cst.Name] = set()
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.references.add(node)
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        return False
+
+
+class _Renamer(cst.CSTTransformer):
+    """Rewrites references to module-level names, scope-aware (locals are left alone)."""
+
+    METADATA_DEPENDENCIES = (ScopeProvider,)
+
+    def __init__(self, rewrite: _Rewrite, references: set[cst.Name], where: str, package: str) -> None:
+        super().__init__()
+        self.names = dict(rewrite.names)
+        self.attrs = dict(rewrite.attrs)
+        self.local_imports = dict(rewrite.local_imports)
+        self.package = package
+        self.references = references
+        self.where = where
+
+    def _is_global(self, node: cst.Name) -> bool:
+        if node not in self.references:
+            return False
+        scope = self.get_metadata(ScopeProvider, node, None)
+        if scope is None:
+            return False
+        assignments = scope[node.value]
+        # No visible assignment: a module-level name defined elsewhere (or a builtin).
+        return all(isinstance(a.scope, GlobalScope) for a in assignments)
+
+    def _check_free(self, node: cst.CSTNode, new: str) -> None:
+        scope = self.get_metadata(ScopeProvider, node, None)
+        if scope is not None and any(not isinstance(a.scope, GlobalScope) for a in scope[new]):
+            raise CatalogError(
+                f"{self.where}: inlining needs the module-level name {new!r} here, but a local variable "
+                f"of that name hides it; rename the local variable"
+            )
+
+    def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.Name:
+        new = self.names.get(original_node.value)
+        if new is not None and self._is_global(original_node):
+            self._check_free(original_node, new)
+            return updated_node.with_changes(value=new)
+        return updated_node
+
+    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute) -> cst.BaseExpression:
+        value = original_node.value
+        if isinstance(value, cst.Name):
+            new = self.attrs.get((value.value, original_node.attr.value))
+            if new is not None and self._is_global(value):
+                self._check_free(original_node, new)
+                return cst.Name(new, lpar=updated_node.lpar, rpar=updated_node.rpar)
+        return updated_node
+
+
+    def _is_catalog_import(self, node: cst.BaseSmallStatement) -> bool:
+        if not isinstance(node, cst.ImportFrom) or node.module is None or node.relative:
+            return False
+        module = cst.helpers.get_full_name_for_node(node.module) or ""
+        return module == self.package or module.startswith(self.package + ".")
+
+    def leave_SimpleStatementLine(
+        self, original_node: cst.SimpleStatementLine, updated_node: cst.SimpleStatementLine
+    ) -> cst.BaseStatement | cst.FlattenSentinel | cst.RemovalSentinel:
+        """A function-local catalog import disappears; `y = Emitted` where the name changed."""
+        if not any(self._is_catalog_import(s) for s in updated_node.body):
+            return updated_node
+        kept: list[cst.BaseSmallStatement] = []
+        for small in updated_node.body:
+            if not self._is_catalog_import(small):
+                kept.append(small)
+                continue
+            assert isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar)
+            for alias in small.names:
+                local = alias.evaluated_alias or alias.evaluated_name
+                new = self.local_imports.get(local, local)
+                if new != local:
+                    kept.append(cst.Assign([cst.AssignTarget(cst.Name(local))], cst.Name(new)))
+        if not kept:
+            return cst.RemoveFromParent()
+        return updated_node.with_changes(body=kept)
+
+    def leave_IndentedBlock(self, original_node: cst.IndentedBlock, updated_node: cst.IndentedBlock) -> cst.IndentedBlock:
+        if not updated_node.body:  # its only statement was a removed import
+            return updated_node.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])])
+        return updated_node
+
+
+def _apply(code: str, rewrite: _Rewrite, where: str, package: str) -> str:
+    module = cst.parse_module(code)
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    finder = _ReferenceFinder()
+    wrapper.module.visit(finder)
+    return wrapper.visit(_Renamer(rewrite, finder.references, where, package)).code
+
+
+def _group_by_module(statements: list[TopLevel]) -> list[tuple[str, list[TopLevel]]]:
+    groups: list[tuple[str, list[TopLevel]]] = []
+    for statement in statements:
+        if groups and groups[-1][0] == statement.module:
+            groups[-1][1].append(statement)
+        else:
+            if any(module == statement.module for module, _ in groups):
+                raise CatalogError(f"{statement.module}: resolution order is not grouped by module")
+            groups.append((statement.module, [statement]))
+    return groups
+
+
+def _join(group: list[TopLevel], pieces: list[str]) -> str:
+    """black-stable joins: two blank lines around defs, none between adjacent constants."""
+    out = [pieces[0]]
+    for previous, statement, piece in zip(group, group[1:], pieces[1:]):
+        adjacent_constants = (
+            previous.kind == statement.kind == "constant"
+            and statement.index == previous.index + 1
+            and not piece.startswith("#")
+        )
+        out.append(piece if adjacent_constants else "\n\n" + piece)
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def _import_block(
+    externals: dict[tuple[str, str], tuple[ImportBinding, str]], cache_dir: Path
+) -> tuple[str, ...]:
+    """Merged, deduplicated, sorted: stdlib first, then third party; `import` before `from`."""
+    plain: set[str] = set()
+    from_imports: dict[str, set[str]] = {}
+    for binding, name in externals.values():
+        if binding.attr is None:
+            plain.add(binding.statement(name))
+        else:
+            alias = binding.attr if name == binding.attr else f"{binding.attr} as {name}"
+            from_imports.setdefault(binding.module, set()).add(alias)
+
+    def section(module: str) -> int:
+        return 0 if module.split(".")[0] in sys.stdlib_module_names else 1
+
+    entries: list[tuple[tuple[int, int, str], str]] = []
+    for line in plain:
+        module = line.split()[1]
+        entries.append(((section(module), 0, module.lower()), line))
+    for module, aliases in from_imports.items():
+        ordered = sorted(aliases, key=lambda a: (a.split()[0].lower(), a))
+        line = f"from {module} import {', '.join(ordered)}"
+        if len(line) > 88:
+            line = format_code(line + "\n", cache_dir=cache_dir, what="the import block").rstrip("\n")
+        entries.append(((section(module), 1, module.lower()), line))
+    return tuple(line for _, line in sorted(entries))
