@@ -34,26 +34,26 @@ __all__ = [
 ]
 
 
-def accepts(factory: TransformFactory, name: str) -> bool:
+def transform_accepts(factory: TransformFactory, name: str) -> bool:
     """Whether the transform's constructor takes ``name`` (e.g. ``sample_rate``)."""
     return name in inspect.signature(type(factory()).__init__).parameters
 
 
-def build(factory: TransformFactory, rate: int | None) -> SignalTransform:
+def build_transform(factory: TransformFactory, rate: int | None) -> SignalTransform:
     transform = factory(sample_rate=rate) if rate is not None else factory()
     return transform.eval()
 
 
-def input_strategy(factory: TransformFactory) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
+def transform_inputs(factory: TransformFactory) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
     """Draws ``(rate, batch, length, seed)``: lengths from one frame up to a quarter second (audio)."""
     probe = factory()
-    if probe.input_kind == "audio" and accepts(factory, "sample_rate"):
+    if probe.input_kind == "audio" and transform_accepts(factory, "sample_rate"):
         rates: st.SearchStrategy[int | None] = st.sampled_from(AUDIO_RATES)
     else:
         rates = st.just(None)
 
     def with_length(rate: int | None) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
-        transform = build(factory, rate)
+        transform = build_transform(factory, rate)
         shortest = max(transform.min_num_samples, 16)
         longest = shortest + (rate // 4 if rate else 1024)
         return st.tuples(st.just(rate), st.integers(1, 3), st.integers(shortest, longest), st.integers(0, 2**16))
@@ -61,7 +61,7 @@ def input_strategy(factory: TransformFactory) -> st.SearchStrategy[tuple[int | N
     return rates.flatmap(with_length)
 
 
-def make_input(transform: SignalTransform, batch: int, length: int, seed: int) -> torch.Tensor:
+def make_signal_batch(transform: SignalTransform, batch: int, length: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, length) if transform.input_kind == "audio" else (batch, 2, length)
     return 0.3 * torch.randn(shape, generator=generator)
@@ -80,11 +80,11 @@ def check_output_shape_and_dtype(factory: TransformFactory) -> None:
     """Output is float32 ``[B, C, T, F]`` and equals ``output_shape(N)`` for drawn B, N and rates."""
 
     @settings(deadline=None)
-    @given(case=input_strategy(factory))
+    @given(case=transform_inputs(factory))
     def run(case: tuple[int | None, int, int, int]) -> None:
         rate, batch, length, seed = case
-        transform = build(factory, rate)
-        out = transform(make_input(transform, batch, length, seed))
+        transform = build_transform(factory, rate)
+        out = transform(make_signal_batch(transform, batch, length, seed))
         assert out.dim() == 4 and out.dtype == torch.float32, (out.shape, out.dtype)
         assert tuple(out.shape) == (batch, *transform.output_shape(length)), (tuple(out.shape), transform.output_shape(length))
 
@@ -95,11 +95,11 @@ def check_finite_on_extreme_inputs(factory: TransformFactory) -> None:
     """Silence, full-scale square waves, tiny values and noise all give finite features."""
 
     @settings(deadline=None)
-    @given(case=input_strategy(factory), kind=st.sampled_from(["silence", "full_scale", "tiny", "noise"]))
+    @given(case=transform_inputs(factory), kind=st.sampled_from(["silence", "full_scale", "tiny", "noise"]))
     def run(case: tuple[int | None, int, int, int], kind: str) -> None:
         rate, batch, length, seed = case
-        transform = build(factory, rate)
-        x = make_input(transform, batch, length, seed)
+        transform = build_transform(factory, rate)
+        x = make_signal_batch(transform, batch, length, seed)
         if kind == "silence":
             x = torch.zeros_like(x)
         elif kind == "full_scale":
@@ -117,11 +117,11 @@ def check_batch_equals_items(factory: TransformFactory) -> None:
     """In ``eval()``, a batch's features equal its items' features computed one by one."""
 
     @settings(deadline=None)
-    @given(case=input_strategy(factory))
+    @given(case=transform_inputs(factory))
     def run(case: tuple[int | None, int, int, int]) -> None:
         rate, batch, length, seed = case
-        transform = build(factory, rate)
-        x = make_input(transform, batch + 1, length, seed)
+        transform = build_transform(factory, rate)
+        x = make_signal_batch(transform, batch + 1, length, seed)
         together = transform(x)
         alone = torch.cat([transform(x[i : i + 1]) for i in range(x.shape[0])])
         torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
@@ -133,11 +133,11 @@ def check_eval_is_deterministic(factory: TransformFactory) -> None:
     """In ``eval()``, the same input gives the same output."""
 
     @settings(deadline=None)
-    @given(case=input_strategy(factory))
+    @given(case=transform_inputs(factory))
     def run(case: tuple[int | None, int, int, int]) -> None:
         rate, batch, length, seed = case
-        transform = build(factory, rate)
-        x = make_input(transform, batch, length, seed)
+        transform = build_transform(factory, rate)
+        x = make_signal_batch(transform, batch, length, seed)
         torch.testing.assert_close(transform(x), transform(x), atol=0, rtol=0)
 
     run()
@@ -147,11 +147,11 @@ def check_train_mode_keeps_shape(factory: TransformFactory) -> None:
     """``train()`` (random crops) gives the same shape as ``eval()``."""
 
     @settings(deadline=None)
-    @given(case=input_strategy(factory))
+    @given(case=transform_inputs(factory))
     def run(case: tuple[int | None, int, int, int]) -> None:
         rate, batch, length, seed = case
-        transform = build(factory, rate)
-        x = make_input(transform, batch, length, seed)
+        transform = build_transform(factory, rate)
+        x = make_signal_batch(transform, batch, length, seed)
         torch.manual_seed(seed)
         assert transform.train()(x).shape == transform.eval()(x).shape
 
@@ -176,11 +176,11 @@ def check_cpu_and_gpu_agree(factory: TransformFactory) -> None:
         return
 
     @settings(deadline=None)
-    @given(case=input_strategy(factory))
+    @given(case=transform_inputs(factory))
     def run(case: tuple[int | None, int, int, int]) -> None:
         rate, batch, length, seed = case
-        transform = build(factory, rate)
-        x = make_input(transform, batch, length, seed)
+        transform = build_transform(factory, rate)
+        x = make_signal_batch(transform, batch, length, seed)
         on_cpu = transform(x)
         on_gpu = transform.to("cuda")(x.to("cuda")).cpu()
         transform.to("cpu")

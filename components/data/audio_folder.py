@@ -17,7 +17,7 @@ from components.data.base import Record, filter_folds
 from components.registry import data_registry
 
 
-def optional_float(value: str | None, where: str, column: str) -> float | None:
+def csv_float(value: str | None, where: str, column: str) -> float | None:
     if value is None or value.strip() == "":
         return None
     try:
@@ -98,8 +98,8 @@ class AudioFolder(AudioFileDataset):
             if fold < 1:
                 raise DataFormatError(f"{where}: fold must be an integer >= 1, got {fold}")
             file = resolve_under(self.root, row["filepath"])  # existence is checked with the headers
-            lat = optional_float(row.get("lat"), where, "lat")
-            lon = optional_float(row.get("lon"), where, "lon")
+            lat = csv_float(row.get("lat"), where, "lat")
+            lon = csv_float(row.get("lon"), where, "lon")
             records.append(Record(file, label_of[row["label"]], row["label"], fold, lat, lon))
         return records
 

@@ -139,7 +139,7 @@ class ESC50(AudioFileDataset):
         skip_bad_files: bool = False,
         cache: bool = True,
         cache_dir: str | None = None,
-        url: str = ESC50_URL,
+        url: str = "https://github.com/karolpiczak/ESC-50/archive/refs/heads/master.zip",  # ESC50_URL
     ) -> None:
         super().__init__(root, sample_rate, None, skip_bad_files, cache, cache_dir)
         meta = self.root / "meta" / "esc50.csv"

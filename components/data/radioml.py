@@ -80,7 +80,7 @@ def legacy_numpy_permutation(n: int, seed: int) -> list[int]:
     return values
 
 
-def find_file(root: str, names: tuple[str, ...], what: str, how: str) -> Path:
+def find_radioml_file(root: str, names: tuple[str, ...], what: str, how: str) -> Path:
     path = Path(root)
     if path.is_dir():
         for name in names:
@@ -153,7 +153,7 @@ class RadioML2016(RadioMLBase):
             raise ValueError(f"radioml2016: split must be 'canonical' or 'stratified', got {split!r}")
         if not 0.0 < train_fraction < 1.0:
             raise ValueError(f"radioml2016: train_fraction must be in (0, 1), got {train_fraction}")
-        path = find_file(
+        path = find_radioml_file(
             root, RML2016_FILES, "RadioML 2016",
             "Download RML2016.10a_dict.pkl (or RML2016.10b.dat) from https://www.deepsig.ai/datasets"
             " and point --data-dir (root) at it",
@@ -239,7 +239,7 @@ class RadioML2018(RadioMLBase):
         super().__init__()
         if not 0.0 < train_fraction < 1.0:
             raise ValueError(f"radioml2018: train_fraction must be in (0, 1), got {train_fraction}")
-        self.path = find_file(
+        self.path = find_radioml_file(
             root, RML2018_FILES, "RadioML 2018.01A",
             "Download GOLD_XYZ_OSC.0001_1024.hdf5 (2018.01A) from https://www.deepsig.ai/datasets"
             " and point --data-dir (root) at it",

@@ -30,7 +30,7 @@ def synthetic_records(num_items: int, num_classes: int, num_folds: int, class_na
     ]
 
 
-def check_sizes(name: str, num_classes: int, num_items: int, num_folds: int) -> None:
+def check_synthetic_sizes(name: str, num_classes: int, num_items: int, num_folds: int) -> None:
     if num_classes < 1 or num_items < 1 or num_folds < 1:
         raise ValueError(f"{name}: num_classes, num_items and num_folds must be >= 1, got {num_classes}, {num_items}, {num_folds}")
 
@@ -57,7 +57,7 @@ class SyntheticAudio(SignalDataset):
         noise_level: float = 0.05,
     ) -> None:
         super().__init__()
-        check_sizes("synthetic_audio", num_classes, num_items, num_folds)
+        check_synthetic_sizes("synthetic_audio", num_classes, num_items, num_folds)
         self.num_samples = num_samples
         self.sample_rate = sample_rate
         self.seed = seed
@@ -155,7 +155,7 @@ class SyntheticIQ(SignalDataset):
         class_offsets: bool = True,
     ) -> None:
         super().__init__()
-        check_sizes("synthetic_iq", num_classes, num_items, num_folds)
+        check_synthetic_sizes("synthetic_iq", num_classes, num_items, num_folds)
         if samples_per_symbol < 1 or not 0.0 <= rolloff <= 1.0:
             raise ValueError(f"synthetic_iq: need samples_per_symbol >= 1 and 0 <= rolloff <= 1, got {samples_per_symbol}, {rolloff}")
         self.num_samples = num_samples

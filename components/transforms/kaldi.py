@@ -146,8 +146,8 @@ class KaldiFbank(SignalTransform):
         sample_rate: int = 16000,
         num_mel_bins: int = 128,
         target_frames: int | None = 512,
-        mean: float | None = ESC50_FBANK_MEAN,
-        std: float | None = ESC50_FBANK_STD,
+        mean: float | None = -6.6268077,  # ESC50_FBANK_MEAN (defaults must be literals)
+        std: float | None = 5.358466,  # ESC50_FBANK_STD
         frame_length_ms: float = 25.0,
         frame_shift_ms: float = 10.0,
         low_freq: float = 20.0,
