@@ -90,7 +90,9 @@ def render_outputs(compiled: CompiledSpec, *, repo_url: str = DEFAULT_REPO_URL, 
     timings = timings if timings is not None else {}
     spec = compiled.spec
     clock = time.perf_counter()
-    parts = script_parts(spec, compiled.program, spec_hash=compiled.spec_hash)
+    from generator.cache import default_cache_dir
+
+    parts = script_parts(spec, compiled.program, spec_hash=compiled.spec_hash, cache_dir=default_cache_dir(Path(compiled.index.root)))
     files = {f"{spec.name}.py": render_script(spec, compiled.program, spec_hash=compiled.spec_hash, sources=compiled.sources, parts=parts)}
     timings["render_script"] = time.perf_counter() - clock
     if "notebook" in spec.outputs:

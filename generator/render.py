@@ -228,22 +228,11 @@ def environment() -> jinja2.Environment:
     )
 
 
-def format_code(source: str) -> str:
-    """black, through generator.formatting's cache when that module is available."""
-    try:
-        from generator import formatting
-    except ImportError:
-        formatting = None  # type: ignore[assignment]
-    if formatting is not None and hasattr(formatting, "format_code"):
-        return formatting.format_code(source)
-    return _black(source)
+def format_code(source: str, cache_dir: Path | None = None) -> str:
+    """black (line length 88), through generator.formatting's content-hash cache."""
+    from generator.formatting import format_code as black_format
 
-
-@lru_cache(maxsize=64)
-def _black(source: str) -> str:
-    import black
-
-    return black.format_str(source, mode=black.Mode())
+    return black_format(source, cache_dir=cache_dir, what="the generated skeleton")
 
 
 def comment_lines(text: str, width: int = 86) -> list[str]:
@@ -282,7 +271,7 @@ def chunk_views(program: InlinedProgram) -> list[ChunkView]:
     return views
 
 
-def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str) -> str:
+def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> str:
     """Config dataclasses, PIPELINE and main(), black-formatted (without imports)."""
     names = {name: emitted_name(program, (RUNTIME_MODULE, name)) for name in RUNTIME_NAMES}
     steps = [(choice.section, emitted_name(program, choice.component.key)) for choice in spec.steps]
@@ -301,7 +290,7 @@ def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str) -> s
         smoke_data=smoke_data,
         smoke=literal_source(spec.smoke),
     )
-    return format_code(source)
+    return format_code(source, cache_dir)
 
 
 def skeleton_imports(spec: Spec, program: InlinedProgram) -> list[str]:
@@ -330,7 +319,7 @@ class ScriptParts:
     skeleton: str  # Config dataclasses, PIPELINE, main() (no `__main__` guard)
 
 
-def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str) -> ScriptParts:
+def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> ScriptParts:
     imports = merge_imports([*program.imports, *skeleton_imports(spec, program)])
     description = spec.description.strip() or f"Masked-autoencoder training for {spec.name}."
     docstring = f"{description}\n\nRun `python {spec.name}.py --help` for every flag; `--smoke` for a tiny CPU run."
@@ -338,7 +327,7 @@ def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str) -> Scri
         docstring=docstring_source(docstring),
         imports=tuple(imports),
         chunks=tuple(chunk_views(program)),
-        skeleton=render_skeleton(spec, program, spec_hash=spec_hash).strip("\n"),
+        skeleton=render_skeleton(spec, program, spec_hash=spec_hash, cache_dir=cache_dir).strip("\n"),
     )
 
 

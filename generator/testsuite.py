@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from generator.errors import SigmaeError
 from generator.ir import Component, DefinitionKey, InlinedProgram
-from generator.render import chunk_views, environment, format_code, literal_source, merge_imports
+from generator.render import chunk_views, docstring_source, environment, format_code, merge_imports
 
 if TYPE_CHECKING:
     from generator.build import CompiledSpec
@@ -129,7 +130,7 @@ def render_tests(compiled: CompiledSpec) -> str:
     body = "\n\n\n".join(chunk.code for chunk in chunks)
     skeleton = environment().get_template("test_module.py.j2").render(
         bindings=bindings,
-        doc_literals={b.test_name: literal_source(f"Contract {b.check} holds for {b.label} ({b.component}).") for b in bindings},
+        doc_literals={b.test_name: docstring_source(f"Contract {b.check} holds for {b.label} ({b.component}).") for b in bindings},
     )
     # Import from the script exactly the names the inlined checks and the bindings use.
     used = _used_names(body + "\n" + skeleton)
@@ -140,9 +141,12 @@ def render_tests(compiled: CompiledSpec) -> str:
         imports=merge_imports([*imports, *base_imports]),
         script_names=script_names,
     )
-    pieces = [format_code(header).rstrip("\n")]
+    from generator.cache import default_cache_dir
+
+    cache_dir = default_cache_dir(Path(index.root))
+    pieces = [format_code(header, cache_dir).rstrip("\n")]
     for chunk in chunks:
         pieces.append("\n".join([f"# %% {chunk.path}", *chunk.comments, chunk.code]))
     pieces.append("# %% bindings: every check on every component of the script")
-    pieces.append(format_code(skeleton).strip("\n"))
+    pieces.append(format_code(skeleton, cache_dir).strip("\n"))
     return "\n\n\n".join(pieces) + "\n"

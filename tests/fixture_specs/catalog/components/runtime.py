@@ -83,8 +83,13 @@ def _parse_value(text: str, like: Any) -> Any:
         return float(text)
     if isinstance(like, (tuple, list)):
         return type(like)(json.loads(text))
-    if like is None and text.lower() == "none":
-        return None
+    if like is None:  # an Optional field left at None: read the text as JSON when it is JSON
+        if text.lower() == "none":
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
     return text
 
 

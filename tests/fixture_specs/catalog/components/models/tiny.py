@@ -29,6 +29,7 @@ class TinyModel(BaseModel):
         bias: float | None = None,
         tags: list[str] | None = None,
         limit: float = float("inf"),
+        layout: list[list[float]] | None = None,
     ) -> None:
         self.width = width
         self.scale = scale
@@ -38,6 +39,7 @@ class TinyModel(BaseModel):
         self.bias = bias
         self.tags = list(tags or [])
         self.limit = limit
+        self.layout = layout
         self.weights = [0.0] * width
 
     def forward(self, features: list[float]) -> list[float]:

@@ -1,0 +1,165 @@
+"""The emitted script: deterministic, self-contained, lint-clean, and immune to spec injection."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import assume, given, settings, strategies as st
+
+from generator.build import build_spec, compile_spec, render_outputs
+from generator.index import build_index
+from generator.lint import lint
+from generator.render import docstring_source, literal_source, merge_imports, render_script, script_parts
+
+HERE = Path(__file__).resolve().parent
+CATALOG = HERE / "fixture_specs" / "catalog"
+TOY = HERE / "fixture_specs" / "toy.yaml"
+
+
+@pytest.fixture(scope="module")
+def index():
+    return build_index(CATALOG)
+
+
+@pytest.fixture(scope="module")
+def toy_build(index, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("build")
+    return build_spec(TOY, out, index=index).out_dir
+
+
+def test_two_builds_are_byte_identical(index, tmp_path: Path, toy_build: Path) -> None:
+    again = build_spec(TOY.relative_to(Path.cwd()) if TOY.is_relative_to(Path.cwd()) else TOY, tmp_path, index=index).out_dir
+    for path in sorted(toy_build.iterdir()):
+        assert (again / path.name).read_bytes() == path.read_bytes(), path.name
+    assert sorted(p.name for p in again.iterdir()) == ["README.md", "test_toy.py", "toy.ipynb", "toy.py"]
+
+
+def test_script_runs_help_in_an_isolated_interpreter(toy_build: Path, tmp_path: Path) -> None:
+    script = tmp_path / "elsewhere" / "toy.py"
+    script.parent.mkdir()
+    shutil.copy(toy_build / "toy.py", script)
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, "-I", str(script), "--help"], cwd=empty, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--model.width" in done.stdout and "--pretrain.epochs" in done.stdout and "--smoke" in done.stdout
+    assert list(empty.iterdir()) == []
+
+
+def test_emitted_files_are_lint_clean_and_tree_shaken(toy_build: Path) -> None:
+    script = (toy_build / "toy.py").read_text()
+    assert [str(p) for p in lint(script, "toy.py")] == []
+    assert [str(p) for p in lint((toy_build / "test_toy.py").read_text(), "test_toy.py")] == []
+    assert "class UnusedModel" not in script and "class DeepModel" not in script  # never chosen
+    assert "registry" not in script and "import components" not in script and "from components" not in script
+    # `helper` exists in two catalog modules: one keeps its name, the other is renamed everywhere.
+    assert script.count("def helper") == 2 and "def helper_tiny" in script
+
+
+def test_provenance_header_names_spec_version_and_hash_of_sources(toy_build: Path, tmp_path: Path) -> None:
+    import generator
+
+    head = (toy_build / "toy.py").read_text().splitlines()[:6]
+    assert f"sigmae-gen {generator.__version__}" in head[0] and "spec toy" in head[0]
+    digest = head[2].removeprefix("# sha256: ")
+    assert len(digest) == 64
+    assert not re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}", "\n".join(head))  # no timestamps
+    catalog = tmp_path / "catalog"
+    shutil.copytree(CATALOG, catalog, ignore=shutil.ignore_patterns(".sigmae-cache", "__pycache__"))
+    scale = catalog / "components" / "transforms" / "scale.py"
+    scale.write_text(scale.read_text() + "\n# an edit changes the hash\n")
+    changed = compile_spec(TOY, index=build_index(catalog, cache_dir=tmp_path / "cache"))
+    assert changed.spec_hash != digest
+
+
+def test_config_defaults_are_the_spec_values(toy_build: Path) -> None:
+    module = load_module((toy_build / "toy.py").read_text(), "toy_defaults")
+    config = module.Config()
+    assert config.model.kernel == (5, 7) and config.model.tags == ["a", "b"] and config.model.limit == math.inf
+    assert config.model.tags is not module.Config().model.tags  # mutable defaults are per instance
+    assert config.pretrain.schedule == (1.0, 0.5) and config.data.root == "data/toy"
+    assert [step.section for step in module.PIPELINE.steps] == ["pretrain", "evaluate"]
+    assert module.PIPELINE.smoke_data is module.SyntheticToy and module.PIPELINE.model is module.TinyModel
+
+
+def test_literals_and_helpers() -> None:
+    assert literal_source(float("-inf")) == '-float("inf")' and literal_source((1,)) == "(1,)"
+    assert eval(docstring_source('a """ b\\')) == 'a """ b\\'
+    assert merge_imports(["from typing import Any", "import os", "from typing import Any, Literal", "from __future__ import annotations"]) == [
+        "import os",
+        "from typing import Any, Literal",
+    ]
+
+
+def load_module(source: str, name: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__file__ = f"<{name}>"
+    sys.modules[name] = module  # dataclasses look their module up while building classes
+    try:
+        exec(compile(source, f"<{name}>", "exec", dont_inherit=True), module.__dict__)
+    finally:
+        del sys.modules[name]
+    return module
+
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30) | st.sampled_from(
+    ['"); import os; os.system("touch PWNED")', "'''\n__import__('os').system('touch PWNED')\n'''", '"""', "\\", "\n# %%\nraise SystemExit", "{{ spec }}", "{% raw %}"]
+)
+FLOATS = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@settings(deadline=None, max_examples=min(60, settings().max_examples))
+@given(label=TEXT, description=TEXT, tags=st.lists(TEXT, max_size=3), scale=FLOATS, layout=st.lists(st.lists(FLOATS, max_size=3), max_size=3))
+def test_spec_values_come_out_as_equal_config_values_and_never_execute(
+    index, tmp_path_factory: pytest.TempPathFactory, label: str, description: str, tags: list[str], scale: float, layout: list[list[float]]
+) -> None:
+    document = {
+        "name": "inj",
+        "description": description,
+        "data": {"use": "toy"},
+        "transform": {"use": "scale"},
+        "model": {"use": "tiny", "with": {"label": label, "tags": tags, "scale": scale, "layout": layout}},
+        "recipe": [{"use": "fit", "name": "pretrain"}],
+        "smoke": {"model": {"label": label}},
+    }
+    text = yaml.safe_dump(document, allow_unicode=True)
+    assume(same(yaml.safe_load(text), document))  # only what YAML itself can carry
+    folder = tmp_path_factory.mktemp("inj")
+    (folder / "inj.yaml").write_text(text, encoding="utf-8")
+    compiled = compile_spec(folder / "inj.yaml", index=index)
+    source = render_script(compiled.spec, compiled.program, spec_hash=compiled.spec_hash, parts=script_parts(compiled.spec, compiled.program, spec_hash=compiled.spec_hash))
+    module = load_module(source, "inj_module")
+    config = module.Config()
+    assert config.model.label == label and config.model.tags == tags
+    assert same(config.model.scale, scale) and same(config.model.layout, layout)
+    assert module.PIPELINE.smoke == {"model": {"label": label}}
+    assert (module.__doc__ or "").startswith(description.strip())
+    assert not Path("PWNED").exists()
+    assert [str(p) for p in lint(source)] == []
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality where NaN equals NaN and -0.0 differs from 0.0 (exact round trip)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def test_render_outputs_lists_every_output(index) -> None:
+    files = render_outputs(compile_spec(TOY, index=index))
+    assert set(files) == {"toy.py", "toy.ipynb", "test_toy.py", "README.md"}
+    readme = files["README.md"]
+    assert "--model.width" in readme and "`3`" in readme and "torchrun --nproc_per_node" in readme and "--smoke" in readme
