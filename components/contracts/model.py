@@ -29,6 +29,7 @@ __all__ = [
     "check_rope_scores_depend_on_position_differences",
     "check_positions_survive_masking",
     "check_structured_masking",
+    "check_published_parameter_counts",
 ]
 
 ModelFactory = Callable[..., BaseAutoencoder]
@@ -259,6 +260,16 @@ def check_structured_masking(factory: ModelFactory) -> None:
         assert (mask.sum(dim=1) == model.num_patches - _kept(model.num_patches, mask_ratio)).all()
 
     run()
+
+
+def check_published_parameter_counts(factory: ModelFactory) -> None:
+    """Each ``published_parameter_counts`` entry, built on the meta device (no memory), has that many trainable parameters."""
+    model_cls = type(factory())
+    for kwargs, expected in getattr(model_cls, "published_parameter_counts", ()):
+        with torch.device("meta"):
+            model = model_cls(**kwargs)
+        count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert count == expected, f"{model_cls.__name__}({kwargs}) has {count:,} trainable parameters, published {expected:,}"
 
 
 @fixture_registry.register("model/audiomae++")

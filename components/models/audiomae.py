@@ -38,6 +38,11 @@ class AudioMAE(MaskedAutoencoderViT):
     512-d decoder (the official count; the decoder does not depend on the input size).
     """
 
+    published_parameter_counts = (
+        ({"preset": "base", "img_size": (512, 128)}, 110_999_808),
+        ({"preset": "base", "img_size": (1024, 128)}, 110_999_808),
+    )
+
     def __init__(
         self,
         preset: Literal["tiny", "small", "base", "large"] = "base",

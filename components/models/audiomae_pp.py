@@ -49,6 +49,15 @@ class AudioMAEPlusPlus(MaskedAutoencoderViT):
     model's count minus its unused ``norm3``).
     """
 
+    published_parameter_counts = (
+        ({"preset": "tiny"}, 20_859_200),
+        ({"preset": "base"}, 154_014_272),
+        ({"preset": "large"}, 525_575_504),
+        ({"preset": "tiny", "share_ffn2_norm": True}, 20_851_520),
+        ({"preset": "base", "share_ffn2_norm": True}, 153_992_768),
+        ({"preset": "large", "share_ffn2_norm": True}, 525_522_256),
+    )
+
     def __init__(
         self,
         preset: Literal["tiny", "base", "large"] = "base",

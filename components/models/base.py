@@ -10,6 +10,7 @@ draws from a ``torch.Generator`` when given one, and the masked-patch reconstruc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -55,6 +56,9 @@ class BaseAutoencoder(nn.Module, ABC):
     mask_ratio: float
     norm_pix_loss: bool
     mask_mode: str = "random"
+    # (constructor kwargs, trainable parameter count) pairs from the papers / official code;
+    # the contract checks build each on the meta device and compare the count
+    published_parameter_counts: ClassVar[tuple[tuple[dict[str, Any], int], ...]] = ()
 
     def _init_geometry(
         self,

@@ -1,0 +1,165 @@
+"""Forward+backward throughput and peak memory of the catalog's models.
+
+    python bench/models.py                      # CPU, 2 threads, tiny+base of both models
+    python bench/models.py --device cuda        # GPU: fp32 and bf16 autocast, torch.compile off/on
+    python bench/models.py --only audiomae++/tiny --steps 5
+
+Each configuration runs in its own subprocess, so the CPU peak (ru_maxrss) belongs to it alone.
+Printed per row: seconds per fwd+bwd step (median), samples/s, model FLOPs per step (counted
+with torch.utils.flop_counter), achieved TFLOP/s, MFU (GPU, against --peak-tflops or the
+card's known bf16 dense peak) and peak memory (GPU: max_memory_allocated; CPU: peak RSS).
+The two ``*-official-size`` rows repeat the sizes the official code was timed at on this
+project's 2-thread CPUs (FACTS.md), so the speed-up column compares like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# name -> (registry name, constructor kwargs, batch size, official seconds per step on 2 CPU threads)
+CONFIGS: dict[str, tuple[str, dict, int, float | None]] = {
+    "audiomae++/tiny": ("audiomae++", {"preset": "tiny"}, 8, 0.90),
+    "audiomae++/base": ("audiomae++", {"preset": "base"}, 8, None),
+    "baseline/tiny": ("baseline", {"preset": "tiny", "img_size": (512, 128)}, 2, None),
+    "baseline/base": ("baseline", {"preset": "base", "img_size": (512, 128)}, 2, None),
+    # the official timing used a 16-layer global decoder
+    "baseline/base-official-size": ("baseline", {"preset": "base", "img_size": (512, 128), "decoder_depth": 16}, 2, 1.03),
+}
+# bf16 dense peak TFLOP/s by device-name fragment
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0, "V100": 125.0}
+
+
+def count_flops(model, x) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss, _, _ = model(x)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def run_one(name: str, device: str, threads: int, steps: int, warmup: int, dtype: str, compile_model: bool) -> dict:
+    import torch
+
+    import components.models  # noqa: F401  (registers the models)
+    from components.registry import model_registry
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    registry_name, kwargs, batch, _ = CONFIGS[name]
+    model = model_registry.create(registry_name, **kwargs).to(device).train()
+    x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
+    flops = count_flops(model, x) if not compile_model else None
+    step_model = torch.compile(model) if compile_model else model
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        with autocast:
+            loss, _, _ = step_model(x)
+        loss.backward()
+        model.zero_grad(set_to_none=True)  # fwd+bwd only, as the official figures were taken
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    result = {
+        "name": name,
+        "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(),
+        "dtype": dtype,
+        "compile": compile_model,
+        "batch": batch,
+        "params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+        "seconds": seconds,
+        "samples_per_s": batch / seconds,
+        "flops": flops,
+    }
+    if device.startswith("cuda"):
+        result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        # ru_maxrss is KiB on Linux; the step's own growth shows activations + gradients
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result["peak_mem_mb"] = peak / 1024
+        result["step_mem_mb"] = (peak - rss_before) / 1024
+    return result
+
+
+def format_row(r: dict, peak_tflops: float | None) -> str:
+    official = CONFIGS[r["name"]][3]
+    tflops = r["flops"] / r["seconds"] / 1e12 if r.get("flops") else None
+    mfu = f"{100 * tflops / peak_tflops:5.1f}%" if tflops and peak_tflops else "    -"
+    speedup = f"{official / r['seconds']:.2f}x" if official and r["device"] == "cpu" else "-"
+    flops = f"{r['flops'] / 1e9:9.1f}" if r.get("flops") else "        -"
+    tf = f"{tflops:8.3f}" if tflops else "       -"
+    return (
+        f"{r['name']:<30} {r['dtype']:>4} {'on' if r['compile'] else 'off':>3} {r['batch']:>3} {r['params_m']:8.1f} "
+        f"{r['seconds']:8.3f} {r['samples_per_s']:9.2f} {flops} {tf} {mfu} {r['peak_mem_mb']:9.0f} {speedup:>8}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--only", action="append", choices=sorted(CONFIGS), help="run only these configurations")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU (default: by GPU name)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:  # child process: one configuration, JSON on stdout
+        print(json.dumps(run_one(args.one, args.device, args.threads, args.steps, args.warmup, args.dtype, args.compile)))
+        return 0
+
+    variants = [("fp32", False)]
+    peak = args.peak_tflops
+    if args.device.startswith("cuda"):
+        variants = [("fp32", False), ("bf16", False), ("bf16", True)]
+        if peak is None:
+            import torch
+
+            name = torch.cuda.get_device_name()
+            peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    print(f"device={args.device} threads={args.threads} steps={args.steps} warmup={args.warmup} peak_tflops={peak}")
+    print(
+        f"{'model':<30} {'dt':>4} {'cmp':>3} {'B':>3} {'params_M':>8} {'s/step':>8} {'samples/s':>9} "
+        f"{'GFLOP':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak_MiB':>9} {'vs_offic':>8}"
+    )
+    failed = 0
+    for name in args.only or list(CONFIGS):
+        for dtype, compile_model in variants:
+            command = [sys.executable, __file__, "--one", name, "--device", args.device, "--threads", str(args.threads)]
+            command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--dtype", dtype]
+            command += ["--compile"] if compile_model else []
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                failed += 1
+                print(f"{name:<30} {dtype:>4} {'on' if compile_model else 'off':>3} FAILED: {done.stderr.strip().splitlines()[-1:]}")
+                continue
+            print(format_row(json.loads(done.stdout.strip().splitlines()[-1]), peak), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
