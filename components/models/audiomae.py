@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from components.models.audiomae_pp import resolve_preset
+from components.models.base import resolve_preset
 from components.models.mae import MaskedAutoencoderViT
 from components.registry import model_registry
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from components.models.base import resolve_preset
 from components.models.mae import MaskedAutoencoderViT
 from components.registry import model_registry
 
@@ -28,15 +29,6 @@ AUDIOMAE_PP_PRESETS: dict[str, dict[str, int]] = {
     "base": {"embed_dim": 768, "depth": 12, "num_heads": 12, "decoder_embed_dim": 384, "decoder_depth": 4, "decoder_num_heads": 8},
     "large": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "decoder_embed_dim": 512, "decoder_depth": 4, "decoder_num_heads": 8},
 }
-
-
-def resolve_preset(model: str, presets: dict[str, dict[str, int]], preset: str, **overrides: int | None) -> dict[str, int]:
-    """A preset's values with every non-None keyword put over them (explicit keywords win)."""
-    if preset not in presets:
-        raise ValueError(f"{model}: unknown preset {preset!r}; choose one of {', '.join(presets)}")
-    values = dict(presets[preset])
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    return values
 
 
 @model_registry.register("audiomae++", version="1.0")

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["BaseAutoencoder", "MaskingOutput"]
+__all__ = ["BaseAutoencoder", "MaskingOutput", "resolve_preset"]
 
 POOLING_MODES = ("mean", "cls", "max")
 MASK_MODES = ("random", "time", "freq")
@@ -227,3 +227,12 @@ class BaseAutoencoder(nn.Module, ABC):
     def no_weight_decay(self) -> set[str]:
         """Parameter names that optimizers should not decay (tokens and position tables)."""
         return {name for name, _ in self.named_parameters() if name.endswith(("cls_token", "mask_token", "pos_embed"))}
+
+
+def resolve_preset(model: str, presets: dict[str, dict[str, int]], preset: str, **overrides: int | None) -> dict[str, int]:
+    """A preset's values with every non-None keyword put over them (explicit keywords win)."""
+    if preset not in presets:
+        raise ValueError(f"{model}: unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    values = dict(presets[preset])
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return values
