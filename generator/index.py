@@ -27,8 +27,11 @@ from typing import Iterable, Literal
 from generator.cache import content_key, default_cache_dir, load_pickle, store_pickle
 from generator.ir import REGISTRY_KINDS, Component, Definition, DefinitionKey, Param
 
-# Bump when the analysis records or rules change: old cache entries then simply miss.
-ANALYSIS_VERSION = "6"
+# The analysis depends on this file's rules: its own hash keys the cache, so an edited
+# index never reuses records written by an older one.
+ANALYSIS_VERSION = content_key(
+    Path(__file__).read_bytes(), (Path(__file__).parent / "ir.py").read_bytes()
+)[:16]
 BUILTIN_NAMES: frozenset[str] = frozenset(dir(builtins))
 
 
@@ -821,6 +824,9 @@ def build_index(root: Path, package: str = "components", *, cache_dir: Path | No
         analyses[module] = analysis
     if fresh.keys() != cached.keys():
         store_pickle(snapshot_path, fresh)  # only this catalog's current files: no unbounded growth
+        for stale in cache_dir.glob(f"index-{package}-v*.pkl"):
+            if stale != snapshot_path:  # written by an older generator: never read again
+                stale.unlink(missing_ok=True)
     return _assemble(root, package, analyses)
 
 

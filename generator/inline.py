@@ -19,7 +19,7 @@ from pathlib import Path
 
 import libcst as cst
 import libcst.helpers
-from libcst.metadata import GlobalScope, MetadataWrapper, ScopeProvider
+from libcst.metadata import BuiltinScope, GlobalScope, MetadataWrapper, ScopeProvider
 
 from generator.cache import TextCache, content_key, default_cache_dir
 from generator.formatting import format_code
@@ -27,8 +27,11 @@ from generator.index import BUILTIN_NAMES, CatalogError, CatalogIndex, ImportBin
 from generator.ir import DefinitionKey, InlinedProgram, ModuleChunk, Resolution
 from generator.resolve import dependencies, resolve
 
-INLINE_VERSION = "1"
+# Cached output depends on this file's rules: its own hash is part of every cache key, so
+# an edited inliner never reuses text produced by an older one.
+INLINE_VERSION = content_key(*(Path(__file__).with_name(f).read_bytes() for f in ("inline.py", "resolve.py", "index.py")))
 _TEXT_CACHES: dict[Path, TextCache] = {}
+_MODULE_LEVEL = (GlobalScope, BuiltinScope)  # libcst scopes whose names are the program's globals
 
 
 @dataclass(frozen=True)
@@ -334,11 +337,11 @@ class _Renamer(cst.CSTTransformer):
             return False
         assignments = scope[node.value]
         # No visible assignment: a module-level name defined elsewhere (or a builtin).
-        return all(isinstance(a.scope, GlobalScope) for a in assignments)
+        return all(isinstance(a.scope, _MODULE_LEVEL) for a in assignments)
 
     def _check_free(self, node: cst.CSTNode, new: str) -> None:
         scope = self.get_metadata(ScopeProvider, node, None)
-        if scope is not None and any(not isinstance(a.scope, GlobalScope) for a in scope[new]):
+        if scope is not None and any(not isinstance(a.scope, _MODULE_LEVEL) for a in scope[new]):
             raise CatalogError(
                 f"{self.where}: inlining needs the module-level name {new!r} here, but a local variable "
                 f"of that name hides it; rename the local variable"

@@ -182,8 +182,8 @@ def test_changed_file_is_reparsed_and_corrupt_cache_is_a_miss(tmp_path):
             r"components/bad\.py:3: the registry decorator's name must be a string literal",
         ),
         (
-            "def f():\n    from components.util import helper\n    return helper\n",
-            r"components/bad\.py:2: catalog import inside a function",
+            "def f():\n    import components.util as u\n    return u\n",
+            r"components/bad\.py:2: the inliner follows `from components.<module> import <Name>` inside functions",
         ),
     ],
 )
