@@ -60,11 +60,12 @@ def check_forward_shapes_and_loss(factory: ModelFactory) -> None:
         grid=st.tuples(st.integers(1, 4), st.integers(1, 3)),
         mask_ratio=st.floats(0.0, 0.95),
         norm_pix_loss=st.booleans(),
+        in_chans=st.integers(1, 2),
         seed=st.integers(0, 2**16),
     )
-    def run(batch: int, grid: tuple[int, int], mask_ratio: float, norm_pix_loss: bool, seed: int) -> None:
+    def run(batch: int, grid: tuple[int, int], mask_ratio: float, norm_pix_loss: bool, in_chans: int, seed: int) -> None:
         torch.manual_seed(seed)
-        model = _sized_model(factory, grid, norm_pix_loss=norm_pix_loss)
+        model = _sized_model(factory, grid, norm_pix_loss=norm_pix_loss, in_chans=in_chans)
         n = model.num_patches
         assert n == grid[0] * grid[1] and model.grid_size == grid
         x = torch.randn(batch, model.in_chans, *model.img_size)
@@ -88,15 +89,21 @@ def check_patchify_round_trip(factory: ModelFactory) -> None:
     """``unpatchify(patchify(x)) == x`` and tokens are time-major: token ``t*F'+f`` is patch ``(t, f)``."""
 
     @settings(deadline=None)
-    @given(batch=st.integers(1, 3), grid=st.tuples(st.integers(1, 4), st.integers(1, 3)), seed=st.integers(0, 2**16))
-    def run(batch: int, grid: tuple[int, int], seed: int) -> None:
-        model = _sized_model(factory, grid)
+    @given(
+        batch=st.integers(1, 3),
+        grid=st.tuples(st.integers(1, 4), st.integers(1, 3)),
+        in_chans=st.integers(1, 2),
+        seed=st.integers(0, 2**16),
+    )
+    def run(batch: int, grid: tuple[int, int], in_chans: int, seed: int) -> None:
+        model = _sized_model(factory, grid, in_chans=in_chans)
         x = torch.randn(batch, model.in_chans, *model.img_size, generator=torch.Generator().manual_seed(seed))
         tokens = model.patchify(x)
         assert torch.equal(model.unpatchify(tokens), x)
         (pt, pf), (t, f) = model.patch_size, (grid[0] - 1, grid[1] - 1)
         patch = x[:, :, t * pt : (t + 1) * pt, f * pf : (f + 1) * pf]
         assert torch.equal(tokens[:, t * grid[1] + f], patch.permute(0, 2, 3, 1).reshape(batch, -1))
+        assert tokens.shape == (batch, model.num_patches, pt * pf * in_chans)
 
     run()
 
