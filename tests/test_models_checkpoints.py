@@ -109,6 +109,19 @@ def test_official_position_table_is_copied_row_for_row() -> None:
     assert torch.equal(model.pos_embed, official_table)
 
 
+def test_audioset_table_is_cropped_for_esc50_inputs_as_audiomae_does() -> None:
+    """1024-frame (64x8 grid) tables into a 512-frame (32x8) model: the official table for 512 frames."""
+    official = meta_state("audiomae_vitb_1024x128_global8")
+    official["pos_embed"] = official_audiomae_pos_embed(768, (64, 8))
+    official["decoder_pos_embed"] = official_audiomae_pos_embed(512, (64, 8))
+    model = on_meta(AudioMAE, img_size=(512, 128))
+    state, report = convert_to_ours(model, official)
+    assert report.ok, report.describe()
+    assert sum("cropped" in line for line in report.dropped) == 2
+    torch.testing.assert_close(state["pos_embed"], official_audiomae_pos_embed(768, (32, 8)))
+    torch.testing.assert_close(state["decoder_pos_embed"], official_audiomae_pos_embed(512, (32, 8)))
+
+
 def _random_official_pp(share_model: AudioMAEPlusPlus, seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     for parameter in share_model.parameters():

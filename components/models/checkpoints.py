@@ -42,6 +42,7 @@ __all__ = [
     "load_official_checkpoint",
     "export_official_state_dict",
     "official_audiomae_pos_embed",
+    "crop_official_audiomae_pos_embed",
 ]
 
 LAYOUTS = ("audiomae", "audiomae_finetuned", "audiomae++", "ours")
@@ -247,12 +248,36 @@ def convert_to_ours(
             elif re.match(r"^(encoder\.)?norm\.", key) and key not in expected:
                 dropped.append(f"{key} (encoder norm; global-pool classifier uses fc_norm)")
                 del state[key]
+    if layout in ("audiomae", "audiomae_finetuned"):
+        for key in [k for k in state if k.split(".")[-1] in _FIXED_TABLES and k in expected]:
+            if state[key].shape != expected[key].shape:
+                grid = getattr(model, "grid_size", None) or model.encoder.grid_size
+                cropped = crop_official_audiomae_pos_embed(state[key], grid)
+                if cropped is not None:
+                    dropped.append(f"{key} (time axis cropped to {grid[0]} patches, as AudioMAE's fine-tuning does)")
+                    state[key] = cropped
     report = compare_state_dict(model, state, layout, dropped)
     if hasattr(model, "encoder") and layout in ("audiomae", "audiomae++"):
         # pre-training weights into a classifier: the head is new by design
         report.fresh = [k for k in report.missing if not k.startswith("encoder.")]
         report.missing = [k for k in report.missing if k.startswith("encoder.")]
     return state, report
+
+
+def crop_official_audiomae_pos_embed(table: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor | None:
+    """An official AudioMAE table ``[1, 1+F'*T_old, D]`` for a shorter time grid ``(T', F')``.
+
+    AudioMAE fine-tunes ESC-50 (512 frames) from AudioSet weights (1024 frames) by keeping the
+    first ``T'`` columns of its ``(F', T_old)``-laid-out table (``interpolate_pos_embed_audio``);
+    this does the same. ``None`` when the table cannot be cropped to that grid.
+    """
+    new_time, freq = grid_size
+    rows = table.shape[1] - 1
+    if rows % freq or rows // freq < new_time:
+        return None
+    old_time = rows // freq
+    tokens = table[:, 1:].reshape(table.shape[0], freq, old_time, table.shape[-1])[:, :, :new_time]
+    return torch.cat([table[:, :1], tokens.reshape(table.shape[0], freq * new_time, table.shape[-1])], dim=1)
 
 
 def _read(source: str | Path | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
