@@ -737,7 +737,25 @@ def _run_steps(
     )
     state_path = out_dir / "pipeline_state.json"
     record = _load_pipeline_state(state_path, pipeline) if options.resume else {"completed": {}}
-    record.update(spec_name=pipeline.name, spec_hash=pipeline.spec_hash)
+    # Finished steps are reused on --resume only if what the weights depend on is unchanged.
+    step_sections = {step.section for step in pipeline.steps}
+    fixed = {
+        name: dataclasses.asdict(getattr(config, name))
+        for name in config_sections(type(config))
+        if name != "run" and name not in step_sections
+    }
+    fixed["smoke"] = options.smoke
+    previous = record.get("fixed_config")
+    if previous is not None and previous != json.loads(json.dumps(fixed)):
+        changed = sorted(
+            f"{section}.{key}" for section, values in fixed.items() if isinstance(values, dict)
+            for key in values if previous.get(section, {}).get(key) != json.loads(json.dumps(values[key]))
+        ) or ["--smoke"]
+        raise UsageError(
+            f"{out_dir} holds a run with other settings ({', '.join(changed)}); resume with the same flags, "
+            "or choose another --out-dir"
+        )
+    record.update(spec_name=pipeline.name, spec_hash=pipeline.spec_hash, fixed_config=fixed)
     dtype_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
     ctx.info(
         f"device {device}, dtype {dtype_name}, world size {dist_info.world_size}, out {out_dir}"

@@ -10,12 +10,15 @@ pipeline in a subprocess-friendly way (``python tests/test_runtime_helpers.py AR
 from __future__ import annotations
 
 import math
+import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -24,7 +27,10 @@ if str(ROOT) not in sys.path:
 from components.data.base import Record, SignalDataset  # noqa: E402
 from components.models.audiomae_pp import AudioMAEPlusPlus  # noqa: E402
 from components.recipes import embed, finetune, kfold, knn, linear_probe, mae_pretrain  # noqa: E402
-from components.runtime import Pipeline, RunOptions, Step, run_pipeline  # noqa: E402
+from components.distributed import DistInfo  # noqa: E402
+from components.metrics import MetricsLogger  # noqa: E402
+from components.plots import Plotter  # noqa: E402
+from components.runtime import Pipeline, RunContext, RunOptions, Step, parse_config, run_pipeline  # noqa: E402
 from components.transforms.spectral import LogMel  # noqa: E402
 
 
@@ -42,9 +48,11 @@ class ToneDataset(SignalDataset):
         num_folds: int = 4,
         noise: float = 0.3,
         base_hz: float = 400.0,
+        delay_s: float = 0.0,
         folds: list[int] | None = None,
     ) -> None:
         super().__init__()
+        self.delay_s = delay_s  # slows loading down so a test can interrupt a run mid-way
         self.num_samples, self.sample_rate, self.noise, self.base_hz = num_samples, sample_rate, noise, base_hz
         self.class_names = [f"tone{c}" for c in range(num_classes)]
         records = [
@@ -54,6 +62,8 @@ class ToneDataset(SignalDataset):
         self.records = [r for r in records if folds is None or r.fold in folds]
 
     def load(self, index: int) -> torch.Tensor:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         record = self.records[index]
         generator = torch.Generator().manual_seed(int(record.key.split(":")[1]))
         t = torch.arange(self.num_samples) / self.sample_rate
@@ -65,10 +75,13 @@ class ToneDataset(SignalDataset):
 class NeedsRootDataset(ToneDataset):
     """A file-backed stand-in: fails clearly when its root folder is missing."""
 
-    def __init__(self, root: str = "data/missing", download: bool = False, sample_rate: int = 8000, folds: list[int] | None = None) -> None:
+    def __init__(
+        self, root: str = "data/missing", download: bool = False, sample_rate: int = 8000, num_items: int = 32,
+        noise: float = 0.3, folds: list[int] | None = None,
+    ) -> None:
         if not Path(root).is_dir():
             raise FileNotFoundError(f"NeedsRootDataset: {root} does not exist")
-        super().__init__(sample_rate=sample_rate, folds=folds)
+        super().__init__(sample_rate=sample_rate, num_items=num_items, noise=noise, folds=folds)
 
 
 @dataclass
@@ -76,6 +89,8 @@ class DataConfig:
     root: str = "data/missing"
     download: bool = False
     sample_rate: int = 8000
+    num_items: int = 32
+    noise: float = 0.3
 
 
 @dataclass
@@ -137,6 +152,8 @@ class FinetuneConfig:
 
 @dataclass
 class EmbedConfig:
+    checkpoint: str | None = None
+    cache_dir: str | None = None
     pooling: Literal["mean", "cls", "max"] = "mean"
     batch_size: int = 16
     num_workers: int = 0
@@ -209,8 +226,49 @@ def run_main(argv: list[str], steps: tuple[Step, ...] = ALL_STEPS) -> int:
     return run_pipeline(make_pipeline(steps), Config, argv)
 
 
+class LinearRegressor(nn.Module):
+    """A deterministic stand-in model: one linear layer over the first ``in_features`` samples."""
+
+    def __init__(self, in_features: int = 64) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.linear = nn.Linear(in_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x[:, : self.in_features]).squeeze(-1)
+
+
+class RegressionObjective(nn.Module):
+    """MSE of the regressor against the labels; from call ``nan_from`` on, the loss is NaN."""
+
+    def __init__(self, model: nn.Module, nan_from: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.nan_from = nan_from
+        self.calls = 0
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.calls += 1
+        loss = nn.functional.mse_loss(self.model(features), labels.float())
+        if self.nan_from is not None and self.calls >= self.nan_from:
+            loss = loss * float("nan")
+        return loss, {}
+
+
+def make_context(out_dir: Path, argv: list[str] | tuple[str, ...] = (), dist_info: DistInfo | None = None) -> RunContext:
+    """A ``RunContext`` as ``run_pipeline`` builds it, for driving a ``TrainLoop`` directly."""
+    pipeline = make_pipeline()
+    config = parse_config(pipeline, Config, ["--smoke", "--out-dir", str(out_dir), *argv])
+    metrics = MetricsLogger(out_dir, enabled=dist_info is None or dist_info.is_main)
+    return RunContext(
+        pipeline=pipeline, config=config, dist=dist_info or DistInfo(), device=torch.device("cpu"), amp_dtype=None,
+        out_dir=Path(out_dir), metrics=metrics, plots=Plotter(out_dir, info=metrics.info), section="toy",
+    )
+
+
 if __name__ == "__main__":
     # "python tests/test_runtime_helpers.py STEPS ARGS...": STEPS is a comma list of step names.
     wanted = sys.argv[1].split(",")
+    SMOKE["data"] = {**SMOKE["data"], "delay_s": float(os.environ.get("TONES_DELAY_S", "0"))}
     chosen = tuple(step for step in ALL_STEPS if step.section in wanted)
     raise SystemExit(run_main(sys.argv[2:], chosen))

@@ -39,7 +39,9 @@ def warmup_cosine_lr(step: int, *, base_lr: float, min_lr: float, warmup_steps: 
     """
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
+    decay_steps = total_steps - warmup_steps
+    if decay_steps <= 0:
+        return min_lr
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 

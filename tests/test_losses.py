@@ -1,0 +1,75 @@
+"""The training losses: their contract checks, and agreement with the references they restate."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from components.contracts.losses import (
+    check_info_nce_identical_pairs,
+    check_info_nce_view_symmetry_and_scale,
+    check_masked_mse_counts_masked_patches_only,
+    check_uniformity_collapsed_is_maximal,
+    loss_factory,
+)
+from components.losses import info_nce_loss, masked_reconstruction_loss, soft_target_cross_entropy, uniformity_loss
+from components.models.audiomae_pp import AudioMAEPlusPlus
+
+
+def test_info_nce_of_identical_orthogonal_pairs_is_analytic() -> None:
+    check_info_nce_identical_pairs(loss_factory(info_nce_loss))
+
+
+def test_info_nce_is_symmetric_and_scale_invariant() -> None:
+    check_info_nce_view_symmetry_and_scale(loss_factory(info_nce_loss))
+
+
+def test_uniformity_of_collapsed_embeddings_is_maximal() -> None:
+    check_uniformity_collapsed_is_maximal(loss_factory(uniformity_loss))
+
+
+def test_masked_mse_counts_masked_patches_only() -> None:
+    check_masked_mse_counts_masked_patches_only(loss_factory(masked_reconstruction_loss))
+
+
+def test_uniformity_reaches_its_bound_on_a_regular_simplex() -> None:
+    # Unit vectors of R^3 shifted to mean zero: 3 points of a regular simplex (equilateral triangle).
+    z = torch.eye(3) - 1 / 3
+    value = uniformity_loss(z, t=2.0)
+    assert torch.allclose(value, torch.tensor(-2.0 * 2 * 3 / 2), atol=1e-5)
+
+
+def test_masked_mse_matches_the_models_own_loss() -> None:
+    model = AudioMAEPlusPlus(preset="tiny", img_size=(16, 16), patch_size=(4, 8), embed_dim=16, depth=1, num_heads=2,
+                             decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, norm_pix_loss=True)
+    x = torch.randn(2, 1, 16, 16)
+    loss, pred, mask = model(x, mask_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    ours = masked_reconstruction_loss(pred, model.patchify(x), mask, norm_pix=True)
+    assert torch.allclose(loss, ours, atol=1e-6)
+
+
+@settings(deadline=None)
+@given(batch=st.integers(1, 6), classes=st.integers(2, 8), smoothing=st.floats(0.0, 0.5), seed=st.integers(0, 1000))
+def test_soft_target_cross_entropy_matches_torch_for_index_targets(batch: int, classes: int, smoothing: float, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, classes, generator=generator)
+    labels = torch.randint(0, classes, (batch,), generator=generator)
+    ours = soft_target_cross_entropy(logits, labels, label_smoothing=smoothing)
+    assert torch.allclose(ours, F.cross_entropy(logits, labels, label_smoothing=smoothing), atol=1e-5)
+    one_hot = F.one_hot(labels, classes).float()
+    assert torch.allclose(soft_target_cross_entropy(logits, one_hot, label_smoothing=smoothing), ours, atol=1e-5)
+
+
+def test_losses_reject_malformed_inputs() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="equal shape"):
+        info_nce_loss(torch.randn(3, 4), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce_loss(torch.randn(3, 4), torch.randn(3, 4), temperature=0.0)
+    with pytest.raises(ValueError, match="B >= 2"):
+        uniformity_loss(torch.randn(1, 4))
+    with pytest.raises(ValueError, match="must match"):
+        masked_reconstruction_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.ones(2, 3))

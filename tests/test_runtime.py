@@ -1,0 +1,291 @@
+"""The runtime of the emitted script: flags, smoke overrides, user errors, data order, checkpoints, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from components.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    atomic_torch_save,
+    capture_rng_state,
+    load_checkpoint_file,
+    restore_rng_state,
+)
+from components.metrics import confusion_matrix, format_progress_line, read_metrics
+from components.plots import pca_2d
+from components.recipes.engine import LoopPlan, LoopSettings, TrainLoop, WarmupCosineSchedule, warmup_cosine_lr
+from components.runtime import (
+    NonFiniteLossError,
+    ShardedEpochSampler,
+    Step,
+    UsageError,
+    collate_signals,
+    parse_config,
+    run_pipeline,
+)
+from test_runtime_helpers import (
+    ALL_STEPS,
+    Config,
+    LinearRegressor,
+    RegressionObjective,
+    ToneDataset,
+    make_context,
+    make_pipeline,
+    run_main,
+)
+
+PRETRAIN_ONLY = (ALL_STEPS[0],)
+
+
+# ----------------------------------------------------------------------------- flags
+def test_help_lists_every_flag_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_pipeline(make_pipeline(), Config, ["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    for flag in ("--smoke", "--data-dir", "--download", "--out-dir", "--resume", "--device", "--dtype", "--compile",
+                 "--seed", "--deterministic", "--steps", "--model.img_size", "--pretrain.epochs", "--kfold.max_folds"):
+        assert flag in out, flag
+    assert "--pretrain.epochs EPOCHS int (default: 2)" in out
+    assert "--model.preset PRESET" in out and "one of tiny, base, large" in out
+
+
+def test_flags_are_parsed_to_the_field_types() -> None:
+    config = parse_config(make_pipeline(), Config, [
+        "--model.img_size", "32", "8", "--model.patch_size", "4,8", "--model.embed_dim", "none",
+        "--model.preset", "base", "--pretrain.lr", "0.5", "--pretrain.clip_grad", "None", "--steps", "3",
+        "--deterministic", "--compile", "false", "--data-dir", "/x", "--kfold.max_folds", "3",
+    ])
+    assert config.model.img_size == (32, 8) and config.model.patch_size == (4, 8)
+    assert config.model.embed_dim is None and config.model.preset == "base"
+    assert config.pretrain.lr == 0.5 and config.pretrain.clip_grad is None
+    assert config.run.steps == 3 and config.run.deterministic is True and config.run.compile is False
+    assert config.run.data_dir == "/x" and config.kfold.max_folds == 3
+    assert config.pretrain.epochs == Config().pretrain.epochs  # untouched fields keep their defaults
+
+
+def test_smoke_overrides_sit_between_defaults_and_explicit_flags() -> None:
+    pipeline = make_pipeline()
+    assert parse_config(pipeline, Config, []).pretrain.batch_size == 8
+    assert parse_config(pipeline, Config, []).run.steps is None
+    smoke = parse_config(pipeline, Config, ["--smoke"])
+    assert smoke.pretrain.batch_size == 4 and smoke.run.steps == 2
+    explicit = parse_config(pipeline, Config, ["--pretrain.batch_size", "6", "--smoke", "--steps", "5"])
+    assert explicit.pretrain.batch_size == 6 and explicit.run.steps == 5
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--pretrain.epochs", "abc"], "expected int"),
+        (["--model.preset", "huge"], "expected one of tiny, base, large"),
+        (["--model.img_size", "16"], "expected 2 values"),
+        (["--no-such-flag"], "unrecognized arguments"),
+        (["--dtype", "fp8"], "--dtype must be"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--device", "cuda:0"], "CUDA is not available"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_clear_message(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    if "cuda" in argv[-1] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), *argv], PRETRAIN_ONLY) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_missing_data_root_names_the_fix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = run_main(["--out-dir", str(tmp_path), "--data-dir", str(tmp_path / "absent")], PRETRAIN_ONLY)
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err and "--data-dir" in err and "--download" in err
+    assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- data order
+@settings(deadline=None)
+@given(num_items=st.integers(1, 40), world=st.integers(1, 4), epoch=st.integers(0, 5), shuffle=st.booleans(), drop_last=st.booleans())
+def test_sharded_sampler_deals_one_epoch_evenly(num_items: int, world: int, epoch: int, shuffle: bool, drop_last: bool) -> None:
+    shards = [
+        ShardedEpochSampler(num_items, rank=r, world_size=world, seed=3, epoch=epoch, shuffle=shuffle, drop_last=drop_last).shard()
+        for r in range(world)
+    ]
+    assert len({len(s) for s in shards}) == 1  # every rank takes the same number of steps
+    seen = [i for shard in shards for i in shard]
+    if drop_last and num_items >= world:
+        assert len(set(seen)) == len(seen) == num_items - num_items % world
+    else:
+        assert set(seen) == set(range(num_items))
+    again = ShardedEpochSampler(num_items, rank=0, world_size=world, seed=3, epoch=epoch, shuffle=shuffle, drop_last=drop_last)
+    assert again.shard() == shards[0]  # a pure function of (seed, epoch): what resume relies on
+
+
+@settings(deadline=None)
+@given(num_items=st.integers(1, 30), start=st.integers(0, 30))
+def test_sampler_start_skips_exactly_the_seen_prefix(num_items: int, start: int) -> None:
+    full = list(ShardedEpochSampler(num_items, seed=1, epoch=2))
+    resumed = ShardedEpochSampler(num_items, seed=1, epoch=2, start=start)
+    assert list(resumed) == full[start:] and len(resumed) == len(full[start:])
+
+
+def test_collate_pads_unequal_signals() -> None:
+    signals, labels = collate_signals([(torch.ones(3), 1), (torch.ones(5), 2)])
+    assert signals.shape == (2, 5) and signals[0, 3:].eq(0).all() and labels.tolist() == [1, 2]
+
+
+# ----------------------------------------------------------------------------- schedule
+@settings(deadline=None)
+@given(total=st.integers(1, 500), warmup_share=st.floats(0, 1), base=st.floats(1e-5, 1.0), min_share=st.floats(0, 0.5))
+def test_warmup_cosine_rises_then_decays_to_min(total: int, warmup_share: float, base: float, min_share: float) -> None:
+    warmup = int(total * warmup_share)
+    min_lr = base * min_share
+    rates = [warmup_cosine_lr(s, base_lr=base, min_lr=min_lr, warmup_steps=warmup, total_steps=total) for s in range(total)]
+    assert all(0 < r <= base * (1 + 1e-9) for r in rates[:warmup])
+    assert all(a <= b + 1e-12 for a, b in zip(rates[:warmup], rates[1:warmup]))
+    assert all(a + 1e-12 >= b for a, b in zip(rates[warmup:], rates[warmup + 1 :]))
+    assert all(r >= min_lr - 1e-12 for r in rates[warmup:])
+    assert warmup_cosine_lr(total, base_lr=base, min_lr=min_lr, warmup_steps=warmup, total_steps=total) == pytest.approx(min_lr)
+
+
+def test_loop_plan_caps_steps_and_shrinks_batches_for_small_sets() -> None:
+    plan = LoopPlan.make(30, LoopSettings(epochs=3, batch_size=4, accum_steps=2), world_size=2, max_steps=4)
+    assert (plan.batch_size, plan.steps_per_epoch, plan.total_steps, plan.run_until) == (4, 1, 3, 3)
+    tiny = LoopPlan.make(3, LoopSettings(epochs=2, batch_size=8, accum_steps=4), world_size=1, max_steps=None)
+    assert (tiny.batch_size, tiny.accum_steps, tiny.steps_per_epoch, tiny.total_steps) == (3, 1, 1, 2)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_checkpoints_keep_the_last_k_and_link_last_and_best(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}, keep_last=2)
+    (tmp_path / ".step_00000009.pt.abc.tmp").write_bytes(b"torn")  # what a kill mid-write leaves
+    manager = CheckpointManager(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}, keep_last=2)
+    assert not list(tmp_path.glob(".*.tmp"))
+    for step in range(1, 6):
+        manager.save({"model": {"w": torch.full((2,), float(step))}}, step=step, best=step == 3)
+    assert [p.name for p in manager.step_files()] == ["step_00000004.pt", "step_00000005.pt"]
+    assert manager.load_last()["model"]["w"].tolist() == [5.0, 5.0]
+    assert load_checkpoint_file(manager.best_path)["step"] == 3  # still readable after its step file was pruned
+    manager.clear()
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_checkpoint_of_another_spec_or_model_is_refused(tmp_path: Path) -> None:
+    CheckpointManager(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}).save({"model": {}}, step=1)
+    for other in ({"spec_name": "t"}, {"spec_hash": "g"}, {"model_config": {"a": 2}}):
+        kwargs = {"spec_name": "s", "spec_hash": "h", "model_config": {"a": 1}, **other}
+        with pytest.raises(CheckpointError, match="--out-dir"):
+            CheckpointManager(tmp_path, **kwargs).load_last()
+
+
+class _Payload:
+    def __reduce__(self):  # what a malicious pickle would do
+        return (os.system, ("echo pwned",))
+
+
+def test_loading_is_weights_only_and_rejects_foreign_files(tmp_path: Path) -> None:
+    torch.save({"format": "sigmae-checkpoint/1", "evil": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="only checkpoints written by this script"):
+        load_checkpoint_file(tmp_path / "evil.pt")
+    atomic_torch_save({"weights": torch.zeros(1)}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a checkpoint written by a sigmae script"):
+        load_checkpoint_file(tmp_path / "plain.pt")
+
+
+def test_rng_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    import random
+
+    atomic_torch_save({"rng": capture_rng_state()}, tmp_path / "rng.pt")
+    expected = (torch.rand(3), random.random())
+    restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+def test_resume_with_another_model_config_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1"], PRETRAIN_ONLY) == 0
+    code = run_main(["--smoke", "--out-dir", str(tmp_path), "--resume", "--model.embed_dim", "64"], PRETRAIN_ONLY)
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a run with other settings (model.embed_dim)" in err and "Traceback" not in err
+
+
+def test_resume_of_another_specs_run_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1"], PRETRAIN_ONLY) == 0
+    other = make_pipeline(PRETRAIN_ONLY, name="other_spec")
+    code = run_pipeline(other, Config, ["--smoke", "--out-dir", str(tmp_path), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a run of spec 'tones'" in err
+
+
+# ----------------------------------------------------------------------------- NaN guard
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    torch.manual_seed(0)
+    model = LinearRegressor()
+    objective = RegressionObjective(model, nan_from=4)
+    loop = TrainLoop(
+        ctx, model=model, objective=objective, transform=torch.nn.Identity(), dataset=ToneDataset(num_items=32),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01), settings=LoopSettings(epochs=4, batch_size=4, checkpoint_every=1),
+        lr_at=WarmupCosineSchedule(0.01), manager=ctx.checkpoints(),
+    )
+    loop.plan.run_until = loop.plan.total_steps  # no --steps cap for this check
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        loop.run()
+    saved = load_checkpoint_file(loop.manager.last_path)
+    assert saved["step"] == 3
+    assert all(torch.isfinite(t).all() for t in saved["model"].values())
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step was never applied
+
+
+def test_nan_loss_in_a_pipeline_exits_1_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pipeline = make_pipeline(PRETRAIN_ONLY)
+    pipeline = type(pipeline)(**{**pipeline.__dict__, "smoke": {"data": {"noise": float("nan")}}})
+    assert run_pipeline(pipeline, Config, ["--smoke", "--out-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "the loss became nan at step 1" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- reporting
+def test_metrics_file_keeps_the_last_record_per_step(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    for step, loss in ((1, 3.0), (2, 2.0), (2, 1.5), (3, 1.0)):  # step 2 repeated, as after a resume
+        ctx.metrics.log("toy", step, {"loss": loss})
+    (tmp_path / "metrics.jsonl").open("a").write('{"section": "toy", "st')  # cut short by a kill
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "metrics.jsonl", "toy")] == [(1, 3.0), (2, 1.5), (3, 1.0)]
+
+
+def test_progress_line_and_confusion_matrix_and_pca() -> None:
+    line = format_progress_line("pretrain", 12, 100, {"loss": 0.5, "lr": 1e-4}, 321.0, 3725.0, 1.25)
+    assert line == "[pretrain] step 12/100  loss 0.5000  lr 1.00e-04  321.0 samples/s  ETA 1:02:05  mem 1.2 GB"
+    matrix = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    points = torch.randn(50, 2) * torch.tensor([5.0, 1.0]) @ torch.linalg.qr(torch.randn(2, 2))[0] + 3.0
+    embedded = torch.cat([points, torch.zeros(50, 3)], dim=1)
+    projected = pca_2d(embedded)
+    assert projected.shape == (50, 2) and projected.mean(0).abs().max() < 1e-4
+    assert projected[:, 0].var() > projected[:, 1].var()
+
+
+def test_smoke_run_of_every_recipe_writes_summaries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(["--smoke", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "matplotlib is not installed" in out or (tmp_path / "plots").is_dir()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["steps"]) == {"pretrain", "finetune", "embed", "knn", "probe", "kfold"}
+    assert summary["steps"]["pretrain"]["steps"] == 2 and summary["steps"]["finetune"]["steps"] == 2
+    assert summary["steps"]["kfold"]["folds"] == [1, 2]
+    assert summary["steps"]["knn"]["cache_hit"] and not summary["steps"]["embed"]["cache_hit"]
+    assert (tmp_path / "pretrain" / "last.pt").is_file() and (tmp_path / "finetune" / "best.pt").is_file()
+    assert torch.load(tmp_path / "embed" / "embeddings.pt", weights_only=True)["embeddings"].shape == (32, 32)
+    state = json.loads((tmp_path / "pipeline_state.json").read_text())
+    assert state["completed"]["pretrain"]["state"]["encoder_checkpoint"].endswith("last.pt")
+    # A resumed run of a finished pipeline skips every step.
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--resume"]) == 0
+    assert capsys.readouterr().out.count("already completed") == 6
+
+
+def test_usage_error_class_is_exported() -> None:
+    assert issubclass(UsageError, Exception) and Step("x", lambda ctx: {}).section == "x"
