@@ -237,3 +237,16 @@ def test_encoder_only_import_skips_an_unknown_decoder() -> None:
     report = load_official_checkpoint(target, state, decoder=False)
     assert report.ok, report.describe()
     assert torch.equal(target.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight)
+
+
+def test_fine_tuned_classifier_round_trips_through_the_official_layout() -> None:
+    torch.manual_seed(5)
+    source = AudioMAEClassifier(AudioMAE(**TINY_BASE), num_classes=4).eval()
+    torch.nn.init.normal_(source.head.weight)
+    exported = export_official_state_dict(source)
+    assert detect_layout(exported) == "audiomae_finetuned"
+    assert not any(k.startswith(("norm.", "decoder", "mask_token")) for k in exported)
+    target = AudioMAEClassifier(AudioMAE(**TINY_BASE), num_classes=4).eval()
+    assert load_official_checkpoint(target, exported).ok
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(target(x), source(x))
