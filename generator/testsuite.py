@@ -61,7 +61,8 @@ def bound_components(index, program: InlinedProgram) -> list[Component]:
 
 
 def _test_name(kind: str, component: str, check: str) -> str:
-    slug = "".join(ch if ch.isalnum() else "_" for ch in component.lower()).strip("_") or "component"
+    spelled = component.lower().replace("++", "_pp").replace("+", "_p")
+    slug = "_".join(part for part in "".join(ch if ch.isalnum() else "_" for ch in spelled).split("_") if part) or "component"
     return f"test_{kind}_{slug}_{check.removeprefix('check_')}"
 
 
