@@ -6,15 +6,17 @@ docstring), and the Config/PIPELINE/main cell; executing them defines the same n
 importing the script. Around them: a title with an "Open in Colab" badge, a set-up cell that
 reports the accelerator, a `parameters`-tagged cell (papermill's convention), a run cell and
 a plot cell. Cell ids are derived from positions, so rebuilds are byte-identical.
+
+Cells are plain nbformat v4.5 dictionaries serialised the way `nbformat.writes` does (sorted
+keys, one-space indent, sources split into lines): importing nbformat and validating every
+cell would cost more than the rest of a warm build. The tests run `nbformat.validate`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlparse
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import generator
 from generator.errors import OutputError
@@ -51,13 +53,26 @@ def _render(template: str, **context: Any) -> str:
     return environment().get_template(template).render(**context).strip("\n")
 
 
+def _lines(text: str) -> list[str]:
+    return text.splitlines(keepends=True)
+
+
+def markdown_cell(text: str) -> dict[str, Any]:
+    return {"cell_type": "markdown", "metadata": {}, "source": text}
+
+
+def code_cell(text: str, tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    metadata = {"tags": list(tags)} if tags else {}
+    return {"cell_type": "code", "execution_count": None, "metadata": metadata, "outputs": [], "source": text}
+
+
 def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, repo_url: str = DEFAULT_REPO_URL, build_dir: str = "build") -> str:
-    """The notebook as nbformat v4 JSON text (validated)."""
+    """The notebook as nbformat v4.5 JSON text."""
     can_download = any(param.name == "download" for param in spec.data.params)
     notebook_path = f"{build_dir.strip('/')}/{spec.name}/{spec.name}.ipynb"
     context = {"name": spec.name, "can_download": can_download}
     cells = [
-        new_markdown_cell(
+        markdown_cell(
             _render(
                 "notebook_title.md.j2",
                 description=spec.description.strip() or f"Masked-autoencoder training for `{spec.name}`.",
@@ -67,34 +82,35 @@ def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, repo_url:
                 **context,
             )
         ),
-        new_markdown_cell(_render("notebook_setup.md.j2", **context)),
-        new_code_cell(_render("notebook_setup.py.j2", **context)),
-        new_code_cell(_render("notebook_parameters.py.j2", out_dir=literal_source(f"runs/{spec.name}"), **context), metadata={"tags": ["parameters"]}),
-        new_markdown_cell("## Code\n\nThe imports, then the catalog code of the script, one cell per source module."),
-        new_code_cell("from __future__ import annotations\n\n" + "\n".join(parts.imports)),
+        markdown_cell(_render("notebook_setup.md.j2", **context)),
+        code_cell(_render("notebook_setup.py.j2", **context)),
+        code_cell(_render("notebook_parameters.py.j2", out_dir=literal_source(f"runs/{spec.name}"), **context), tags=("parameters",)),
+        markdown_cell("## Code\n\nThe imports, then the catalog code of the script, one cell per source module."),
+        code_cell("from __future__ import annotations\n\n" + "\n".join(parts.imports)),
     ]
     for chunk in parts.chunks:
-        summary = docstring_summary(chunk.docstring)
-        cells.append(new_markdown_cell(_render("notebook_module.md.j2", path=chunk.path, summary=summary)))
-        cells.append(new_code_cell(chunk.code))
-    cells.append(new_markdown_cell("## Configuration\n\n`Config` holds every setting with the spec's values as defaults; `PIPELINE` names the components and steps."))
-    cells.append(new_code_cell(parts.skeleton))
+        cells.append(markdown_cell(_render("notebook_module.md.j2", path=chunk.path, summary=docstring_summary(chunk.docstring))))
+        cells.append(code_cell(chunk.code))
+    cells.append(markdown_cell("## Configuration\n\n`Config` holds every setting with the spec's values as defaults; `PIPELINE` names the components and steps."))
+    cells.append(code_cell(parts.skeleton))
     steps = [{"section": c.section, "use": c.component.name, "summary": docstring_summary(c.component.doc)} for c in spec.steps]
-    cells.append(new_markdown_cell(_render("notebook_run.md.j2", steps=steps, **context)))
-    cells.append(new_code_cell(_render("notebook_run.py.j2", **context)))
-    cells.append(new_markdown_cell("## Plots and metrics\n\nPNG plots are written when matplotlib is installed; the metrics are JSON lines."))
-    cells.append(new_code_cell(_render("notebook_plots.py.j2", **context)))
+    cells.append(markdown_cell(_render("notebook_run.md.j2", steps=steps, **context)))
+    cells.append(code_cell(_render("notebook_run.py.j2", **context)))
+    cells.append(markdown_cell("## Plots and metrics\n\nPNG plots are written when matplotlib is installed; the metrics are JSON lines."))
+    cells.append(code_cell(_render("notebook_plots.py.j2", **context)))
     for position, cell in enumerate(cells):
         cell["id"] = f"cell-{position:02d}"
-    notebook = new_notebook(
-        cells=cells,
-        metadata={
+        cell["source"] = _lines(cell["source"])
+    notebook = {
+        "cells": cells,
+        "metadata": {
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
             "language_info": {"name": "python"},
             "accelerator": "GPU",
             "colab": {"provenance": [], "gpuType": "T4"},
             "sigmae_gen": {"spec": spec.name, "version": generator.__version__, "sha256": spec_hash},
         },
-    )
-    nbformat.validate(notebook)
-    return nbformat.writes(notebook).rstrip("\n") + "\n"
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    return json.dumps(notebook, sort_keys=True, indent=1, ensure_ascii=False, separators=(",", ": ")) + "\n"
