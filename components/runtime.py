@@ -738,11 +738,12 @@ def _run_steps(
     state_path = out_dir / "pipeline_state.json"
     record = _load_pipeline_state(state_path, pipeline) if options.resume else {"completed": {}}
     # Finished steps are reused on --resume only if what the weights depend on is unchanged.
-    step_sections = {step.section for step in pipeline.steps}
+    # Those are the data, transform and model sections; recipe sections are per step (a notebook
+    # that runs one step per cell passes pipelines with fewer steps, so the step set varies).
     fixed = {
         name: dataclasses.asdict(getattr(config, name))
         for name in config_sections(type(config))
-        if name != "run" and name not in step_sections
+        if name in ("data", "transform", "model")
     }
     fixed["smoke"] = options.smoke
     previous = record.get("fixed_config")

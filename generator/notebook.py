@@ -27,7 +27,7 @@ DEFAULT_REPO_URL = "https://github.com/OWNER/sigmae-gen"
 DEFAULT_BRANCH = "main"
 # Names the notebook defines beyond the script's own (set-up, parameters, run and plot cells).
 NOTEBOOK_ONLY_NAMES = frozenset(
-    {"importlib", "sys", "IN_COLAB", "report_accelerator", "SMOKE", "DOWNLOAD", "OUT_DIR", "EXTRA_ARGS", "ARGV", "exit_code", "Path", "Image", "display", "png", "metrics"}
+    {"importlib", "sys", "IN_COLAB", "report_accelerator", "SMOKE", "DOWNLOAD", "OUT_DIR", "EXTRA_ARGS", "ARGV", "run_steps", "dataclasses", "Path", "Image", "display", "png", "metrics"}
 )
 
 
@@ -95,7 +95,10 @@ def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, repo_url:
     cells.append(code_cell(parts.skeleton))
     steps = [{"section": c.section, "use": c.component.name, "summary": docstring_summary(c.component.doc)} for c in spec.steps]
     cells.append(markdown_cell(_render("notebook_run.md.j2", steps=steps, **context)))
-    cells.append(code_cell(_render("notebook_run.py.j2", **context)))
+    cells.append(code_cell(_render("notebook_run.py.j2", run_pipeline=parts.run_pipeline, **context)))
+    for position, step in enumerate(steps, start=1):
+        cells.append(markdown_cell(f"### Step {position}: `{step['section']}` (recipe `{step['use']}`)"))
+        cells.append(code_cell(f"run_steps({position})"))
     cells.append(markdown_cell("## Plots and metrics\n\nPNG plots are written when matplotlib is installed; the metrics are JSON lines."))
     cells.append(code_cell(_render("notebook_plots.py.j2", **context)))
     for position, cell in enumerate(cells):

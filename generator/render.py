@@ -334,6 +334,7 @@ class ScriptParts:
     imports: tuple[str, ...]
     chunks: tuple[ChunkView, ...]
     skeleton: str  # Config dataclasses, PIPELINE, main() (no `__main__` guard)
+    run_pipeline: str = "run_pipeline"  # emitted name of the runtime's entry point
 
 
 def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> ScriptParts:
@@ -345,6 +346,7 @@ def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_d
         imports=tuple(imports),
         chunks=tuple(chunk_views(program)),
         skeleton=render_skeleton(spec, program, spec_hash=spec_hash, cache_dir=cache_dir).strip("\n"),
+        run_pipeline=emitted_name(program, (RUNTIME_MODULE, "run_pipeline")),
     )
 
 

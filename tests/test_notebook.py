@@ -41,10 +41,12 @@ def test_structure_title_badge_parameters_and_one_cell_per_module(toy_build: Pat
     assert len(tagged) == 1 and "SMOKE = False" in tagged[0].source
     script = (toy_build / "toy.py").read_text()
     modules = [line.removeprefix("# %% ") for line in script.splitlines() if line.startswith("# %% components/")]
-    headings = [cell.source.splitlines()[0] for cell in cells if cell.cell_type == "markdown" and cell.source.startswith("### ")]
+    headings = [cell.source.splitlines()[0] for cell in cells if cell.cell_type == "markdown" and cell.source.startswith("### `")]
     assert headings == [f"### `{path}`" for path in modules]
     assert [cell.id for cell in cells] == [f"cell-{i:02d}" for i in range(len(cells))]
     assert notebook.metadata["kernelspec"]["name"] == "python3"
+    steps = [cell.source for cell in cells if cell.cell_type == "code" and cell.source.startswith("run_steps(")]
+    assert steps == ["run_steps(1)", "run_steps(2)"]  # one run cell per recipe step
 
 
 def script_namespace(build: Path) -> dict[str, object]:
@@ -66,7 +68,7 @@ def notebook_namespace(build: Path, run_cells: bool) -> dict[str, object]:
     flags = __future__.annotations.compiler_flag
     try:
         for cell in read(build).cells:
-            if cell.cell_type != "code" or (not run_cells and ("main(ARGV)" in cell.source or "rglob" in cell.source)):
+            if cell.cell_type != "code" or (not run_cells and (cell.source.startswith("run_steps(") or "rglob" in cell.source)):
                 continue
             exec(compile(cell.source, "<cell>", "exec", flags=flags, dont_inherit=True), module.__dict__)
     finally:
@@ -96,7 +98,8 @@ def test_notebook_executes_headlessly_in_smoke_mode(toy_build: Path, tmp_path: P
             cell.source += f"\nSMOKE = True\nOUT_DIR = {str(out_dir)!r}\nEXTRA_ARGS = ['--steps', '2']\n"
     NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     summary = json.loads((out_dir / "summary.json").read_text())
-    assert summary["pretrain"]["steps"] == 2
+    # One cell per step, each resuming: the second cell continued the first one's checkpoint.
+    assert summary["pretrain"]["resumed_from"] == 2 and summary["evaluate"]["fit_steps"] == 4
     errors = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
     assert errors == []
 
