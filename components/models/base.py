@@ -21,6 +21,16 @@ POOLING_MODES = ("mean", "cls", "max")
 MASK_MODES = ("random", "time", "freq")
 
 
+@torch.compiler.disable
+def _seeded_uniform(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Uniform noise from an explicit generator, on the generator's device.
+
+    Kept out of ``torch.compile`` graphs (dynamo cannot trace generator objects), so a compiled
+    model still accepts ``generator=``; without one, masking stays inside the graph.
+    """
+    return torch.rand(shape, device=generator.device, generator=generator)
+
+
 class MaskingOutput(tuple):
     """``(x_kept [B, K, D], mask [B, N], ids_restore [B, N], ids_keep [B, K])``.
 
@@ -160,17 +170,20 @@ class BaseAutoencoder(nn.Module, ABC):
     ) -> torch.Tensor:
         """Per-token noise whose argsort picks the tokens to keep (lowest noise first).
 
-        ``"time"`` / ``"freq"`` give every token of a time row / frequency column the same noise
-        (plus a small per-token jitter to break ties), so whole rows / columns are masked
-        together, as in AudioMAE's structured masking; the kept count stays exact.
+        ``"time"`` / ``"freq"`` order whole time rows / frequency columns at random, and tokens
+        at random inside a line, so whole lines are masked together (at most one partially),
+        as in AudioMAE's structured masking; the kept count stays exact.
         """
         gt, gf = self.grid_size
-        gen_device = generator.device if generator is not None else device
-        noise = torch.rand(batch, gt, gf, device=gen_device, generator=generator)
+        if generator is None:
+            noise = torch.rand(batch, gt, gf, device=device)
+        else:
+            noise = _seeded_uniform((batch, gt, gf), generator).to(device)
+        # structured: a line's rank (an integer) plus jitter below 1, so lines never interleave
         if self.mask_mode == "time":
-            noise = noise[:, :, :1] + 1e-3 * noise
+            noise = noise[:, :, :1].argsort(dim=1).argsort(dim=1).to(noise.dtype) + 0.5 * noise
         elif self.mask_mode == "freq":
-            noise = noise[:, :1, :] + 1e-3 * noise
+            noise = noise[:, :1, :].argsort(dim=2).argsort(dim=2).to(noise.dtype) + 0.5 * noise
         return noise.reshape(batch, gt * gf).to(device)
 
     def sample_mask(
