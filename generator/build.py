@@ -14,7 +14,7 @@ from typing import Sequence
 
 from generator.ir import InlinedProgram, Resolution
 from generator.notebook import DEFAULT_REPO_URL, render_notebook
-from generator.render import provenance_hash, render_script, script_parts, skeleton_names, spec_roots
+from generator.render import provenance_hash, render_script, script_parts, skeleton_names, spec_reference, spec_roots
 from generator.spec import Spec, load_spec
 from generator.write import Drift, compare_outputs, write_outputs
 
@@ -93,7 +93,8 @@ def render_outputs(compiled: CompiledSpec, *, repo_url: str = DEFAULT_REPO_URL, 
     from generator.cache import default_cache_dir
 
     parts = script_parts(spec, compiled.program, spec_hash=compiled.spec_hash, cache_dir=default_cache_dir(Path(compiled.index.root)))
-    files = {f"{spec.name}.py": render_script(spec, compiled.program, spec_hash=compiled.spec_hash, sources=compiled.sources, parts=parts)}
+    spec_ref = spec_reference(spec, Path(compiled.index.root))
+    files = {f"{spec.name}.py": render_script(spec, compiled.program, spec_hash=compiled.spec_hash, sources=compiled.sources, parts=parts, spec_ref=spec_ref)}
     timings["render_script"] = time.perf_counter() - clock
     if "notebook" in spec.outputs:
         clock = time.perf_counter()

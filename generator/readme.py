@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import generator
 from generator.notebook import DEFAULT_REPO_URL, colab_url
-from generator.render import RUNTIME_MODULE, environment, literal_source
+from generator.render import RUNTIME_MODULE, environment, literal_source, spec_reference
 
 if TYPE_CHECKING:
     from generator.build import CompiledSpec
@@ -58,7 +58,7 @@ def render_readme(compiled: CompiledSpec, files: Mapping[str, str], *, repo_url:
         name=spec.name,
         description=spec.description.strip() or f"Masked-autoencoder training for `{spec.name}`.",
         version=generator.__version__,
-        spec_file=_cell(spec.files[0].display if spec.files else spec.path.name),
+        spec_file=_cell(spec_reference(spec, compiled.index.root)),
         spec_hash=compiled.spec_hash,
         has_notebook=f"{spec.name}.ipynb" in files,
         has_tests=f"test_{spec.name}.py" in files,

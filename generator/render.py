@@ -206,6 +206,20 @@ def spec_roots(spec: Spec) -> tuple[DefinitionKey, ...]:
     return tuple(roots)
 
 
+def spec_reference(spec: Spec, root: Path | None) -> str:
+    """How to name the spec in rebuild hints: relative to the project root when inside it.
+
+    Stable across machines and working directories (never an absolute path), so it can go
+    into emitted files without breaking byte-identical rebuilds.
+    """
+    if root is not None:
+        try:
+            return spec.path.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return spec.files[0].display if spec.files else spec.path.name
+
+
 def emitted_name(program: InlinedProgram, key: DefinitionKey) -> str:
     try:
         return program.names[key]
@@ -350,7 +364,15 @@ def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_d
     )
 
 
-def render_script(spec: Spec, program: InlinedProgram, *, spec_hash: str, sources: Sequence[str] = (), parts: ScriptParts | None = None) -> str:
+def render_script(
+    spec: Spec,
+    program: InlinedProgram,
+    *,
+    spec_hash: str,
+    sources: Sequence[str] = (),
+    parts: ScriptParts | None = None,
+    spec_ref: str | None = None,
+) -> str:
     """The whole emitted script as text (deterministic: same inputs, same bytes)."""
     parts = parts or script_parts(spec, program, spec_hash=spec_hash)
     text = environment().get_template("script.py.j2").render(
@@ -358,6 +380,7 @@ def render_script(spec: Spec, program: InlinedProgram, *, spec_hash: str, source
         version=generator.__version__,
         spec_hash=spec_hash,
         spec_files=[repr(f.display) for f in spec.files],
+        spec_ref=repr(spec_ref or spec_reference(spec, None)),
         overrides=[repr(o) for o in spec.overrides],
         sources=[repr(s) for s in sorted(sources)],
         docstring=parts.docstring,
