@@ -114,14 +114,20 @@ def build(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path, check: boo
 @set_option
 @click.pass_context
 def check(ctx: click.Context, specs: tuple[Path, ...], overrides: tuple[str, ...]) -> int:
-    """Validate each SPEC against the catalog without building."""
+    """Validate each SPEC against the catalog and resolve its code, without building."""
+    from generator.render import spec_roots
+    from generator.resolve import resolve
     from generator.spec import load_spec
 
     index = _index(ctx)
     for spec_path in specs:
         spec = load_spec(spec_path, index, overrides)
+        resolution = resolve(index, spec_roots(spec))
         steps = ", ".join(f"{c.section}={c.component.name}" for c in spec.steps)
-        click.echo(f"ok: {spec_path} ({spec.name}): data={spec.data.component.name} transform={spec.transform.component.name} model={spec.model.component.name} steps: {steps}")
+        click.echo(
+            f"ok: {spec_path} ({spec.name}): data={spec.data.component.name} transform={spec.transform.component.name} "
+            f"model={spec.model.component.name} steps: {steps}; {len(resolution.order)} definitions"
+        )
     return 0
 
 

@@ -183,3 +183,16 @@ def test_fuzzed_yaml_text_raises_only_spec_errors(tmp_path_factory: pytest.TempP
         load_spec(path, index)
     except SpecError as error:
         assert error.file
+
+
+OVERRIDE_TEXT = st.text(alphabet=st.sampled_from(list("model.with.width=recipe0pretain[]{}:,'\"- 12\n#!&*")), max_size=40)
+
+
+@settings(deadline=None)
+@given(overrides=st.lists(OVERRIDE_TEXT, max_size=3))
+def test_fuzzed_set_overrides_raise_only_spec_errors(tmp_path_factory: pytest.TempPathFactory, index, overrides: list[str]) -> None:
+    path = write(tmp_path_factory.mktemp("fuzz"), "spec.yaml", BASE)
+    try:
+        load_spec(path, index, overrides)
+    except SpecError as error:
+        assert error.file
