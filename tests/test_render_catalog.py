@@ -80,3 +80,22 @@ def test_notebook_cells_define_the_script_names(quick_build: Path) -> None:
     script_names = {k for k in vars(script_module) if not k.startswith("__")}
     notebook_names = {k for k in vars(notebook_module) if not k.startswith("__")}
     assert script_names <= notebook_names and notebook_names - script_names <= NOTEBOOK_ONLY_NAMES
+
+
+SHIPPED = sorted((HERE.parent / "specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec_path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_specs_render_clean_tree_shaken_outputs(spec_path: Path) -> None:
+    from generator.build import compile_spec, render_outputs
+
+    compiled = compile_spec(spec_path)
+    files = render_outputs(compiled)
+    name = compiled.spec.name
+    for file_name in (f"{name}.py", f"test_{name}.py"):
+        assert [str(p) for p in lint(files[file_name], file_name)] == [], file_name
+    nbformat.validate(nbformat.reads(files[f"{name}.ipynb"], as_version=4))
+    if compiled.spec.data.component.name.startswith("esc50"):
+        script = files[f"{name}.py"]
+        for iq_name in ("class RadioML", "class SyntheticIQ", "class IQSpectrogram", "class IQPatches"):
+            assert iq_name not in script, iq_name
