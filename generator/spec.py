@@ -488,7 +488,8 @@ def _read_document(path: Path, display: str, chain: tuple[Path, ...], files: lis
 
 def apply_override(root: Node, override: str) -> Node:
     """Apply one `--set key.path=value` (value typed by YAML rules) to the document tree."""
-    file = f"<--set {override}>"
+    shown = override if isinstance(override, str) and override.isprintable() else repr(override)
+    file = f"<--set {shown}>"  # one line, whatever the argument holds
     start = Location(file, 1, 1)
     if not isinstance(override, str) or "=" not in override:
         raise start.error("--set needs KEY=VALUE, e.g. --set model.with.embed_dim=384")
@@ -498,7 +499,6 @@ def apply_override(root: Node, override: str) -> Node:
         raise start.error(f"--set key path {path_text!r} is empty or has an empty part; write it like model.with.embed_dim")
     value_column = len(path_text) + 1
     if "\n" in value_text or "\r" in value_text:
-        parsed = None
         raise Location(file, 1, value_column + 1).error("--set values must be one line; use a spec file for longer values")
     parsed = parse_yaml(value_text, file, column_offset=value_column) if value_text.strip() else Node("", Location(file, 1, value_column + 1))
     if parsed is None:
