@@ -195,3 +195,14 @@ def test_nothing_but_the_cache_is_written_to_the_data_folder(tmp_path: Path) -> 
         ds[i]
     added = {p for p in root.rglob("*")} - before
     assert added and all(".sigmae-cache" in p.parts for p in added)
+
+
+def test_literal_defaults_match_the_named_constants() -> None:
+    import inspect
+
+    from components.data.esc50 import ESC50_URL
+    from components.transforms.kaldi import ESC50_FBANK_MEAN, ESC50_FBANK_STD, KaldiFbank
+
+    assert inspect.signature(ESC50).parameters["url"].default == ESC50_URL
+    params = inspect.signature(KaldiFbank).parameters
+    assert (params["mean"].default, params["std"].default) == (ESC50_FBANK_MEAN, ESC50_FBANK_STD)
