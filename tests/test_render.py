@@ -163,3 +163,17 @@ def test_render_outputs_lists_every_output(index) -> None:
     assert set(files) == {"toy.py", "toy.ipynb", "test_toy.py", "README.md"}
     readme = files["README.md"]
     assert "--model.width" in readme and "`3`" in readme and "torchrun --nproc_per_node" in readme and "--smoke" in readme
+
+
+def test_builds_in_fresh_processes_with_different_hash_seeds_are_identical(tmp_path: Path) -> None:
+    import os
+
+    outputs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"seed{seed}"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        command = [sys.executable, "-m", "generator.cli", "--catalog", str(CATALOG), "build", str(TOY), "-o", str(out)]
+        done = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append({p.name: p.read_bytes() for p in (out / "toy").iterdir()})
+    assert outputs[0] == outputs[1]
