@@ -19,8 +19,6 @@ import generator
 from generator.errors import SigmaeError
 from generator.notebook import DEFAULT_REPO_URL
 
-SCAFFOLD_KINDS = {"model": "models", "data": "data", "transform": "transforms", "recipe": "recipes"}
-
 
 class UserError(click.ClickException):
     exit_code = 2

@@ -27,7 +27,6 @@ import yaml
 from generator.errors import SpecError
 from generator.ir import Component, Param
 
-COMPONENT_SECTIONS: dict[str, str] = {"data": "data", "transform": "transform", "model": "model"}
 TOP_LEVEL_KEYS = ("name", "description", "extends", "data", "transform", "model", "recipe", "smoke", "outputs")
 OUTPUT_KINDS = ("script", "notebook", "tests")
 # Section names taken by the emitted Config (run options) or by the spec's own layout.
@@ -247,9 +246,6 @@ def _is_identifier(name: Any) -> bool:
 
 class _Mismatch(Exception):
     pass
-
-
-_SCALARS = {"int", "float", "bool", "str"}
 
 
 def _annotation_tree(annotation: str) -> ast.expr | None:
