@@ -149,3 +149,18 @@ def test_random_roll_really_rolls_each_item(length: int, seed: int) -> None:
     features = torch.arange(30.0).view(1, 1, 10, 3).repeat(4, 2, 1, 1)
     rolled = random_roll(features, dim=2, max_shift=2, generator=torch.Generator().manual_seed(seed))
     assert all(any(torch.equal(r, torch.roll(features[0], s, dims=1)) for s in range(-2, 3)) for r in rolled)
+
+
+@given(
+    length=st.integers(1, 3000),
+    rates=st.sampled_from([(8000, 16000), (16000, 8000), (44100, 16000), (16000, 44100), (22050, 48000), (48000, 32000)]),
+)
+@settings(deadline=None)
+def test_resample_length_and_dc_gain(length: int, rates: tuple[int, int]) -> None:
+    orig, new = rates
+    out = resample(torch.ones(2, length, dtype=torch.float64), orig, new)
+    assert out.shape == (2, math.ceil(length * new / orig))
+    assert torch.isfinite(out).all()
+    margin = 64 * max(1, new // orig)  # the filter's reach into the zero padding
+    if out.shape[1] > 2 * margin:
+        torch.testing.assert_close(out[:, margin:-margin], torch.ones_like(out[:, margin:-margin]), atol=2e-2, rtol=0)
