@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.data.base import Record, SignalDataset
+from components.data.radioml import RADIOML2018_CLASSES
 from components.registry import fixture_registry
 
 DataFactory = Callable[..., SignalDataset]
@@ -198,8 +199,6 @@ def radioml2016_fixture(workdir: Path) -> dict[str, Any]:
 def radioml2018_fixture(workdir: Path) -> dict[str, Any]:
     import h5py  # optional: the toolkit's tests skip this fixture where h5py is absent
     import numpy
-
-    from components.data.radioml import RADIOML2018_CLASSES
 
     per_group, snrs, length = 2, (-10, 10), 64
     n = len(RADIOML2018_CLASSES) * len(snrs) * per_group
