@@ -58,6 +58,33 @@ def _with_imports(text: str, needed: dict[str, str]) -> str:
     return "".join(lines[:insert_at]) + block + "".join(lines[insert_at:])
 
 
+def _add_to_package(init_text: str, module: str, name: str) -> str:
+    """A package `__init__.py` that also imports `name` from `module` (and lists it in `__all__`).
+
+    The catalog's packages import their modules explicitly, so the run-time registry (and the
+    toolkit's contract tests over it) only see a component its package imports.
+    """
+    tree = ast.parse(init_text)
+    lines = init_text.splitlines(keepends=True)
+    statement = f"from {module} import {name}\n"
+    if statement in lines:
+        return init_text
+    all_node = next(
+        (n for n in tree.body if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)),
+        None,
+    )
+    if isinstance(all_node, ast.Assign) and isinstance(all_node.value, (ast.List, ast.Tuple)):
+        names = [e.value for e in all_node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        names = sorted({*names, name})
+        one_line = "__all__ = [" + ", ".join(f'"{n}"' for n in names) + "]\n"
+        block = one_line if len(one_line) <= 100 else "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]\n"
+        lines[all_node.lineno - 1 : all_node.end_lineno] = [block]
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    at = imports[-1].end_lineno if imports else 0
+    lines.insert(at, statement)
+    return "".join(lines)
+
+
 def scaffold(root: Path, kind: str, name: str) -> list[Path]:
     """Write the new module and the fixture stub under `root/components/`; returns the paths."""
     if kind not in KIND_FOLDERS:
@@ -106,7 +133,12 @@ def scaffold(root: Path, kind: str, name: str) -> list[Path]:
             "fixture_registry": "from components.registry import fixture_registry",
         },
     ).rstrip("\n") + "\n" + fixture_text.rstrip("\n") + "\n"
-    for text, path in ((module_text, relative), (contracts_text, contracts_relative)):
+    init_relative = relative.parent / "__init__.py"
+    init = root / init_relative
+    exported = context["function_name"] if kind == "recipe" else context["class_name"]
+    dotted = ".".join(relative.with_suffix("").parts)
+    init_text = _add_to_package(init.read_text(encoding="utf-8") if init.exists() else "", dotted, exported)
+    for text, path in ((module_text, relative), (contracts_text, contracts_relative), (init_text, init_relative)):
         try:
             ast.parse(text)
         except SyntaxError as exc:  # pragma: no cover - templates are tested
@@ -114,4 +146,5 @@ def scaffold(root: Path, kind: str, name: str) -> list[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(module_text, encoding="utf-8")
     contracts.write_text(contracts_text, encoding="utf-8")
-    return [target, contracts]
+    init.write_text(init_text, encoding="utf-8")
+    return [target, contracts, init]

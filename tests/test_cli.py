@@ -95,6 +95,8 @@ def test_new_scaffolds_a_registered_module_with_a_failing_fixture(tmp_path: Path
     component = index.components[("model", "my_net")]
     assert component.qualname == "MyNet" and {p.name for p in component.params} >= {"img_size", "embed_dim"}
     assert ("fixture", "model/my_net") in index.components
+    package_init = (catalog / "components" / "models" / "__init__.py").read_text()
+    assert "from components.models.my_net import MyNet\n" in package_init  # the run-time registry sees it
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "from components.contracts.model import my_net_fixture;"
