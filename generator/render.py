@@ -25,7 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import jinja2
 
 import generator
-from generator.ir import DefinitionKey, InlinedProgram
+from generator.errors import SigmaeError
+from generator.ir import DefinitionKey, InlinedProgram, Param
 from generator.spec import Choice, Spec, section_class_name
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -175,14 +176,38 @@ def annotation_names(annotation: str) -> set[str]:
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
 
 
-def section_spec(choice: Choice) -> SectionSpec:
+def field_annotation(choice: Choice, param: Param, program: InlinedProgram | None = None) -> str:
+    """A schema parameter's annotation as the script spells it.
+
+    Usually the signature's text; a catalog name in it (a `Literal` alias, say) is respelled
+    with its emitted name when the inliner had to rename it.
+    """
+    text = normalise_annotation(param.annotation)
+    if program is None:
+        return text
+    tree = ast.parse(text, mode="eval")
+    by_name: dict[str, list[str]] = {}
+    for (module, name), emitted in program.names.items():
+        by_name.setdefault(name, []).append(emitted)
+    changed = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            emitted = program.names.get((choice.component.module, node.id))
+            if emitted is None and len(set(by_name.get(node.id, []))) == 1:
+                emitted = by_name[node.id][0]
+            if emitted is not None and emitted != node.id:
+                node.id, changed = emitted, True
+    return ast.unparse(tree) if changed else text
+
+
+def section_spec(choice: Choice, program: InlinedProgram | None = None) -> SectionSpec:
     fields = []
     for param in choice.params:
         value = choice.values[param.name]
         default = literal_source(value)
         if is_mutable(value):
             default = f"field(default_factory=lambda: {default})"
-        fields.append(FieldSpec(param.name, normalise_annotation(param.annotation), default))
+        fields.append(FieldSpec(param.name, field_annotation(choice, param, program), default))
     component = choice.component
     doc = f"`{choice.section}` section: {component.kind} {component.name!r} v{component.version}; each field is a `--{choice.section}.<field>` flag."
     return SectionSpec(choice.section, section_class_name(choice.section), docstring_source(doc), tuple(fields))
@@ -310,7 +335,7 @@ def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str, cach
     source = environment().get_template("config.py.j2").render(
         spec=spec,
         spec_file=spec.files[0].display if spec.files else spec.path.name,
-        sections=[section_spec(choice) for choice in spec.sections],
+        sections=[section_spec(choice, program) for choice in spec.sections],
         rt=names,
         name_literal=literal_source(spec.name),
         hash_literal=literal_source(spec_hash),
@@ -329,14 +354,26 @@ def skeleton_imports(spec: Spec, program: InlinedProgram) -> list[str]:
     lines = ["from dataclasses import dataclass, field"]
     defined = set(program.names.values()) | bound_names(program.imports)
     needed: set[str] = set()
+    where: dict[str, Param] = {}
+    owner: dict[str, Choice] = {}
     for choice in spec.sections:
         for param in choice.params:
-            needed |= annotation_names(normalise_annotation(param.annotation))
+            for name in annotation_names(field_annotation(choice, param, program)):
+                needed.add(name)
+                where.setdefault(name, param)
+                owner.setdefault(name, choice)
     for name in sorted(needed - defined - set(dir(builtins))):
         if name in TYPING_NAMES:
             lines.append(f"from typing import {name}")
         else:
-            raise RenderError(f"annotation name {name!r} of a schema parameter is neither a builtin, typing, nor emitted code")
+            component, param = owner[name].component, where[name]
+            raise SigmaeError(
+                f"annotation of {component.qualname}({param.name}: {param.annotation}) names {name!r}, which the script "
+                "cannot define; use the schema types of components/README.md §1 (int, float, bool, str, tuple, list, Literal, Optional)",
+                str(component.path),
+                param.lineno,
+                1,
+            )
     return lines
 
 

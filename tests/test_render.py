@@ -177,3 +177,16 @@ def test_builds_in_fresh_processes_with_different_hash_seeds_are_identical(tmp_p
         assert done.returncode == 0, done.stderr
         outputs.append({p.name: p.read_bytes() for p in (out / "toy").iterdir()})
     assert outputs[0] == outputs[1]
+
+
+def test_annotation_names_follow_the_inliners_renames() -> None:
+    from generator.ir import Component, InlinedProgram, Param
+    from generator.render import field_annotation
+    from generator.spec import Choice, Location
+
+    param = Param("mode", "Mode | None", "None", 3)
+    component = Component("model", "m", "1.0", "components.models.m", "M", Path("components/models/m.py"), 1, (param,))
+    choice = Choice("model", component, {"mode": None}, frozenset(), Location("s.yaml", 1, 1))
+    program = InlinedProgram((), (), {("components.models.m", "Mode"): "Mode_m", ("components.models.m", "M"): "M"})
+    assert field_annotation(choice, param, program) == "Mode_m | None"
+    assert field_annotation(choice, param, InlinedProgram((), (), {("components.models.m", "Mode"): "Mode"})) == "Mode | None"
