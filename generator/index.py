@@ -19,19 +19,21 @@ import builtins
 import copy
 import difflib
 import hashlib
+import os
+import pickle
 import sys
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, NamedTuple
 
 from generator.cache import content_key, default_cache_dir, load_pickle, store_pickle
 from generator.ir import REGISTRY_KINDS, Component, Definition, DefinitionKey, Param
 
 # The analysis depends on this file's rules: its own hash keys the cache, so an edited
 # index never reuses records written by an older one.
-ANALYSIS_VERSION = content_key(
-    Path(__file__).read_bytes(), (Path(__file__).parent / "ir.py").read_bytes()
-)[:16]
+ANALYSIS_VERSION = content_key(Path(__file__).read_bytes(), (Path(__file__).parent / "ir.py").read_bytes())[:16]
 BUILTIN_NAMES: frozenset[str] = frozenset(dir(builtins))
 
 
@@ -40,10 +42,11 @@ class CatalogError(Exception):
 
 
 # --------------------------------------------------------------------------- records
+# The small, numerous records are NamedTuples: a warm build unpickles thousands of them,
+# and tuples load several times faster than dataclass instances.
 
 
-@dataclass(frozen=True)
-class NameUse:
+class NameUse(NamedTuple):
     """A module-level name read by a top-level statement (first occurrence)."""
 
     name: str
@@ -52,8 +55,7 @@ class NameUse:
     bare: bool = True  # read as a value somewhere, not only as the base of `name.attr`
 
 
-@dataclass(frozen=True)
-class AttrUse:
+class AttrUse(NamedTuple):
     """``base.attr`` where ``base`` is a module-level name (needed for ``import m`` + ``m.y``)."""
 
     base: str
@@ -62,8 +64,7 @@ class AttrUse:
     eager: bool
 
 
-@dataclass(frozen=True)
-class ImportBinding:
+class ImportBinding(NamedTuple):
     """One name bound by a module-level import statement."""
 
     local: str  # the name bound in the importing module
@@ -91,8 +92,7 @@ class ImportBinding:
         return f"import {self.module}" + (f" as {local}" if local != self.module else "")
 
 
-@dataclass(frozen=True)
-class Registration:
+class Registration(NamedTuple):
     """``@<kind>_registry.register("name", version="1.0")`` read from a decorator."""
 
     registry: str  # "model_registry"
@@ -302,8 +302,10 @@ class _UsesCollector:
                 target = module if module is not None else alias.name
                 if alias.name == "*":
                     raise CatalogError(f"{self.path}:{self._line(node)}: `import *` is not supported; import names")
-                if scope.kind != "module" and target and (
-                    target == self.package or target.startswith(self.package + ".")
+                if (
+                    scope.kind != "module"
+                    and target
+                    and (target == self.package or target.startswith(self.package + "."))
                 ):
                     if module is None or node.level:
                         raise CatalogError(
@@ -506,7 +508,9 @@ class _Source:
 def _literal(node: ast.expr, what: str, where: str) -> str:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
-    raise CatalogError(f"{where}: the registry decorator's {what} must be a string literal (the generator reads it statically)")
+    raise CatalogError(
+        f"{where}: the registry decorator's {what} must be a string literal (the generator reads it statically)"
+    )
 
 
 def _registration(deco: ast.expr, where_path: str) -> Registration | None:
@@ -774,107 +778,271 @@ def _check_unique(statements: list[TopLevel], imports: list[ImportBinding], path
 # --------------------------------------------------------------------------- the index
 
 
-def module_name_for(relative: Path) -> str:
+def module_name_for(relative: str | Path) -> str:
     """components/models/__init__.py -> components.models; components/losses.py -> components.losses."""
-    parts = list(relative.with_suffix("").parts)
+    parts = str(relative)[: -len(".py")].replace(os.sep, "/").split("/")
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _catalog_files(root: Path, package: str) -> list[Path]:
+def _catalog_files(root: Path, package: str) -> list[str]:
+    """Posix paths, relative to ``root``, of the package's modules, sorted (os.walk: ~5x rglob)."""
     base = root / package
     if not (base / "__init__.py").is_file():
         raise CatalogError(f"{base}: not a catalog package (no __init__.py); pass the folder that contains it")
     files = []
-    for path in base.rglob("*.py"):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts[:-1]):
-            continue
-        if all(part.isidentifier() for part in relative.with_suffix("").parts):
-            files.append(relative)
-    return sorted(files, key=lambda p: p.as_posix())
+    for folder, dirs, names in os.walk(base):
+        dirs[:] = [d for d in dirs if d.isidentifier() and d != "__pycache__"]  # importable packages only
+        prefix = os.path.relpath(folder, root).replace(os.sep, "/")
+        for name in names:
+            if name.endswith(".py") and name[:-3].isidentifier():
+                files.append(f"{prefix}/{name}")
+    return sorted(files)
+
+
+class ComponentEntry(NamedTuple):
+    """What the index needs eagerly about one registration (the rest loads on demand)."""
+
+    registration: Registration
+    qualname: str
+    lineno: int
+    params: tuple[Param, ...] | None  # None: inherited, looked up through the bases
+    doc: str
+
+
+class ModuleSummary(NamedTuple):
+    """The part of a module's analysis every build needs, kept small so it loads fast."""
+
+    module: str
+    path: str
+    sha256: str
+    docstring: str | None
+    lines: int
+    components: tuple[ComponentEntry, ...]
+
+
+def _summary(analysis: ModuleAnalysis) -> ModuleSummary:
+    entries = tuple(
+        ComponentEntry(reg, statement.names[0], statement.lineno, statement.params, statement.doc)
+        for statement in analysis.statements
+        for reg in statement.registrations
+    )
+    return ModuleSummary(analysis.module, analysis.path, analysis.sha256, analysis.docstring, analysis.lines, entries)
+
+
+class _ModuleFacts:
+    """Per-module analyses, unpickled the first time anything asks about that module.
+
+    A warm build touches a few dozen modules; a catalog may hold hundreds. Keeping the
+    others as pickled bytes is what keeps warm builds flat as the catalog grows.
+    """
+
+    def __init__(self, order: list[str], pending: dict[str, bytes | ModuleAnalysis]) -> None:
+        self.order = order
+        self.pending = pending
+        self.loaded: dict[str, tuple[ModuleAnalysis, dict, dict, dict]] = {}
+
+    def get(self, module: str) -> tuple[ModuleAnalysis, dict, dict, dict] | None:
+        found = self.loaded.get(module)
+        if found is None:
+            item = self.pending.pop(module, None)
+            if item is None:
+                return None
+            analysis = pickle.loads(item) if isinstance(item, bytes) else item
+            found = self.loaded[module] = _module_maps(analysis)
+        return found
+
+
+def _module_maps(analysis: ModuleAnalysis) -> tuple[ModuleAnalysis, dict, dict, dict]:
+    name = analysis.module
+    definitions: dict[DefinitionKey, Definition] = {}
+    statements: dict[DefinitionKey, TopLevel] = {}
+    imports: dict[DefinitionKey, ImportBinding] = {}
+    bound = {b.local for b in analysis.imports} | {n for s in analysis.statements for n in s.names}
+    for binding in analysis.imports:
+        imports[(name, binding.local)] = binding
+        definitions[(name, binding.local)] = Definition(name, binding.local, "import", binding.lineno, frozenset())
+    for statement in analysis.statements:
+        uses = frozenset(u.name for u in statement.uses if u.name in bound)
+        for bound_name in statement.names:
+            statements[(name, bound_name)] = statement
+            definitions[(name, bound_name)] = Definition(name, bound_name, statement.kind, statement.lineno, uses)
+    return analysis, definitions, statements, imports
+
+
+_MISSING = object()
+
+
+class _LazyView(Mapping):
+    """A read-only mapping over one kind of per-module fact, loading modules on demand.
+
+    Keys are module names (``slot`` 0) or ``(module, name)`` pairs; iteration follows the
+    catalog's file order, whatever was loaded first, so output stays deterministic.
+    """
+
+    def __init__(self, facts: _ModuleFacts, slot: int) -> None:
+        self._facts = facts
+        self._slot = slot
+
+    def __getitem__(self, key):
+        module = key if self._slot == 0 else key[0]
+        found = self._facts.loaded.get(module) or self._facts.get(module)
+        if found is None:
+            raise KeyError(key)
+        if self._slot == 0:
+            return found[0]
+        return found[self._slot][key]
+
+    def get(self, key, default=None):
+        # Mapping.get goes through __getitem__ and an exception on every miss: too slow for
+        # the resolver, which asks tens of thousands of times per build.
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def __iter__(self):
+        for module in self._facts.order:
+            found = self._facts.get(module)
+            if found is None:
+                continue
+            if self._slot == 0:
+                yield module
+            else:
+                yield from found[self._slot]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"<lazy catalog view of {len(self._facts.order)} modules>"
+
+
+# A file whose stat (size, mtime, ctime, inode) matches the snapshot's record is not read
+# again, as git's index does. Only records older than this margin are trusted, so a write
+# within the file system's timestamp granularity is still caught by hashing ("racy" files).
+_RACY_MARGIN_NS = 2_000_000_000
+
+
+def _stat_signature(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def build_index(root: Path, package: str = "components", *, cache_dir: Path | None = None) -> CatalogIndex:
     """Index every module of ``root/package`` without importing it.
 
     Per-file analyses are cached by content hash under ``cache_dir`` (default
-    ``<root>/.sigmae-cache``); a warm call reads and hashes the files and parses none.
+    ``<root>/.sigmae-cache``): a warm call parses nothing, re-hashes only files whose stat
+    changed, and unpickles only the modules a later stage asks about.
     """
     root = Path(root).resolve()
     cache_dir = default_cache_dir(root) if cache_dir is None else Path(cache_dir)
     snapshot_path = cache_dir / f"index-{package}-v{ANALYSIS_VERSION}.pkl"
     snapshot = load_pickle(snapshot_path)
-    cached: dict[str, ModuleAnalysis] = snapshot if isinstance(snapshot, dict) else {}
-    fresh: dict[str, ModuleAnalysis] = {}
-    analyses: dict[str, ModuleAnalysis] = {}
+    if not (isinstance(snapshot, dict) and snapshot.keys() == {"entries", "stats", "written_ns"}):
+        snapshot = {"entries": {}, "stats": {}, "written_ns": 0}
+    cached: dict[str, tuple[ModuleSummary, bytes]] = snapshot["entries"]
+    trusted_before = snapshot["written_ns"] - _RACY_MARGIN_NS
+    fresh: dict[str, tuple[ModuleSummary, bytes]] = {}
+    stats: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+    summaries: list[ModuleSummary] = []
+    pending: dict[str, bytes | ModuleAnalysis] = {}
+    python = sys.version.split()[0]
+    refresh = False
     for relative in _catalog_files(root, package):
-        data = (root / relative).read_bytes()
+        full = os.path.join(root, relative)
         module = module_name_for(relative)
-        key = content_key(ANALYSIS_VERSION, sys.version.split()[0], module, relative.as_posix(), data)
-        analysis = cached.get(key)
-        if not isinstance(analysis, ModuleAnalysis):
+        signature = _stat_signature(full)
+        recorded = snapshot["stats"].get(relative)
+        data = None
+        if recorded is not None and recorded[0] == signature and signature[2] < trusted_before:
+            key = recorded[1]
+        else:
+            # Racy but unchanged: a fresh snapshot will trust it next time.
+            refresh = refresh or (recorded is not None and recorded[0] == signature)
+            with open(full, "rb") as handle:
+                data = handle.read()
+            key = content_key(ANALYSIS_VERSION, python, module, relative, data)
+        entry = cached.get(key)
+        if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], ModuleSummary):
+            summary, blob = entry
+            pending[module] = blob
+        else:
+            if data is None:
+                with open(full, "rb") as handle:
+                    data = handle.read()
+                key = content_key(ANALYSIS_VERSION, python, module, relative, data)
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise CatalogError(f"{relative.as_posix()}: not UTF-8 ({exc.reason}); save it as UTF-8") from None
-            analysis = analyze_module(text, module, relative.as_posix(), package)
-        fresh[key] = analysis
-        analyses[module] = analysis
-    if fresh.keys() != cached.keys():
-        store_pickle(snapshot_path, fresh)  # only this catalog's current files: no unbounded growth
+                raise CatalogError(f"{relative}: not UTF-8 ({exc.reason}); save it as UTF-8") from None
+            analysis = analyze_module(text, module, relative, package)
+            summary = _summary(analysis)
+            pending[module] = analysis
+            entry = (summary, pickle.dumps(analysis, protocol=pickle.HIGHEST_PROTOCOL))
+        fresh[key] = entry
+        stats[relative] = (signature, key)
+        summaries.append(summary)
+    if refresh or fresh.keys() != cached.keys() or stats != snapshot["stats"]:
+        # Only this catalog's current files are kept: the snapshot never grows without bound.
+        store_pickle(snapshot_path, {"entries": fresh, "stats": stats, "written_ns": time.time_ns()})
         for stale in cache_dir.glob(f"index-{package}-v*.pkl"):
             if stale != snapshot_path:  # written by an older generator: never read again
                 stale.unlink(missing_ok=True)
-    return _assemble(root, package, analyses)
+    return _assemble(root, package, summaries, pending)
 
 
-def _assemble(root: Path, package: str, analyses: dict[str, ModuleAnalysis]) -> CatalogIndex:
+def _assemble(
+    root: Path, package: str, summaries: list[ModuleSummary], pending: dict[str, bytes | ModuleAnalysis]
+) -> CatalogIndex:
     modules: dict[str, ModuleInfo] = {}
-    definitions: dict[DefinitionKey, Definition] = {}
-    statements: dict[DefinitionKey, TopLevel] = {}
-    imports: dict[DefinitionKey, ImportBinding] = {}
-    for name, analysis in analyses.items():
-        path = Path(analysis.path)
-        modules[name] = ModuleInfo(
-            name, path, analysis.docstring, analysis.sha256, path.name == "__init__.py", analysis.lines
+    for summary in summaries:
+        path = Path(summary.path)
+        modules[summary.module] = ModuleInfo(
+            summary.module, path, summary.docstring, summary.sha256, path.name == "__init__.py", summary.lines
         )
-        bound = {b.local for b in analysis.imports} | {n for s in analysis.statements for n in s.names}
-        for binding in analysis.imports:
-            imports[(name, binding.local)] = binding
-            definitions[(name, binding.local)] = Definition(name, binding.local, "import", binding.lineno, frozenset())
-        for statement in analysis.statements:
-            uses = frozenset(u.name for u in statement.uses if u.name in bound)
-            for bound_name in statement.names:
-                statements[(name, bound_name)] = statement
-                definitions[(name, bound_name)] = Definition(name, bound_name, statement.kind, statement.lineno, uses)
-    index = CatalogIndex(root, package, modules, definitions, {}, analyses, statements, imports)
+    facts = _ModuleFacts([s.module for s in summaries], pending)
+    index = CatalogIndex(
+        root,
+        package,
+        modules,
+        _LazyView(facts, 1),  # type: ignore[arg-type]
+        {},
+        _LazyView(facts, 0),  # type: ignore[arg-type]
+        _LazyView(facts, 2),  # type: ignore[arg-type]
+        _LazyView(facts, 3),  # type: ignore[arg-type]
+    )
     components: dict[tuple[str, str], Component] = {}
-    for name, analysis in analyses.items():
-        for statement in analysis.statements:
-            for reg in statement.registrations:
-                where = f"{analysis.path}:{reg.lineno}"
-                previous = components.get((reg.kind, reg.name))
-                if previous is not None:
-                    raise CatalogError(
-                        f"{where}: {reg.kind} {reg.name!r} is already registered by {previous.qualname} "
-                        f"({previous.path.as_posix()}:{previous.lineno}); choose another name"
-                    )
-                params = statement.params
-                if params is None:
-                    params = _inherited_params(index, name, statement, set())
-                components[(reg.kind, reg.name)] = Component(
-                    kind=reg.kind,
-                    name=reg.name,
-                    version=reg.version,
-                    module=name,
-                    qualname=statement.names[0],
-                    path=Path(analysis.path),
-                    lineno=statement.lineno,
-                    params=params or (),
-                    doc=statement.doc,
+    for summary in summaries:
+        for entry in summary.components:
+            reg = entry.registration
+            where = f"{summary.path}:{reg.lineno}"
+            previous = components.get((reg.kind, reg.name))
+            if previous is not None:
+                raise CatalogError(
+                    f"{where}: {reg.kind} {reg.name!r} is already registered by {previous.qualname} "
+                    f"({previous.path.as_posix()}:{previous.lineno}); choose another name"
                 )
+            params = entry.params
+            if params is None:
+                statement = index.statements[(summary.module, entry.qualname)]
+                params = _inherited_params(index, summary.module, statement, set())
+            components[(reg.kind, reg.name)] = Component(
+                kind=reg.kind,
+                name=reg.name,
+                version=reg.version,
+                module=summary.module,
+                qualname=entry.qualname,
+                path=modules[summary.module].path,
+                lineno=entry.lineno,
+                params=params or (),
+                doc=entry.doc,
+            )
     index.components.update(dict(sorted(components.items())))
     return index
 
@@ -904,22 +1072,25 @@ def resolve_name(
         return "unbound", None, key
     if not index.is_catalog_module(binding.module):
         return "external", binding, key
-    where = index.location(module, binding.lineno)
     if binding.attr is None:
         if not binding.aliased:
             raise CatalogError(
-                f"{where}: `import {binding.module}` binds the package name; "
+                f"{index.location(module, binding.lineno)}: `import {binding.module}` binds the package name; "
                 f"write `from {binding.module} import <Name>` (components/README.md §1)"
             )
         if binding.module not in index.modules:
-            raise CatalogError(f"{where}: no catalog module {binding.module!r}; fix the import")
+            raise CatalogError(
+                f"{index.location(module, binding.lineno)}: no catalog module {binding.module!r}; fix the import"
+            )
         return "module", binding.module, key
     if binding.module not in index.modules:
-        raise CatalogError(f"{where}: no catalog module {binding.module!r}; fix the import")
+        raise CatalogError(
+            f"{index.location(module, binding.lineno)}: no catalog module {binding.module!r}; fix the import"
+        )
     kind, target, final = resolve_name(index, binding.module, binding.attr, _seen=_seen | {key})
     if kind == "unbound":
         raise CatalogError(
-            f"{where}: `from {binding.module} import {binding.attr}`: "
+            f"{index.location(module, binding.lineno)}: `from {binding.module} import {binding.attr}`: "
             f"{index.modules[binding.module].path.as_posix()} defines no {binding.attr!r}"
         )
     return kind, target, final

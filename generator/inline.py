@@ -4,7 +4,7 @@ Definitions are emitted in the resolver's order, grouped by source module, with 
 comments and docstrings. Catalog imports disappear (the code they name is right there),
 registry decorators are dropped, stdlib/torch imports are merged into one sorted block of
 only what the emitted code uses, and names that would collide in the single namespace are
-renamed with every reference rewritten (libcst, scope-aware).
+renamed with every reference rewritten (libcst, scope-aware: generator/rename.py).
 
 Most definitions need no rewriting: their text goes straight to black, and the black
 output is cached by content hash, so a warm build neither parses nor formats catalog code.
@@ -17,9 +17,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import libcst as cst
-import libcst.helpers
-from libcst.metadata import BuiltinScope, GlobalScope, MetadataWrapper, ScopeProvider
 
 from generator.cache import TextCache, content_key, default_cache_dir
 from generator.formatting import format_code
@@ -29,9 +26,10 @@ from generator.resolve import dependencies, resolve
 
 # Cached output depends on this file's rules: its own hash is part of every cache key, so
 # an edited inliner never reuses text produced by an older one.
-INLINE_VERSION = content_key(*(Path(__file__).with_name(f).read_bytes() for f in ("inline.py", "resolve.py", "index.py")))
+INLINE_VERSION = content_key(
+    *(Path(__file__).with_name(f).read_bytes() for f in ("inline.py", "rename.py", "resolve.py", "index.py"))
+)
 _TEXT_CACHES: dict[Path, TextCache] = {}
-_MODULE_LEVEL = (GlobalScope, BuiltinScope)  # libcst scopes whose names are the program's globals
 
 
 @dataclass(frozen=True)
@@ -159,9 +157,7 @@ class _Naming:
                 self.external_names[key] = name
         return found
 
-    def definitions(
-        self, statements: list[TopLevel], provided: tuple[DefinitionKey, ...]
-    ) -> dict[DefinitionKey, str]:
+    def definitions(self, statements: list[TopLevel], provided: tuple[DefinitionKey, ...]) -> dict[DefinitionKey, str]:
         names: dict[DefinitionKey, str] = dict(self.fixed)
         # Builtins that each module's emitted code reads: a definition from another module
         # must not take such a name, or it would silently replace the builtin there.
@@ -291,118 +287,18 @@ def _drop_registry_decorators(statement: TopLevel) -> str:
     return "\n".join(line for number, line in enumerate(lines) if number not in drop)
 
 
-class _ReferenceFinder(cst.CSTVisitor):
-    """Name nodes that are references or bindings (not attribute names, keywords, imports)."""
-
-    def __init__(self) -> None:
-        self.references: set[cst.Name] = set()
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self.references.add(node)
-
-    def visit_Attribute(self, node: cst.Attribute) -> bool:
-        node.value.visit(self)
-        return False
-
-    def visit_Arg(self, node: cst.Arg) -> bool:
-        node.value.visit(self)
-        return False
-
-    def visit_Import(self, node: cst.Import) -> bool:
-        return False
-
-    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
-        return False
-
-
-class _Renamer(cst.CSTTransformer):
-    """Rewrites references to module-level names, scope-aware (locals are left alone)."""
-
-    METADATA_DEPENDENCIES = (ScopeProvider,)
-
-    def __init__(self, rewrite: _Rewrite, references: set[cst.Name], where: str, package: str) -> None:
-        super().__init__()
-        self.names = dict(rewrite.names)
-        self.attrs = dict(rewrite.attrs)
-        self.local_imports = dict(rewrite.local_imports)
-        self.package = package
-        self.references = references
-        self.where = where
-
-    def _is_global(self, node: cst.Name) -> bool:
-        if node not in self.references:
-            return False
-        scope = self.get_metadata(ScopeProvider, node, None)
-        if scope is None:
-            return False
-        assignments = scope[node.value]
-        # No visible assignment: a module-level name defined elsewhere (or a builtin).
-        return all(isinstance(a.scope, _MODULE_LEVEL) for a in assignments)
-
-    def _check_free(self, node: cst.CSTNode, new: str) -> None:
-        scope = self.get_metadata(ScopeProvider, node, None)
-        if scope is not None and any(not isinstance(a.scope, _MODULE_LEVEL) for a in scope[new]):
-            raise CatalogError(
-                f"{self.where}: inlining needs the module-level name {new!r} here, but a local variable "
-                f"of that name hides it; rename the local variable"
-            )
-
-    def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.Name:
-        new = self.names.get(original_node.value)
-        if new is not None and self._is_global(original_node):
-            self._check_free(original_node, new)
-            return updated_node.with_changes(value=new)
-        return updated_node
-
-    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute) -> cst.BaseExpression:
-        value = original_node.value
-        if isinstance(value, cst.Name):
-            new = self.attrs.get((value.value, original_node.attr.value))
-            if new is not None and self._is_global(value):
-                self._check_free(original_node, new)
-                return cst.Name(new, lpar=updated_node.lpar, rpar=updated_node.rpar)
-        return updated_node
-
-
-    def _is_catalog_import(self, node: cst.BaseSmallStatement) -> bool:
-        if not isinstance(node, cst.ImportFrom) or node.module is None or node.relative:
-            return False
-        module = cst.helpers.get_full_name_for_node(node.module) or ""
-        return module == self.package or module.startswith(self.package + ".")
-
-    def leave_SimpleStatementLine(
-        self, original_node: cst.SimpleStatementLine, updated_node: cst.SimpleStatementLine
-    ) -> cst.BaseStatement | cst.FlattenSentinel | cst.RemovalSentinel:
-        """A function-local catalog import disappears; `y = Emitted` where the name changed."""
-        if not any(self._is_catalog_import(s) for s in updated_node.body):
-            return updated_node
-        kept: list[cst.BaseSmallStatement] = []
-        for small in updated_node.body:
-            if not self._is_catalog_import(small):
-                kept.append(small)
-                continue
-            assert isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar)
-            for alias in small.names:
-                local = alias.evaluated_alias or alias.evaluated_name
-                new = self.local_imports.get(local, local)
-                if new != local:
-                    kept.append(cst.Assign([cst.AssignTarget(cst.Name(local))], cst.Name(new)))
-        if not kept:
-            return cst.RemoveFromParent()
-        return updated_node.with_changes(body=kept)
-
-    def leave_IndentedBlock(self, original_node: cst.IndentedBlock, updated_node: cst.IndentedBlock) -> cst.IndentedBlock:
-        if not updated_node.body:  # its only statement was a removed import
-            return updated_node.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])])
-        return updated_node
-
-
 def _apply(code: str, rewrite: _Rewrite, where: str, package: str) -> str:
-    module = cst.parse_module(code)
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    finder = _ReferenceFinder()
-    wrapper.module.visit(finder)
-    return wrapper.visit(_Renamer(rewrite, finder.references, where, package)).code
+    # libcst costs ~0.25 s to import: only a cold build that must rename anything pays it.
+    from generator.rename import rewrite_names
+
+    return rewrite_names(
+        code,
+        names=dict(rewrite.names),
+        attrs=dict(rewrite.attrs),
+        local_imports=dict(rewrite.local_imports),
+        where=where,
+        package=package,
+    )
 
 
 def _group_by_module(statements: list[TopLevel]) -> list[tuple[str, list[TopLevel]]]:
@@ -433,9 +329,7 @@ def _join(group: list[TopLevel], pieces: list[str]) -> str:
 # --------------------------------------------------------------------------- imports
 
 
-def _import_block(
-    externals: dict[tuple[str, str], tuple[ImportBinding, str]], cache_dir: Path
-) -> tuple[str, ...]:
+def _import_block(externals: dict[tuple[str, str], tuple[ImportBinding, str]], cache_dir: Path) -> tuple[str, ...]:
     """Merged, deduplicated, sorted: stdlib first, then third party; `import` before `from`."""
     plain: set[str] = set()
     from_imports: dict[str, set[str]] = {}

@@ -60,7 +60,6 @@ def _dependencies(index: CatalogIndex, statement: TopLevel) -> list[Dependency]:
     found: list[Dependency] = []
     for use in statement.uses:
         kind, target, key = resolve_name(index, module, use.name)
-        where = index.location(module, use.lineno)
         if kind == "statement":
             assert isinstance(target, TopLevel)
             found.append(Dependency(use.name, None, use.lineno, use.eager, target=target, target_key=key))
@@ -71,16 +70,18 @@ def _dependencies(index: CatalogIndex, statement: TopLevel) -> list[Dependency]:
             assert isinstance(target, str)
             if use.bare:
                 raise CatalogError(
-                    f"{where}: the catalog module {target} is used as a value; the inliner can only "
+                    f"{index.location(module, use.lineno)}: the catalog module {target} is used as a value; the inliner can only "
                     f"follow `{use.name}.<name>`: import the names you need instead"
                 )
             for attr_use in attrs_by_base.get(use.name, []):
                 akind, atarget, akey = resolve_name(index, target, attr_use.attr)
-                awhere = index.location(module, attr_use.lineno)
+                awhere = index.location(module, attr_use.lineno) if akind not in ("statement", "external") else ""
                 if akind == "statement":
                     assert isinstance(atarget, TopLevel)
                     found.append(
-                        Dependency(use.name, attr_use.attr, attr_use.lineno, attr_use.eager, target=atarget, target_key=akey)
+                        Dependency(
+                            use.name, attr_use.attr, attr_use.lineno, attr_use.eager, target=atarget, target_key=akey
+                        )
                     )
                 elif akind == "external":
                     assert isinstance(atarget, ImportBinding)
@@ -98,7 +99,7 @@ def _dependencies(index: CatalogIndex, statement: TopLevel) -> list[Dependency]:
             found.append(Dependency(use.name, None, use.lineno, use.eager, builtin=True))
         else:
             raise CatalogError(
-                f"{where}: name {use.name!r} is not defined in {index.modules[module].path.as_posix()}; "
+                f"{index.location(module, use.lineno)}: name {use.name!r} is not defined in {index.modules[module].path.as_posix()}; "
                 "define or import it at module level"
             )
     for binding in statement.local_imports:
@@ -109,7 +110,9 @@ def _dependencies(index: CatalogIndex, statement: TopLevel) -> list[Dependency]:
         kind, target, key = resolve_name(index, binding.module, binding.attr)
         if kind == "statement":
             assert isinstance(target, TopLevel)
-            found.append(Dependency(binding.local, None, binding.lineno, False, target=target, target_key=key, local_import=True))
+            found.append(
+                Dependency(binding.local, None, binding.lineno, False, target=target, target_key=key, local_import=True)
+            )
         elif kind == "external":
             assert isinstance(target, ImportBinding)
             found.append(Dependency(binding.local, None, binding.lineno, False, external=target, local_import=True))

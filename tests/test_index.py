@@ -105,7 +105,7 @@ def test_import_table_and_module_info(basic):
 
 
 def test_scoping_follows_python_rules():
-    source = '''
+    source = """
         from __future__ import annotations
         import torch
         X = 1
@@ -121,7 +121,7 @@ def test_scoping_follows_python_rules():
                 nonlocal_name = 1
                 return nonlocal_name, lambda X: X
             return g
-        '''
+        """
     analysis = analyze_module(textwrap.dedent(source), "components.m", "components/m.py")
     by_name = {s.names[0]: s for s in analysis.statements}
     assert {u.name: u.eager for u in by_name["C"].uses} == {"X": False, "range": False}
@@ -130,12 +130,12 @@ def test_scoping_follows_python_rules():
 
 
 def test_string_annotations_are_forward_references_but_literals_are_not():
-    source = '''
+    source = """
         from __future__ import annotations
         from typing import Literal
         def f(x: "Block", mode: Literal["tiny", "Block2"] = "tiny") -> list["Shape"]:
             return []
-        '''
+        """
     analysis = analyze_module(textwrap.dedent(source), "components.m", "components/m.py")
     assert {u.name for u in analysis.statements[0].uses} == {"Block", "Literal", "list", "Shape"}
 
@@ -196,7 +196,9 @@ def test_unsupported_catalog_constructs_name_file_line_and_fix(tmp_path, source,
 def test_duplicate_registration_is_reported_with_both_places(tmp_path):
     deco = "from components.registry import model_registry\n@model_registry.register('same')\nclass {}: ...\n"
     root = write_catalog(tmp_path, {"components/a.py": deco.format("A"), "components/b.py": deco.format("B")})
-    with pytest.raises(CatalogError, match=r"components/b\.py:2: model 'same' is already registered by A \(components/a\.py:3\)"):
+    with pytest.raises(
+        CatalogError, match=r"components/b\.py:2: model 'same' is already registered by A \(components/a\.py:3\)"
+    ):
         build_index(root)
 
 

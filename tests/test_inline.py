@@ -32,9 +32,7 @@ def run_isolated(tmp_path: Path, source: str) -> str:
     script.write_text(source)
     workdir = tmp_path / "empty"
     workdir.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-I", str(script)], cwd=workdir, capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, "-I", str(script)], cwd=workdir, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
