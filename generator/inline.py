@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 from generator.cache import TextCache, content_key, default_cache_dir
-from generator.formatting import format_code
+from generator.formatting import format_code, format_many
 from generator.index import BUILTIN_NAMES, CatalogError, CatalogIndex, ImportBinding, TopLevel
 from generator.ir import DefinitionKey, InlinedProgram, ModuleChunk, Resolution
 from generator.resolve import dependencies, resolve
@@ -73,10 +73,10 @@ def inline(
     externals = naming.externals(statements)
     names = naming.definitions(statements, resolution.provided)
 
-    cache = _text_cache(cache_dir)
+    emitted = _emit_all(index, statements, names, externals, cache_dir)
     chunks: list[ModuleChunk] = []
     for module, group in _group_by_module(statements):
-        pieces = [_emit(index, statement, names, externals, cache, cache_dir) for statement in group]
+        pieces = [emitted[(s.module, s.index)] for s in group]
         chunks.append(
             ModuleChunk(
                 module=module,
@@ -250,26 +250,35 @@ def _rewrite_for(
     )
 
 
-def _emit(
+def _emit_all(
     index: CatalogIndex,
-    statement: TopLevel,
+    statements: list[TopLevel],
     names: dict[DefinitionKey, str],
     externals: dict[tuple[str, str], tuple[ImportBinding, str]],
-    cache: TextCache,
     cache_dir: Path,
-) -> str:
-    rewrite = _rewrite_for(index, statement, names, externals)
-    key = content_key("inline", INLINE_VERSION, statement.code, repr(rewrite))
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    code = _drop_registry_decorators(statement) if rewrite.drop_registry else statement.code
-    where = index.location(statement.module, statement.lineno)
-    if rewrite.needs_libcst():
-        code = _apply(code, rewrite, where, index.package)
-    formatted = format_code(code, cache_dir=cache_dir, what=where)
-    cache.put(key, formatted)
-    return formatted
+) -> dict[tuple[str, int], str]:
+    """Formatted text of every statement: from the cache, else rewritten and black-formatted."""
+    cache = _text_cache(cache_dir)
+    emitted: dict[tuple[str, int], str] = {}
+    todo: list[tuple[tuple[str, int], str, str, str]] = []  # (statement id, cache key, code, where)
+    for statement in statements:
+        rewrite = _rewrite_for(index, statement, names, externals)
+        key = content_key("inline", INLINE_VERSION, statement.code, repr(rewrite))
+        hit = cache.get(key)
+        if hit is not None:
+            emitted[(statement.module, statement.index)] = hit
+            continue
+        code = _drop_registry_decorators(statement) if rewrite.drop_registry else statement.code
+        where = index.location(statement.module, statement.lineno)
+        if rewrite.needs_libcst():
+            code = _apply(code, rewrite, where, index.package)
+        todo.append(((statement.module, statement.index), key, code, where))
+    if todo:
+        formatted = format_many([t[2] for t in todo], cache_dir=cache_dir, what=[t[3] for t in todo])
+        for (sid, key, _, _), text in zip(todo, formatted):
+            cache.put(key, text)
+            emitted[sid] = text
+    return emitted
 
 
 def _drop_registry_decorators(statement: TopLevel) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 import textwrap
 from pathlib import Path
 
@@ -153,6 +155,11 @@ def test_warm_build_parses_nothing_and_gives_the_same_index(tmp_path, monkeypatc
     warm = build_index(root)
     assert warm.definitions == cold.definitions and warm.components == cold.components
     assert warm.statements == cold.statements
+    # Once the recorded stats are old enough to trust, unchanged files are not even read.
+    monkeypatch.setattr(index_module, "_RACY_MARGIN_NS", -(10**12))
+    build_index(root)  # records stats trusted from now on
+    monkeypatch.setattr(index_module, "open", fail, raising=False)
+    assert build_index(root).statements == cold.statements
 
 
 def test_changed_file_is_reparsed_and_corrupt_cache_is_a_miss(tmp_path):
@@ -213,3 +220,31 @@ def test_real_catalog_indexes_without_importing_it(tmp_path):
     assert index.modules, "the real catalog has modules"
     for component in index.components.values():
         assert component.path.as_posix().startswith("components/")
+
+
+def test_same_size_edit_with_restored_mtime_is_still_seen(tmp_path, monkeypatch):
+    # Trust recorded stats at once (normally only after 2 s), so the stat check itself is tested.
+    monkeypatch.setattr(index_module, "_RACY_MARGIN_NS", -(10**9))
+    root = tmp_path / "cat"
+    shutil.copytree(FIXTURES / "basic", root)
+    util = root / "components" / "util.py"
+    before = util.stat()
+    build_index(root)
+    time.sleep(0.05)  # past the kernel's timestamp tick
+    # Same length, same mtime: only the content (and the inode's ctime) changed.
+    util.write_text(util.read_text().replace("SCALE = 2.0", "SCALE = 3.0"))
+    os.utime(util, ns=(before.st_atime_ns, before.st_mtime_ns))
+    code = build_index(root).statements[("components.util", "SCALE")].code
+    assert code == "SCALE = 3.0\n"
+
+
+def test_iteration_order_does_not_depend_on_what_was_looked_up_first(tmp_path):
+    first = build_index(FIXTURES / "basic", cache_dir=tmp_path / "cache")
+    expected = list(first.definitions)
+    second = build_index(FIXTURES / "basic", cache_dir=tmp_path / "cache")
+    second.statements[("components.models", "Net")]  # loads one late module first
+    assert list(second.definitions) == expected
+    assert list(second.analyses) == list(second.modules)
+    assert ("components.models", "Net") in second.definitions
+    assert ("components.models", "Nope") not in second.definitions
+    assert second.definitions.get(("components.nope", "X")) is None
