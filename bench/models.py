@@ -5,7 +5,8 @@
     python bench/models.py --only audiomae++/tiny --steps 5
 
 Each configuration runs in its own subprocess, so the CPU peak (ru_maxrss) belongs to it alone.
-Printed per row: seconds per fwd+bwd step (median), samples/s, model FLOPs per step (counted
+Printed per row: seconds per fwd+bwd step (median wall clock, and CPU seconds of all threads:
+on a shared machine the CPU seconds move less with other people's load), samples/s, model FLOPs per step (counted
 with torch.utils.flop_counter), achieved TFLOP/s, MFU (GPU, against --peak-tflops or the
 card's known bf16 dense peak) and peak memory (GPU: max_memory_allocated; CPU: peak RSS).
 The two ``*-official-size`` rows repeat the sizes the official code was timed at on this
@@ -51,8 +52,28 @@ def count_flops(model, x) -> float:
     return float(counter.get_total_flops())
 
 
-def run_one(name: str, device: str, threads: int, steps: int, warmup: int, dtype: str, compile_model: bool) -> dict:
+def use_manual_attention() -> None:
+    """Swap SDPA for softmax(q k^T / sqrt(d)) v written out, as the official code computes it.
+
+    Same math, so the two rows of a configuration isolate what the fused kernel buys under
+    identical machine load (this box is shared; absolute figures drift between runs).
+    """
     import torch
+
+    def manual(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+        scores = (q @ k.transpose(-2, -1)) * (scale or q.shape[-1] ** -0.5)
+        return scores.softmax(dim=-1) @ v
+
+    torch.nn.functional.scaled_dot_product_attention = manual
+
+
+def run_one(
+    name: str, device: str, threads: int, steps: int, warmup: int, dtype: str, compile_model: bool, manual: bool = False
+) -> dict:
+    import torch
+
+    if manual:
+        use_manual_attention()
 
     import components.models  # noqa: F401  (registers the models)
     from components.registry import model_registry
@@ -69,9 +90,10 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, dtype
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     for step in range(warmup + steps):
         start = time.perf_counter()
+        cpu_start = time.process_time()
         with autocast:
             loss, _, _ = step_model(x)
         loss.backward()
@@ -80,15 +102,18 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, dtype
             torch.cuda.synchronize()
         if step >= warmup:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     seconds = statistics.median(times)
     result = {
         "name": name,
         "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(),
         "dtype": dtype,
         "compile": compile_model,
+        "attention": "manual" if manual else "sdpa",
         "batch": batch,
         "params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
         "seconds": seconds,
+        "cpu_seconds": statistics.median(cpu_times),
         "samples_per_s": batch / seconds,
         "flops": flops,
     }
@@ -106,12 +131,12 @@ def format_row(r: dict, peak_tflops: float | None) -> str:
     official = CONFIGS[r["name"]][3]
     tflops = r["flops"] / r["seconds"] / 1e12 if r.get("flops") else None
     mfu = f"{100 * tflops / peak_tflops:5.1f}%" if tflops and peak_tflops else "    -"
-    speedup = f"{official / r['seconds']:.2f}x" if official and r["device"] == "cpu" else "-"
+    speedup = f"{official / r['seconds']:.2f}x" if official and r["device"] == "cpu" and r["attention"] == "sdpa" else "-"
     flops = f"{r['flops'] / 1e9:9.1f}" if r.get("flops") else "        -"
     tf = f"{tflops:8.3f}" if tflops else "       -"
     return (
-        f"{r['name']:<30} {r['dtype']:>4} {'on' if r['compile'] else 'off':>3} {r['batch']:>3} {r['params_m']:8.1f} "
-        f"{r['seconds']:8.3f} {r['samples_per_s']:9.2f} {flops} {tf} {mfu} {r['peak_mem_mb']:9.0f} {speedup:>8}"
+        f"{r['name']:<30} {r['attention']:>6} {r['dtype']:>4} {'on' if r['compile'] else 'off':>3} {r['batch']:>3} {r['params_m']:8.1f} "
+        f"{r['seconds']:8.3f} {r['cpu_seconds']:7.2f} {r['samples_per_s']:9.2f} {flops} {tf} {mfu} {r['peak_mem_mb']:9.0f} {speedup:>8}"
     )
 
 
@@ -126,16 +151,19 @@ def main() -> int:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--manual", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-manual-rows", action="store_true", help="skip the manual-attention comparison rows")
     args = parser.parse_args()
 
     if args.one:  # child process: one configuration, JSON on stdout
-        print(json.dumps(run_one(args.one, args.device, args.threads, args.steps, args.warmup, args.dtype, args.compile)))
+        result = run_one(args.one, args.device, args.threads, args.steps, args.warmup, args.dtype, args.compile, args.manual)
+        print(json.dumps(result))
         return 0
 
-    variants = [("fp32", False)]
+    variants = [("fp32", False, False)] + ([] if args.no_manual_rows else [("fp32", False, True)])
     peak = args.peak_tflops
     if args.device.startswith("cuda"):
-        variants = [("fp32", False), ("bf16", False), ("bf16", True)]
+        variants = [("fp32", False, False), ("bf16", False, False), ("bf16", True, False)]
         if peak is None:
             import torch
 
@@ -143,15 +171,16 @@ def main() -> int:
             peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
     print(f"device={args.device} threads={args.threads} steps={args.steps} warmup={args.warmup} peak_tflops={peak}")
     print(
-        f"{'model':<30} {'dt':>4} {'cmp':>3} {'B':>3} {'params_M':>8} {'s/step':>8} {'samples/s':>9} "
+        f"{'model':<30} {'attn':>6} {'dt':>4} {'cmp':>3} {'B':>3} {'params_M':>8} {'s/step':>8} {'cpu_s':>7} {'samples/s':>9} "
         f"{'GFLOP':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak_MiB':>9} {'vs_offic':>8}"
     )
     failed = 0
     for name in args.only or list(CONFIGS):
-        for dtype, compile_model in variants:
+        for dtype, compile_model, manual in variants:
             command = [sys.executable, __file__, "--one", name, "--device", args.device, "--threads", str(args.threads)]
             command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--dtype", dtype]
             command += ["--compile"] if compile_model else []
+            command += ["--manual"] if manual else []
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 failed += 1
