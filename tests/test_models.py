@@ -222,3 +222,24 @@ def test_layer_decay_groups() -> None:
         assert decay[name] == 0.0, name
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in classifier.parameters() if p.requires_grad)
     torch.optim.AdamW(groups, lr=1e-3)  # the groups are valid optimizer input
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"use_rope": True},
+        {"share_ffn2_norm": True},
+        {"use_macaron": False},
+        {"use_macaron": False, "use_swiglu": False},
+        {"use_swiglu": False, "mask_mode": "time"},
+        {"drop_path_rate": 0.3, "mask_mode": "freq"},
+    ],
+    ids=lambda flags: ",".join(f"{k}={v}" for k, v in flags.items()),
+)
+def test_feature_flags_keep_the_contract(flags: dict) -> None:
+    def factory(**overrides):
+        return AudioMAEPlusPlus(**{**TINY_PP, **flags, **overrides})
+
+    contracts.check_forward_shapes_and_loss(factory)
+    contracts.check_every_parameter_gets_gradient(factory)
+    contracts.check_embedding_batch_independent(factory)
