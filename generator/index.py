@@ -53,6 +53,7 @@ class NameUse(NamedTuple):
     lineno: int
     eager: bool  # evaluated when the statement runs (bases, decorators, defaults, class body)
     bare: bool = True  # read as a value somewhere, not only as the base of `name.attr`
+    context: str = ""  # innermost def/class around the first occurrence, e.g. "Block.__init__"
 
 
 class AttrUse(NamedTuple):
@@ -62,6 +63,7 @@ class AttrUse(NamedTuple):
     attr: str
     lineno: int
     eager: bool
+    context: str = ""
 
 
 class ImportBinding(NamedTuple):
@@ -195,15 +197,19 @@ class CatalogIndex:
 
 
 class _Scope:
-    __slots__ = ("kind", "parent", "bound", "declared_global", "loads", "attr_loads")
+    __slots__ = ("kind", "parent", "bound", "declared_global", "loads", "attr_loads", "qualname")
 
-    def __init__(self, kind: str, parent: _Scope | None) -> None:
+    def __init__(self, kind: str, parent: _Scope | None, name: str = "") -> None:
         self.kind = kind  # "module" | "function" | "class" | "comprehension"
         self.parent = parent
+        outer = parent.qualname if parent is not None else ""
+        # Where a reference sits, for `explain`: "MacaronBlock.__init__" (lambdas and
+        # comprehensions report their enclosing function).
+        self.qualname = f"{outer}.{name}" if outer and name else name or outer
         self.bound: set[str] = set()
         self.declared_global: set[str] = set()
-        self.loads: list[tuple[str, int, bool, bool]] = []  # name, line, eager, bare
-        self.attr_loads: list[tuple[str, str, int, bool]] = []
+        self.loads: list[tuple[str, int, bool, bool, str]] = []  # name, line, eager, bare, context
+        self.attr_loads: list[tuple[str, str, int, bool, str]] = []
 
     def refers_to_module(self, name: str) -> bool:
         """Whether ``name`` read in this scope means the module-level binding (Python rules)."""
@@ -235,6 +241,9 @@ class _UsesCollector:
         self.scopes: list[_Scope] = []
         self.line_offset = 0
         self.local_imports: list[ImportBinding] = []
+        # While a def's decorators, defaults and annotations are read (in the enclosing scope),
+        # `explain` should still say they belong to that def: "Block.__init__".
+        self.signature: str | None = None
 
     # -- entry point
     def collect(self, stmt: ast.stmt) -> tuple[tuple[NameUse, ...], tuple[AttrUse, ...]]:
@@ -245,26 +254,30 @@ class _UsesCollector:
         first: dict[str, NameUse] = {}
         attrs: dict[tuple[str, str], AttrUse] = {}
         for scope in self.scopes:
-            for name, line, eager, bare in scope.loads:
+            for name, line, eager, bare, context in scope.loads:
                 if not scope.refers_to_module(name):
                     continue
                 seen = first.get(name)
                 if seen is not None:
+                    if seen.lineno <= line:
+                        context = seen.context
                     line, eager, bare = min(line, seen.lineno), eager or seen.eager, bare or seen.bare
-                first[name] = NameUse(name, line, eager, bare)
-            for base, attr, line, eager in scope.attr_loads:
+                first[name] = NameUse(name, line, eager, bare, context)
+            for base, attr, line, eager, context in scope.attr_loads:
                 if not scope.refers_to_module(base):
                     continue
                 seen_attr = attrs.get((base, attr))
                 if seen_attr is not None:
+                    if seen_attr.lineno <= line:
+                        context = seen_attr.context
                     line, eager = min(line, seen_attr.lineno), eager or seen_attr.eager
-                attrs[(base, attr)] = AttrUse(base, attr, line, eager)
+                attrs[(base, attr)] = AttrUse(base, attr, line, eager, context)
         uses = tuple(sorted(first.values(), key=lambda u: (u.lineno, u.name)))
         attr_uses = tuple(sorted(attrs.values(), key=lambda u: (u.lineno, u.base, u.attr)))
         return uses, attr_uses
 
-    def _new(self, kind: str, parent: _Scope) -> _Scope:
-        scope = _Scope(kind, parent)
+    def _new(self, kind: str, parent: _Scope, name: str = "") -> _Scope:
+        scope = _Scope(kind, parent, name)
         self.scopes.append(scope)
         return scope
 
@@ -278,12 +291,14 @@ class _UsesCollector:
 
     def _stmt(self, node: ast.stmt, scope: _Scope, eager: bool) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inner = self._new("function", scope, node.name)
+            saved, self.signature = self.signature, inner.qualname
             for deco in node.decorator_list:
                 self._expr(deco, scope, eager)
-            inner = self._new("function", scope)
             self._arguments(node.args, scope, inner, eager)
             if node.returns is not None:
                 self._annotation(node.returns, scope, eager)
+            self.signature = saved
             scope.bound.add(node.name)
             self._body(node.body, inner, eager=False)
         elif isinstance(node, ast.ClassDef):
@@ -294,7 +309,7 @@ class _UsesCollector:
             for keyword in node.keywords:
                 self._expr(keyword.value, scope, eager)
             scope.bound.add(node.name)
-            inner = self._new("class", scope)
+            inner = self._new("class", scope, node.name)
             self._body(node.body, inner, eager)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             module = node.module if isinstance(node, ast.ImportFrom) else None
@@ -413,15 +428,16 @@ class _UsesCollector:
         if isinstance(node, ast.Name):
             if isinstance(node.ctx, ast.Load) or node.id in scope.declared_global:
                 # A `global` write is a use too: renaming must rewrite it with the binding.
-                scope.loads.append((node.id, self._line(node), eager, True))
+                scope.loads.append((node.id, self._line(node), eager, True, self.signature or scope.qualname))
             else:
                 scope.bound.add(node.id)
             return
         if isinstance(node, ast.Attribute):
             value = node.value
             if isinstance(value, ast.Name) and isinstance(value.ctx, ast.Load):
-                scope.attr_loads.append((value.id, node.attr, self._line(node), eager))
-                scope.loads.append((value.id, self._line(value), eager, False))
+                context = self.signature or scope.qualname
+                scope.attr_loads.append((value.id, node.attr, self._line(node), eager, context))
+                scope.loads.append((value.id, self._line(value), eager, False, context))
             else:
                 self._expr(value, scope, eager)
             return

@@ -74,6 +74,7 @@ class Reason:
     definition: DefinitionKey
     needed_by: DefinitionKey | None
     location: str  # "components/models/blocks.py:42"
+    context: str = ""  # where in `needed_by` the reference sits, e.g. "MacaronBlock.__init__"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class Dependency:
     external: ImportBinding | None = None  # ...or a stdlib/torch import
     builtin: bool = False
     local_import: bool = False  # bound by `from components.x import name` inside a function
+    context: str = ""  # innermost def/class around the reference, e.g. "Block.__init__"
 
 
 def _sid(statement: TopLevel) -> StatementId:
@@ -62,7 +63,9 @@ def _dependencies(index: CatalogIndex, statement: TopLevel) -> list[Dependency]:
         kind, target, key = resolve_name(index, module, use.name)
         if kind == "statement":
             assert isinstance(target, TopLevel)
-            found.append(Dependency(use.name, None, use.lineno, use.eager, target=target, target_key=key))
+            found.append(
+                Dependency(use.name, None, use.lineno, use.eager, target=target, target_key=key, context=use.context)
+            )
         elif kind == "external":
             assert isinstance(target, ImportBinding)
             found.append(Dependency(use.name, None, use.lineno, use.eager, external=target))
@@ -80,7 +83,13 @@ def _dependencies(index: CatalogIndex, statement: TopLevel) -> list[Dependency]:
                     assert isinstance(atarget, TopLevel)
                     found.append(
                         Dependency(
-                            use.name, attr_use.attr, attr_use.lineno, attr_use.eager, target=atarget, target_key=akey
+                            use.name,
+                            attr_use.attr,
+                            attr_use.lineno,
+                            attr_use.eager,
+                            target=atarget,
+                            target_key=akey,
+                            context=attr_use.context,
                         )
                     )
                 elif akind == "external":
@@ -111,7 +120,16 @@ def _dependencies(index: CatalogIndex, statement: TopLevel) -> list[Dependency]:
         if kind == "statement":
             assert isinstance(target, TopLevel)
             found.append(
-                Dependency(binding.local, None, binding.lineno, False, target=target, target_key=key, local_import=True)
+                Dependency(
+                    binding.local,
+                    None,
+                    binding.lineno,
+                    False,
+                    target=target,
+                    target_key=key,
+                    local_import=True,
+                    context="",
+                )
             )
         elif kind == "external":
             assert isinstance(target, ImportBinding)
@@ -150,12 +168,14 @@ def resolve(
     provided_hits: dict[DefinitionKey, None] = {}
     queue: deque[TopLevel] = deque()
 
-    def reach(statement: TopLevel, key: DefinitionKey, needed_by: DefinitionKey | None, location: str) -> None:
+    def reach(
+        statement: TopLevel, key: DefinitionKey, needed_by: DefinitionKey | None, location: str, context: str = ""
+    ) -> None:
         if key not in reasons:
-            reasons[key] = Reason(key, needed_by, location)
+            reasons[key] = Reason(key, needed_by, location, context)
             for name in statement.names:  # `a, b = ...`: one statement, every name explained
                 other = (statement.module, name)
-                reasons.setdefault(other, Reason(other, needed_by, location))
+                reasons.setdefault(other, Reason(other, needed_by, location, context))
         if key in provided_keys:
             provided_hits.setdefault(key, None)
             return
@@ -173,7 +193,8 @@ def resolve(
         for dep in dependencies(index, statement):
             if dep.target is not None and dep.target_key is not None:
                 if _sid(dep.target) != _sid(statement):
-                    reach(dep.target, dep.target_key, needer, index.location(statement.module, dep.lineno))
+                    location = index.location(statement.module, dep.lineno)
+                    reach(dep.target, dep.target_key, needer, location, dep.context or needer[1])
             elif dep.external is not None:
                 externals.setdefault(dep.external.statement(), None)
 
@@ -267,7 +288,7 @@ def explain(index: CatalogIndex, resolution: Resolution) -> str:
         seen = {key}
         reason = resolution.reasons[key]
         while reason.needed_by is not None and reason.needed_by not in seen:
-            chain.append(f"{reason.needed_by[1]} ({reason.location})")
+            chain.append(f"{reason.context or reason.needed_by[1]} ({reason.location})")
             seen.add(reason.needed_by)
             reason = resolution.reasons[reason.needed_by]
         root = roots_by_key.get(reason.definition, "root")

@@ -71,6 +71,7 @@ def test_follows_bases_decorators_defaults_and_annotations(demo):
         return found.needed_by[1], found.location
 
     assert reason("Base") == ("Block", "components/layers/blocks.py:31")  # base class
+    assert demo.reasons[("components.layers.blocks", "WIDTH")].context == "Block.__init__"
     assert reason("tagged") == ("Block", "components/layers/blocks.py:38")  # method decorator
     assert reason("WIDTH") == ("Block", "components/layers/blocks.py:34")  # default value
     assert reason("Shape") == ("Block", "components/layers/blocks.py:43")  # return annotation
@@ -122,7 +123,10 @@ def test_same_input_gives_the_same_resolution(basic, demo):
 def test_explain_prints_reason_chains_and_what_was_left_out(basic, demo):
     text = explain(basic, demo)
     assert "components/layers/blocks.py\n" in text
-    assert "  Block ← Net (components/models.py:19) ← demo (components/models.py:35) ← recipe 'demo'" in text
+    # Each link names the function or method holding the reference, and where it is.
+    assert "  Block ← Net.__init__ (components/models.py:19) ← demo (components/models.py:35) ← recipe 'demo'" in text
+    assert "  Base ← Block (components/layers/blocks.py:31) ← Net.__init__" in text  # a base class
+    assert "  Shape ← Block.shape (components/layers/blocks.py:43)" in text
     assert "7 definitions of those modules left out" in text
     assert text.index("components/base.py") < text.index("components/models.py")
 
