@@ -250,3 +250,15 @@ def test_fine_tuned_classifier_round_trips_through_the_official_layout() -> None
     assert load_official_checkpoint(target, exported).ok
     x = torch.randn(2, 1, 32, 32)
     torch.testing.assert_close(target(x), source(x))
+
+
+@pytest.mark.parametrize("use_rope", [False, True])
+def test_our_pretraining_checkpoint_loads_into_a_classifier(use_rope: bool) -> None:
+    """The pretrain -> fine-tune hand-over of the emitted script: encoder in, decoder out, head new."""
+    pretrained = AudioMAEPlusPlus(**TINY_PP, use_rope=use_rope)
+    classifier = AudioMAEClassifier(AudioMAEPlusPlus(**TINY_PP, use_rope=use_rope), num_classes=5)
+    report = load_official_checkpoint(classifier, pretrained.state_dict())
+    assert report.ok, report.describe()
+    assert sorted(report.fresh) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
+    assert any("decoder_blocks.0" in line for line in report.dropped)
+    assert torch.equal(classifier.encoder.blocks[1].ffn2.fc2.weight, pretrained.blocks[1].ffn2.fc2.weight)

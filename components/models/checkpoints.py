@@ -232,7 +232,8 @@ def convert_to_ours(
     elif layout == "audiomae_finetuned":
         state = {(k if k.startswith(("fc_norm.", "head.")) else f"encoder.{k}"): v for k, v in state.items()}
     expected = model.state_dict()
-    if hasattr(model, "encoder") and layout in ("audiomae", "audiomae++"):
+    pretrained_into_classifier = hasattr(model, "encoder") and not any(k.startswith("encoder.") for k in state)
+    if pretrained_into_classifier:
         # a pre-training checkpoint into a classifier: take its encoder, leave out its decoder
         state = {f"encoder.{k}": v for k, v in state.items()}
     state = dict(state)
@@ -257,7 +258,7 @@ def convert_to_ours(
                     dropped.append(f"{key} (time axis cropped to {grid[0]} patches, as AudioMAE's fine-tuning does)")
                     state[key] = cropped
     report = compare_state_dict(model, state, layout, dropped)
-    if hasattr(model, "encoder") and layout in ("audiomae", "audiomae++"):
+    if pretrained_into_classifier:
         # pre-training weights into a classifier: the head is new by design
         report.fresh = [k for k in report.missing if not k.startswith("encoder.")]
         report.missing = [k for k in report.missing if k.startswith("encoder.")]
