@@ -83,7 +83,7 @@ def run_one(
     registry_name, kwargs, batch, _ = CONFIGS[name]
     model = model_registry.create(registry_name, **kwargs).to(device).train()
     x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
-    flops = count_flops(model, x) if not compile_model else None
+    flops = count_flops(model, x)  # eager count; compiling does not change the math
     step_model = torch.compile(model) if compile_model else model
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
