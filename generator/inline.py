@@ -17,7 +17,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from generator.cache import TextCache, content_key, default_cache_dir
 from generator.formatting import format_code, format_many
 from generator.index import BUILTIN_NAMES, CatalogError, CatalogIndex, ImportBinding, TopLevel
@@ -63,10 +62,9 @@ def inline(
     """
     cache_dir = default_cache_dir(index.root) if cache_dir is None else Path(cache_dir)
     fixed_provided = dict(provided) if isinstance(provided, Mapping) else {}
-    provided_keys = set(provided) | set(resolution.provided)
-    if set(provided) - set(resolution.provided):
+    if set(provided) & set(resolution.order):  # resolved without them: drop what only they need
         roots = [key for key, reason in resolution.reasons.items() if reason.needed_by is None]
-        resolution = resolve(index, roots, provided=sorted(provided_keys))
+        resolution = resolve(index, roots, provided=sorted(set(provided) | set(resolution.provided)))
     statements = _ordered_statements(index, resolution)
 
     naming = _Naming(index, set(reserved), fixed_provided)
@@ -128,7 +126,6 @@ class _Naming:
         self.index = index
         self.taken: set[str] = set(reserved) | set(fixed.values())
         self.fixed = fixed
-        self.external_names: dict[tuple[str, str], str] = {}  # (identity, local as written) -> name
 
     def externals(self, statements: list[TopLevel]) -> dict[tuple[str, str], tuple[ImportBinding, str]]:
         """External imports the statements use: (identity, local) -> (binding, emitted name)."""
@@ -154,7 +151,6 @@ class _Naming:
                 self.taken.add(name)
                 owner[name] = binding.identity
                 found[key] = (binding, name)
-                self.external_names[key] = name
         return found
 
     def definitions(self, statements: list[TopLevel], provided: tuple[DefinitionKey, ...]) -> dict[DefinitionKey, str]:
@@ -184,11 +180,11 @@ class _Naming:
         return name
 
     def _fresh(self, name: str, qualifier: str) -> str:
-        candidate = f"{name}_{qualifier.strip('_') or 'mod'}"
-        counter = 2
+        """``scale`` from components.models -> ``scale_models`` (then ``scale_models_2``, ...)."""
+        base = f"{name}_{qualifier.strip('_') or 'mod'}"
+        candidate, counter = base, 2
         while candidate in self.taken or candidate in BUILTIN_NAMES:
-            candidate = f"{name}_{qualifier}_{counter}"
-            counter += 1
+            candidate, counter = f"{base}_{counter}", counter + 1
         return candidate
 
 
