@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import generator.formatting as formatting
 import generator.inline as inline_module
@@ -300,3 +303,73 @@ def test_format_cache_survives_a_damaged_entry(tmp_path):
 def test_black_failure_names_the_source(tmp_path):
     with pytest.raises(formatting.FormatError, match="black cannot parse components/x.py:3"):
         formatting.format_code("def (:\n", what="components/x.py:3")
+
+
+# A random catalog: modules m0..mN whose functions share names (and take reserved or builtin
+# names), reached through plain, aliased and module-alias imports. Inlined into one
+# namespace, every reference must still reach the same function: the program must print
+# exactly what the imported catalog prints.
+POOL = ["f", "g", "helper", "scale", "sum", "Config", "main"]
+
+
+@st.composite
+def random_catalogs(draw) -> dict[str, str]:
+    count = draw(st.integers(2, 4))
+    defined: list[list[str]] = []
+    files: dict[str, str] = {}
+    for i in range(count):
+        names = draw(st.lists(st.sampled_from(POOL), min_size=1, max_size=3, unique=True))
+        imports: list[str] = []
+        refs: list[str] = []
+        for j in range(i):
+            for name in defined[j]:
+                style = draw(st.sampled_from(["skip", "from", "alias", "module"]))
+                if style == "from" and name not in names and name not in refs:
+                    imports.append(f"from components.m{j} import {name}")
+                    refs.append(name)
+                elif style == "alias":
+                    imports.append(f"from components.m{j} import {name} as {name}_of{j}")
+                    refs.append(f"{name}_of{j}")
+                elif style == "module":
+                    line = f"import components.m{j} as mod{j}"
+                    if line not in imports:
+                        imports.append(line)
+                    refs.append(f"mod{j}.{name}")
+        body = []
+        for k, name in enumerate(names):
+            calls = draw(st.lists(st.sampled_from(refs + names[:k]), max_size=3)) if refs or k else []
+            parts = [repr(f"m{i}.{name}"), "x", *(f"{call}()" for call in calls)]
+            if "sum" not in names:
+                parts.append("sum([1, 2])")  # the builtin, even where another module defines `sum`
+            body.append(f"def {name}(x=0):\n    return ({', '.join(parts)},)\n")
+        files[f"m{i}.py"] = "\n".join(imports) + "\n\n\n" + "\n\n".join(body)
+        defined.append(names)
+    return files
+
+
+@given(random_catalogs())
+@settings(deadline=None)
+def test_renaming_preserves_what_every_reference_means(files):
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        root = catalog(tmp_path / "cat", files)
+        last = len(files) - 1
+        roots = [(f"components.m{last}", name) for name in _defined_names(files[f"m{last}.py"])]
+        _, program = build(root, roots, tmp_path / "cache", reserved=RESERVED)
+        text = program_text(program)
+        assert lint_source(text) == []
+        calls = ", ".join(f"{program.names[key]}()" for key in roots)
+        emitted = run_isolated(tmp_path, text + f"\n\nprint(repr([{calls}]))\n")
+        names = ", ".join(name for _, name in roots)
+        probe = (
+            f"import sys; sys.path.insert(0, sys.argv[1]); from components.m{last} import {names}; "
+            f"print(repr([{', '.join(f'{n}()' for _, n in roots)}]))"
+        )
+        expected = subprocess.run(
+            [sys.executable, "-I", "-c", probe, str(root)], capture_output=True, text=True, check=True
+        ).stdout
+        assert emitted == expected
+
+
+def _defined_names(source: str) -> list[str]:
+    return [line[4:].split("(")[0] for line in source.splitlines() if line.startswith("def ")]
