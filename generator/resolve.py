@@ -302,5 +302,6 @@ def explain(index: CatalogIndex, resolution: Resolution) -> str:
         f"{resolution.excluded} definitions of those modules left out."
     )
     if resolution.external_imports:
-        lines.append("imports: " + "; ".join(resolution.external_imports))
+        lines.append(f"{len(resolution.external_imports)} imports from outside the catalog:")
+        lines.extend(f"  {statement}" for statement in resolution.external_imports)
     return "\n".join(lines) + "\n"
