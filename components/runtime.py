@@ -36,6 +36,7 @@ from components.checkpoint import CheckpointError, CheckpointManager
 from components.distributed import (
     DistInfo,
     DistributedSetupError,
+    barrier,
     dist_info_from_env,
     init_distributed,
     shutdown_distributed,
@@ -777,6 +778,7 @@ def _run_steps(
             before = dict(ctx.state)
             kwargs = ctx.section_config(step.section)
             summary = step.run(ctx, **kwargs)
+            barrier(dist_info)  # later steps on other ranks read what rank 0 just wrote
             exported = {k: v for k, v in ctx.state.items() if before.get(k, object()) != v and _jsonable(v)}
             summaries[step.section] = summary
             record["completed"][step.section] = {"summary": summary, "state": exported}

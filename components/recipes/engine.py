@@ -29,7 +29,7 @@ from components.checkpoint import (
 )
 from components.distributed import DistInfo, all_reduce_sum
 from components.metrics import format_progress_line, gpu_memory_gb
-from components.runtime import NonFiniteLossError, RunContext, StopRequested, seed_everything
+from components.runtime import NonFiniteLossError, RunContext, StopRequested, collate_signals, seed_everything
 
 
 def warmup_cosine_lr(step: int, *, base_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -101,6 +101,31 @@ def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
     gathered: list[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, state)
     return gathered
+
+
+def unused_parameter_names(ctx: RunContext, objective: nn.Module, transform: nn.Module, dataset: Any) -> list[str]:
+    """Trainable parameters that one forward/backward pass leaves without a gradient.
+
+    DDP must be told about them (``find_unused_parameters``) or it waits for their gradients
+    forever; asking DDP to search every step costs a graph traversal, so look once, up front.
+    Runs on the first two items under a forked RNG, and leaves no gradients behind.
+    """
+    items = [dataset[i] for i in range(min(2, len(dataset)))]
+    signals, labels = collate_signals(items)
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        was_training = objective.training
+        objective.train()
+        transform.train()
+        with torch.no_grad():
+            features = transform(signals.to(ctx.device))
+        with ctx.autocast():
+            loss, _ = objective(features, labels.to(ctx.device))
+        loss.backward()
+        objective.train(was_training)
+    unused = [name for name, p in objective.named_parameters() if p.requires_grad and p.grad is None]
+    objective.zero_grad(set_to_none=True)
+    return unused
 
 
 @dataclass
@@ -180,6 +205,11 @@ class TrainLoop:
         self.dataset, self.settings, self.lr_at, self.manager = dataset, settings, lr_at, manager
         self.evaluate, self.best_key, self.on_step = evaluate, best_key, on_step
         self.plan = LoopPlan.make(len(dataset), settings, ctx.dist.world_size, ctx.max_steps)
+        if ctx.dist.enabled and not find_unused_parameters:
+            unused = unused_parameter_names(ctx, objective, transform, dataset)
+            if unused:
+                ctx.info(f"{len(unused)} parameters get no gradient (e.g. {unused[0]}); DDP will look for unused parameters")
+            find_unused_parameters = bool(unused)
         self.objective = ctx.distribute(ctx.compile(objective), find_unused_parameters=find_unused_parameters)
         self.scaler = ctx.grad_scaler()
         self.best_metric: float | None = None

@@ -165,11 +165,9 @@ def mae_pretrain(
             plot_reconstruction(ctx, model, transform, dataset, f"{ctx.section}_reconstruction_{step:07d}.png",
                                 objective.mask_ratio, objective.norm_pix_loss)
 
-    # Samplers differ under torchrun, and some models leave parameters unused (e.g. the
-    # official AudioMAE++ wiring's norm3): let DDP look for them rather than hang.
     loop = TrainLoop(
         ctx, model=model, objective=objective, transform=transform, optimizer=optimizer, dataset=dataset,
-        settings=settings, lr_at=WarmupCosineSchedule(peak_lr, min_lr, warmup_epochs), manager=manager, find_unused_parameters=True, on_step=on_step,
+        settings=settings, lr_at=WarmupCosineSchedule(peak_lr, min_lr, warmup_epochs), manager=manager, on_step=on_step,
     )
     ctx.info(
         f"{len(dataset)} items, {loop.plan.steps_per_epoch} steps/epoch, {loop.plan.run_until} of {loop.plan.total_steps} steps, "
