@@ -1,0 +1,93 @@
+"""The recipes learn: pre-training loss falls, fine-tuning separates an easy synthetic set, the
+auxiliary losses train, and the embedding cache is hit and invalidated as it should be."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from components.checkpoint import load_checkpoint_file
+from components.metrics import read_metrics
+from components.registry import recipe_registry
+from test_runtime_helpers import ALL_STEPS, run_main
+
+PRETRAIN, FINETUNE, EMBED = ALL_STEPS[0], ALL_STEPS[1], ALL_STEPS[2]
+
+
+def _summary(out_dir: Path) -> dict:
+    return json.loads((out_dir / "summary.json").read_text())["steps"]
+
+
+def test_every_recipe_is_registered_with_a_keyword_only_schema() -> None:
+    import inspect
+
+    for name in ("mae_pretrain", "finetune", "linear_probe", "knn", "embed", "kfold"):
+        parameters = list(inspect.signature(recipe_registry.get(name)).parameters.values())
+        assert parameters[0].name == "ctx" and parameters[0].kind is inspect.Parameter.POSITIONAL_ONLY
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty for p in parameters[1:])
+
+
+@pytest.mark.slow
+def test_pretraining_loss_decreases_on_synthetic_data(tmp_path: Path) -> None:
+    args = ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run"), "--pretrain.epochs", "8", "--pretrain.lr", "2e-3"]
+    assert run_main(args, (PRETRAIN,)) == 0
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "pretrain") if r["kind"] == "train"]
+    assert len(losses) == 32
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+
+
+@pytest.mark.slow
+def test_auxiliary_infonce_and_uniformity_terms_train(tmp_path: Path) -> None:
+    args = ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run"), "--pretrain.epochs", "2",
+            "--pretrain.infonce_weight", "0.5", "--pretrain.uniformity_weight", "0.1"]
+    assert run_main(args, (PRETRAIN,)) == 0
+    records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "pretrain") if r["kind"] == "train"]
+    assert all({"recon", "infonce", "uniformity"} <= r.keys() for r in records)
+    assert records[-1]["infonce"] < records[0]["infonce"]
+
+
+@pytest.mark.slow
+def test_finetuning_separates_an_easy_synthetic_set(tmp_path: Path) -> None:
+    # 64 tones, 4 classes, held-out fold 4 (16 items); from scratch, at most 48 optimizer steps.
+    args = ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run"), "--data.num_items", "64",
+            "--finetune.epochs", "8", "--finetune.lr", "3e-3", "--finetune.label_smoothing", "0.0"]
+    assert run_main(args, (FINETUNE,)) == 0
+    summary = _summary(tmp_path / "run")["finetune"]
+    assert summary["steps"] <= 48 and summary["eval_folds"] == [4]
+    assert summary["best_accuracy"] >= 0.9, summary
+    best = load_checkpoint_file(tmp_path / "run" / "finetune" / "best.pt")
+    assert best["best_metric"] == summary["best_accuracy"]
+
+
+@pytest.mark.slow
+def test_embedding_cache_is_hit_then_invalidated_by_a_new_checkpoint(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    for seed in ("0", "1"):  # two different pre-trained encoders
+        assert run_main(["--smoke", "--seed", seed, "--out-dir", str(tmp_path / f"pre{seed}")], (PRETRAIN,)) == 0
+
+    def embed_with(checkpoint: Path, out: str) -> dict:
+        args = ["--smoke", "--out-dir", str(tmp_path / out), "--embed.checkpoint", str(checkpoint), "--embed.cache_dir", str(cache)]
+        assert run_main(args, (EMBED,)) == 0
+        return _summary(tmp_path / out)["embed"]
+
+    first = embed_with(tmp_path / "pre0" / "pretrain" / "last.pt", "e1")
+    second = embed_with(tmp_path / "pre0" / "pretrain" / "last.pt", "e2")
+    other = embed_with(tmp_path / "pre1" / "pretrain" / "last.pt", "e3")
+    assert (first["cache_hit"], second["cache_hit"], other["cache_hit"]) == (False, True, False)
+    assert len(list(cache.glob("*.pt"))) == 2
+    import torch
+
+    a = torch.load(tmp_path / "e1" / "embed" / "embeddings.pt", weights_only=True)
+    b = torch.load(tmp_path / "e2" / "embed" / "embeddings.pt", weights_only=True)
+    c = torch.load(tmp_path / "e3" / "embed" / "embeddings.pt", weights_only=True)
+    assert torch.equal(a["embeddings"], b["embeddings"]) and not torch.equal(a["embeddings"], c["embeddings"])
+    assert a["keys"][:2] == ["index:0", "index:1"] and a["labels"].shape == (32,) and a["folds"].min() >= 1
+
+
+def test_embed_without_a_checkpoint_says_how_to_get_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(["--smoke", "--out-dir", str(tmp_path)], (EMBED,)) == 2
+    err = capsys.readouterr().err
+    assert "no encoder checkpoint" in err and "--embed.checkpoint" in err
