@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import inspect
 import json
 import os
@@ -251,6 +252,19 @@ class _FlagAction(argparse.Action):
         setattr(namespace, self.dest, value)
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (the full usage of a script lists ~100 flags) and a suggestion."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            known = [flag for action in self._actions for flag in action.option_strings]
+            unknown = [token for token in message.split(":", 1)[1].split() if token.startswith("--")]
+            close = difflib.get_close_matches(unknown[0].split("=")[0], known, n=1) if unknown else []
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        self.exit(2, f"{self.prog}: error: {message}; run with --help to list every flag\n")
+
+
 def config_sections(config_cls: type) -> dict[str, type]:
     """Section name -> section dataclass of a ``Config`` (each field has a default factory)."""
     if not dataclasses.is_dataclass(config_cls):
@@ -276,11 +290,12 @@ def _type_label(annotation: Any) -> str:
 
 def build_arg_parser(pipeline: Pipeline, config_cls: type) -> argparse.ArgumentParser:
     """argparse over every field of ``config_cls``; defaults are shown, never set (see ``parse_config``)."""
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog=f"{pipeline.name}.py",
         description=f"Train and evaluate '{pipeline.name}' (spec hash {pipeline.spec_hash[:12]}). "
         "Flags without a section control the run; --<section>.<field> sets any config field.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # "--pretrain.epoch" must not silently mean "--pretrain.epochs"
     )
     groups: dict[str, Any] = {}
     for spec in flag_specs(config_cls):

@@ -91,3 +91,12 @@ def test_embed_without_a_checkpoint_says_how_to_get_one(tmp_path: Path, capsys: 
     assert run_main(["--smoke", "--out-dir", str(tmp_path)], (EMBED,)) == 2
     err = capsys.readouterr().err
     assert "no encoder checkpoint" in err and "--embed.checkpoint" in err
+
+
+def test_unknown_evaluation_folds_are_a_user_error_but_smoke_falls_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    probe = (ALL_STEPS[4],)
+    args = ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "real"), "--probe.eval_folds", "9"]
+    assert run_main(args, probe) == 2
+    assert "folds [9] do not exist; the data set has folds [1, 2, 3, 4]" in capsys.readouterr().err
+    assert run_main(["--smoke", "--out-dir", str(tmp_path / "smoke"), "--probe.eval_folds", "9"], (PRETRAIN, *probe)) == 0
+    assert "smoke data has folds [1, 2, 3, 4], not [9]: using the default split" in capsys.readouterr().out

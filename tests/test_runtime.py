@@ -87,6 +87,7 @@ def test_smoke_overrides_sit_between_defaults_and_explicit_flags() -> None:
         (["--model.preset", "huge"], "expected one of tiny, base, large"),
         (["--model.img_size", "16"], "expected 2 values"),
         (["--no-such-flag"], "unrecognized arguments"),
+        (["--pretrain.epoks", "3"], "(did you mean --pretrain.epochs?)"),
         (["--dtype", "fp8"], "--dtype must be"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--device", "cuda:0"], "CUDA is not available"),
@@ -98,6 +99,7 @@ def test_bad_flags_exit_2_with_one_clear_message(argv: list[str], fragment: str,
     assert run_main(["--smoke", "--out-dir", str(tmp_path), *argv], PRETRAIN_ONLY) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1  # one message, not the usage of every flag
 
 
 def test_missing_data_root_names_the_fix(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

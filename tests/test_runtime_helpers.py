@@ -167,6 +167,8 @@ class KnnConfig:
 
 @dataclass
 class ProbeConfig:
+    checkpoint: str | None = None
+    eval_folds: list[int] | None = None
     epochs: int = 20
     batch_size: int = 16
     num_workers: int = 0

@@ -317,7 +317,7 @@ class TrainLoop:
                     window_logs[key] = window_logs.get(key, 0.0) + value
                 if self.on_step is not None:
                     self.on_step(step)
-                if step % settings.log_every == 0 or step == plan.run_until:
+                if step % settings.log_every == 0 or step == plan.run_until or step == start_step + 1:
                     lr = self.lr_at(step - 1, plan)
                     values = {"loss": window_loss / window_steps, **{k: v / window_steps for k, v in window_logs.items()}}
                     rate = samples_per_step * window_steps / max(window_time, 1e-9)

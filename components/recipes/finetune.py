@@ -115,6 +115,13 @@ def evaluate_classifier(
 def resolve_split(ctx: RunContext, dataset: Any, train_folds: list[int] | None, eval_folds: list[int] | None) -> tuple[list[int], list[int]]:
     """Default split: hold out the last fold, train on the others."""
     folds = dataset_folds(dataset)
+    missing = sorted(set(train_folds or []) | set(eval_folds or []) - set(folds))
+    if missing and ctx.smoke:
+        # Synthetic smoke data has its own folds; the spec's split is for the real data.
+        ctx.info(f"smoke data has folds {folds}, not {missing}: using the default split")
+        train_folds = eval_folds = None
+    elif missing:
+        raise UsageError(f"{ctx.section}: folds {missing} do not exist; the data set has folds {folds}")
     if eval_folds is None:
         if len(folds) < 2:
             raise UsageError(f"{ctx.section}: the data set has one fold ({folds}); set --{ctx.section}.eval_folds")

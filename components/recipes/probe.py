@@ -47,12 +47,14 @@ def knn_predict(
     return torch.cat(scores) if scores else torch.zeros(0, num_classes)
 
 
-def _split_embeddings(ctx: RunContext, payload: dict[str, Any], train_folds: list[int] | None, eval_folds: list[int] | None):
-    train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
+def _split_embeddings(
+    payload: dict[str, Any], train_folds: list[int], eval_folds: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(train_x, train_y, eval_x, eval_y)`` of cached embeddings, split by folds."""
     folds = payload["folds"]
     train, held_out = fold_mask(folds, train_folds), fold_mask(folds, eval_folds)
     x, y = payload["embeddings"], payload["labels"]
-    return x[train], y[train], x[held_out], y[held_out], train_folds, eval_folds
+    return x[train], y[train], x[held_out], y[held_out]
 
 
 def _report(ctx: RunContext, scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
@@ -82,10 +84,11 @@ def knn(
     """Weighted k-NN accuracy of frozen embeddings (evaluation folds default to the last fold)."""
     if temperature <= 0:
         raise UsageError(f"--{ctx.section}.temperature must be > 0, got {temperature}")
+    train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
     payload, hit = compute_or_load_embeddings(
         ctx, checkpoint=checkpoint, pooling=pooling, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
     )
-    train_x, train_y, eval_x, eval_y, train_folds, eval_folds = _split_embeddings(ctx, payload, train_folds, eval_folds)
+    train_x, train_y, eval_x, eval_y = _split_embeddings(payload, train_folds, eval_folds)
     num_classes = len(payload["class_names"])
     scores = knn_predict(train_x, train_y, eval_x, num_classes, k=k, temperature=temperature)
     summary = _report(ctx, scores, eval_y, num_classes)
@@ -130,10 +133,11 @@ def linear_probe(
 
     Runs identically on every rank (it is cheap), so all ranks agree; ``--steps`` caps it too.
     """
+    train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
     payload, hit = compute_or_load_embeddings(
         ctx, checkpoint=checkpoint, pooling=pooling, batch_size=embed_batch_size, num_workers=num_workers, cache_dir=cache_dir
     )
-    train_x, train_y, eval_x, eval_y, train_folds, eval_folds = _split_embeddings(ctx, payload, train_folds, eval_folds)
+    train_x, train_y, eval_x, eval_y = _split_embeddings(payload, train_folds, eval_folds)
     num_classes = len(payload["class_names"])
     if train_x.shape[0] < 2:
         raise UsageError(f"{ctx.section}: needs at least 2 training items, got {train_x.shape[0]}")
