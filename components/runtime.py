@@ -11,10 +11,8 @@ non-finite loss), 2 a user error (bad flag, missing data, wrong checkpoint) with
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import difflib
 import inspect
 import json
 import os
@@ -23,11 +21,9 @@ import signal
 import sys
 import threading
 import time
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -42,10 +38,9 @@ from components.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from components.flags import UsageError, config_sections, parse_config
 from components.metrics import MetricsLogger, write_json_atomic
 from components.plots import Plotter
-
-DEFAULT_SMOKE_STEPS = 2
 
 
 # --------------------------------------------------------------------------- records
@@ -82,10 +77,6 @@ class Pipeline:
     steps: tuple[Step, ...]
     smoke_data: type | None = None
     smoke: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-
-class UsageError(Exception):
-    """A mistake the user can fix (flag value, data location, checkpoint): exit 2, no traceback."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -129,228 +120,6 @@ class StopFlag:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
-
-
-# --------------------------------------------------------------------------- flags
-def _resolve_hints(cls: type) -> dict[str, Any]:
-    """Field types of a dataclass whose annotations are strings (``from __future__ import annotations``)."""
-    extra = {"Literal": Literal, "Optional": Optional, "Any": Any}
-    try:
-        return typing.get_type_hints(cls, localns=extra)
-    except NameError as error:
-        raise TypeError(f"cannot resolve the field types of {cls.__name__}: {error}") from None
-
-
-def _strip_optional(annotation: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
-            return args[0], True
-    return annotation, False
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "y", "on"):
-        return True
-    if lowered in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _scalar_parser(annotation: Any) -> Callable[[str], Any]:
-    if annotation is bool:
-        return _parse_bool
-    if annotation in (int, float, str):
-        def parse(text: str, kind: type = annotation) -> Any:
-            try:
-                return kind(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        return parse
-    if typing.get_origin(annotation) is Literal:
-        choices = typing.get_args(annotation)
-
-        def parse_literal(text: str) -> Any:
-            for choice in choices:
-                if str(choice) == text:
-                    return choice
-            raise argparse.ArgumentTypeError(f"expected one of {', '.join(map(str, choices))}, got {text!r}")
-        return parse_literal
-    raise TypeError(f"unsupported config field type {annotation!r} (int, float, bool, str, Literal, tuple, list, Optional)")
-
-
-@dataclass(frozen=True)
-class FlagSpec:
-    """How one config field reads from the command line."""
-
-    section: str
-    name: str
-    annotation: Any
-    default: Any
-
-    @property
-    def dest(self) -> str:
-        return f"{self.section}.{self.name}"
-
-    @property
-    def flag(self) -> str:
-        if self.section == "run":
-            return "--" + self.name.replace("_", "-")
-        return f"--{self.section}.{self.name}"
-
-    def convert(self, tokens: list[str]) -> Any:
-        """Turn the tokens after the flag into a value of the field's type."""
-        inner, optional = _strip_optional(self.annotation)
-        if optional and len(tokens) == 1 and tokens[0].lower() in ("none", "null"):
-            return None
-        origin = typing.get_origin(inner)
-        if origin in (tuple, list):
-            # "--model.img_size 64 128" and "--model.img_size 64,128" both work.
-            items = [part for token in tokens for part in token.split(",") if part != ""]
-            args = typing.get_args(inner)
-            fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
-            if fixed and len(items) != len(args):
-                raise argparse.ArgumentTypeError(f"expected {len(args)} values, got {len(items)}: {' '.join(tokens)}")
-            kinds = args if fixed else [args[0] if args else str] * len(items)
-            values = [_scalar_parser(kind)(item) for kind, item in zip(kinds, items)]
-            return tuple(values) if origin is tuple else values
-        if len(tokens) != 1:
-            raise argparse.ArgumentTypeError(f"expected one value, got {len(tokens)}")
-        return _scalar_parser(inner)(tokens[0])
-
-    def coerce(self, value: Any) -> Any:
-        """Bring a literal from the spec's smoke block to the field's type (lists -> tuples)."""
-        inner, optional = _strip_optional(self.annotation)
-        if value is None:
-            return None
-        origin = typing.get_origin(inner)
-        if origin is tuple and isinstance(value, (list, tuple)):
-            return tuple(value)
-        if origin is list and isinstance(value, (list, tuple)):
-            return list(value)
-        if inner is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
-
-
-class _FlagAction(argparse.Action):
-    def __init__(self, option_strings: list[str], dest: str, spec: FlagSpec, **kwargs: Any) -> None:
-        self.spec = spec
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: str | None = None) -> None:
-        tokens = [] if values is None else (values if isinstance(values, list) else [values])
-        if not tokens and _strip_optional(self.spec.annotation)[0] is bool:
-            value: Any = True  # a bare "--smoke" means true
-        else:
-            try:
-                value = self.spec.convert(tokens)
-            except argparse.ArgumentTypeError as error:
-                raise argparse.ArgumentError(self, str(error)) from None
-        setattr(namespace, self.dest, value)
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (the full usage of a script lists ~100 flags) and a suggestion."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        if message.startswith("unrecognized arguments:"):
-            known = [flag for action in self._actions for flag in action.option_strings]
-            unknown = [token for token in message.split(":", 1)[1].split() if token.startswith("--")]
-            close = difflib.get_close_matches(unknown[0].split("=")[0], known, n=1) if unknown else []
-            if close:
-                message += f" (did you mean {close[0]}?)"
-        self.exit(2, f"{self.prog}: error: {message}; run with --help to list every flag\n")
-
-
-def config_sections(config_cls: type) -> dict[str, type]:
-    """Section name -> section dataclass of a ``Config`` (each field has a default factory)."""
-    if not dataclasses.is_dataclass(config_cls):
-        raise TypeError(f"{config_cls!r} is not a dataclass")
-    instance = config_cls()
-    return {f.name: type(getattr(instance, f.name)) for f in dataclasses.fields(config_cls)}
-
-
-def flag_specs(config_cls: type) -> list[FlagSpec]:
-    specs = []
-    for section, section_cls in config_sections(config_cls).items():
-        hints = _resolve_hints(section_cls)
-        defaults = section_cls()
-        for f in dataclasses.fields(section_cls):
-            specs.append(FlagSpec(section, f.name, hints[f.name], getattr(defaults, f.name)))
-    return specs
-
-
-def _type_label(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
-    return text or str(annotation).replace("typing.", "")
-
-
-def build_arg_parser(pipeline: Pipeline, config_cls: type) -> argparse.ArgumentParser:
-    """argparse over every field of ``config_cls``; defaults are shown, never set (see ``parse_config``)."""
-    parser = _ArgumentParser(
-        prog=f"{pipeline.name}.py",
-        description=f"Train and evaluate '{pipeline.name}' (spec hash {pipeline.spec_hash[:12]}). "
-        "Flags without a section control the run; --<section>.<field> sets any config field.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,  # "--pretrain.epoch" must not silently mean "--pretrain.epochs"
-    )
-    groups: dict[str, Any] = {}
-    for spec in flag_specs(config_cls):
-        group = groups.get(spec.section)
-        if group is None:
-            group = groups[spec.section] = parser.add_argument_group(f"{spec.section} options")
-        inner, _ = _strip_optional(spec.annotation)
-        origin = typing.get_origin(inner)
-        nargs: Any = "+" if origin in (tuple, list) else ("?" if inner is bool else None)
-        choices = typing.get_args(inner) if origin is Literal else None
-        help_text = f"{_type_label(spec.annotation)} (default: {spec.default!r})"
-        if choices:
-            help_text += f"; one of {', '.join(map(str, choices))}"
-        group.add_argument(
-            spec.flag,
-            dest=spec.dest,
-            action=_FlagAction,
-            spec=spec,
-            nargs=nargs,
-            default=argparse.SUPPRESS,
-            metavar=spec.name.upper() if origin not in (tuple, list) else "V",
-            help=help_text,
-        )
-    return parser
-
-
-def _set_field(config: Any, spec: FlagSpec, value: Any) -> None:
-    setattr(getattr(config, spec.section), spec.name, value)
-
-
-def parse_config(pipeline: Pipeline, config_cls: type, argv: Sequence[str] | None) -> Any:
-    """Defaults, then the spec's smoke overrides (under ``--smoke``), then explicit flags."""
-    parser = build_arg_parser(pipeline, config_cls)
-    namespace = vars(parser.parse_args(list(argv) if argv is not None else None))
-    specs = {spec.dest: spec for spec in flag_specs(config_cls)}
-    config = config_cls()
-    if namespace.get("run.smoke", False):
-        for section, overrides in pipeline.smoke.items():
-            if section == "data":
-                continue  # kwargs of the synthetic smoke data set, not of the DataConfig
-            for name, value in overrides.items():
-                spec = specs.get(f"{section}.{name}")
-                if spec is None:
-                    raise UsageError(f"the spec's smoke block sets unknown field {section}.{name}")
-                _set_field(config, spec, spec.coerce(value))
-    for dest, value in namespace.items():
-        _set_field(config, specs[dest], value)
-    run = config.run
-    if run.smoke and run.steps is None:
-        run.steps = DEFAULT_SMOKE_STEPS
-    if run.steps is not None and run.steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {run.steps}")
-    if run.dtype not in ("auto", "bf16", "fp16", "fp32"):
-        raise UsageError(f"--dtype must be auto, bf16, fp16 or fp32, got {run.dtype!r}")
-    return config
 
 
 # --------------------------------------------------------------------------- device
@@ -616,7 +385,7 @@ class RunContext:
                 kwargs["root"] = self.options.data_dir
             if self.options.download:
                 kwargs["download"] = True
-        kwargs["folds"] = None
+        kwargs.setdefault("folds", None)  # all folds, unless --data.folds narrowed the set
         kwargs = accepted_kwargs(cls, kwargs)
         try:
             dataset = cls(**kwargs)

@@ -22,15 +22,8 @@ from components.checkpoint import (
 from components.metrics import confusion_matrix, format_progress_line, read_metrics
 from components.plots import pca_2d
 from components.recipes.engine import LoopPlan, LoopSettings, TrainLoop, WarmupCosineSchedule, warmup_cosine_lr
-from components.runtime import (
-    NonFiniteLossError,
-    ShardedEpochSampler,
-    Step,
-    UsageError,
-    collate_signals,
-    parse_config,
-    run_pipeline,
-)
+from components.flags import UsageError, parse_config
+from components.runtime import NonFiniteLossError, ShardedEpochSampler, Step, collate_signals, run_pipeline
 from test_runtime_helpers import (
     ALL_STEPS,
     Config,

@@ -30,7 +30,8 @@ from components.recipes import embed, finetune, kfold, knn, linear_probe, mae_pr
 from components.distributed import DistInfo  # noqa: E402
 from components.metrics import MetricsLogger  # noqa: E402
 from components.plots import Plotter  # noqa: E402
-from components.runtime import Pipeline, RunContext, RunOptions, Step, parse_config, run_pipeline  # noqa: E402
+from components.flags import parse_config  # noqa: E402
+from components.runtime import Pipeline, RunContext, RunOptions, Step, run_pipeline  # noqa: E402
 from components.transforms.spectral import LogMel  # noqa: E402
 
 

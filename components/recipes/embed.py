@@ -24,7 +24,8 @@ from torch import nn
 from components.checkpoint import atomic_torch_save, file_sha256, load_checkpoint_file, load_model_weights
 from components.distributed import all_reduce_sum, barrier
 from components.registry import recipe_registry
-from components.runtime import RunContext, UsageError, eval_loader
+from components.flags import UsageError
+from components.runtime import RunContext, eval_loader
 
 EMBEDDING_FORMAT = "sigmae-embeddings/1"
 

@@ -23,7 +23,8 @@ from components.models.classifier import AudioMAEClassifier, param_groups_lrd
 from components.recipes.embed import CheckpointLoader
 from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule, scaled_learning_rate
 from components.registry import recipe_registry
-from components.runtime import RunContext, UsageError, dataset_folds, eval_loader, split_by_folds
+from components.flags import UsageError
+from components.runtime import RunContext, dataset_folds, eval_loader, split_by_folds
 from components.transforms.augment import mixup, spec_augment
 
 

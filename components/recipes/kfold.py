@@ -14,7 +14,8 @@ from typing import Any, Literal
 from components.metrics import write_json_atomic
 from components.recipes.finetune import FinetuneSettings, train_classifier
 from components.registry import recipe_registry
-from components.runtime import RunContext, UsageError, dataset_folds, derive_seed, seed_everything, split_by_folds
+from components.flags import UsageError
+from components.runtime import RunContext, dataset_folds, derive_seed, seed_everything, split_by_folds
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -24,7 +24,8 @@ from components.recipes.engine import (
     scaled_learning_rate,
 )
 from components.registry import recipe_registry
-from components.runtime import RunContext, UsageError, split_by_folds
+from components.flags import UsageError
+from components.runtime import RunContext, split_by_folds
 
 
 class MAEObjective(nn.Module):

@@ -21,7 +21,8 @@ from components.recipes.embed import compute_or_load_embeddings
 from components.recipes.engine import warmup_cosine_lr
 from components.recipes.finetune import resolve_split
 from components.registry import recipe_registry
-from components.runtime import RunContext, UsageError
+from components.flags import UsageError
+from components.runtime import RunContext
 
 
 def fold_mask(folds: torch.Tensor, chosen: list[int]) -> torch.Tensor:
