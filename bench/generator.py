@@ -226,27 +226,35 @@ def main() -> None:
         full = has_build and scaling_spec.is_file()
 
         print("\nScaling: warm times with extra unrelated catalog modules (each registers a model)")
+        print("(runs interleaved across the catalog sizes, so machine noise hits them alike)")
         print(header + ("   full build of esc50_audiomae.yaml" if full else ""))
-        baseline = baseline_build = None
-        for count in [int(c) for c in args.scaling.split(",")]:
+        counts = [int(c) for c in args.scaling.split(",")]
+        prepared = {}
+        for count in counts:
             catalog = copy_catalog(tmp_path / f"scale-{count}")
             add_unrelated(catalog, count)
             scale_cache = tmp_path / f"cache-scale-{count}"
-            stage_runs(catalog, scale_cache, 1, cold=True)  # fill the cache
-            time.sleep(2.1)  # let the files age past the index's racy-timestamp margin
-            results = stage_runs(catalog, scale_cache, args.runs, cold=False)
-            stages = median(results, "stages")
-            baseline = stages if baseline is None else baseline
-            line = (
-                row(f"+{count} modules ({results[0]['modules']} total)", results) + f"   {stages / baseline - 1:+.0%}"
-            )
+            out = tmp_path / f"out-scale-{count}"
+            stage_runs(catalog, scale_cache, 1, cold=True)  # fill the caches
             if full:
-                out = tmp_path / f"out-scale-{count}"
-                run_worker("build", str(scaling_spec), str(catalog), str(out))  # fill its cache
-                builds = [run_worker("build", str(scaling_spec), str(catalog), str(out)) for _ in range(args.runs)]
-                total = median(builds, "total")
-                baseline_build = total if baseline_build is None else baseline_build
-                line += f"   {total * 1000:.0f} ms ({total / baseline_build - 1:+.0%})"
+                run_worker("build", str(scaling_spec), str(catalog), str(out))
+            prepared[count] = (catalog, scale_cache, out)
+        time.sleep(2.1)  # let the files age past the index's racy-timestamp margin
+        stage_results: dict[int, list[dict]] = {c: [] for c in counts}
+        build_results: dict[int, list[dict]] = {c: [] for c in counts}
+        for _ in range(args.runs):
+            for count in counts:
+                catalog, scale_cache, out = prepared[count]
+                stage_results[count].append(run_worker("stages", str(catalog), str(scale_cache)))
+                if full:
+                    build_results[count].append(run_worker("build", str(scaling_spec), str(catalog), str(out)))
+        for count in counts:
+            results = stage_results[count]
+            stages, base = median(results, "stages"), median(stage_results[counts[0]], "stages")
+            line = row(f"+{count} modules ({results[0]['modules']} total)", results) + f"   {stages / base - 1:+.0%}"
+            if full:
+                total, base_total = median(build_results[count], "total"), median(build_results[counts[0]], "total")
+                line += f"   {total * 1000:.0f} ms ({total / base_total - 1:+.0%})"
             print(line)
 
         print("\nFull builds (script + notebook + tests), per shipped spec")

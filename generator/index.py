@@ -193,6 +193,18 @@ class CatalogIndex:
         """Registered components of ``kind``, sorted by name."""
         return sorted((c for (k, _), c in self.components.items() if k == kind), key=lambda c: c.name)
 
+    def definitions_in(self, module: str) -> list[Definition]:
+        """Top-level definitions of one module, in source order, loading only that module.
+
+        Prefer this to filtering ``definitions``: iterating that loads every module.
+        """
+        analysis = self.analyses.get(module)
+        if analysis is None:
+            return []
+        found = [self.definitions[(module, b.local)] for b in analysis.imports]
+        found += [self.definitions[(module, n)] for s in analysis.statements for n in s.names]
+        return sorted(found, key=lambda d: d.lineno)  # stable: `a, b = ...` keeps a before b
+
     def is_catalog_module(self, module: str) -> bool:
         return module == self.package or module.startswith(self.package + ".")
 

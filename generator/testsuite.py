@@ -50,7 +50,7 @@ def contracts_module(index, kind: str) -> str | None:
 
 def check_functions(index, module: str) -> list[DefinitionKey]:
     """`check_*` functions of a contracts module, in source order."""
-    found = [d for key, d in index.definitions.items() if key[0] == module and d.kind == "function" and d.name.startswith("check_")]
+    found = [d for d in index.definitions_in(module) if d.kind == "function" and d.name.startswith("check_")]
     return [(d.module, d.name) for d in sorted(found, key=lambda d: d.lineno)]
 
 

@@ -248,3 +248,18 @@ def test_iteration_order_does_not_depend_on_what_was_looked_up_first(tmp_path):
     assert ("components.models", "Net") in second.definitions
     assert ("components.models", "Nope") not in second.definitions
     assert second.definitions.get(("components.nope", "X")) is None
+
+
+def test_definitions_in_one_module_in_source_order(basic):
+    names = [(d.name, d.kind) for d in basic.definitions_in("components.util")]
+    assert names == [
+        ("json", "import"),
+        ("math", "import"),
+        ("OrderedDict", "import"),
+        ("SCALE", "constant"),
+        ("UNUSED_CONSTANT", "constant"),
+        ("helper", "function"),
+        ("unused_helper", "function"),
+        ("scale", "function"),
+    ]
+    assert basic.definitions_in("components.nope") == []
