@@ -104,8 +104,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
-def load_checkpoint_file(path: Path) -> dict[str, Any]:
-    """Safe load (``weights_only=True``) onto the CPU, with a clear error for a bad file."""
+def load_checkpoint_file(path: Path, require_format: bool = True) -> dict[str, Any]:
+    """Safe load (``weights_only=True``) onto the CPU, with a clear error for a bad file.
+
+    ``require_format=False`` also returns other dicts (e.g. an official release's state dict).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -116,7 +119,9 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
             f"cannot load checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}; "
             "only checkpoints written by this script (tensors and plain containers) can be loaded"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a checkpoint dictionary")
+    if require_format and payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint written by a sigmae script (no '{CHECKPOINT_FORMAT}' marker)")
     return payload
 

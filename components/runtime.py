@@ -553,7 +553,8 @@ def _run_steps(
         for index, step in enumerate(pipeline.steps):
             ctx.section, ctx.stage_index = step.section, index
             done = record["completed"].get(step.section)
-            if done is not None:
+            # A stage cut short by --steps continues when resumed with another cap.
+            if done is not None and (not done.get("capped", False) or done.get("steps_cap") == options.steps):
                 ctx.state.update(done["state"])
                 summaries[step.section] = done["summary"]
                 ctx.info("already completed; skipped (--resume)")
@@ -565,7 +566,10 @@ def _run_steps(
             barrier(dist_info)  # later steps on other ranks read what rank 0 just wrote
             exported = {k: v for k, v in ctx.state.items() if before.get(k, object()) != v and _jsonable(v)}
             summaries[step.section] = summary
-            record["completed"][step.section] = {"summary": summary, "state": exported}
+            capped = isinstance(summary.get("steps"), int) and summary["steps"] < summary.get("total_steps", 0)
+            record["completed"][step.section] = {
+                "summary": summary, "state": exported, "capped": capped, "steps_cap": options.steps,
+            }
             if ctx.is_main:
                 write_json_atomic(record, state_path)
                 metrics.write_summary(summary, f"{step.section}/summary.json")

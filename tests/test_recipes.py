@@ -100,3 +100,21 @@ def test_unknown_evaluation_folds_are_a_user_error_but_smoke_falls_back(tmp_path
     assert "folds [9] do not exist; the data set has folds [1, 2, 3, 4]" in capsys.readouterr().err
     assert run_main(["--smoke", "--out-dir", str(tmp_path / "smoke"), "--probe.eval_folds", "9"], (PRETRAIN, *probe)) == 0
     assert "smoke data has folds [1, 2, 3, 4], not [9]: using the default split" in capsys.readouterr().out
+
+
+def test_finetuning_starts_from_an_official_release_state_dict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from components.models.audiomae_pp import AudioMAEPlusPlus
+    from components.models.checkpoints import export_official_state_dict
+    from test_runtime_helpers import ModelConfig
+
+    model = AudioMAEPlusPlus(**{k: v for k, v in ModelConfig().__dict__.items()})
+    torch.save({"model": export_official_state_dict(model)}, tmp_path / "official.pth")
+    args = ["--smoke", "--out-dir", str(tmp_path / "run"), "--finetune.checkpoint", str(tmp_path / "official.pth")]
+    assert run_main(args, (FINETUNE,)) == 0
+    assert f"loaded {tmp_path / 'official.pth'} (" in capsys.readouterr().out
+    torch.save({"model": {"patch_embed.proj.weight": torch.zeros(3)}}, tmp_path / "other.pth")
+    args[-1] = str(tmp_path / "other.pth")
+    assert run_main(args, (FINETUNE,)) == 2
+    assert "neither a checkpoint of this script nor an official one that fits" in capsys.readouterr().err

@@ -284,3 +284,13 @@ def test_smoke_run_of_every_recipe_writes_summaries(tmp_path: Path, capsys: pyte
 
 def test_usage_error_class_is_exported() -> None:
     assert issubclass(UsageError, Exception) and Step("x", lambda ctx: {}).section == "x"
+
+
+def test_a_stage_cut_short_by_steps_continues_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run")]
+    assert run_main([*args, "--steps", "3"], PRETRAIN_ONLY) == 0
+    assert run_main([*args, "--steps", "6", "--resume"], PRETRAIN_ONLY) == 0
+    out = capsys.readouterr().out
+    assert f"resumed from {tmp_path / 'run' / 'pretrain' / 'last.pt'} at step 3" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["steps"]["pretrain"]
+    assert (summary["steps"], summary["resumed_from"]) == (6, 3)

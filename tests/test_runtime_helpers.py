@@ -139,6 +139,7 @@ class PretrainConfig:
 
 @dataclass
 class FinetuneConfig:
+    checkpoint: str | None = None
     epochs: int = 2
     batch_size: int = 8
     lr: float | None = 2e-3

@@ -21,7 +21,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from components.checkpoint import atomic_torch_save, file_sha256, load_checkpoint_file, load_model_weights
+from components.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    atomic_torch_save,
+    file_sha256,
+    load_checkpoint_file,
+    load_model_weights,
+)
+from components.models.checkpoints import CheckpointMismatchError, load_official_checkpoint
 from components.distributed import all_reduce_sum, barrier
 from components.registry import recipe_registry
 from components.flags import UsageError
@@ -47,10 +55,22 @@ class CheckpointLoader:
         return Path(found) if found else None
 
     def load(self, path: Path, **model_overrides: Any) -> nn.Module:
-        """The spec's model with the checkpoint's weights, on the run's device."""
-        payload = load_checkpoint_file(path)
+        """The spec's model with the checkpoint's weights, on the run's device.
+
+        A checkpoint of this script's runs is loaded as it is; any other state dict (an
+        official AudioMAE / AudioMAE++ release, e.g. AudioSet pre-training) goes through the
+        catalog's converter, encoder weights only, and must fit exactly.
+        """
+        payload = load_checkpoint_file(path, require_format=False)
         model = self.ctx.build_model(**model_overrides)
-        load_model_weights(model, payload, path)
+        if payload.get("format") == CHECKPOINT_FORMAT:
+            load_model_weights(model, payload, path)
+            return model
+        try:
+            report = load_official_checkpoint(model, payload, strict=True, decoder=False)
+        except (CheckpointMismatchError, KeyError, ValueError) as error:
+            raise CheckpointError(f"{path} is neither a checkpoint of this script nor an official one that fits the model: {error}") from None
+        self.ctx.info(f"loaded {path} ({report.layout} layout, encoder weights)")
         return model
 
 
