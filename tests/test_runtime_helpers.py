@@ -135,6 +135,7 @@ class PretrainConfig:
     num_workers: int = 0
     checkpoint_every: int = 2
     log_every: int = 1
+    plot_every: int = 0
 
 
 @dataclass
