@@ -188,7 +188,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scaling", default="0,50,200", help="extra unrelated modules, comma-separated")
+    parser.add_argument(
+        "--sections", default="stages,scaling,builds", help="any of stages, scaling, builds (comma-separated)"
+    )
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     header = f"{'':<34}" + "".join(f"{k:>10}" for k in ("index", "resolve", "inline", "i+r+i", "process"))
 
     with tempfile.TemporaryDirectory(prefix="sigmae-bench-") as tmp:
@@ -196,25 +200,8 @@ def main() -> None:
         print(f"sigmae-gen generator benchmark: median of {args.runs} fresh processes, times in ms")
         print(f"python {sys.version.split()[0]}; roots: every registered non-fixture component\n")
 
-        base = copy_catalog(tmp_path / "base")
-        cache = tmp_path / "cache-base"
-        cold = stage_runs(base, cache, args.runs, cold=True)
-        warm = stage_runs(base, cache, args.runs, cold=False)
-        print("Real catalog: index + resolve + inline")
-        print(header)
-        print(row("cold (empty cache)", cold))
-        print(row("warm", warm))
-        facts = warm[-1]
-        print(
-            f"\nTree shaking (ESC-50-like roots: esc50 + synthetic_audio + kaldi_fbank + audiomae++ + every "
-            f"recipe + runtime): the emitted definitions span {facts['emitted_source_lines']} source lines of the "
-            f"{facts['touched_lines']} lines in the {facts['touched_modules']} touched modules "
-            f"({facts['emitted_source_lines'] / max(facts['touched_lines'], 1):.0%}); black at 88 columns makes "
-            f"them {facts['emitted_lines']} lines. Catalog: {facts['modules']} modules, "
-            f"{facts['catalog_lines']} lines; all components together emit {facts['all_components_lines']} lines "
-            f"({facts['definitions']} definitions, {facts['excluded']} definitions of touched modules left out)."
-        )
-
+        if "stages" in sections:
+            stages_section(tmp_path, args.runs, header)
         specs = sorted(p for p in (REPO / "specs").glob("*.yaml") if not p.name.startswith("_"))
         try:
             import generator.build as build_module
@@ -222,67 +209,92 @@ def main() -> None:
             has_build = hasattr(build_module, "build_spec")
         except Exception:  # the other half of the generator may not have landed
             has_build = False
-        scaling_spec = REPO / "specs" / "esc50_audiomae.yaml"
-        full = has_build and scaling_spec.is_file()
+        if "scaling" in sections:
+            scaling_section(tmp_path, args.runs, header, [int(c) for c in args.scaling.split(",")], has_build)
+        if "builds" in sections:
+            builds_section(tmp_path, args.runs, specs, has_build)
 
-        print("\nScaling: warm times with extra unrelated catalog modules (each registers a model)")
-        print("(runs interleaved across the catalog sizes, so machine noise hits them alike)")
-        print(header + ("   full build of esc50_audiomae.yaml" if full else ""))
-        counts = [int(c) for c in args.scaling.split(",")]
-        prepared = {}
-        for count in counts:
-            catalog = copy_catalog(tmp_path / f"scale-{count}")
-            add_unrelated(catalog, count)
-            scale_cache = tmp_path / f"cache-scale-{count}"
-            out = tmp_path / f"out-scale-{count}"
-            stage_runs(catalog, scale_cache, 1, cold=True)  # fill the caches
-            if full:
-                run_worker("build", str(scaling_spec), str(catalog), str(out))
-            prepared[count] = (catalog, scale_cache, out)
-        time.sleep(2.1)  # let the files age past the index's racy-timestamp margin
-        stage_results: dict[int, list[dict]] = {c: [] for c in counts}
-        build_results: dict[int, list[dict]] = {c: [] for c in counts}
-        for _ in range(args.runs):
-            for count in counts:
-                catalog, scale_cache, out = prepared[count]
-                stage_results[count].append(run_worker("stages", str(catalog), str(scale_cache)))
-                if full:
-                    build_results[count].append(run_worker("build", str(scaling_spec), str(catalog), str(out)))
-        for count in counts:
-            results = stage_results[count]
-            stages, base = median(results, "stages"), median(stage_results[counts[0]], "stages")
-            line = row(f"+{count} modules ({results[0]['modules']} total)", results) + f"   {stages / base - 1:+.0%}"
-            if full:
-                total, base_total = median(build_results[count], "total"), median(build_results[counts[0]], "total")
-                line += f"   {total * 1000:.0f} ms ({total / base_total - 1:+.0%})"
-            print(line)
 
-        print("\nFull builds (script + notebook + tests), per shipped spec")
-        if not specs or not has_build:
-            print("  skipped: " + ("no specs/*.yaml yet" if not specs else "generator.build.build_spec not available"))
-            return
-        build_catalog = copy_catalog(tmp_path / "build")
-        for spec in specs:
-            cold_runs, warm_runs = [], []
-            try:
-                for _ in range(args.runs):
-                    shutil.rmtree(build_catalog / ".sigmae-cache", ignore_errors=True)
-                    cold_runs.append(run_worker("build", str(spec), str(build_catalog), str(tmp_path / "out")))
-                for _ in range(args.runs):
-                    warm_runs.append(run_worker("build", str(spec), str(build_catalog), str(tmp_path / "out")))
-            except SystemExit as exc:
-                print(f"  {spec.name}: build failed: {str(exc).splitlines()[-1]}")
-                continue
-            stages = [k for k in cold_runs[0] if k not in {"process_total", "wall"}]
-            print(
-                f"  {spec.name}: total cold {median(cold_runs, 'total') * 1000:.0f} ms, warm "
-                f"{median(warm_runs, 'total') * 1000:.0f} ms (process incl. imports: cold "
-                f"{median(cold_runs, 'wall') * 1000:.0f} ms, warm {median(warm_runs, 'wall') * 1000:.0f} ms)"
-            )
-            print(
-                "    warm stages: "
-                + ", ".join(f"{k} {median(warm_runs, k) * 1000:.0f}" for k in stages if k != "total")
-            )
+def stages_section(tmp_path: Path, runs: int, header: str) -> None:
+    catalog = copy_catalog(tmp_path / "base")
+    cache = tmp_path / "cache-base"
+    cold = stage_runs(catalog, cache, runs, cold=True)
+    warm = stage_runs(catalog, cache, runs, cold=False)
+    print("Real catalog: index + resolve + inline")
+    print(header)
+    print(row("cold (empty cache)", cold))
+    print(row("warm", warm))
+    facts = warm[-1]
+    print(
+        f"\nTree shaking (ESC-50-like roots: esc50 + synthetic_audio + kaldi_fbank + audiomae++ + every "
+        f"recipe + runtime): the emitted definitions span {facts['emitted_source_lines']} source lines of the "
+        f"{facts['touched_lines']} lines in the {facts['touched_modules']} touched modules "
+        f"({facts['emitted_source_lines'] / max(facts['touched_lines'], 1):.0%}); black at 88 columns makes "
+        f"them {facts['emitted_lines']} lines. Catalog: {facts['modules']} modules, "
+        f"{facts['catalog_lines']} lines; all components together emit {facts['all_components_lines']} lines "
+        f"({facts['definitions']} definitions, {facts['excluded']} definitions of touched modules left out)."
+    )
+
+
+def scaling_section(tmp_path: Path, runs: int, header: str, counts: list[int], has_build: bool) -> None:
+    scaling_spec = REPO / "specs" / "esc50_audiomae.yaml"
+    full = has_build and scaling_spec.is_file()
+    print("\nScaling: warm times with extra unrelated catalog modules (each registers a model)")
+    print("(runs interleaved across the catalog sizes, so machine noise hits them alike)")
+    print(header + ("   full build of esc50_audiomae.yaml" if full else ""))
+    prepared = {}
+    for count in counts:
+        catalog = copy_catalog(tmp_path / f"scale-{count}")
+        add_unrelated(catalog, count)
+        scale_cache = tmp_path / f"cache-scale-{count}"
+        out = tmp_path / f"out-scale-{count}"
+        stage_runs(catalog, scale_cache, 1, cold=True)  # fill the caches
+        if full:
+            run_worker("build", str(scaling_spec), str(catalog), str(out))
+        prepared[count] = (catalog, scale_cache, out)
+    time.sleep(2.1)  # let the files age past the index's racy-timestamp margin
+    stage_results: dict[int, list[dict]] = {c: [] for c in counts}
+    build_results: dict[int, list[dict]] = {c: [] for c in counts}
+    for _ in range(runs):
+        for count in counts:
+            catalog, scale_cache, out = prepared[count]
+            stage_results[count].append(run_worker("stages", str(catalog), str(scale_cache)))
+            if full:
+                build_results[count].append(run_worker("build", str(scaling_spec), str(catalog), str(out)))
+    for count in counts:
+        results = stage_results[count]
+        stages, first = median(results, "stages"), median(stage_results[counts[0]], "stages")
+        line = row(f"+{count} modules ({results[0]['modules']} total)", results) + f"   {stages / first - 1:+.0%}"
+        if full:
+            total, base_total = median(build_results[count], "total"), median(build_results[counts[0]], "total")
+            line += f"   {total * 1000:.0f} ms ({total / base_total - 1:+.0%})"
+        print(line)
+
+
+def builds_section(tmp_path: Path, runs: int, specs: list[Path], has_build: bool) -> None:
+    print("\nFull builds (script + notebook + tests), per shipped spec")
+    if not specs or not has_build:
+        print("  skipped: " + ("no specs/*.yaml yet" if not specs else "generator.build.build_spec not available"))
+        return
+    build_catalog = copy_catalog(tmp_path / "build")
+    for spec in specs:
+        cold_runs, warm_runs = [], []
+        try:
+            for _ in range(runs):
+                shutil.rmtree(build_catalog / ".sigmae-cache", ignore_errors=True)
+                cold_runs.append(run_worker("build", str(spec), str(build_catalog), str(tmp_path / "out")))
+            for _ in range(runs):
+                warm_runs.append(run_worker("build", str(spec), str(build_catalog), str(tmp_path / "out")))
+        except SystemExit as exc:
+            print(f"  {spec.name}: build failed: {str(exc).splitlines()[-1]}")
+            continue
+        stages = [k for k in cold_runs[0] if k not in {"process_total", "wall"}]
+        print(
+            f"  {spec.name}: total cold {median(cold_runs, 'total') * 1000:.0f} ms, warm "
+            f"{median(warm_runs, 'total') * 1000:.0f} ms (process incl. imports: cold "
+            f"{median(cold_runs, 'wall') * 1000:.0f} ms, warm {median(warm_runs, 'wall') * 1000:.0f} ms)"
+        )
+        print("    warm stages: " + ", ".join(f"{k} {median(warm_runs, k) * 1000:.0f}" for k in stages if k != "total"))
 
 
 if __name__ == "__main__":
