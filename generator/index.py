@@ -1029,7 +1029,10 @@ def build_index(root: Path, package: str = "components", *, cache_dir: Path | No
         store_pickle(snapshot_path, {"entries": fresh, "stats": stats, "written_ns": time.time_ns()})
         for stale in cache_dir.glob(f"index-{package}-v*.pkl"):
             if stale != snapshot_path:  # written by an older generator: never read again
-                stale.unlink(missing_ok=True)
+                try:
+                    stale.unlink()
+                except OSError:  # a read-only or shared cache: leave it, it is only disk space
+                    pass
     return _assemble(root, package, summaries, pending)
 
 

@@ -373,3 +373,30 @@ def test_renaming_preserves_what_every_reference_means(files):
 
 def _defined_names(source: str) -> list[str]:
     return [line[4:].split("(")[0] for line in source.splitlines() if line.startswith("def ")]
+
+
+def test_output_does_not_depend_on_hash_seeds(tmp_path):
+    """Sets and dicts must never leak their order into the program: compare two processes."""
+    script = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+        "from generator.index import build_index; from generator.resolve import resolve, explain;"
+        "from generator.inline import inline, program_text;"
+        "root, cache = Path(sys.argv[2]), Path(sys.argv[3]);"
+        "index = build_index(root, cache_dir=cache);"
+        "resolution = resolve(index, [('components.models', 'demo'), ('components.models', 'TinyNet')]);"
+        "program = inline(index, resolution, reserved=('Config', 'main'), cache_dir=cache);"
+        "print(program_text(program)); print(explain(index, resolution)); print(sorted(program.names.items()))"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    outputs = []
+    for seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(repo), str(FIXTURES / "basic"), str(tmp_path / f"cache{seed}")],
+            capture_output=True,
+            text=True,
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
