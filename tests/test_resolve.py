@@ -199,3 +199,18 @@ def test_any_roots_give_a_closed_executable_order(basic, roots):
                 if dep.eager:
                     assert position[dep.target_key] < position[key]
     assert resolution == resolve(basic, roots)
+
+
+def test_submodules_imported_by_name_are_followed(tmp_path):
+    (tmp_path / "components" / "pkg").mkdir(parents=True)
+    (tmp_path / "components" / "__init__.py").write_text("")
+    (tmp_path / "components" / "pkg" / "__init__.py").write_text("from components.pkg.leaf import Leaf as Leaf\n")
+    (tmp_path / "components" / "pkg" / "leaf.py").write_text("class Leaf:\n    pass\n\n\nclass Other:\n    pass\n")
+    (tmp_path / "components" / "user.py").write_text(
+        "from components.pkg import leaf\nfrom components import pkg as package\n\n"
+        "def make():\n    return leaf.Leaf(), package.Leaf()\n"
+    )
+    index = build_index(tmp_path, cache_dir=tmp_path / "cache")
+    resolution = resolve(index, [("components.user", "make")])
+    assert resolution.order == (("components.pkg.leaf", "Leaf"), ("components.user", "make"))
+    assert resolution.excluded == 1
