@@ -294,3 +294,36 @@ def test_a_stage_cut_short_by_steps_continues_on_resume(tmp_path: Path, capsys: 
     assert f"resumed from {tmp_path / 'run' / 'pretrain' / 'last.pt'} at step 3" in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["steps"]["pretrain"]
     assert (summary["steps"], summary["resumed_from"]) == (6, 3)
+
+
+def test_a_stop_at_an_epoch_end_evaluates_after_the_restart(tmp_path: Path) -> None:
+    from components.runtime import StopRequested
+
+    def make_loop(argv: list[str], calls: list[int], stop_at: int | None) -> TrainLoop:
+        ctx = make_context(tmp_path, ["--steps", "100", *argv])
+        torch.manual_seed(0)
+        model = LinearRegressor()
+
+        def on_step(step: int) -> None:
+            if step == stop_at:
+                ctx.stop.request("SIGTERM")
+
+        def evaluate(epoch: int) -> dict[str, float]:
+            calls.append(epoch)
+            return {"accuracy": 0.5 + 0.1 * epoch}
+
+        return TrainLoop(
+            ctx, model=model, objective=RegressionObjective(model), transform=torch.nn.Identity(),
+            dataset=ToneDataset(num_items=32), optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+            settings=LoopSettings(epochs=2, batch_size=4, checkpoint_every=100), lr_at=WarmupCosineSchedule(0.01),
+            manager=ctx.checkpoints(), evaluate=evaluate, best_key="accuracy", on_step=on_step,
+        )
+
+    calls: list[int] = []
+    with pytest.raises(StopRequested, match="stopped by SIGTERM at step 8"):
+        # The flag set after step 7 is read during step 8, the last step of epoch 1 (8 steps per epoch).
+        make_loop([], calls, stop_at=7).run()
+    assert calls == [] and load_checkpoint_file(tmp_path / "toy" / "last.pt")["pending_eval"]
+    result = make_loop(["--resume"], calls, stop_at=None).run()
+    assert calls == [0, 1] and result.step == 16 and result.best_metric == pytest.approx(0.6)
+    assert load_checkpoint_file(tmp_path / "toy" / "best.pt")["step"] == 16

@@ -214,9 +214,11 @@ class TrainLoop:
         self.scaler = ctx.grad_scaler()
         self.best_metric: float | None = None
         self.last_eval: dict[str, float] = {}
+        self.evaluated_at = -1  # step of the last evaluation
+        self.pending_eval = False  # stopped at an epoch end before evaluating it
 
     # ------------------------------------------------------------------ checkpoints
-    def _payload(self, step: int) -> dict[str, Any]:
+    def _payload(self, step: int, pending_eval: bool) -> dict[str, Any]:
         return {
             "section": self.ctx.section,
             "model": self.model.state_dict(),
@@ -227,11 +229,13 @@ class TrainLoop:
             "rng": gather_rng_states(self.ctx.dist),
             "best_metric": self.best_metric,
             "last_eval": dict(self.last_eval),
+            "evaluated_at": self.evaluated_at,
+            "pending_eval": pending_eval,
             "config": dataclasses.asdict(self.ctx.config),
         }
 
-    def _save(self, step: int, best: bool = False) -> None:
-        payload = self._payload(step)  # every rank: the RNG gather is a collective
+    def _save(self, step: int, best: bool = False, pending_eval: bool = False) -> None:
+        payload = self._payload(step, pending_eval)  # every rank: the RNG gather is a collective
         self.manager.save(payload, step=step, best=best)
 
     def _restore(self) -> int:
@@ -243,6 +247,8 @@ class TrainLoop:
         self.scaler.load_state_dict(payload["scaler"])
         self.best_metric = payload.get("best_metric")
         self.last_eval = dict(payload.get("last_eval") or {})
+        self.evaluated_at = int(payload.get("evaluated_at", -1))
+        self.pending_eval = bool(payload.get("pending_eval", False))
         states = payload["rng"]
         if len(states) == self.ctx.dist.world_size:
             restore_rng_state(states[self.ctx.dist.rank])
@@ -258,6 +264,7 @@ class TrainLoop:
         if self.evaluate is None:
             return False
         results = self.evaluate(epoch)
+        self.evaluated_at = step
         self.last_eval = {k: float(v) for k, v in results.items()}
         self.ctx.metrics.log(self.ctx.section, step, self.last_eval, kind="eval")
         shown = "  ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
@@ -270,6 +277,14 @@ class TrainLoop:
             return True
         return False
 
+    def _evaluate_and_mark_best(self, step: int) -> None:
+        """Evaluate outside an epoch-end save (end of a capped run, after a restart): link best.pt to last.pt."""
+        if self._run_evaluation(max(0, step - 1) // max(1, self.plan.steps_per_epoch), step) and self.ctx.is_main:
+            if self.manager.last_path.exists():
+                atomic_link(self.manager.last_path, self.manager.best_path)
+        self.objective.train()
+        self.transform.train()
+
     def run(self) -> LoopResult:
         ctx, plan, settings = self.ctx, self.plan, self.settings
         start_step = self._restore()
@@ -280,7 +295,8 @@ class TrainLoop:
         window_loss, window_steps, window_time, window_wait = 0.0, 0, 0.0, 0.0
         window_logs: dict[str, float] = {}
         total_time, total_wait = 0.0, 0.0
-        evaluated_at = -1
+        if self.pending_eval:  # the evaluation a SIGTERM at an epoch end postponed
+            self._evaluate_and_mark_best(step)
         samples_per_step = plan.batch_size * plan.accum_steps * ctx.dist.world_size
         while step < plan.run_until:
             epoch = step // plan.steps_per_epoch
@@ -332,16 +348,15 @@ class TrainLoop:
                 best = False
                 if step == epoch_end and not stopping:
                     best = self._run_evaluation(epoch, step)
-                    evaluated_at = step
                     self.objective.train()
                     self.transform.train()
                 if stopping or step == epoch_end or step % settings.checkpoint_every == 0 or step == plan.run_until:
-                    self._save(step, best=best)
+                    # Preemption leaves seconds: evaluate after the restart instead of now.
+                    self._save(step, best=best, pending_eval=stopping and step == epoch_end and self.evaluate is not None)
                 if stopping:
                     raise StopRequested(f"{ctx.section}: stopped by {ctx.stop.signal_name} at step {step}; checkpoint saved")
-        if self.evaluate is not None and evaluated_at != step:
-            if self._run_evaluation(step // max(1, plan.steps_per_epoch), step) and ctx.is_main and self.manager.last_path.exists():
-                atomic_link(self.manager.last_path, self.manager.best_path)
+        if self.evaluate is not None and self.evaluated_at != step:
+            self._evaluate_and_mark_best(step)
         return LoopResult(
             step=step,
             total_steps=plan.total_steps,
