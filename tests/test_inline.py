@@ -270,9 +270,17 @@ def test_warm_build_runs_no_black_and_no_libcst(tmp_path, monkeypatch):
 def test_real_catalog_inlines_into_a_clean_program():
     repo = Path(__file__).resolve().parents[1]
     index = build_index(repo)  # the shared build cache: warm after the first build
-    roots = [component.key for component in index.components.values() if component.kind != "fixture"]
+    roots = [component.key for component in index.components.values()]
     if not roots:
         pytest.skip("the catalog registers no components yet")
+    # The contract checks too: the emitted test suite inlines them.
+    roots += [
+        (d.module, d.name)
+        for module in index.modules
+        if module.startswith("components.contracts")
+        for d in index.definitions_in(module)
+        if d.kind == "function" and d.name.startswith("check_")
+    ]
     program = inline(index, resolve(index, roots), reserved=RESERVED)
     text = program_text(program)
     compile(text, "real.py", "exec")
