@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import dataclasses
 import difflib
 import hashlib
 import os
@@ -1018,6 +1019,8 @@ def build_index(root: Path, package: str = "components", *, cache_dir: Path | No
             except UnicodeDecodeError as exc:
                 raise CatalogError(f"{relative}: not UTF-8 ({exc.reason}); save it as UTF-8") from None
             analysis = analyze_module(text, module, relative, package)
+            # The file's own bytes (a BOM included), as the provenance hash reads them.
+            analysis = dataclasses.replace(analysis, sha256=hashlib.sha256(data).hexdigest())
             summary = _summary(analysis)
             pending[module] = analysis
             entry = (summary, pickle.dumps(analysis, protocol=pickle.HIGHEST_PROTOCOL))
