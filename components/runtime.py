@@ -361,6 +361,27 @@ class RunContext:
     def build_transform(self) -> nn.Module:
         return self.pipeline.transform(**self.section_config("transform")).to(self.device)
 
+    def check_fit(self, model: nn.Module, transform: nn.Module) -> None:
+        """Fail before training, naming the flags, when data, transform and model do not fit together."""
+        dataset = self.dataset()
+        data_rate, transform_rate = getattr(dataset, "sample_rate", None), getattr(transform, "sample_rate", None)
+        if data_rate is not None and transform_rate is not None and int(data_rate) != int(transform_rate):
+            raise UsageError(
+                f"the data set delivers {data_rate} Hz audio but the transform expects {transform_rate} Hz; "
+                "set --data.sample_rate and --transform.sample_rate to the same rate"
+            )
+        output_shape = getattr(transform, "output_shape", None)
+        img_size, in_chans = getattr(model, "img_size", None), getattr(model, "in_chans", None)
+        if output_shape is None or img_size is None:
+            return
+        channels, frames, bins = output_shape(int(dataset[0][0].shape[-1]))
+        if (channels, frames, bins) != (in_chans, *img_size):
+            raise UsageError(
+                f"the transform makes [{channels}, {frames}, {bins}] (channels, frames, bins) but the model expects "
+                f"[{in_chans}, {img_size[0]}, {img_size[1]}]; set --model.img_size {frames} {bins} and --model.in_chans "
+                f"{channels}, or change the transform (e.g. --transform.target_frames)"
+            )
+
     def dataset(self) -> Any:
         """The whole data set (all folds), built once per run; recipes split it by folds."""
         if self._dataset is None:

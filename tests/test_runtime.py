@@ -84,6 +84,8 @@ def test_smoke_overrides_sit_between_defaults_and_explicit_flags() -> None:
         (["--dtype", "fp8"], "--dtype must be"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--device", "cuda:0"], "CUDA is not available"),
+        (["--model.img_size", "32", "16"], "set --model.img_size 16 16"),
+        (["--transform.sample_rate", "16000", "--transform.f_max", "8000"], "set --data.sample_rate and --transform.sample_rate"),
     ],
 )
 def test_bad_flags_exit_2_with_one_clear_message(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -178,6 +178,7 @@ def compute_or_load_embeddings(
         return cached, True
     model = loader.load(path)
     transform = ctx.build_transform()
+    ctx.check_fit(model, transform)
     embeddings, labels = EmbeddingGenerator(ctx, model, transform, pooling=pooling, batch_size=batch_size, num_workers=num_workers)(dataset)
     payload = {
         "embeddings": embeddings,

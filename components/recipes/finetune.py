@@ -166,6 +166,7 @@ def train_classifier(
     num_classes = ctx.dataset().num_classes
     classifier, source = build_classifier(ctx, settings, num_classes)
     transform = ctx.build_transform()
+    ctx.check_fit(classifier.encoder, transform)
     objective = ClassificationObjective(classifier, num_classes, settings)
     effective_batch = min(settings.batch_size, len(train_set)) * settings.accum_steps * ctx.dist.world_size
     peak_lr = scaled_learning_rate(settings.lr, settings.base_lr, effective_batch)

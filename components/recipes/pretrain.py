@@ -142,6 +142,7 @@ def mae_pretrain(
         dataset = split_by_folds(dataset, train_folds)
     model = ctx.build_model()
     transform = ctx.build_transform()
+    ctx.check_fit(model, transform)
     objective = MAEObjective(
         model,
         mask_ratio=mask_ratio,
