@@ -60,3 +60,24 @@ def test_without_matplotlib_one_notice_and_no_plots(tmp_path: Path, monkeypatch:
     assert run_main(["--smoke", "--out-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("matplotlib is not installed") == 1
     assert not (tmp_path / "plots").exists()
+
+
+def test_scalars_go_to_tensorboard_when_it_is_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[tuple[str, float, int]] = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir: str) -> None:
+            assert log_dir == str(tmp_path / "tensorboard")
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            written.append((tag, value, step))
+
+        def close(self) -> None:
+            written.append(("closed", 0.0, 0))
+
+    module = types.ModuleType("torch.utils.tensorboard")
+    module.SummaryWriter = SummaryWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+    assert run_main(["--smoke", "--out-dir", str(tmp_path)], ) == 0
+    tags = {tag for tag, _, _ in written}
+    assert {"pretrain/train/loss", "pretrain/train/lr", "finetune/eval/accuracy", "closed"} <= tags
