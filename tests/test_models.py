@@ -243,3 +243,15 @@ def test_feature_flags_keep_the_contract(flags: dict) -> None:
     contracts.check_forward_shapes_and_loss(factory)
     contracts.check_every_parameter_gets_gradient(factory)
     contracts.check_embedding_batch_independent(factory)
+
+
+@pytest.mark.parametrize("use_rope", [False, True])
+def test_bf16_autocast_trains(use_rope: bool) -> None:
+    """The emitted script's --dtype bf16 path: finite loss and gradients under autocast."""
+    torch.manual_seed(0)
+    model = AudioMAEPlusPlus(**TINY_PP, use_rope=use_rope)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, pred, mask = model(torch.randn(2, 1, 16, 32), mask_ratio=0.5)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
