@@ -170,7 +170,10 @@ def seed_everything(seed: int) -> None:
 
 
 def configure_determinism(enabled: bool) -> None:
+    """``--deterministic``: reproducible kernels; otherwise allow TF32 matmuls on Ampere+ GPUs (fp32 runs)."""
     if not enabled:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
         return
     # cuBLAS needs this before its first call to give reproducible results.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

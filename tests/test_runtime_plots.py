@@ -78,6 +78,6 @@ def test_scalars_go_to_tensorboard_when_it_is_installed(tmp_path: Path, monkeypa
     module = types.ModuleType("torch.utils.tensorboard")
     module.SummaryWriter = SummaryWriter
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
-    assert run_main(["--smoke", "--out-dir", str(tmp_path)], ) == 0
+    assert run_main(["--smoke", "--out-dir", str(tmp_path)]) == 0
     tags = {tag for tag, _, _ in written}
     assert {"pretrain/train/loss", "pretrain/train/lr", "finetune/eval/accuracy", "closed"} <= tags
