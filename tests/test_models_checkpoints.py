@@ -262,3 +262,20 @@ def test_our_pretraining_checkpoint_loads_into_a_classifier(use_rope: bool) -> N
     assert sorted(report.fresh) == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
     assert any("decoder_blocks.0" in line for line in report.dropped)
     assert torch.equal(classifier.encoder.blocks[1].ffn2.fc2.weight, pretrained.blocks[1].ffn2.fc2.weight)
+
+
+def test_encoder_only_import_ignores_a_different_decoder_and_a_classifier_head() -> None:
+    source = AudioMAE(**{**TINY_BASE, "decoder_embed_dim": 48})
+    target = AudioMAE(**TINY_BASE)
+    with pytest.raises(CheckpointMismatchError, match="decoder_embed.weight: checkpoint"):
+        load_official_checkpoint(target, source.state_dict())
+    report = load_official_checkpoint(target, source.state_dict(), decoder=False)
+    assert report.ok and any("decoder_embed.weight" in line for line in report.dropped)
+    assert torch.equal(target.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+    # a fine-tuned official checkpoint into an autoencoder: encoder in, head out, `norm` named missing
+    classifier = AudioMAEClassifier(AudioMAE(**TINY_BASE), num_classes=3)
+    finetuned = export_official_state_dict(classifier)
+    report = load_official_checkpoint(AudioMAE(**TINY_BASE), finetuned, strict=False, decoder=False)
+    assert report.layout == "audiomae_finetuned" and report.missing == ["norm.bias", "norm.weight"]
+    assert any(line.startswith("head.weight") for line in report.dropped)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from components.models.audiomae import AudioMAE
 from components.models.audiomae_pp import AudioMAEPlusPlus
 from components.models.base import BaseAutoencoder
+from components.models.checkpoints import CheckpointMismatchError, export_official_state_dict, load_official_checkpoint
 from components.models.classifier import AudioMAEClassifier, param_groups_lrd
 from components.models.mae import MaskedAutoencoderViT
 
@@ -13,6 +14,9 @@ __all__ = [
     "AudioMAEClassifier",
     "AudioMAEPlusPlus",
     "BaseAutoencoder",
+    "CheckpointMismatchError",
     "MaskedAutoencoderViT",
+    "export_official_state_dict",
+    "load_official_checkpoint",
     "param_groups_lrd",
 ]

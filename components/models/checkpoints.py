@@ -230,7 +230,12 @@ def convert_to_ours(
             share = bool(encoder.share_ffn2_norm)
         state, dropped = audiomae_pp_to_ours(state, share_ffn2_norm=share)
     elif layout == "audiomae_finetuned":
-        state = {(k if k.startswith(("fc_norm.", "head.")) else f"encoder.{k}"): v for k, v in state.items()}
+        if hasattr(model, "encoder"):
+            state = {(k if k.startswith(("fc_norm.", "head.")) else f"encoder.{k}"): v for k, v in state.items()}
+        else:  # into an autoencoder: its encoder only (the official fine-tuned model has no `norm`)
+            for key in [k for k in state if k.startswith(("fc_norm.", "head."))]:
+                dropped.append(f"{key} (classifier head; the target is an autoencoder)")
+                del state[key]
     expected = model.state_dict()
     pretrained_into_classifier = hasattr(model, "encoder") and not any(k.startswith("encoder.") for k in state)
     if pretrained_into_classifier:
@@ -304,7 +309,13 @@ def load_official_checkpoint(
     """
     state, report = convert_to_ours(model, _read(source), decoder=decoder)
     if not decoder:
-        report.missing = [k for k in report.missing if not re.match(r"^(decoder_|mask_token)", k)]
+        # encoder only: the model keeps its own decoder, whatever the checkpoint holds there
+        is_decoder = re.compile(r"^(decoder_|mask_token)")
+        report.missing = [k for k in report.missing if not is_decoder.match(k)]
+        for line in [m for m in report.shape_mismatches if is_decoder.match(m)]:
+            report.shape_mismatches.remove(line)
+            report.dropped.append(f"{line.split(':')[0]} (decoder, shape differs; not loaded)")
+            del state[line.split(":")[0]]
     if strict and not report.ok:
         raise CheckpointMismatchError(f"checkpoint does not fit {type(model).__name__}:\n{report.describe()}")
     bad_shapes = {line.split(":")[0] for line in report.shape_mismatches}
