@@ -279,3 +279,40 @@ def test_encoder_only_import_ignores_a_different_decoder_and_a_classifier_head()
     report = load_official_checkpoint(AudioMAE(**TINY_BASE), finetuned, strict=False, decoder=False)
     assert report.layout == "audiomae_finetuned" and report.missing == ["norm.bias", "norm.weight"]
     assert any(line.startswith("head.weight") for line in report.dropped)
+
+
+def official_vit_features(state: dict[str, torch.Tensor], x: torch.Tensor, depth: int, heads: int, patch: int) -> torch.Tensor:
+    """AudioMAE's (timm ViT) encoder forward over its own key names: pre-norm blocks, GELU MLP."""
+    f = torch.nn.functional
+
+    def linear(prefix, h):
+        return f.linear(h, state[f"{prefix}.weight"], state[f"{prefix}.bias"])
+
+    def norm(prefix, h):
+        return f.layer_norm(h, h.shape[-1:], state[f"{prefix}.weight"], state[f"{prefix}.bias"], eps=1e-6)
+
+    h = f.conv2d(x, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=patch)
+    h = h.flatten(2).transpose(1, 2) + state["pos_embed"][:, 1:]
+    h = torch.cat([(state["cls_token"] + state["pos_embed"][:, :1]).expand(h.shape[0], -1, -1), h], dim=1)
+    b, n, d = h.shape
+    for i in range(depth):
+        p = f"blocks.{i}"
+        q, k, v = linear(f"{p}.attn.qkv", norm(f"{p}.norm1", h)).reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+        attention = ((q @ k.transpose(-2, -1)) * (d // heads) ** -0.5).softmax(dim=-1)
+        h = h + linear(f"{p}.attn.proj", (attention @ v).transpose(1, 2).reshape(b, n, d))
+        h = h + linear(f"{p}.mlp.fc2", f.gelu(linear(f"{p}.mlp.fc1", norm(f"{p}.norm2", h))))
+    return norm("norm", h)
+
+
+def test_baseline_computes_the_official_vit_forward_with_the_official_position_table() -> None:
+    torch.manual_seed(6)
+    model = AudioMAE(**{**TINY_BASE, "img_size": (64, 32)}).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for key, value in state.items():
+        if value.is_floating_point() and key not in ("pos_embed", "decoder_pos_embed"):
+            state[key] = torch.randn_like(value) * 0.2
+    state["pos_embed"] = official_audiomae_pos_embed(32, (8, 4))
+    load_official_checkpoint(model, state)
+    x = torch.randn(2, 1, 64, 32)
+    reference = official_vit_features(state, x, depth=2, heads=2, patch=8)
+    torch.testing.assert_close(model.forward_features(x), reference, atol=1e-5, rtol=1e-4)
