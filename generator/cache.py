@@ -12,6 +12,7 @@ import hashlib
 import os
 import pickle
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,13 @@ def store_pickle(path: Path, value: Any) -> None:
         pass
 
 
+# Entries are content-addressed, so an edited catalog leaves old ones behind. Once a day a
+# writing build deletes those not written for a month (a still-used one is simply
+# recomputed once): the cache stays bounded without any bookkeeping on reads.
+PRUNE_EVERY_S = 24 * 3600
+MAX_AGE_S = 30 * 24 * 3600
+
+
 class TextCache:
     """One small text file per entry under ``<dir>/<namespace>/<key[:2]>/<key>``, plus memory.
 
@@ -79,6 +87,7 @@ class TextCache:
     def __init__(self, directory: Path | None, namespace: str) -> None:
         self.directory = None if directory is None else Path(directory) / namespace
         self._memory: dict[str, str] = {}
+        self._pruned = False
 
     def _path(self, key: str) -> Path:
         assert self.directory is not None
@@ -105,4 +114,32 @@ class TextCache:
             payload = f"{content_key(text)}\n{text}"
             atomic_write_bytes(self._path(key), payload.encode("utf-8"))
         except OSError:
+            return
+        if not self._pruned:
+            self._pruned = True
+            self.prune()
+
+    def prune(self, *, now: float | None = None, force: bool = False) -> int:
+        """Delete entries older than ``MAX_AGE_S`` (at most daily unless ``force``); returns how many."""
+        if self.directory is None:
+            return 0
+        now = time.time() if now is None else now
+        marker = self.directory / ".pruned"
+        try:
+            if not force and now - marker.stat().st_mtime < PRUNE_EVERY_S:
+                return 0
+        except OSError:
+            pass  # never pruned: do it now
+        removed = 0
+        for entry in self.directory.glob("??/*"):
+            try:
+                if now - entry.stat().st_mtime > MAX_AGE_S:
+                    entry.unlink()
+                    removed += 1
+            except OSError:
+                continue  # another build removed or replaced it
+        try:
+            marker.touch()
+        except OSError:
             pass
+        return removed

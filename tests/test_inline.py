@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -408,3 +409,18 @@ def test_output_does_not_depend_on_hash_seeds(tmp_path):
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1]
+
+
+def test_text_cache_prunes_entries_unused_for_a_month(tmp_path):
+    from generator.cache import MAX_AGE_S, TextCache
+
+    cache = TextCache(tmp_path, "ns")
+    cache.put("a" * 64, "old")
+    cache.put("b" * 64, "new")
+    old = tmp_path / "ns" / "aa" / ("a" * 64)
+    stamp = old.stat().st_mtime - MAX_AGE_S - 10
+    os.utime(old, (stamp, stamp))
+    assert cache.prune(force=True) == 1
+    fresh = TextCache(tmp_path, "ns")
+    assert fresh.get("a" * 64) is None and fresh.get("b" * 64) == "new"
+    assert fresh.prune() == 0  # pruned less than a day ago
