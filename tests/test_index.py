@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 import textwrap
 from pathlib import Path
@@ -214,12 +216,21 @@ def test_missing_package_is_a_clear_error(tmp_path):
         build_index(tmp_path)
 
 
-def test_real_catalog_indexes_without_importing_it(tmp_path):
+def test_real_catalog_indexes_without_importing_it_or_torch(tmp_path):
     repo = Path(__file__).resolve().parents[1]
-    index = build_index(repo, cache_dir=tmp_path / "cache")
-    assert index.modules, "the real catalog has modules"
-    for component in index.components.values():
-        assert component.path.as_posix().startswith("components/")
+    probe = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+        "from generator.index import build_index;"
+        "index = build_index(Path(sys.argv[1]), cache_dir=Path(sys.argv[2]));"
+        "assert index.components and index.modules;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'components', 'numpy'));"
+        "print(bad)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", probe, str(repo), str(tmp_path / "cache")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_same_size_edit_with_restored_mtime_is_still_seen(tmp_path, monkeypatch):
