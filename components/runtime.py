@@ -276,7 +276,20 @@ def split_by_folds(dataset: Any, folds: Sequence[int]) -> FoldSubset:
 # --------------------------------------------------------------------------- context
 @dataclass
 class RunContext:
-    """Everything a recipe needs, set up once per run (and per stage for ``section``)."""
+    """Everything a recipe needs, set up once per run (``section``/``stage_index`` per step).
+
+    Where things are: ``config`` (the parsed ``Config``; ``options`` is its ``run`` section),
+    ``device``/``amp_dtype`` with ``autocast()`` and ``grad_scaler()``, ``dist`` (rank, world
+    size, ``is_main``) with ``distribute(module)`` for DDP and ``compile(module)``, ``out_dir``
+    and ``stage_dir`` (``<out>/<section>``), ``metrics`` (progress, JSONL, TensorBoard,
+    summaries), ``plots``, ``checkpoints()`` (this stage's ``CheckpointManager``, cleared on a
+    fresh run), ``stop`` (SIGTERM/SIGINT), ``max_steps`` (``--steps``), ``resume``, ``smoke``.
+    Components: ``build_model(**overrides)``, ``build_transform()``, ``dataset()`` (all folds,
+    built once; split with ``split_by_folds``), ``loader(...)``/``eval_loader`` (rank-sharded,
+    resumable), ``check_fit(model, transform)``. ``state`` carries JSON-able results between
+    steps (``encoder_checkpoint``, ``classifier_checkpoint``, ``embeddings``); ``--resume``
+    restores it for the steps it skips.
+    """
 
     pipeline: Pipeline
     config: Any
