@@ -19,14 +19,18 @@ from pathlib import Path
 
 from generator.cache import TextCache, content_key, default_cache_dir
 from generator.formatting import format_code, format_many
-from generator.index import BUILTIN_NAMES, CatalogError, CatalogIndex, ImportBinding, TopLevel
+from generator.analysis import BUILTIN_NAMES, CatalogError, ImportBinding, TopLevel
+from generator.index import CatalogIndex
 from generator.ir import DefinitionKey, InlinedProgram, ModuleChunk, Resolution
 from generator.resolve import dependencies, resolve
 
 # Cached output depends on this file's rules: its own hash is part of every cache key, so
 # an edited inliner never reuses text produced by an older one.
 INLINE_VERSION = content_key(
-    *(Path(__file__).with_name(f).read_bytes() for f in ("inline.py", "rename.py", "resolve.py", "index.py"))
+    *(
+        Path(__file__).with_name(f).read_bytes()
+        for f in ("inline.py", "rename.py", "resolve.py", "index.py", "analysis.py")
+    )
 )
 _TEXT_CACHES: dict[Path, TextCache] = {}
 

@@ -10,10 +10,10 @@ to share the name are left alone, and a local that would hide the new name is an
 from __future__ import annotations
 
 import libcst as cst
-import libcst.helpers
+from libcst.helpers import get_full_name_for_node
 from libcst.metadata import BuiltinScope, GlobalScope, MetadataWrapper, ScopeProvider
 
-from generator.index import CatalogError
+from generator.analysis import CatalogError
 
 _MODULE_LEVEL = (GlobalScope, BuiltinScope)  # libcst scopes whose names are the program's globals
 
@@ -123,7 +123,7 @@ class _Renamer(cst.CSTTransformer):
     def _is_catalog_import(self, node: cst.BaseSmallStatement) -> bool:
         if not isinstance(node, cst.ImportFrom) or node.module is None or node.relative:
             return False
-        module = cst.helpers.get_full_name_for_node(node.module) or ""
+        module = get_full_name_for_node(node.module) or ""
         return module == self.package or module.startswith(self.package + ".")
 
     def leave_SimpleStatementLine(

@@ -14,7 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Collection, Sequence
 
-from generator.index import BUILTIN_NAMES, CatalogError, CatalogIndex, ImportBinding, TopLevel, resolve_name
+from generator.analysis import BUILTIN_NAMES, CatalogError, ImportBinding, TopLevel
+from generator.index import CatalogIndex, resolve_name
 from generator.ir import DefinitionKey, Reason, Resolution
 
 StatementId = tuple[str, int]  # (module, statement index)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import generator.index as index_module
-from generator.index import CatalogError, analyze_module, build_index
+from generator.analysis import analyze_module
+from generator.index import CatalogError, build_index
 
 FIXTURES = Path(__file__).parent / "fixture_catalogs"
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import generator.formatting as formatting
 import generator.inline as inline_module
-from generator.index import CatalogError, build_index, lint_source
+from generator.analysis import lint_source
+from generator.index import CatalogError, build_index
 from generator.inline import inline, program_text
 from generator.resolve import resolve
 
