@@ -109,6 +109,12 @@ class StopFlag:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
+        print(
+            f"{self.signal_name}: stopping after the current step with a checkpoint"
+            + (" (Ctrl-C again to abort at once)" if signum == signal.SIGINT else ""),
+            file=sys.stderr,
+            flush=True,
+        )
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():

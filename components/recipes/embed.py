@@ -29,11 +29,11 @@ from components.checkpoint import (
     load_checkpoint_file,
     load_model_weights,
 )
-from components.models.checkpoints import CheckpointMismatchError, load_official_checkpoint
 from components.distributed import all_reduce_sum, barrier
-from components.registry import recipe_registry
 from components.flags import UsageError
-from components.runtime import RunContext, eval_loader
+from components.models.checkpoints import CheckpointMismatchError, load_official_checkpoint
+from components.registry import recipe_registry
+from components.runtime import RunContext, StopRequested, eval_loader
 
 EMBEDDING_FORMAT = "sigmae-embeddings/1"
 
@@ -98,6 +98,8 @@ class EmbeddingGenerator:
         loader, indices = eval_loader(ctx, dataset, self.batch_size, 0 if ctx.smoke else self.num_workers)
         chunks, labels = [], []
         for signals, batch_labels in loader:
+            if ctx.stop.requested and not ctx.dist.enabled:  # (under DDP the ranks must stop together: finish)
+                raise StopRequested(f"{ctx.section}: stopped by {ctx.stop.signal_name} while embedding; nothing to save")
             features = self.transform(signals.to(ctx.device))
             with ctx.autocast():
                 embedding = self.model.get_embedding(features, pooling_mode=self.pooling)

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from components.distributed import all_reduce_sum
+from components.flags import UsageError
 from components.losses import soft_target_cross_entropy
 from components.metrics import confusion_matrix
 from components.models.classifier import AudioMAEClassifier, param_groups_lrd
 from components.recipes.embed import CheckpointLoader
 from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule, scaled_learning_rate
 from components.registry import recipe_registry
-from components.flags import UsageError
 from components.runtime import RunContext, dataset_folds, eval_loader, split_by_folds
 from components.transforms.augment import mixup, spec_augment
 
@@ -271,5 +270,6 @@ def finetune(
     train_folds, eval_folds = resolve_split(ctx, dataset, train_folds, eval_folds)
     summary = train_classifier(ctx, settings, split_by_folds(dataset, train_folds), split_by_folds(dataset, eval_folds))
     summary.update(train_folds=train_folds, eval_folds=eval_folds)
-    ctx.state["classifier_checkpoint"] = summary["best_checkpoint"] if Path(summary["best_checkpoint"]).exists() else summary["last_checkpoint"]
+    # Decided from the results, not the file system: every rank must agree.
+    ctx.state["classifier_checkpoint"] = summary["best_checkpoint"] if summary["best_accuracy"] is not None else summary["last_checkpoint"]
     return summary

@@ -11,10 +11,10 @@ import json
 import math
 from typing import Any, Literal
 
+from components.flags import UsageError
 from components.metrics import write_json_atomic
 from components.recipes.finetune import FinetuneSettings, train_classifier
 from components.registry import recipe_registry
-from components.flags import UsageError
 from components.runtime import RunContext, dataset_folds, derive_seed, seed_everything, split_by_folds
 
 

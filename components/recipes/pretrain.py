@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from components.flags import UsageError
 from components.losses import info_nce_loss, masked_reconstruction_loss, uniformity_loss
 from components.recipes.engine import (
     LoopSettings,
@@ -24,7 +25,6 @@ from components.recipes.engine import (
     scaled_learning_rate,
 )
 from components.registry import recipe_registry
-from components.flags import UsageError
 from components.runtime import RunContext, split_by_folds
 
 

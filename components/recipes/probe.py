@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components.flags import UsageError
 from components.losses import soft_target_cross_entropy
 from components.metrics import confusion_matrix
 from components.recipes.embed import compute_or_load_embeddings
 from components.recipes.engine import warmup_cosine_lr
 from components.recipes.finetune import resolve_split
 from components.registry import recipe_registry
-from components.flags import UsageError
 from components.runtime import RunContext
 
 
