@@ -17,7 +17,6 @@ gather, state dicts, atomic write + fsync) and to restore one (safe load, weight
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import tempfile
@@ -34,12 +33,12 @@ import torch  # noqa: E402
 
 from components.checkpoint import CheckpointManager, load_checkpoint_file, load_model_weights  # noqa: E402
 from components.data.synthetic import SyntheticAudio  # noqa: E402
+from components.distributed import DistInfo  # noqa: E402
 from components.metrics import read_metrics  # noqa: E402
 from components.models.audiomae_pp import AudioMAEPlusPlus  # noqa: E402
 from components.recipes import finetune, mae_pretrain  # noqa: E402
 from components.recipes.engine import gather_rng_states, param_groups_weight_decay  # noqa: E402
 from components.recipes.pretrain import MAEObjective  # noqa: E402
-from components.distributed import DistInfo  # noqa: E402
 from components.runtime import Pipeline, RunOptions, Step, run_pipeline  # noqa: E402
 from components.transforms.spectral import LogMel  # noqa: E402
 
