@@ -564,6 +564,10 @@ def _run_steps(
         out_dir=out_dir, metrics=metrics, plots=plots, stop=stop,
     )
     state_path = out_dir / "pipeline_state.json"
+    if not options.resume and dist_info.is_main:
+        # A fresh run in a used folder: a later --resume must not pick up the old run's steps.
+        for stale in (state_path, metrics.jsonl_path):
+            stale.unlink(missing_ok=True)
     record = _load_pipeline_state(state_path, pipeline) if options.resume else {"completed": {}}
     # Finished steps are reused on --resume only if what the weights depend on is unchanged.
     # Those are the data, transform and model sections; recipe sections are per step (a notebook

@@ -329,3 +329,13 @@ def test_a_stop_at_an_epoch_end_evaluates_after_the_restart(tmp_path: Path) -> N
     result = make_loop(["--resume"], calls, stop_at=None).run()
     assert calls == [0, 1] and result.step == 16 and result.best_metric == pytest.approx(0.6)
     assert load_checkpoint_file(tmp_path / "toy" / "best.pt")["step"] == 16
+
+
+def test_a_fresh_run_in_a_used_folder_forgets_the_old_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(["--smoke", "--out-dir", str(tmp_path)], PRETRAIN_ONLY) == 0
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1"], PRETRAIN_ONLY) == 0
+    steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "pretrain")]
+    assert steps == [1]
+    capsys.readouterr()
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1", "--resume"], PRETRAIN_ONLY) == 0
+    assert "already completed" in capsys.readouterr().out
