@@ -67,23 +67,20 @@ def shutdown_distributed() -> None:
 
 
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum a small tensor over ranks (a no-op for one process); returns a new tensor."""
+    """Sum a small tensor over ranks (a no-op for one process); a new tensor on ``values``' device.
+
+    NCCL only reduces CUDA tensors, so CPU values travel through this rank's GPU there.
+    """
     if not info.enabled:
         return values.clone()
     out = values.clone()
+    if dist.get_backend() == "nccl" and out.device.type != "cuda":
+        out = out.to(torch.device("cuda", torch.cuda.current_device()))
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return out.to(values.device)
 
 
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
 
-
-def broadcast_parameters(module: torch.nn.Module, info: DistInfo) -> None:
-    """Make every rank start from rank 0's weights (DDP does this too; the probes need it)."""
-    if not info.enabled:
-        return
-    with torch.no_grad():
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(tensor.data, src=0)
