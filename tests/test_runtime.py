@@ -85,6 +85,8 @@ def test_smoke_overrides_sit_between_defaults_and_explicit_flags() -> None:
         (["--steps", "0"], "--steps must be >= 1"),
         (["--device", "cuda:0"], "CUDA is not available"),
         (["--model.img_size", "32", "16"], "set --model.img_size 16 16"),
+        (["--pretrain.log_every", "0"], "--pretrain.log_every must be >= 1"),
+        (["--pretrain.lr", "-1"], "--pretrain.lr is out of range: -1.0"),
         (["--transform.sample_rate", "16000", "--transform.f_max", "8000"], "set --data.sample_rate and --transform.sample_rate"),
     ],
 )

@@ -28,6 +28,7 @@ from components.checkpoint import (
     restore_rng_state,
 )
 from components.distributed import DistInfo, all_reduce_sum
+from components.flags import UsageError
 from components.metrics import format_progress_line, gpu_memory_gb
 from components.runtime import NonFiniteLossError, RunContext, StopRequested, collate_signals, seed_everything
 
@@ -57,6 +58,13 @@ class WarmupCosineSchedule:
     def __call__(self, step: int, plan: "LoopPlan") -> float:
         warmup = int(round(self.warmup_epochs * plan.steps_per_epoch))
         return warmup_cosine_lr(step, base_lr=self.peak_lr, min_lr=self.min_lr, warmup_steps=warmup, total_steps=plan.total_steps)
+
+
+def check_ranges(ctx: RunContext, checks: dict[str, tuple[Any, bool]]) -> None:
+    """``{name: (value, is_valid)}``: an invalid value is a user error naming its flag."""
+    for name, (value, valid) in checks.items():
+        if not valid:
+            raise UsageError(f"--{ctx.section}.{name} is out of range: {value!r}")
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -204,6 +212,11 @@ class TrainLoop:
         self.ctx, self.model, self.transform, self.optimizer = ctx, model, transform, optimizer
         self.dataset, self.settings, self.lr_at, self.manager = dataset, settings, lr_at, manager
         self.evaluate, self.best_key, self.on_step = evaluate, best_key, on_step
+        for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "log_every"):
+            if getattr(settings, name) < 1:
+                raise UsageError(f"--{ctx.section}.{name} must be >= 1, got {getattr(settings, name)}")
+        if settings.num_workers < 0:
+            raise UsageError(f"--{ctx.section}.num_workers must be >= 0, got {settings.num_workers}")
         self.plan = LoopPlan.make(len(dataset), settings, ctx.dist.world_size, ctx.max_steps)
         if ctx.dist.enabled and not find_unused_parameters:
             unused = unused_parameter_names(ctx, objective, transform, dataset)

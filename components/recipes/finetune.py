@@ -21,7 +21,7 @@ from components.losses import soft_target_cross_entropy
 from components.metrics import confusion_matrix
 from components.models.classifier import AudioMAEClassifier, param_groups_lrd
 from components.recipes.embed import CheckpointLoader
-from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule, scaled_learning_rate
+from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule, check_ranges, scaled_learning_rate
 from components.registry import recipe_registry
 from components.runtime import RunContext, dataset_folds, eval_loader, split_by_folds
 from components.transforms.augment import mixup, spec_augment
@@ -56,6 +56,19 @@ class FinetuneSettings:
     checkpoint_every: int = 500
     keep_last: int = 2
     log_every: int = 20
+
+
+def validate_finetune_settings(ctx: RunContext, s: FinetuneSettings) -> None:
+    """Out-of-range values are user errors naming the flag (not a NaN three hours later)."""
+    check_ranges(ctx, {
+        "base_lr": (s.base_lr, s.base_lr > 0), "lr": (s.lr, s.lr is None or s.lr > 0), "min_lr": (s.min_lr, s.min_lr >= 0),
+        "warmup_epochs": (s.warmup_epochs, s.warmup_epochs >= 0), "weight_decay": (s.weight_decay, s.weight_decay >= 0),
+        "layer_decay": (s.layer_decay, 0 < s.layer_decay <= 1),
+        "label_smoothing": (s.label_smoothing, 0 <= s.label_smoothing < 1), "mixup_alpha": (s.mixup_alpha, s.mixup_alpha >= 0),
+        "freq_mask": (s.freq_mask, s.freq_mask >= 0), "time_mask": (s.time_mask, s.time_mask >= 0),
+        "drop_path": (s.drop_path, 0 <= s.drop_path < 1), "head_dropout": (s.head_dropout, 0 <= s.head_dropout < 1),
+        "clip_grad": (s.clip_grad, s.clip_grad is None or s.clip_grad > 0),
+    })
 
 
 class ClassificationObjective(nn.Module):
@@ -162,6 +175,7 @@ def train_classifier(
     ctx: RunContext, settings: FinetuneSettings, train_set: Any, eval_set: Any, subdir: str | None = None
 ) -> dict[str, Any]:
     """Fine-tune on ``train_set``, evaluating on ``eval_set`` after every epoch; returns a summary."""
+    validate_finetune_settings(ctx, settings)
     num_classes = ctx.dataset().num_classes
     classifier, source = build_classifier(ctx, settings, num_classes)
     transform = ctx.build_transform()

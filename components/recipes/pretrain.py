@@ -21,6 +21,7 @@ from components.recipes.engine import (
     LoopSettings,
     TrainLoop,
     WarmupCosineSchedule,
+    check_ranges,
     param_groups_weight_decay,
     scaled_learning_rate,
 )
@@ -134,9 +135,15 @@ def mae_pretrain(
     to every fold (labels are not used). ``plot_every`` (steps, 0 = only at the end) draws
     masked input, reconstruction and target when matplotlib is installed.
     """
-    for name, weight in (("infonce_weight", infonce_weight), ("uniformity_weight", uniformity_weight)):
-        if weight < 0:
-            raise UsageError(f"--{ctx.section}.{name} must be >= 0, got {weight}")
+    check_ranges(ctx, {
+        "base_lr": (base_lr, base_lr > 0), "lr": (lr, lr is None or lr > 0), "min_lr": (min_lr, min_lr >= 0),
+        "warmup_epochs": (warmup_epochs, warmup_epochs >= 0), "weight_decay": (weight_decay, weight_decay >= 0),
+        "beta1": (beta1, 0 <= beta1 < 1), "beta2": (beta2, 0 <= beta2 < 1),
+        "clip_grad": (clip_grad, clip_grad is None or clip_grad > 0),
+        "mask_ratio": (mask_ratio, mask_ratio is None or 0 <= mask_ratio < 1),
+        "infonce_weight": (infonce_weight, infonce_weight >= 0), "uniformity_weight": (uniformity_weight, uniformity_weight >= 0),
+        "infonce_temperature": (infonce_temperature, infonce_temperature > 0), "plot_every": (plot_every, plot_every >= 0),
+    })
     dataset = ctx.dataset()
     if train_folds is not None:
         dataset = split_by_folds(dataset, train_folds)
