@@ -19,7 +19,7 @@ from components.flags import UsageError
 from components.losses import soft_target_cross_entropy
 from components.metrics import confusion_matrix
 from components.recipes.embed import compute_or_load_embeddings
-from components.recipes.engine import warmup_cosine_lr
+from components.recipes.engine import check_ranges, warmup_cosine_lr
 from components.recipes.finetune import resolve_split
 from components.registry import recipe_registry
 from components.runtime import RunContext
@@ -83,8 +83,7 @@ def knn(
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """Weighted k-NN accuracy of frozen embeddings (evaluation folds default to the last fold)."""
-    if temperature <= 0:
-        raise UsageError(f"--{ctx.section}.temperature must be > 0, got {temperature}")
+    check_ranges(ctx, {"k": (k, k >= 1), "temperature": (temperature, temperature > 0), "batch_size": (batch_size, batch_size >= 1)})
     train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
     payload, hit = compute_or_load_embeddings(
         ctx, checkpoint=checkpoint, pooling=pooling, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
@@ -134,6 +133,11 @@ def linear_probe(
 
     Runs identically on every rank (it is cheap), so all ranks agree; ``--steps`` caps it too.
     """
+    check_ranges(ctx, {
+        "epochs": (epochs, epochs >= 1), "batch_size": (batch_size, batch_size >= 1), "lr": (lr, lr > 0),
+        "weight_decay": (weight_decay, weight_decay >= 0), "warmup_epochs": (warmup_epochs, warmup_epochs >= 0),
+        "label_smoothing": (label_smoothing, 0 <= label_smoothing < 1), "embed_batch_size": (embed_batch_size, embed_batch_size >= 1),
+    })
     train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
     payload, hit = compute_or_load_embeddings(
         ctx, checkpoint=checkpoint, pooling=pooling, batch_size=embed_batch_size, num_workers=num_workers, cache_dir=cache_dir
