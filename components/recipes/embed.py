@@ -214,6 +214,8 @@ def embed(
     ``checkpoint`` defaults to the encoder of an earlier ``mae_pretrain`` step; results are
     cached by checkpoint content and data set (``cache_dir``, default ``<out>/embedding_cache``).
     """
+    if batch_size < 1 or num_workers < 0:
+        raise UsageError(f"--{ctx.section}.batch_size must be >= 1 and --{ctx.section}.num_workers >= 0")
     payload, hit = compute_or_load_embeddings(
         ctx, checkpoint=checkpoint, pooling=pooling, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
     )

@@ -74,7 +74,13 @@ def kfold(
     dataset = ctx.dataset()
     available = dataset_folds(dataset)
     chosen = list(folds) if folds is not None else available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown and not ctx.smoke:
+        raise UsageError(f"--{ctx.section}.folds: folds {unknown} do not exist; the data set has folds {available}")
+    chosen = [f for f in chosen if f in available] or available  # smoke data has its own folds
     if max_folds is not None:
+        if max_folds < 1:
+            raise UsageError(f"--{ctx.section}.max_folds must be >= 1, got {max_folds}")
         chosen = chosen[:max_folds]
     if len(available) < 2:
         raise UsageError(f"{ctx.section}: cross-validation needs at least 2 folds, the data set has {available}")
