@@ -341,3 +341,22 @@ def test_a_fresh_run_in_a_used_folder_forgets_the_old_run(tmp_path: Path, capsys
     capsys.readouterr()
     assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1", "--resume"], PRETRAIN_ONLY) == 0
     assert "already completed" in capsys.readouterr().out
+
+
+def test_data_dir_and_download_reach_the_data_set_only_if_it_takes_them(tmp_path: Path) -> None:
+    from test_runtime_helpers import NeedsRootDataset
+
+    received: list[dict] = []
+
+    class RecordingDataset(NeedsRootDataset):
+        def __init__(self, root: str = "x", download: bool = False, sample_rate: int = 8000, folds: list[int] | None = None) -> None:
+            received.append({"root": root, "download": download, "folds": folds})
+            super().__init__(root=root, download=download, sample_rate=sample_rate, folds=folds)
+
+    pipeline = make_pipeline(PRETRAIN_ONLY)
+    pipeline = type(pipeline)(**{**pipeline.__dict__, "data": RecordingDataset})
+    args = ["--out-dir", str(tmp_path / "run"), "--steps", "1", "--data-dir", str(tmp_path), "--download"]
+    assert run_pipeline(pipeline, Config, args) == 0
+    assert received == [{"root": str(tmp_path), "download": True, "folds": None}]
+    assert run_pipeline(pipeline, Config, [*args, "--data.folds", "2", "3"]) == 0
+    assert received[-1]["folds"] == [2, 3]

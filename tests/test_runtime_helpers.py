@@ -92,6 +92,7 @@ class DataConfig:
     sample_rate: int = 8000
     num_items: int = 32
     noise: float = 0.3
+    folds: list[int] | None = None
 
 
 @dataclass
