@@ -10,7 +10,10 @@ the cap, and reads per-step figures back from ``metrics.jsonl`` (the first ``--w
 dropped: allocator warm-up, compilation). Printed per row and stage: median optimizer steps/s
 and samples/s, the share of step time spent waiting for the data loader, model FLOPs per step
 (torch.utils.flop_counter, fwd+bwd), achieved TFLOP/s and MFU against the card's bf16 dense
-peak. Then the resume overhead of the tiny model: checkpoint size, time to write one (RNG
+peak, and on CPU ``loop/bare``: the loop's CPU seconds per pre-training step (front end and
+loading included) over a bare fwd+bwd+AdamW step on ready features. CPU time, not wall time,
+because on a shared machine other processes stretch wall time at random: the ratio is the
+runtime's own overhead. Then the resume overhead of the tiny model: checkpoint size, time to write one (RNG
 gather, state dicts, atomic write + fsync) and to restore one (safe load, weights, optimizer).
 """
 
@@ -131,6 +134,27 @@ def pretrain_flops(config_name: str, batch: int, device: torch.device) -> float:
     return float(counter.get_total_flops())
 
 
+def raw_pretrain_step_s(config_name: str, batch: int, device: torch.device, dtype: str, steps: int, warmup: int) -> float:
+    """Median CPU seconds of a bare fwd+bwd+AdamW step on ready features: the floor the loop is measured against."""
+    samples, frames, overrides, _, _ = CONFIGS[config_name]
+    model = AudioMAEPlusPlus(preset="tiny", img_size=(frames, 80), patch_size=(4, 16), **overrides).to(device)
+    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, 0.05), lr=1e-4, betas=(0.9, 0.95))
+    x = torch.randn(batch, 1, frames, 80, device=device)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    times = []
+    for _ in range(steps):
+        start = time.process_time()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss, _, _ = model(x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.process_time() - start)
+    return statistics.median(times[warmup:])
+
+
 def run_row(config_name: str, device: str, dtype: str, compile_: bool, steps: int, warmup: int, workers: int) -> dict[str, Any]:
     samples, frames, overrides, cpu_batch, gpu_batch = CONFIGS[config_name]
     batch = gpu_batch if device.startswith("cuda") else cpu_batch
@@ -157,6 +181,7 @@ def run_row(config_name: str, device: str, dtype: str, compile_: bool, steps: in
             "steps_per_s": rate / batch,
             "samples_per_s": rate,
             "data_wait_share": statistics.mean(r["data_wait_share"] for r in records),
+            "cpu_s_per_step": statistics.median(r["cpu_s_per_step"] for r in records),
         }
     return {"batch": batch, "wall_s": wall, **rows}
 
@@ -199,19 +224,23 @@ def main() -> None:
     peak = peak_tflops(device)
     print(f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, {args.threads} threads, {args.steps} steps per stage ({args.warmup} warm-up)")
-    header = f"{'config':8} {'dtype':5} {'compile':7} {'stage':9} {'batch':>5} {'steps/s':>8} {'samples/s':>10} {'data wait':>9} {'TFLOP/s':>8} {'MFU':>6}"
+    header = (f"{'config':8} {'dtype':5} {'compile':7} {'stage':9} {'batch':>5} {'steps/s':>8} {'samples/s':>10} "
+              f"{'data wait':>9} {'TFLOP/s':>8} {'MFU':>6} {'loop/bare':>9}")
     print(header)
     print("-" * len(header))
     for name in args.only or list(CONFIGS):
         for dtype, compile_ in variants:
             row = run_row(name, args.device, dtype, compile_, args.steps, args.warmup, args.workers)
             flops = pretrain_flops(name, row["batch"], device)
+            # The same step without the runtime (no loader, transform, logging), timed right after.
+            bare = raw_pretrain_step_s(name, row["batch"], device, dtype, args.steps, args.warmup)
             for stage in ("pretrain", "finetune"):
                 figures = row[stage]
                 tflops = flops * figures["steps_per_s"] / 1e12 if stage == "pretrain" else float("nan")
                 mfu = f"{100 * tflops / peak:5.1f}%" if peak and stage == "pretrain" else "    -"
+                ratio = f"{figures['cpu_s_per_step'] / bare:9.2f}" if stage == "pretrain" and device.type == "cpu" else "        -"
                 print(f"{name:8} {dtype:5} {str(compile_):7} {stage:9} {row['batch']:5d} {figures['steps_per_s']:8.3f} "
-                      f"{figures['samples_per_s']:10.1f} {100 * figures['data_wait_share']:8.1f}% {tflops:8.4f} {mfu:>6}")
+                      f"{figures['samples_per_s']:10.1f} {100 * figures['data_wait_share']:8.1f}% {tflops:8.4f} {mfu:>6} {ratio}")
     overhead = resume_overhead(device)
     print(f"resume overhead (audiomae++ tiny, AdamW): checkpoint {overhead['size_mb']:.1f} MB, "
           f"write {overhead['save_s'] * 1000:.0f} ms (atomic, fsync), restore {overhead['restore_s'] * 1000:.0f} ms")

@@ -305,7 +305,7 @@ class TrainLoop:
         self.objective.train()
         self.transform.train()
         last_loss = float("nan")
-        window_loss, window_steps, window_time, window_wait = 0.0, 0, 0.0, 0.0
+        window_loss, window_steps, window_time, window_wait, window_cpu = 0.0, 0, 0.0, 0.0, 0.0
         window_logs: dict[str, float] = {}
         total_time, total_wait = 0.0, 0.0
         if self.pending_eval:  # the evaluation a SIGTERM at an epoch end postponed
@@ -321,7 +321,7 @@ class TrainLoop:
             batches = iter(loader)
             epoch_end = (epoch + 1) * plan.steps_per_epoch
             while step < min(epoch_end, plan.run_until):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 loss_value, logs, wait = self._optimizer_step(batches, step)
                 flags = all_reduce_sum(
                     torch.tensor([0.0 if math.isfinite(loss_value) else 1.0, float(ctx.stop.requested), loss_value]),
@@ -340,6 +340,7 @@ class TrainLoop:
                 window_steps += 1
                 window_time += elapsed
                 window_wait += wait
+                window_cpu += time.process_time() - cpu_started  # CPU seconds of this process, all threads
                 total_time += elapsed
                 total_wait += wait
                 for key, value in logs.items():
@@ -351,12 +352,14 @@ class TrainLoop:
                     values = {"loss": window_loss / window_steps, **{k: v / window_steps for k, v in window_logs.items()}}
                     rate = samples_per_step * window_steps / max(window_time, 1e-9)
                     eta = (plan.run_until - step) * window_time / window_steps
-                    ctx.metrics.log(ctx.section, step, {**values, "lr": lr, "samples_per_s": rate,
-                                                        "data_wait_share": window_wait / max(window_time, 1e-9)})
+                    ctx.metrics.log(ctx.section, step, {
+                        **values, "lr": lr, "samples_per_s": rate, "data_wait_share": window_wait / max(window_time, 1e-9),
+                        "cpu_s_per_step": window_cpu / window_steps,
+                    })
                     ctx.metrics.progress(format_progress_line(
                         ctx.section, step, plan.run_until, {**values, "lr": lr}, rate, eta, gpu_memory_gb(ctx.device)
                     ))
-                    window_loss, window_steps, window_time, window_wait, window_logs = 0.0, 0, 0.0, 0.0, {}
+                    window_loss, window_steps, window_time, window_wait, window_cpu, window_logs = 0.0, 0, 0.0, 0.0, 0.0, {}
                 stopping = flags[1] > 0
                 best = False
                 if step == epoch_end and not stopping:
