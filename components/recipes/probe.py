@@ -175,5 +175,5 @@ def linear_probe(
         scores = probe(eval_x) if eval_x.shape[0] else torch.zeros(0, num_classes)
     summary = _report(ctx, scores, eval_y, num_classes)
     ctx.metrics.log(ctx.section, step, {"loss": loss_value, "accuracy": summary["accuracy"]}, kind="eval")
-    ctx.info(f"linear probe accuracy {summary['accuracy']:.4f} on folds {eval_folds} after {step} steps")
+    ctx.info(f"linear probe accuracy {summary['accuracy']:.4f} on folds {eval_folds} after {step} step{'' if step == 1 else 's'}")
     return {**summary, "steps": step, "final_loss": loss_value, "train_folds": train_folds, "eval_folds": eval_folds, "cache_hit": hit}
