@@ -360,3 +360,17 @@ def test_data_dir_and_download_reach_the_data_set_only_if_it_takes_them(tmp_path
     assert received == [{"root": str(tmp_path), "download": True, "folds": None}]
     assert run_pipeline(pipeline, Config, [*args, "--data.folds", "2", "3"]) == 0
     assert received[-1]["folds"] == [2, 3]
+
+
+def test_weight_decay_skips_biases_norms_and_tokens() -> None:
+    from components.models.audiomae_pp import AudioMAEPlusPlus
+    from components.recipes.engine import param_groups_weight_decay
+
+    model = AudioMAEPlusPlus(preset="tiny", img_size=(16, 16), patch_size=(4, 8), embed_dim=16, depth=1, num_heads=2,
+                             decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    decay, no_decay = param_groups_weight_decay(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"cls_token", "mask_token", "norm.weight", "norm.bias", "patch_embed.proj.bias"} <= skipped
+    assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == sum(1 for _ in model.parameters())
