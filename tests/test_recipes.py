@@ -118,3 +118,14 @@ def test_finetuning_starts_from_an_official_release_state_dict(tmp_path: Path, c
     args[-1] = str(tmp_path / "other.pth")
     assert run_main(args, (FINETUNE,)) == 2
     assert "neither a checkpoint of this script nor an official one that fits" in capsys.readouterr().err
+
+
+def test_finetuning_with_every_augmentation_and_layer_decay(tmp_path: Path) -> None:
+    args = ["--smoke", "--out-dir", str(tmp_path), "--steps", "3", "--finetune.mixup_alpha", "0.4", "--finetune.freq_mask", "4",
+            "--finetune.time_mask", "4", "--finetune.mask_t_prob", "0.25", "--finetune.drop_path", "0.1", "--finetune.layer_decay", "0.5"]
+    assert run_main(args, (FINETUNE,)) == 0
+    summary = _summary(tmp_path)["finetune"]
+    assert summary["steps"] == 3 and summary["final_train_loss"] is not None
+    optimizer = load_checkpoint_file(tmp_path / "finetune" / "last.pt")["optimizer"]
+    scales = sorted({round(group["lr_scale"], 6) for group in optimizer["param_groups"]})
+    assert scales[0] < scales[-1] == 1.0  # embeddings learn slowest, the head at the full rate

@@ -148,6 +148,10 @@ class FinetuneConfig:
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
+    freq_mask: int = 0
+    time_mask: int = 0
+    mask_t_prob: float = 0.0
+    layer_decay: float = 0.75
     drop_path: float = 0.0
     num_workers: int = 0
     checkpoint_every: int = 2
