@@ -374,3 +374,13 @@ def test_weight_decay_skips_biases_norms_and_tokens() -> None:
     assert {"cls_token", "mask_token", "norm.weight", "norm.bias", "patch_embed.proj.bias"} <= skipped
     assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert len(decay["params"]) + len(no_decay["params"]) == sum(1 for _ in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_mixed_precision_runs_train_with_finite_losses(dtype: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--dtype", dtype], ALL_STEPS[:2]) == 0
+    assert f"dtype {dtype}" in capsys.readouterr().out
+    losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+    assert len(losses) == 4 and all(loss == loss and loss < 100 for loss in losses)
+    if dtype == "fp16":  # the gradient scaler's state travels with the checkpoint
+        assert load_checkpoint_file(tmp_path / "pretrain" / "last.pt")["scaler"]["scale"] > 0
