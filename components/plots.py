@@ -74,12 +74,14 @@ class Plotter:
         if plt is None or not records:
             return None
         figure, axis = plt.subplots(figsize=(6, 4))
+        positive = True
         for key in keys:
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
                 axis.plot(*zip(*points), label=key)
+                positive = positive and all(value > 0 for _, value in points)
         axis.set_xlabel("optimizer step")
-        axis.set_yscale("log")
+        axis.set_yscale("log" if positive else "linear")  # auxiliary terms can take the total below zero
         axis.set_title(f"{section}: training loss")
         axis.legend()
         return self._save(figure, f"{section}_loss.png")
