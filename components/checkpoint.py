@@ -48,7 +48,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file, fsync, ``os.replace``: never a torn file at ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
@@ -84,7 +86,10 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
 def capture_rng_state() -> dict[str, Any]:
     """Every random stream a training step may draw from (python, torch CPU, CUDA, MPS)."""
     version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {"python": [version, list(internal), gauss], "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     if hasattr(torch, "mps") and torch.backends.mps.is_available():
@@ -120,13 +125,19 @@ def load_checkpoint_file(path: Path, require_format: bool = True) -> dict[str, A
             "only checkpoints written by this script (tensors and plain containers) can be loaded"
         ) from None
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a checkpoint dictionary")
+        raise CheckpointError(
+            f"{path} holds a {type(payload).__name__}, not a checkpoint dictionary"
+        )
     if require_format and payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a checkpoint written by a sigmae script (no '{CHECKPOINT_FORMAT}' marker)")
+        raise CheckpointError(
+            f"{path} is not a checkpoint written by a sigmae script (no '{CHECKPOINT_FORMAT}' marker)"
+        )
     return payload
 
 
-def describe_state_dict_mismatch(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> str:
+def describe_state_dict_mismatch(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
+) -> str:
     """A short account of why ``state_dict`` does not fit ``model`` (empty when it fits)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
@@ -146,7 +157,9 @@ def describe_state_dict_mismatch(model: torch.nn.Module, state_dict: dict[str, t
     return ", ".join(parts)
 
 
-def load_model_weights(model: torch.nn.Module, payload: dict[str, Any], path: Path) -> None:
+def load_model_weights(
+    model: torch.nn.Module, payload: dict[str, Any], path: Path
+) -> None:
     """``load_state_dict`` that explains a mismatch as "another model" instead of a raw error."""
     problem = describe_state_dict_mismatch(model, payload["model"])
     if problem:
@@ -179,7 +192,9 @@ class CheckpointManager:
             raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
         if self.enabled:
             self.directory.mkdir(parents=True, exist_ok=True)
-            for stale in self.directory.glob(".*.tmp"):  # left by a run killed mid-write
+            for stale in self.directory.glob(
+                ".*.tmp"
+            ):  # left by a run killed mid-write
                 stale.unlink(missing_ok=True)
 
     @property
@@ -200,7 +215,9 @@ class CheckpointManager:
         for path in [*self.step_files(), self.last_path, self.best_path]:
             path.unlink(missing_ok=True)
 
-    def save(self, payload: dict[str, Any], *, step: int, best: bool = False) -> Path | None:
+    def save(
+        self, payload: dict[str, Any], *, step: int, best: bool = False
+    ) -> Path | None:
         """Write ``payload`` as the checkpoint of ``step``; link it as last (and best)."""
         if not self.enabled:
             return None

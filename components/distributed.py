@@ -44,9 +44,13 @@ def dist_info_from_env(environ: dict[str, str] | None = None) -> DistInfo:
         rank = int(env.get("RANK", "0"))
         local_rank = int(env.get("LOCAL_RANK", str(rank)))
     except ValueError as error:
-        raise DistributedSetupError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({error}); launch with torchrun") from None
+        raise DistributedSetupError(
+            f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({error}); launch with torchrun"
+        ) from None
     if world_size < 1 or not 0 <= rank < world_size:
-        raise DistributedSetupError(f"RANK={rank} does not fit WORLD_SIZE={world_size}; launch with torchrun")
+        raise DistributedSetupError(
+            f"RANK={rank} does not fit WORLD_SIZE={world_size}; launch with torchrun"
+        )
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
@@ -83,4 +87,3 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
-

@@ -32,7 +32,9 @@ def _resolve_hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls, localns=extra)
     except NameError as error:
-        raise TypeError(f"cannot resolve the field types of {cls.__name__}: {error}") from None
+        raise TypeError(
+            f"cannot resolve the field types of {cls.__name__}: {error}"
+        ) from None
 
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
@@ -57,11 +59,15 @@ def _scalar_parser(annotation: Any) -> Callable[[str], Any]:
     if annotation is bool:
         return _parse_bool
     if annotation in (int, float, str):
+
         def parse(text: str, kind: type = annotation) -> Any:
             try:
                 return kind(text)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+                raise argparse.ArgumentTypeError(
+                    f"expected {kind.__name__}, got {text!r}"
+                ) from None
+
         return parse
     if typing.get_origin(annotation) is Literal:
         choices = typing.get_args(annotation)
@@ -70,9 +76,14 @@ def _scalar_parser(annotation: Any) -> Callable[[str], Any]:
             for choice in choices:
                 if str(choice) == text:
                     return choice
-            raise argparse.ArgumentTypeError(f"expected one of {', '.join(map(str, choices))}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected one of {', '.join(map(str, choices))}, got {text!r}"
+            )
+
         return parse_literal
-    raise TypeError(f"unsupported config field type {annotation!r} (int, float, bool, str, Literal, tuple, list, Optional)")
+    raise TypeError(
+        f"unsupported config field type {annotation!r} (int, float, bool, str, Literal, tuple, list, Optional)"
+    )
 
 
 @dataclass(frozen=True)
@@ -102,11 +113,15 @@ class FlagSpec:
         origin = typing.get_origin(inner)
         if origin in (tuple, list):
             # "--model.img_size 64 128" and "--model.img_size 64,128" both work.
-            items = [part for token in tokens for part in token.split(",") if part != ""]
+            items = [
+                part for token in tokens for part in token.split(",") if part != ""
+            ]
             args = typing.get_args(inner)
             fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
             if fixed and len(items) != len(args):
-                raise argparse.ArgumentTypeError(f"expected {len(args)} values, got {len(items)}: {' '.join(tokens)}")
+                raise argparse.ArgumentTypeError(
+                    f"expected {len(args)} values, got {len(items)}: {' '.join(tokens)}"
+                )
             kinds = args if fixed else [args[0] if args else str] * len(items)
             values = [_scalar_parser(kind)(item) for kind, item in zip(kinds, items)]
             return tuple(values) if origin is tuple else values
@@ -130,12 +145,22 @@ class FlagSpec:
 
 
 class _FlagAction(argparse.Action):
-    def __init__(self, option_strings: list[str], dest: str, spec: FlagSpec, **kwargs: Any) -> None:
+    def __init__(
+        self, option_strings: list[str], dest: str, spec: FlagSpec, **kwargs: Any
+    ) -> None:
         self.spec = spec
         super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: str | None = None) -> None:
-        tokens = [] if values is None else (values if isinstance(values, list) else [values])
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: Any,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        tokens = (
+            [] if values is None else (values if isinstance(values, list) else [values])
+        )
         if not tokens and _strip_optional(self.spec.annotation)[0] is bool:
             value: Any = True  # a bare "--smoke" means true
         else:
@@ -152,11 +177,21 @@ class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> typing.NoReturn:
         if message.startswith("unrecognized arguments:"):
             known = [flag for action in self._actions for flag in action.option_strings]
-            unknown = [token for token in message.split(":", 1)[1].split() if token.startswith("--")]
-            close = difflib.get_close_matches(unknown[0].split("=")[0], known, n=1) if unknown else []
+            unknown = [
+                token
+                for token in message.split(":", 1)[1].split()
+                if token.startswith("--")
+            ]
+            close = (
+                difflib.get_close_matches(unknown[0].split("=")[0], known, n=1)
+                if unknown
+                else []
+            )
             if close:
                 message += f" (did you mean {close[0]}?)"
-        self.exit(2, f"{self.prog}: error: {message}; run with --help to list every flag\n")
+        self.exit(
+            2, f"{self.prog}: error: {message}; run with --help to list every flag\n"
+        )
 
 
 def config_sections(config_cls: type) -> dict[str, type]:
@@ -164,7 +199,9 @@ def config_sections(config_cls: type) -> dict[str, type]:
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"{config_cls!r} is not a dataclass")
     instance = config_cls()
-    return {f.name: type(getattr(instance, f.name)) for f in dataclasses.fields(config_cls)}
+    return {
+        f.name: type(getattr(instance, f.name)) for f in dataclasses.fields(config_cls)
+    }
 
 
 def flag_specs(config_cls: type) -> list[FlagSpec]:
@@ -173,12 +210,18 @@ def flag_specs(config_cls: type) -> list[FlagSpec]:
         hints = _resolve_hints(section_cls)
         defaults = section_cls()
         for f in dataclasses.fields(section_cls):
-            specs.append(FlagSpec(section, f.name, hints[f.name], getattr(defaults, f.name)))
+            specs.append(
+                FlagSpec(section, f.name, hints[f.name], getattr(defaults, f.name))
+            )
     return specs
 
 
 def _type_label(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
+    text = (
+        getattr(annotation, "__name__", None)
+        if not typing.get_args(annotation)
+        else None
+    )
     return text or str(annotation).replace("typing.", "")
 
 
@@ -196,10 +239,14 @@ def build_arg_parser(pipeline: Any, config_cls: type) -> argparse.ArgumentParser
     for spec in flag_specs(config_cls):
         group = groups.get(spec.section)
         if group is None:
-            group = groups[spec.section] = parser.add_argument_group(f"{spec.section} options")
+            group = groups[spec.section] = parser.add_argument_group(
+                f"{spec.section} options"
+            )
         inner, _ = _strip_optional(spec.annotation)
         origin = typing.get_origin(inner)
-        nargs: Any = "+" if origin in (tuple, list) else ("?" if inner is bool else None)
+        nargs: Any = (
+            "+" if origin in (tuple, list) else ("?" if inner is bool else None)
+        )
         choices = typing.get_args(inner) if origin is Literal else None
         help_text = f"{_type_label(spec.annotation)} (default: {spec.default!r})"
         if choices:
@@ -234,7 +281,9 @@ def parse_config(pipeline: Any, config_cls: type, argv: Sequence[str] | None) ->
             for name, value in overrides.items():
                 spec = specs.get(f"{section}.{name}")
                 if spec is None:
-                    raise UsageError(f"the spec's smoke block sets unknown field {section}.{name}")
+                    raise UsageError(
+                        f"the spec's smoke block sets unknown field {section}.{name}"
+                    )
                 _set_field(config, spec, spec.coerce(value))
     for dest, value in namespace.items():
         _set_field(config, specs[dest], value)

@@ -20,7 +20,13 @@ import torch.nn.functional as F
 
 
 def masked_reconstruction_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, /, *, norm_pix: bool = False, eps: float = 1e-6
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    /,
+    *,
+    norm_pix: bool = False,
+    eps: float = 1e-6,
 ) -> torch.Tensor:
     """MSE over masked patches: ``pred``/``target`` ``[B, N, P]``, ``mask`` ``[B, N]`` with 1 = masked.
 
@@ -40,11 +46,18 @@ def masked_reconstruction_loss(
     per_patch = (pred.float() - target).pow(2).mean(dim=-1)
     mask = mask.float()
     masked = mask.sum()
-    return torch.where(masked > 0, (per_patch * mask).sum() / masked.clamp_min(1.0), per_patch.mean())
+    return torch.where(
+        masked > 0, (per_patch * mask).sum() / masked.clamp_min(1.0), per_patch.mean()
+    )
 
 
 def info_nce_loss(
-    z1: torch.Tensor, z2: torch.Tensor, /, *, temperature: float = 0.1, symmetric: bool = True
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    /,
+    *,
+    temperature: float = 0.1,
+    symmetric: bool = True,
 ) -> torch.Tensor:
     """InfoNCE between paired rows of ``z1`` and ``z2`` (``[B, D]``), cosine similarity / temperature.
 
@@ -54,7 +67,9 @@ def info_nce_loss(
     ``components/contracts/losses.py``.
     """
     if z1.dim() != 2 or z1.shape != z2.shape:
-        raise ValueError(f"info_nce_loss expects two [B, D] tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"info_nce_loss expects two [B, D] tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"info_nce_loss: temperature must be > 0, got {temperature}")
     a = F.normalize(z1.float(), dim=-1)
@@ -74,7 +89,9 @@ def uniformity_loss(z: torch.Tensor, /, *, t: float = 2.0) -> torch.Tensor:
     ``log exp(-t * 2B/(B-1))`` for B points whose mean is the origin (a regular simplex).
     """
     if z.dim() != 2 or z.shape[0] < 2:
-        raise ValueError(f"uniformity_loss expects [B, D] with B >= 2, got {tuple(z.shape)}")
+        raise ValueError(
+            f"uniformity_loss expects [B, D] with B >= 2, got {tuple(z.shape)}"
+        )
     x = F.normalize(z.float(), dim=-1)
     sq_dists = torch.pdist(x, p=2).pow(2)
     # logsumexp - log(count) is the log of the mean, stable for large t.

@@ -70,8 +70,17 @@ def read_metrics(path: Path, section: str | None = None) -> list[dict[str, Any]]
                 continue
             if section is not None and record.get("section") != section:
                 continue
-            latest[(record.get("section", ""), int(record.get("step", 0)), record.get("kind", "train"))] = record
-    return sorted(latest.values(), key=lambda r: (r.get("section", ""), r.get("kind", "train"), r.get("step", 0)))
+            latest[
+                (
+                    record.get("section", ""),
+                    int(record.get("step", 0)),
+                    record.get("kind", "train"),
+                )
+            ] = record
+    return sorted(
+        latest.values(),
+        key=lambda r: (r.get("section", ""), r.get("kind", "train"), r.get("step", 0)),
+    )
 
 
 def write_json_atomic(data: Any, path: Path) -> None:
@@ -89,7 +98,14 @@ def write_json_atomic(data: Any, path: Path) -> None:
 class MetricsLogger:
     """Progress lines on ``stream``, scalars to ``metrics.jsonl`` (and TensorBoard), summaries as JSON."""
 
-    def __init__(self, out_dir: Path, *, enabled: bool = True, tensorboard: bool = True, stream: TextIO | None = None):
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        stream: TextIO | None = None,
+    ):
         self.out_dir = Path(out_dir)
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stdout
@@ -107,11 +123,18 @@ class MetricsLogger:
     def progress(self, line: str) -> None:
         self.info(line)
 
-    def log(self, section: str, step: int, values: dict[str, float], kind: str = "train") -> None:
+    def log(
+        self, section: str, step: int, values: dict[str, float], kind: str = "train"
+    ) -> None:
         """Append one JSONL record (and TensorBoard scalars ``<section>/<kind>/<name>``)."""
         if not self.enabled:
             return
-        record = {"section": section, "kind": kind, "step": int(step), "time": round(time.time(), 3)}
+        record = {
+            "section": section,
+            "kind": kind,
+            "step": int(step),
+            "time": round(time.time(), 3),
+        }
         record.update({key: float(value) for key, value in values.items()})
         with open(self.jsonl_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -120,7 +143,9 @@ class MetricsLogger:
             for key, value in values.items():
                 writer.add_scalar(f"{section}/{kind}/{key}", float(value), int(step))
 
-    def write_summary(self, summary: dict[str, Any], name: str = "summary.json") -> Path | None:
+    def write_summary(
+        self, summary: dict[str, Any], name: str = "summary.json"
+    ) -> Path | None:
         if not self.enabled:
             return None
         path = self.out_dir / name
@@ -146,7 +171,11 @@ class MetricsLogger:
         return self._writer
 
 
-def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def confusion_matrix(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """``[K, K]`` int64 counts, row = true class, column = predicted class."""
     index = labels.long().reshape(-1) * num_classes + predictions.long().reshape(-1)
-    return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return torch.bincount(index, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )

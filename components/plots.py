@@ -26,18 +26,28 @@ def pca_2d(x: torch.Tensor) -> torch.Tensor:
         return torch.zeros(x.shape[0], 2)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     components = vh[:2]
-    signs = torch.sign(components.gather(1, components.abs().argmax(dim=1, keepdim=True)))
+    signs = torch.sign(
+        components.gather(1, components.abs().argmax(dim=1, keepdim=True))
+    )
     components = components * torch.where(signs == 0, torch.ones_like(signs), signs)
     projected = centred @ components.t()
     if projected.shape[1] < 2:  # D == 1
-        projected = torch.cat([projected, torch.zeros(x.shape[0], 2 - projected.shape[1])], dim=1)
+        projected = torch.cat(
+            [projected, torch.zeros(x.shape[0], 2 - projected.shape[1])], dim=1
+        )
     return projected
 
 
 class Plotter:
     """Writes PNGs into ``out_dir/plots`` on the main rank; silent (after one notice) without matplotlib."""
 
-    def __init__(self, out_dir: Path, *, enabled: bool = True, info: Callable[[str], None] = print):
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        enabled: bool = True,
+        info: Callable[[str], None] = print,
+    ):
         self.out_dir = Path(out_dir) / "plots"
         self.enabled = enabled
         self._info = info
@@ -55,7 +65,9 @@ class Plotter:
                     matplotlib.use("Agg")
                     import matplotlib.pyplot as plt
                 except ImportError:
-                    self._info("matplotlib is not installed: no PNG plots (pip install matplotlib to get them)")
+                    self._info(
+                        "matplotlib is not installed: no PNG plots (pip install matplotlib to get them)"
+                    )
                 else:
                     self._pyplot = plt
         return self._pyplot
@@ -68,9 +80,13 @@ class Plotter:
         self._pyplot.close(figure)
         return path
 
-    def loss_curves(self, metrics_path: Path, section: str, keys: tuple[str, ...] = ("loss",)) -> Path | None:
+    def loss_curves(
+        self, metrics_path: Path, section: str, keys: tuple[str, ...] = ("loss",)
+    ) -> Path | None:
         plt = self.pyplot()
-        records = [r for r in read_metrics(metrics_path, section) if r.get("kind") == "train"]
+        records = [
+            r for r in read_metrics(metrics_path, section) if r.get("kind") == "train"
+        ]
         if plt is None or not records:
             return None
         figure, axis = plt.subplots(figsize=(6, 4))
@@ -81,29 +97,48 @@ class Plotter:
                 axis.plot(*zip(*points), label=key)
                 positive = positive and all(value > 0 for _, value in points)
         axis.set_xlabel("optimizer step")
-        axis.set_yscale("log" if positive else "linear")  # auxiliary terms can take the total below zero
+        axis.set_yscale(
+            "log" if positive else "linear"
+        )  # auxiliary terms can take the total below zero
         axis.set_title(f"{section}: training loss")
         axis.legend()
         return self._save(figure, f"{section}_loss.png")
 
     def reconstruction(
-        self, masked_input: torch.Tensor, reconstruction: torch.Tensor, target: torch.Tensor, name: str
+        self,
+        masked_input: torch.Tensor,
+        reconstruction: torch.Tensor,
+        target: torch.Tensor,
+        name: str,
     ) -> Path | None:
         """Masked input / reconstruction / target of one example, each ``[T, F]``, side by side."""
         plt = self.pyplot()
         if plt is None:
             return None
         figure, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
-        for axis, image, title in zip(axes, (masked_input, reconstruction, target), ("masked input", "reconstruction", "target")):
+        for axis, image, title in zip(
+            axes,
+            (masked_input, reconstruction, target),
+            ("masked input", "reconstruction", "target"),
+        ):
             # Time runs left to right, frequency bottom to top, as spectrograms are read.
-            axis.imshow(image.detach().float().cpu().t().numpy(), origin="lower", aspect="auto", cmap="magma")
+            axis.imshow(
+                image.detach().float().cpu().t().numpy(),
+                origin="lower",
+                aspect="auto",
+                cmap="magma",
+            )
             axis.set_title(title)
             axis.set_xlabel("time frame")
         axes[0].set_ylabel("frequency bin")
         return self._save(figure, name)
 
     def embedding_projection(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, class_names: list[str], name: str
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        class_names: list[str],
+        name: str,
     ) -> Path | None:
         plt = self.pyplot()
         if plt is None or embeddings.shape[0] < 2:
@@ -115,13 +150,21 @@ class Plotter:
         for index in sorted(set(label_list)):
             chosen = [i for i, label in enumerate(label_list) if label == index]
             legend = class_names[index] if index < len(class_names) else str(index)
-            axis.scatter(points[chosen, 0], points[chosen, 1], s=8, color=colours(index % 20), label=legend)
+            axis.scatter(
+                points[chosen, 0],
+                points[chosen, 1],
+                s=8,
+                color=colours(index % 20),
+                label=legend,
+            )
         axis.set_title("embeddings (PCA)")
         if len(set(label_list)) <= 20:
             axis.legend(fontsize=6, markerscale=2)
         return self._save(figure, name)
 
-    def confusion(self, matrix: torch.Tensor, class_names: list[str], name: str) -> Path | None:
+    def confusion(
+        self, matrix: torch.Tensor, class_names: list[str], name: str
+    ) -> Path | None:
         plt = self.pyplot()
         if plt is None:
             return None

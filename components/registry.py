@@ -38,13 +38,17 @@ class PluginRegistry:
     def register(self, name: str, version: str = "1.0") -> Callable[[T], T]:
         """Class or function decorator: ``@model_registry.register("baseline", version="1.0")``."""
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{self.kind} registry: a component name must be a non-empty string")
+            raise ValueError(
+                f"{self.kind} registry: a component name must be a non-empty string"
+            )
 
         def decorate(target: T) -> T:
             known = self._entries.get(name)
             if known is not None and known.target is not target:
                 where = f"{known.target.__module__}.{known.target.__qualname__}"
-                raise ValueError(f"{self.kind} {name!r} is already registered by {where}")
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered by {where}"
+                )
             self._entries[name] = RegistryEntry(name, version, target)
             return target
 
@@ -100,5 +104,11 @@ def load_catalog() -> None:
     """Import every catalog package so that all decorators have run."""
     import importlib
 
-    for package in ("components.models", "components.data", "components.transforms", "components.recipes", "components.losses"):
+    for package in (
+        "components.models",
+        "components.data",
+        "components.transforms",
+        "components.recipes",
+        "components.losses",
+    ):
         importlib.import_module(package)

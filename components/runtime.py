@@ -142,16 +142,26 @@ def resolve_device(request: str, dist_info: DistInfo) -> torch.device:
     try:
         device = torch.device(request)
     except RuntimeError:
-        raise UsageError(f"--device {request!r} is not a device; use auto, cuda, cuda:N, mps or cpu") from None
+        raise UsageError(
+            f"--device {request!r} is not a device; use auto, cuda, cuda:N, mps or cpu"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError("--device cuda: CUDA is not available on this machine; use --device cpu (or auto)")
+            raise UsageError(
+                "--device cuda: CUDA is not available on this machine; use --device cpu (or auto)"
+            )
         if device.index is None:
-            device = torch.device("cuda", dist_info.local_rank % torch.cuda.device_count())
+            device = torch.device(
+                "cuda", dist_info.local_rank % torch.cuda.device_count()
+            )
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: MPS is not available on this machine; use --device cpu (or auto)")
+        raise UsageError(
+            "--device mps: MPS is not available on this machine; use --device cpu (or auto)"
+        )
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device {request!r} is not supported; use auto, cuda, cuda:N, mps or cpu")
+        raise UsageError(
+            f"--device {request!r} is not supported; use auto, cuda, cuda:N, mps or cpu"
+        )
     return device
 
 
@@ -187,7 +197,9 @@ def configure_determinism(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def accepted_kwargs(target: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def accepted_kwargs(
+    target: Callable[..., Any], kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
     """The subset of ``kwargs`` that ``target``'s signature takes (all of them if it takes **kwargs)."""
     parameters = inspect.signature(target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
@@ -219,7 +231,13 @@ class ShardedEpochSampler(Sampler[int]):
         if num_items < 1:
             raise ValueError("cannot sample from an empty data set")
         self.num_items, self.rank, self.world_size = num_items, rank, world_size
-        self.seed, self.epoch, self.shuffle, self.drop_last, self.start = seed, epoch, shuffle, drop_last, start
+        self.seed, self.epoch, self.shuffle, self.drop_last, self.start = (
+            seed,
+            epoch,
+            shuffle,
+            drop_last,
+            start,
+        )
 
     def shard(self) -> list[int]:
         if self.shuffle:
@@ -241,13 +259,17 @@ class ShardedEpochSampler(Sampler[int]):
         return max(0, len(self.shard()) - self.start)
 
 
-def collate_signals(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_signals(
+    batch: list[tuple[torch.Tensor, int]],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``(signal, label)`` pairs; signals of unequal length are zero-padded at the end."""
     signals = [item[0] for item in batch]
     labels = torch.tensor([int(item[1]) for item in batch], dtype=torch.long)
     length = max(s.shape[-1] for s in signals)
     if any(s.shape[-1] != length for s in signals):
-        signals = [torch.nn.functional.pad(s, (0, length - s.shape[-1])) for s in signals]
+        signals = [
+            torch.nn.functional.pad(s, (0, length - s.shape[-1])) for s in signals
+        ]
     return torch.stack(signals).float(), labels
 
 
@@ -274,9 +296,14 @@ def split_by_folds(dataset: Any, folds: Sequence[int]) -> FoldSubset:
     available = dataset_folds(dataset)
     unknown = sorted(set(folds) - set(available))
     if unknown:
-        raise UsageError(f"folds {unknown} do not exist in {type(dataset).__name__}; available folds: {available}")
+        raise UsageError(
+            f"folds {unknown} do not exist in {type(dataset).__name__}; available folds: {available}"
+        )
     wanted = set(folds)
-    return FoldSubset(dataset, [i for i, record in enumerate(dataset.records) if record.fold in wanted])
+    return FoldSubset(
+        dataset,
+        [i for i, record in enumerate(dataset.records) if record.fold in wanted],
+    )
 
 
 # --------------------------------------------------------------------------- context
@@ -359,19 +386,27 @@ class RunContext:
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """A loss scaler for fp16 (a pass-through otherwise)."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        return torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
 
     def compile(self, module: nn.Module) -> nn.Module:
         return torch.compile(module) if self.options.compile else module
 
-    def distribute(self, module: nn.Module, *, find_unused_parameters: bool = False) -> nn.Module:
+    def distribute(
+        self, module: nn.Module, *, find_unused_parameters: bool = False
+    ) -> nn.Module:
         """Wrap in DDP when running under torchrun (identity otherwise)."""
-        if not self.dist.enabled or not any(p.requires_grad for p in module.parameters()):
+        if not self.dist.enabled or not any(
+            p.requires_grad for p in module.parameters()
+        ):
             return module
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+        return DistributedDataParallel(
+            module, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+        )
 
     # -- components
     def build_model(self, **overrides: Any) -> nn.Module:
@@ -381,19 +416,29 @@ class RunContext:
         return self.pipeline.model(**kwargs).to(self.device)
 
     def build_transform(self) -> nn.Module:
-        return self.pipeline.transform(**self.section_config("transform")).to(self.device)
+        return self.pipeline.transform(**self.section_config("transform")).to(
+            self.device
+        )
 
     def check_fit(self, model: nn.Module, transform: nn.Module) -> None:
         """Fail before training, naming the flags, when data, transform and model do not fit together."""
         dataset = self.dataset()
-        data_rate, transform_rate = getattr(dataset, "sample_rate", None), getattr(transform, "sample_rate", None)
-        if data_rate is not None and transform_rate is not None and int(data_rate) != int(transform_rate):
+        data_rate, transform_rate = getattr(dataset, "sample_rate", None), getattr(
+            transform, "sample_rate", None
+        )
+        if (
+            data_rate is not None
+            and transform_rate is not None
+            and int(data_rate) != int(transform_rate)
+        ):
             raise UsageError(
                 f"the data set delivers {data_rate} Hz audio but the transform expects {transform_rate} Hz; "
                 "set --data.sample_rate and --transform.sample_rate to the same rate"
             )
         output_shape = getattr(transform, "output_shape", None)
-        img_size, in_chans = getattr(model, "img_size", None), getattr(model, "in_chans", None)
+        img_size, in_chans = getattr(model, "img_size", None), getattr(
+            model, "in_chans", None
+        )
         if output_shape is None or img_size is None:
             return
         channels, frames, bins = output_shape(int(dataset[0][0].shape[-1]))
@@ -414,7 +459,9 @@ class RunContext:
         data_cfg = self.section_config("data") if hasattr(self.config, "data") else {}
         if self.smoke:
             if self.pipeline.smoke_data is None:
-                raise UsageError(f"spec {self.pipeline.name!r} has no smoke data set; --smoke needs one")
+                raise UsageError(
+                    f"spec {self.pipeline.name!r} has no smoke data set; --smoke needs one"
+                )
             cls = self.pipeline.smoke_data
             kwargs = dict(self.pipeline.smoke.get("data", {}))
             # Keep the real data set's sample rate so the transform sees what it expects.
@@ -428,18 +475,31 @@ class RunContext:
                 kwargs["root"] = self.options.data_dir
             if self.options.download:
                 kwargs["download"] = True
-        kwargs.setdefault("folds", None)  # all folds, unless --data.folds narrowed the set
+        kwargs.setdefault(
+            "folds", None
+        )  # all folds, unless --data.folds narrowed the set
         kwargs = accepted_kwargs(cls, kwargs)
         try:
             dataset = cls(**kwargs)
-        except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as error:
-            hint = "pass --data-dir PATH" + (", or --download to fetch it" if "download" in inspect.signature(cls).parameters else "")
+        except (
+            FileNotFoundError,
+            NotADirectoryError,
+            PermissionError,
+            ValueError,
+        ) as error:
+            hint = "pass --data-dir PATH" + (
+                ", or --download to fetch it"
+                if "download" in inspect.signature(cls).parameters
+                else ""
+            )
             raise UsageError(f"data set {cls.__name__}: {error} ({hint})") from None
         if len(dataset) == 0:
             raise UsageError(f"data set {cls.__name__} ({kwargs}) is empty")
         return dataset
 
-    def checkpoints(self, subdir: str | None = None, *, keep_last: int = 3) -> CheckpointManager:
+    def checkpoints(
+        self, subdir: str | None = None, *, keep_last: int = 3
+    ) -> CheckpointManager:
         """Checkpoints of this stage (``<out>/<section>[/<subdir>]``); a fresh run clears old ones."""
         directory = self.stage_dir if subdir is None else self.stage_dir / subdir
         manager = CheckpointManager(
@@ -509,8 +569,13 @@ def _load_pipeline_state(path: Path, pipeline: Pipeline) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise UsageError(f"{path} is unreadable ({error}); rerun without --resume or choose another --out-dir") from None
-    if record.get("spec_name") != pipeline.name or record.get("spec_hash") != pipeline.spec_hash:
+        raise UsageError(
+            f"{path} is unreadable ({error}); rerun without --resume or choose another --out-dir"
+        ) from None
+    if (
+        record.get("spec_name") != pipeline.name
+        or record.get("spec_hash") != pipeline.spec_hash
+    ):
         raise UsageError(
             f"{path.parent} holds a run of spec {record.get('spec_name')!r} (hash {str(record.get('spec_hash'))[:12]}), "
             f"not of this script ({pipeline.name!r}, hash {pipeline.spec_hash[:12]}); rerun without --resume or choose another --out-dir"
@@ -518,11 +583,15 @@ def _load_pipeline_state(path: Path, pipeline: Pipeline) -> dict[str, Any]:
     return record
 
 
-def run_pipeline(pipeline: Pipeline, config_cls: type, argv: Sequence[str] | None = None) -> int:
+def run_pipeline(
+    pipeline: Pipeline, config_cls: type, argv: Sequence[str] | None = None
+) -> int:
     """Parse flags into ``config_cls``, set up the run, and run every step of ``pipeline``."""
     try:
         config = parse_config(pipeline, config_cls, argv)
-    except SystemExit as exit_request:  # --help, or argparse's own error message (exit 2)
+    except (
+        SystemExit
+    ) as exit_request:  # --help, or argparse's own error message (exit 2)
         return int(exit_request.code or 0)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -552,23 +621,43 @@ def run_pipeline(pipeline: Pipeline, config_cls: type, argv: Sequence[str] | Non
 
 
 def _run_steps(
-    pipeline: Pipeline, config: Any, dist_info: DistInfo, device: torch.device, amp_dtype: torch.dtype | None, stop: StopFlag
+    pipeline: Pipeline,
+    config: Any,
+    dist_info: DistInfo,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    stop: StopFlag,
 ) -> int:
     options: RunOptions = config.run
     default_out = f"runs/{pipeline.name}" + ("-smoke" if options.smoke else "")
     out_dir = Path(options.out_dir or default_out)
     metrics = MetricsLogger(out_dir, enabled=dist_info.is_main)
-    plots = Plotter(out_dir, enabled=dist_info.is_main, info=lambda message: metrics.info(f"[{pipeline.name}] {message}"))
+    plots = Plotter(
+        out_dir,
+        enabled=dist_info.is_main,
+        info=lambda message: metrics.info(f"[{pipeline.name}] {message}"),
+    )
     ctx = RunContext(
-        pipeline=pipeline, config=config, dist=dist_info, device=device, amp_dtype=amp_dtype,
-        out_dir=out_dir, metrics=metrics, plots=plots, stop=stop,
+        pipeline=pipeline,
+        config=config,
+        dist=dist_info,
+        device=device,
+        amp_dtype=amp_dtype,
+        out_dir=out_dir,
+        metrics=metrics,
+        plots=plots,
+        stop=stop,
     )
     state_path = out_dir / "pipeline_state.json"
     if not options.resume and dist_info.is_main:
         # A fresh run in a used folder: a later --resume must not pick up the old run's steps.
         for stale in (state_path, metrics.jsonl_path):
             stale.unlink(missing_ok=True)
-    record = _load_pipeline_state(state_path, pipeline) if options.resume else {"completed": {}}
+    record = (
+        _load_pipeline_state(state_path, pipeline)
+        if options.resume
+        else {"completed": {}}
+    )
     # Finished steps are reused on --resume only if what the weights depend on is unchanged.
     # Those are the data, transform and model sections; recipe sections are per step (a notebook
     # that runs one step per cell passes pipelines with fewer steps, so the step set varies).
@@ -581,18 +670,26 @@ def _run_steps(
     previous = record.get("fixed_config")
     if previous is not None and previous != json.loads(json.dumps(fixed)):
         changed = sorted(
-            f"{section}.{key}" for section, values in fixed.items() if isinstance(values, dict)
-            for key in values if previous.get(section, {}).get(key) != json.loads(json.dumps(values[key]))
+            f"{section}.{key}"
+            for section, values in fixed.items()
+            if isinstance(values, dict)
+            for key in values
+            if previous.get(section, {}).get(key) != json.loads(json.dumps(values[key]))
         ) or ["--smoke"]
         raise UsageError(
             f"{out_dir} holds a run with other settings ({', '.join(changed)}); resume with the same flags, "
             "or choose another --out-dir"
         )
-    record.update(spec_name=pipeline.name, spec_hash=pipeline.spec_hash, fixed_config=fixed)
-    dtype_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
+    record.update(
+        spec_name=pipeline.name, spec_hash=pipeline.spec_hash, fixed_config=fixed
+    )
+    dtype_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
+        amp_dtype
+    ]
     ctx.info(
         f"device {device}, dtype {dtype_name}, world size {dist_info.world_size}, out {out_dir}"
-        + (", smoke run" if options.smoke else "") + (", resuming" if options.resume else "")
+        + (", smoke run" if options.smoke else "")
+        + (", resuming" if options.resume else "")
     )
     started = time.time()
     summaries: dict[str, Any] = {}
@@ -601,7 +698,9 @@ def _run_steps(
             ctx.section, ctx.stage_index = step.section, index
             done = record["completed"].get(step.section)
             # A stage cut short by --steps continues when resumed with another cap.
-            if done is not None and (not done.get("capped", False) or done.get("steps_cap") == options.steps):
+            if done is not None and (
+                not done.get("capped", False) or done.get("steps_cap") == options.steps
+            ):
                 ctx.state.update(done["state"])
                 summaries[step.section] = done["summary"]
                 ctx.info("already completed; skipped (--resume)")
@@ -611,11 +710,20 @@ def _run_steps(
             kwargs = ctx.section_config(step.section)
             summary = step.run(ctx, **kwargs)
             barrier(dist_info)  # later steps on other ranks read what rank 0 just wrote
-            exported = {k: v for k, v in ctx.state.items() if before.get(k, object()) != v and _jsonable(v)}
+            exported = {
+                k: v
+                for k, v in ctx.state.items()
+                if before.get(k, object()) != v and _jsonable(v)
+            }
             summaries[step.section] = summary
-            capped = isinstance(summary.get("steps"), int) and summary["steps"] < summary.get("total_steps", 0)
+            capped = isinstance(summary.get("steps"), int) and summary[
+                "steps"
+            ] < summary.get("total_steps", 0)
             record["completed"][step.section] = {
-                "summary": summary, "state": exported, "capped": capped, "steps_cap": options.steps,
+                "summary": summary,
+                "state": exported,
+                "capped": capped,
+                "steps_cap": options.steps,
             }
             if ctx.is_main:
                 write_json_atomic(record, state_path)
@@ -641,7 +749,9 @@ def _run_steps(
     return 0
 
 
-def eval_loader(ctx: RunContext, dataset: Dataset, batch_size: int, num_workers: int = 0) -> tuple[DataLoader, list[int]]:
+def eval_loader(
+    ctx: RunContext, dataset: Dataset, batch_size: int, num_workers: int = 0
+) -> tuple[DataLoader, list[int]]:
     """A loader over this rank's share of ``dataset`` in order, without padding (so that
     summed counts over ranks are exact), and the dataset indices it yields."""
     indices = list(range(ctx.dist.rank, len(dataset), ctx.dist.world_size))

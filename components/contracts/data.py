@@ -42,10 +42,14 @@ def check_records_and_labels(factory: DataFactory) -> None:
     assert ds.signal_kind in ("audio", "iq"), ds.signal_kind
     assert len(ds) == len(ds.records) > 0
     assert ds.num_classes == len(ds.class_names) > 0
-    assert all(isinstance(name, str) for name in ds.class_names) and len(set(ds.class_names)) == len(ds.class_names)
+    assert all(isinstance(name, str) for name in ds.class_names) and len(
+        set(ds.class_names)
+    ) == len(ds.class_names)
     for record in ds.records:
         assert isinstance(record, Record), type(record)
-        assert isinstance(record.label, int) and 0 <= record.label < ds.num_classes, record
+        assert (
+            isinstance(record.label, int) and 0 <= record.label < ds.num_classes
+        ), record
         assert record.category == ds.class_names[record.label], record
         assert isinstance(record.fold, int) and record.fold >= 1, record
 
@@ -58,11 +62,15 @@ def check_items_match_records(factory: DataFactory) -> None:
     @given(index=st.integers(0, len(ds) - 1))
     def run(index: int) -> None:
         signal, label = ds[index]
-        assert isinstance(signal, torch.Tensor) and signal.dtype == torch.float32, type(signal)
+        assert isinstance(signal, torch.Tensor) and signal.dtype == torch.float32, type(
+            signal
+        )
         if ds.signal_kind == "audio":
             assert signal.dim() == 1 and signal.shape[0] > 0, signal.shape
         else:
-            assert signal.dim() == 2 and signal.shape[0] == 2 and signal.shape[1] > 0, signal.shape
+            assert (
+                signal.dim() == 2 and signal.shape[0] == 2 and signal.shape[1] > 0
+            ), signal.shape
         assert torch.isfinite(signal).all()
         assert isinstance(label, int) and label == ds.records[index].label
 
@@ -84,7 +92,9 @@ def check_fold_filtering(factory: DataFactory) -> None:
     @given(chosen=st.lists(st.sampled_from(available), min_size=1, unique=True))
     def run(chosen: list[int]) -> None:
         subset = factory(folds=chosen)
-        assert subset.records == [record for record in full.records if record.fold in chosen]
+        assert subset.records == [
+            record for record in full.records if record.fold in chosen
+        ]
         assert subset.class_names == full.class_names
 
     run()
@@ -93,7 +103,9 @@ def check_fold_filtering(factory: DataFactory) -> None:
     except ValueError:
         pass
     else:
-        raise AssertionError(f"{type(full).__name__}(folds=[{max(available) + 100}]) selected a fold that does not exist")
+        raise AssertionError(
+            f"{type(full).__name__}(folds=[{max(available) + 100}]) selected a fold that does not exist"
+        )
 
 
 def check_deterministic(factory: DataFactory) -> None:
@@ -109,22 +121,32 @@ def check_deterministic(factory: DataFactory) -> None:
         if "seed" in inspect.signature(type(first).__init__).parameters:
             seed = data.draw(st.integers(0, 2**16))
             again = factory(seed=seed)[index][0]
-            torch.testing.assert_close(factory(seed=seed)[index][0], again, atol=0, rtol=0)
-            assert not torch.equal(factory(seed=seed + 1)[index][0], again), "the seed does not change the signals"
+            torch.testing.assert_close(
+                factory(seed=seed)[index][0], again, atol=0, rtol=0
+            )
+            assert not torch.equal(
+                factory(seed=seed + 1)[index][0], again
+            ), "the seed does not change the signals"
 
     run()
 
 
-def write_pcm_wav(path: Path, samples: torch.Tensor, sample_rate: int, sample_width: int = 2) -> None:
+def write_pcm_wav(
+    path: Path, samples: torch.Tensor, sample_rate: int, sample_width: int = 2
+) -> None:
     """Write ``[N]`` (mono) or ``[C, N]`` float samples in [-1, 1] as integer PCM with ``wave``."""
     if samples.dim() == 1:
         samples = samples.unsqueeze(0)
     scale = float((1 << (8 * sample_width - 1)) - 1)
-    ints = (samples.clamp(-1, 1) * scale).round().to(torch.int64).T.reshape(-1)  # interleave channels
+    ints = (
+        (samples.clamp(-1, 1) * scale).round().to(torch.int64).T.reshape(-1)
+    )  # interleave channels
     if sample_width == 1:
         data = bytes((ints + 128).to(torch.uint8).tolist())
     else:
-        data = b"".join(int(v).to_bytes(sample_width, "little", signed=True) for v in ints.tolist())
+        data = b"".join(
+            int(v).to_bytes(sample_width, "little", signed=True) for v in ints.tolist()
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as writer:
         writer.setnchannels(samples.shape[0])
@@ -133,10 +155,16 @@ def write_pcm_wav(path: Path, samples: torch.Tensor, sample_rate: int, sample_wi
         writer.writeframes(data)
 
 
-def tone_clip(freq: float, sample_rate: int, num_samples: int, channels: int = 1) -> torch.Tensor:
+def tone_clip(
+    freq: float, sample_rate: int, num_samples: int, channels: int = 1
+) -> torch.Tensor:
     t = torch.arange(num_samples, dtype=torch.float64) / sample_rate
     clip = 0.5 * torch.sin(2 * math.pi * freq * t)
-    return clip.unsqueeze(0).repeat(channels, 1).to(torch.float32) if channels > 1 else clip.to(torch.float32)
+    return (
+        clip.unsqueeze(0).repeat(channels, 1).to(torch.float32)
+        if channels > 1
+        else clip.to(torch.float32)
+    )
 
 
 def write_esc50_folder(root: Path, categories: tuple[str, ...] = ("dog", "rooster", "rain", "crying_baby"),
@@ -147,12 +175,30 @@ def write_esc50_folder(root: Path, categories: tuple[str, ...] = ("dog", "rooste
         for target, category in enumerate(categories):
             for take in range(clips_per_fold):
                 name = f"{fold}-{1000 + target}-{'ABCDEFGH'[take]}-{target}.wav"
-                write_pcm_wav(root / "audio" / name, tone_clip(300.0 * (target + 1) + 7 * fold, sample_rate, num_samples), sample_rate)
-                rows.append([name, fold, target, category, str(target % 2 == 0), f"{1000 + target}", "ABCDEFGH"[take]])
+                write_pcm_wav(
+                    root / "audio" / name,
+                    tone_clip(
+                        300.0 * (target + 1) + 7 * fold, sample_rate, num_samples
+                    ),
+                    sample_rate,
+                )
+                rows.append(
+                    [
+                        name,
+                        fold,
+                        target,
+                        category,
+                        str(target % 2 == 0),
+                        f"{1000 + target}",
+                        "ABCDEFGH"[take],
+                    ]
+                )
     (root / "meta").mkdir(parents=True, exist_ok=True)
     with open(root / "meta" / "esc50.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
+        writer.writerow(
+            ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
+        )
         writer.writerows(rows)
     return root
 
@@ -160,21 +206,38 @@ def write_esc50_folder(root: Path, categories: tuple[str, ...] = ("dog", "rooste
 @fixture_registry.register("data/esc50")
 def esc50_fixture(workdir: Path) -> dict[str, Any]:
     root = write_esc50_folder(workdir / "ESC-50-master")
-    return {"root": str(root), "sample_rate": 16000, "cache_dir": str(workdir / "cache")}
+    return {
+        "root": str(root),
+        "sample_rate": 16000,
+        "cache_dir": str(workdir / "cache"),
+    }
 
 
 @fixture_registry.register("data/audio_folder")
 def audio_folder_fixture(workdir: Path) -> dict[str, Any]:
     root = workdir / "audio_folder"
-    formats = [(1, 1), (2, 1), (3, 2), (4, 1), (2, 2)]  # (sample width, channels): 8- to 32-bit, mono and stereo
+    formats = [
+        (1, 1),
+        (2, 1),
+        (3, 2),
+        (4, 1),
+        (2, 2),
+    ]  # (sample width, channels): 8- to 32-bit, mono and stereo
     for label, name in enumerate(("birds", "engine", "voice")):
         for i, (width, channels) in enumerate(formats):
             clip = tone_clip(400.0 * (label + 1) + 11 * i, 8000, 600, channels)
             write_pcm_wav(root / name / f"clip{i}.wav", clip, 8000, width)
-    return {"root": str(root), "sample_rate": 16000, "clip_seconds": 0.05, "cache_dir": str(workdir / "cache")}
+    return {
+        "root": str(root),
+        "sample_rate": 16000,
+        "clip_seconds": 0.05,
+        "cache_dir": str(workdir / "cache"),
+    }
 
 
-def radioml2016_table(mods: tuple[str, ...], snrs: tuple[int, ...], per_key: int, length: int = 128) -> dict[tuple[str, int], Any]:
+def radioml2016_table(
+    mods: tuple[str, ...], snrs: tuple[int, ...], per_key: int, length: int = 128
+) -> dict[tuple[str, int], Any]:
     """A RadioML 2016-shaped dict of numpy arrays (needs numpy, as the real pickle does)."""
     import numpy
 
@@ -191,7 +254,11 @@ def radioml2016_table(mods: tuple[str, ...], snrs: tuple[int, ...], per_key: int
 def radioml2016_fixture(workdir: Path) -> dict[str, Any]:
     path = workdir / "RML2016.10a_dict.pkl"
     with open(path, "wb") as handle:
-        pickle.dump(radioml2016_table(("QPSK", "BPSK", "8PSK"), (-2, 0, 18), 4), handle, protocol=2)
+        pickle.dump(
+            radioml2016_table(("QPSK", "BPSK", "8PSK"), (-2, 0, 18), 4),
+            handle,
+            protocol=2,
+        )
     return {"root": str(path)}
 
 
@@ -202,12 +269,26 @@ def radioml2018_fixture(workdir: Path) -> dict[str, Any]:
 
     per_group, snrs, length = 2, (-10, 10), 64
     n = len(RADIOML2018_CLASSES) * len(snrs) * per_group
-    labels = torch.arange(len(RADIOML2018_CLASSES)).repeat_interleave(len(snrs) * per_group)
+    labels = torch.arange(len(RADIOML2018_CLASSES)).repeat_interleave(
+        len(snrs) * per_group
+    )
     path = workdir / "GOLD_XYZ_OSC.0001_1024.hdf5"
     with h5py.File(path, "w") as out:
-        out["X"] = torch.randn(n, length, 2, generator=torch.Generator().manual_seed(0)).numpy()
-        out["Y"] = torch.nn.functional.one_hot(labels, len(RADIOML2018_CLASSES)).numpy().astype(numpy.int64)
-        out["Z"] = torch.tensor(snrs).repeat_interleave(per_group).repeat(len(RADIOML2018_CLASSES)).view(n, 1).numpy()
+        out["X"] = torch.randn(
+            n, length, 2, generator=torch.Generator().manual_seed(0)
+        ).numpy()
+        out["Y"] = (
+            torch.nn.functional.one_hot(labels, len(RADIOML2018_CLASSES))
+            .numpy()
+            .astype(numpy.int64)
+        )
+        out["Z"] = (
+            torch.tensor(snrs)
+            .repeat_interleave(per_group)
+            .repeat(len(RADIOML2018_CLASSES))
+            .view(n, 1)
+            .numpy()
+        )
     return {"root": str(path)}
 
 

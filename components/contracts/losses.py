@@ -28,7 +28,9 @@ __all__ = [
 
 def _orthonormal_rows(batch: int, dim: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(dim, batch, generator=generator, dtype=torch.float64))
+    q, _ = torch.linalg.qr(
+        torch.randn(dim, batch, generator=generator, dtype=torch.float64)
+    )
     return q.t().float()  # [batch, dim], orthonormal rows
 
 
@@ -43,12 +45,17 @@ def check_info_nce_identical_pairs(factory: LossFactory) -> None:
         scale=st.floats(0.1, 10.0),
         seed=st.integers(0, 2**16),
     )
-    def run(batch: int, extra_dims: int, temperature: float, scale: float, seed: int) -> None:
+    def run(
+        batch: int, extra_dims: int, temperature: float, scale: float, seed: int
+    ) -> None:
         z = _orthonormal_rows(batch, batch + extra_dims, seed) * scale
         value = factory(temperature=temperature)(z, z.clone())
         expected = math.log1p((batch - 1) * math.exp(-1.0 / temperature))
         assert value.dim() == 0 and torch.isfinite(value)
-        assert math.isclose(float(value), expected, rel_tol=1e-4, abs_tol=1e-5), (float(value), expected)
+        assert math.isclose(float(value), expected, rel_tol=1e-4, abs_tol=1e-5), (
+            float(value),
+            expected,
+        )
 
     run()
 
@@ -57,7 +64,12 @@ def check_info_nce_view_symmetry_and_scale(factory: LossFactory) -> None:
     """The symmetric loss does not depend on the order of the views or on their norms; gradients are finite."""
 
     @settings(deadline=None)
-    @given(batch=st.integers(2, 10), dim=st.integers(2, 16), scale=st.floats(0.01, 100.0), seed=st.integers(0, 2**16))
+    @given(
+        batch=st.integers(2, 10),
+        dim=st.integers(2, 16),
+        scale=st.floats(0.01, 100.0),
+        seed=st.integers(0, 2**16),
+    )
     def run(batch: int, dim: int, scale: float, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
         z1 = torch.randn(batch, dim, generator=generator, requires_grad=True)
@@ -76,12 +88,19 @@ def check_uniformity_collapsed_is_maximal(factory: LossFactory) -> None:
     """Collapsed embeddings score 0 (the maximum); any embeddings score within ``[-t 2B/(B-1), 0]``."""
 
     @settings(deadline=None)
-    @given(batch=st.integers(2, 16), dim=st.integers(1, 16), t=st.floats(0.5, 4.0), seed=st.integers(0, 2**16))
+    @given(
+        batch=st.integers(2, 16),
+        dim=st.integers(1, 16),
+        t=st.floats(0.5, 4.0),
+        seed=st.integers(0, 2**16),
+    )
     def run(batch: int, dim: int, t: float, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
         loss = factory(t=t)
         point = torch.randn(1, dim, generator=generator)
-        collapsed = loss(point.repeat(batch, 1) * torch.rand(batch, 1, generator=generator).add(0.5))
+        collapsed = loss(
+            point.repeat(batch, 1) * torch.rand(batch, 1, generator=generator).add(0.5)
+        )
         spread = loss(torch.randn(batch, dim, generator=generator))
         assert abs(float(collapsed)) < 1e-5, float(collapsed)
         assert float(spread) <= float(collapsed) + 1e-6
@@ -94,7 +113,12 @@ def check_masked_mse_counts_masked_patches_only(factory: LossFactory) -> None:
     """Only masked patches count: changing a visible patch's prediction changes nothing; the value is their mean MSE."""
 
     @settings(deadline=None)
-    @given(batch=st.integers(1, 4), patches=st.integers(2, 12), size=st.integers(2, 8), seed=st.integers(0, 2**16))
+    @given(
+        batch=st.integers(1, 4),
+        patches=st.integers(2, 12),
+        size=st.integers(2, 8),
+        seed=st.integers(0, 2**16),
+    )
     def run(batch: int, patches: int, size: int, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
         pred = torch.randn(batch, patches, size, generator=generator)

@@ -45,7 +45,9 @@ def _kept(num_patches: int, mask_ratio: float) -> int:
     return int(num_patches * (1.0 - mask_ratio) + 1e-6)
 
 
-def _sized_model(factory: ModelFactory, grid: tuple[int, int], **overrides: Any) -> BaseAutoencoder:
+def _sized_model(
+    factory: ModelFactory, grid: tuple[int, int], **overrides: Any
+) -> BaseAutoencoder:
     """A model whose input is ``grid`` patches (time x frequency) of its own patch size."""
     patch = factory().patch_size
     return factory(img_size=(grid[0] * patch[0], grid[1] * patch[1]), **overrides)
@@ -63,9 +65,18 @@ def check_forward_shapes_and_loss(factory: ModelFactory) -> None:
         in_chans=st.integers(1, 2),
         seed=st.integers(0, 2**16),
     )
-    def run(batch: int, grid: tuple[int, int], mask_ratio: float, norm_pix_loss: bool, in_chans: int, seed: int) -> None:
+    def run(
+        batch: int,
+        grid: tuple[int, int],
+        mask_ratio: float,
+        norm_pix_loss: bool,
+        in_chans: int,
+        seed: int,
+    ) -> None:
         torch.manual_seed(seed)
-        model = _sized_model(factory, grid, norm_pix_loss=norm_pix_loss, in_chans=in_chans)
+        model = _sized_model(
+            factory, grid, norm_pix_loss=norm_pix_loss, in_chans=in_chans
+        )
         n = model.num_patches
         assert n == grid[0] * grid[1] and model.grid_size == grid
         x = torch.randn(batch, model.in_chans, *model.img_size)
@@ -75,7 +86,9 @@ def check_forward_shapes_and_loss(factory: ModelFactory) -> None:
         assert mask.shape == (batch, n) and ids_restore.shape == (batch, n)
         assert set(mask.unique().tolist()) <= {0.0, 1.0}
         assert (mask.sum(dim=1) == n - kept).all(), (mask.sum(dim=1), n - kept)
-        assert (ids_restore.sort(dim=1).values == torch.arange(n)).all(), "ids_restore is not a permutation"
+        assert (
+            ids_restore.sort(dim=1).values == torch.arange(n)
+        ).all(), "ids_restore is not a permutation"
         loss, pred, mask = model(x, mask_ratio=mask_ratio)
         patch_area = model.patch_size[0] * model.patch_size[1] * model.in_chans
         assert pred.shape == (batch, n, patch_area), pred.shape
@@ -97,12 +110,19 @@ def check_patchify_round_trip(factory: ModelFactory) -> None:
     )
     def run(batch: int, grid: tuple[int, int], in_chans: int, seed: int) -> None:
         model = _sized_model(factory, grid, in_chans=in_chans)
-        x = torch.randn(batch, model.in_chans, *model.img_size, generator=torch.Generator().manual_seed(seed))
+        x = torch.randn(
+            batch,
+            model.in_chans,
+            *model.img_size,
+            generator=torch.Generator().manual_seed(seed),
+        )
         tokens = model.patchify(x)
         assert torch.equal(model.unpatchify(tokens), x)
         (pt, pf), (t, f) = model.patch_size, (grid[0] - 1, grid[1] - 1)
         patch = x[:, :, t * pt : (t + 1) * pt, f * pf : (f + 1) * pf]
-        assert torch.equal(tokens[:, t * grid[1] + f], patch.permute(0, 2, 3, 1).reshape(batch, -1))
+        assert torch.equal(
+            tokens[:, t * grid[1] + f], patch.permute(0, 2, 3, 1).reshape(batch, -1)
+        )
         assert tokens.shape == (batch, model.num_patches, pt * pf * in_chans)
 
     run()
@@ -112,7 +132,11 @@ def check_embedding_batch_independent(factory: ModelFactory) -> None:
     """In eval mode, row i of ``get_embedding`` on a batch equals the item embedded alone (atol 1e-5)."""
 
     @settings(deadline=None)
-    @given(batch=st.integers(2, 3), pooling=st.sampled_from(["mean", "cls", "max"]), seed=st.integers(0, 2**16))
+    @given(
+        batch=st.integers(2, 3),
+        pooling=st.sampled_from(["mean", "cls", "max"]),
+        seed=st.integers(0, 2**16),
+    )
     def run(batch: int, pooling: str, seed: int) -> None:
         torch.manual_seed(seed)
         model = factory().eval()
@@ -147,7 +171,13 @@ def check_same_seed_same_output(factory: ModelFactory) -> None:
         n, kept = model.num_patches, _kept(model.num_patches, mask_ratio)
         if 0 < kept < n:
             masks = {
-                tuple(model(x, mask_ratio=mask_ratio, generator=torch.Generator().manual_seed(s))[2][0].tolist())
+                tuple(
+                    model(
+                        x,
+                        mask_ratio=mask_ratio,
+                        generator=torch.Generator().manual_seed(s),
+                    )[2][0].tolist()
+                )
                 for s in range(8)
             }
             assert len(masks) > 1, "the generator does not drive the masking"
@@ -164,12 +194,24 @@ def check_every_parameter_gets_gradient(factory: ModelFactory) -> None:
         torch.manual_seed(seed)
         model = factory().train()
         x = torch.randn(batch, model.in_chans, *model.img_size)
-        ratio = 0.5 if model.num_patches > 1 else 0.0  # some visible and some masked tokens
+        ratio = (
+            0.5 if model.num_patches > 1 else 0.0
+        )  # some visible and some masked tokens
         loss, _, _ = model(x, mask_ratio=ratio)
         loss.backward()
-        missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
-        assert not missing, f"parameters without gradient (unused in forward): {missing}"
-        bad = [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        missing = [
+            name
+            for name, p in model.named_parameters()
+            if p.requires_grad and p.grad is None
+        ]
+        assert (
+            not missing
+        ), f"parameters without gradient (unused in forward): {missing}"
+        bad = [
+            name
+            for name, p in model.named_parameters()
+            if p.grad is not None and not torch.isfinite(p.grad).all()
+        ]
         assert not bad, f"non-finite gradients: {bad}"
 
     run()
@@ -178,7 +220,9 @@ def check_every_parameter_gets_gradient(factory: ModelFactory) -> None:
 def _rope_modules(factory: ModelFactory) -> list[RotaryEmbedding2D]:
     if not _accepts(factory, "use_rope"):
         return []
-    return [m for m in factory(use_rope=True).modules() if isinstance(m, RotaryEmbedding2D)]
+    return [
+        m for m in factory(use_rope=True).modules() if isinstance(m, RotaryEmbedding2D)
+    ]
 
 
 def check_rope_scores_depend_on_position_differences(factory: ModelFactory) -> None:
@@ -190,27 +234,37 @@ def check_rope_scores_depend_on_position_differences(factory: ModelFactory) -> N
     @settings(deadline=None)
     @given(
         seed=st.integers(0, 2**16),
-        positions=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), min_size=2, max_size=6),
+        positions=st.lists(
+            st.tuples(st.integers(0, 40), st.integers(0, 40)), min_size=2, max_size=6
+        ),
         shift=st.tuples(st.integers(-20, 20), st.integers(-20, 20)),
     )
-    def run(seed: int, positions: list[tuple[int, int]], shift: tuple[int, int]) -> None:
+    def run(
+        seed: int, positions: list[tuple[int, int]], shift: tuple[int, int]
+    ) -> None:
         generator = torch.Generator().manual_seed(seed)
         for rope in ropes:
             k_tokens = len(positions)
-            q = torch.randn(1, 1, k_tokens, rope.head_dim, generator=generator, dtype=torch.float64)
-            k = torch.randn(1, 1, k_tokens, rope.head_dim, generator=generator, dtype=torch.float64)
+            q = torch.randn(
+                1, 1, k_tokens, rope.head_dim, generator=generator, dtype=torch.float64
+            )
+            k = torch.randn(
+                1, 1, k_tokens, rope.head_dim, generator=generator, dtype=torch.float64
+            )
             pos = torch.tensor(positions, dtype=torch.float32)
 
             def scores(p: torch.Tensor) -> torch.Tensor:
                 cos, sin = rope(p)
-                return apply_rotary(q, cos.double(), sin.double()) @ apply_rotary(k, cos.double(), sin.double()).transpose(-1, -2)
+                return apply_rotary(q, cos.double(), sin.double()) @ apply_rotary(
+                    k, cos.double(), sin.double()
+                ).transpose(-1, -2)
 
             moved = pos + torch.tensor(shift, dtype=torch.float32)
             torch.testing.assert_close(scores(pos), scores(moved), atol=1e-4, rtol=1e-4)
             if positions[0] != positions[1]:
-                assert not torch.allclose(scores(pos)[..., 0, 1], (q[..., 0, :] * k[..., 1, :]).sum(-1)), (
-                    "rotary embedding does not depend on position"
-                )
+                assert not torch.allclose(
+                    scores(pos)[..., 0, 1], (q[..., 0, :] * k[..., 1, :]).sum(-1)
+                ), "rotary embedding does not depend on position"
 
     run()
 
@@ -231,14 +285,20 @@ def check_positions_survive_masking(factory: ModelFactory) -> None:
         torch.manual_seed(seed)
         model.eval()
         x = torch.randn(1, model.in_chans, *model.img_size)
-        _, _, ids_keep = model.sample_mask(1, mask_ratio, x.device, torch.Generator().manual_seed(seed))
+        _, _, ids_keep = model.sample_mask(
+            1, mask_ratio, x.device, torch.Generator().manual_seed(seed)
+        )
         if ids_keep.shape[1] < 2:
             return
         order = torch.randperm(ids_keep.shape[1])
         out = model.encode_tokens(x, ids_keep)
         out_permuted = model.encode_tokens(x, ids_keep[:, order])
-        torch.testing.assert_close(out_permuted[:, 1:], out[:, 1:][:, order], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(out_permuted[:, :1], out[:, :1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            out_permuted[:, 1:], out[:, 1:][:, order], atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            out_permuted[:, :1], out[:, :1], atol=1e-5, rtol=1e-5
+        )
 
     run()
 
@@ -257,14 +317,18 @@ def check_structured_masking(factory: ModelFactory) -> None:
     )
     def run(mode: str, grid: tuple[int, int], mask_ratio: float, seed: int) -> None:
         model = _sized_model(factory, grid, mask_mode=mode)
-        mask, _, _ = model.sample_mask(2, mask_ratio, torch.device("cpu"), torch.Generator().manual_seed(seed))
+        mask, _, _ = model.sample_mask(
+            2, mask_ratio, torch.device("cpu"), torch.Generator().manual_seed(seed)
+        )
         lines = mask.reshape(2, *grid)
         if mode == "freq":
             lines = lines.transpose(1, 2)
         per_line = lines.sum(dim=2)
         partial = ((per_line > 0) & (per_line < lines.shape[2])).sum(dim=1)
         assert (partial <= 1).all(), f"{mode} masking split more than one line: {lines}"
-        assert (mask.sum(dim=1) == model.num_patches - _kept(model.num_patches, mask_ratio)).all()
+        assert (
+            mask.sum(dim=1) == model.num_patches - _kept(model.num_patches, mask_ratio)
+        ).all()
 
     run()
 
@@ -276,7 +340,9 @@ def check_published_parameter_counts(factory: ModelFactory) -> None:
         with torch.device("meta"):
             model = model_cls(**kwargs)
         count = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        assert count == expected, f"{model_cls.__name__}({kwargs}) has {count:,} trainable parameters, published {expected:,}"
+        assert (
+            count == expected
+        ), f"{model_cls.__name__}({kwargs}) has {count:,} trainable parameters, published {expected:,}"
 
 
 @fixture_registry.register("model/audiomae++")

@@ -44,7 +44,9 @@ def build_transform(factory: TransformFactory, rate: int | None) -> SignalTransf
     return transform.eval()
 
 
-def transform_inputs(factory: TransformFactory) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
+def transform_inputs(
+    factory: TransformFactory,
+) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
     """Draws ``(rate, batch, length, seed)``: lengths from one frame up to a quarter second (audio)."""
     probe = factory()
     if probe.input_kind == "audio" and transform_accepts(factory, "sample_rate"):
@@ -52,16 +54,25 @@ def transform_inputs(factory: TransformFactory) -> st.SearchStrategy[tuple[int |
     else:
         rates = st.just(None)
 
-    def with_length(rate: int | None) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
+    def with_length(
+        rate: int | None,
+    ) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
         transform = build_transform(factory, rate)
         shortest = max(transform.min_num_samples, 16)
         longest = shortest + (rate // 4 if rate else 1024)
-        return st.tuples(st.just(rate), st.integers(1, 3), st.integers(shortest, longest), st.integers(0, 2**16))
+        return st.tuples(
+            st.just(rate),
+            st.integers(1, 3),
+            st.integers(shortest, longest),
+            st.integers(0, 2**16),
+        )
 
     return rates.flatmap(with_length)
 
 
-def make_signal_batch(transform: SignalTransform, batch: int, length: int, seed: int) -> torch.Tensor:
+def make_signal_batch(
+    transform: SignalTransform, batch: int, length: int, seed: int
+) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, length) if transform.input_kind == "audio" else (batch, 2, length)
     return 0.3 * torch.randn(shape, generator=generator)
@@ -70,10 +81,14 @@ def make_signal_batch(transform: SignalTransform, batch: int, length: int, seed:
 def check_declares_its_input(factory: TransformFactory) -> None:
     """``input_kind`` is audio or iq; audio transforms carry a positive ``sample_rate``."""
     transform = factory()
-    assert isinstance(transform, SignalTransform) and isinstance(transform, torch.nn.Module)
+    assert isinstance(transform, SignalTransform) and isinstance(
+        transform, torch.nn.Module
+    )
     assert transform.input_kind in ("audio", "iq"), transform.input_kind
     if transform.input_kind == "audio":
-        assert isinstance(transform.sample_rate, int) and transform.sample_rate > 0, transform.sample_rate
+        assert (
+            isinstance(transform.sample_rate, int) and transform.sample_rate > 0
+        ), transform.sample_rate
 
 
 def check_output_shape_and_dtype(factory: TransformFactory) -> None:
@@ -86,7 +101,10 @@ def check_output_shape_and_dtype(factory: TransformFactory) -> None:
         transform = build_transform(factory, rate)
         out = transform(make_signal_batch(transform, batch, length, seed))
         assert out.dim() == 4 and out.dtype == torch.float32, (out.shape, out.dtype)
-        assert tuple(out.shape) == (batch, *transform.output_shape(length)), (tuple(out.shape), transform.output_shape(length))
+        assert tuple(out.shape) == (batch, *transform.output_shape(length)), (
+            tuple(out.shape),
+            transform.output_shape(length),
+        )
 
     run()
 
@@ -95,7 +113,10 @@ def check_finite_on_extreme_inputs(factory: TransformFactory) -> None:
     """Silence, full-scale square waves, tiny values and noise all give finite features."""
 
     @settings(deadline=None)
-    @given(case=transform_inputs(factory), kind=st.sampled_from(["silence", "full_scale", "tiny", "noise"]))
+    @given(
+        case=transform_inputs(factory),
+        kind=st.sampled_from(["silence", "full_scale", "tiny", "noise"]),
+    )
     def run(case: tuple[int | None, int, int, int], kind: str) -> None:
         rate, batch, length, seed = case
         transform = build_transform(factory, rate)
@@ -108,7 +129,9 @@ def check_finite_on_extreme_inputs(factory: TransformFactory) -> None:
             x = x * 1e-9
         for mode in (transform.eval(), transform.train()):
             out = mode(x)
-            assert torch.isfinite(out).all(), f"non-finite output for {kind} input in {'train' if mode.training else 'eval'} mode"
+            assert torch.isfinite(
+                out
+            ).all(), f"non-finite output for {kind} input in {'train' if mode.training else 'eval'} mode"
 
     run()
 
@@ -161,13 +184,19 @@ def check_train_mode_keeps_shape(factory: TransformFactory) -> None:
 def check_rejects_wrong_layout(factory: TransformFactory) -> None:
     """Inputs of the wrong rank or channel count raise a ValueError naming the expected layout."""
     transform = factory().eval()
-    wrong = torch.zeros(2, 3, 4000) if transform.input_kind == "iq" else torch.zeros(2, 1, 4000)
+    wrong = (
+        torch.zeros(2, 3, 4000)
+        if transform.input_kind == "iq"
+        else torch.zeros(2, 1, 4000)
+    )
     try:
         transform(wrong)
     except ValueError as error:
         assert "[B," in str(error), str(error)
     else:
-        raise AssertionError(f"{type(transform).__name__} accepted an input of shape {tuple(wrong.shape)}")
+        raise AssertionError(
+            f"{type(transform).__name__} accepted an input of shape {tuple(wrong.shape)}"
+        )
 
 
 def check_cpu_and_gpu_agree(factory: TransformFactory) -> None:
@@ -196,7 +225,14 @@ def kaldi_fbank_fixture(workdir: Path) -> dict[str, Any]:
 
 @fixture_registry.register("transform/log_mel")
 def log_mel_fixture(workdir: Path) -> dict[str, Any]:
-    return {"sample_rate": 16000, "n_fft": 128, "win_length": 128, "hop_length": 64, "n_mels": 16, "target_frames": 12}
+    return {
+        "sample_rate": 16000,
+        "n_fft": 128,
+        "win_length": 128,
+        "hop_length": 64,
+        "n_mels": 16,
+        "target_frames": 12,
+    }
 
 
 @fixture_registry.register("transform/iq_spectrogram")

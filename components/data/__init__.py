@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from components.data.audio_folder import AudioFolder
-from components.data.audio_io import AudioFileError, DataFormatError, WaveformCache, load_audio, read_wav
+from components.data.audio_io import (
+    AudioFileError,
+    DataFormatError,
+    WaveformCache,
+    load_audio,
+    read_wav,
+)
 from components.data.base import Record, SignalDataset, filter_folds, leave_one_fold_out
 from components.data.esc50 import ESC50, download_esc50
 from components.data.radioml import RadioML2016, RadioML2018

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 
-from components.data.audio_io import AudioFileError, WaveformCache, fit_length, load_audio, probe_wav
+from components.data.audio_io import (
+    AudioFileError,
+    WaveformCache,
+    fit_length,
+    load_audio,
+    probe_wav,
+)
 from components.data.base import Record, SignalDataset
 
 
@@ -31,17 +37,25 @@ class AudioFileDataset(SignalDataset):
     ) -> None:
         super().__init__()
         if sample_rate <= 0:
-            raise ValueError(f"{type(self).__name__}: sample_rate must be positive, got {sample_rate}")
+            raise ValueError(
+                f"{type(self).__name__}: sample_rate must be positive, got {sample_rate}"
+            )
         if clip_seconds is not None and clip_seconds <= 0:
-            raise ValueError(f"{type(self).__name__}: clip_seconds must be positive or None, got {clip_seconds}")
+            raise ValueError(
+                f"{type(self).__name__}: clip_seconds must be positive or None, got {clip_seconds}"
+            )
         self.root = Path(root)
         self.sample_rate = sample_rate
-        self.clip_samples = None if clip_seconds is None else int(round(clip_seconds * sample_rate))
+        self.clip_samples = (
+            None if clip_seconds is None else int(round(clip_seconds * sample_rate))
+        )
         self.skip_bad_files = skip_bad_files
         self.skipped_files: list[str] = []
         self.cache: WaveformCache | None = None
         if cache:
-            self.cache = WaveformCache(cache_dir if cache_dir is not None else self.root / ".sigmae-cache")
+            self.cache = WaveformCache(
+                cache_dir if cache_dir is not None else self.root / ".sigmae-cache"
+            )
 
     def check_files(self) -> None:
         """Check every file's header once; raise one error listing bad files, or skip them."""
@@ -58,14 +72,17 @@ class AudioFileDataset(SignalDataset):
             return
         if not self.skip_bad_files:
             shown = "\n  ".join(problems[:10])
-            more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+            more = (
+                f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+            )
             raise AudioFileError(
                 f"{type(self).__name__} at {self.root}: {len(problems)} unreadable audio file(s):\n  {shown}{more}\n"
                 "Fix or remove them, or pass skip_bad_files=True to leave them out."
             )
         self.skipped_files = [problem.split(": ", 1)[0] for problem in problems]
         warnings.warn(
-            f"{type(self).__name__}: skipped {len(problems)} unreadable audio file(s): " + "; ".join(problems[:10]),
+            f"{type(self).__name__}: skipped {len(problems)} unreadable audio file(s): "
+            + "; ".join(problems[:10]),
             stacklevel=3,
         )
         self.records = good

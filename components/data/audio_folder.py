@@ -23,7 +23,9 @@ def csv_float(value: str | None, where: str, column: str) -> float | None:
     try:
         return float(value)
     except ValueError:
-        raise DataFormatError(f"{where}: column {column} must be a number, got {value!r}") from None
+        raise DataFormatError(
+            f"{where}: column {column} must be a number, got {value!r}"
+        ) from None
 
 
 @data_registry.register("audio_folder", version="1.0")
@@ -46,16 +48,24 @@ class AudioFolder(AudioFileDataset):
         cache: bool = True,
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__(root, sample_rate, clip_seconds, skip_bad_files, cache, cache_dir)
+        super().__init__(
+            root, sample_rate, clip_seconds, skip_bad_files, cache, cache_dir
+        )
         if num_folds < 1:
-            raise ValueError(f"audio_folder: num_folds must be at least 1, got {num_folds}")
+            raise ValueError(
+                f"audio_folder: num_folds must be at least 1, got {num_folds}"
+            )
         self.num_folds = num_folds
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"audio folder not found: {self.root}. Point --data-dir (root) at a folder with one sub-folder of"
                 " .wav files per class, or with a CSV (filepath,label[,fold]) passed as csv_file"
             )
-        records = self.records_from_csv(resolve_under(self.root, csv_file)) if csv_file else self.records_from_tree()
+        records = (
+            self.records_from_csv(resolve_under(self.root, csv_file))
+            if csv_file
+            else self.records_from_tree()
+        )
         if not records:
             raise FileNotFoundError(f"audio folder {self.root}: no .wav files found")
         self.records = filter_folds(records, folds, str(self.root))
@@ -65,12 +75,23 @@ class AudioFolder(AudioFileDataset):
         return position_in_class % self.num_folds + 1
 
     def records_from_tree(self) -> list[Record]:
-        classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        classes = sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+        )
         self.class_names = classes
         records: list[Record] = []
         for label, name in enumerate(classes):
-            files = sorted(path for path in (self.root / name).rglob("*") if path.suffix.lower() == ".wav" and path.is_file())
-            records += [Record(str(path), label, name, self.round_robin_fold(i)) for i, path in enumerate(files)]
+            files = sorted(
+                path
+                for path in (self.root / name).rglob("*")
+                if path.suffix.lower() == ".wav" and path.is_file()
+            )
+            records += [
+                Record(str(path), label, name, self.round_robin_fold(i))
+                for i, path in enumerate(files)
+            ]
         return records
 
     def records_from_csv(self, path: str) -> list[Record]:
@@ -78,9 +99,15 @@ class AudioFolder(AudioFileDataset):
             raise FileNotFoundError(f"audio folder CSV not found: {path}")
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = [column for column in ("filepath", "label") if column not in (reader.fieldnames or [])]
+            missing = [
+                column
+                for column in ("filepath", "label")
+                if column not in (reader.fieldnames or [])
+            ]
             if missing:
-                raise DataFormatError(f"{path}: missing column(s) {', '.join(missing)}; expected filepath,label[,fold]")
+                raise DataFormatError(
+                    f"{path}: missing column(s) {', '.join(missing)}; expected filepath,label[,fold]"
+                )
             rows = list(reader)
         self.class_names = sorted({row["label"] for row in rows})
         label_of = {name: label for label, name in enumerate(self.class_names)}
@@ -94,13 +121,21 @@ class AudioFolder(AudioFileDataset):
             try:
                 fold = int(fold_text) if fold_text else self.round_robin_fold(position)
             except ValueError:
-                raise DataFormatError(f"{where}: fold must be an integer >= 1, got {fold_text!r}") from None
+                raise DataFormatError(
+                    f"{where}: fold must be an integer >= 1, got {fold_text!r}"
+                ) from None
             if fold < 1:
-                raise DataFormatError(f"{where}: fold must be an integer >= 1, got {fold}")
-            file = resolve_under(self.root, row["filepath"])  # existence is checked with the headers
+                raise DataFormatError(
+                    f"{where}: fold must be an integer >= 1, got {fold}"
+                )
+            file = resolve_under(
+                self.root, row["filepath"]
+            )  # existence is checked with the headers
             lat = csv_float(row.get("lat"), where, "lat")
             lon = csv_float(row.get("lon"), where, "lon")
-            records.append(Record(file, label_of[row["label"]], row["label"], fold, lat, lon))
+            records.append(
+                Record(file, label_of[row["label"]], row["label"], fold, lat, lon)
+            )
         return records
 
 

@@ -51,18 +51,33 @@ def probe_wav(path: str | os.PathLike[str]) -> WavInfo:
             raise AudioFileError(f"{path}: the file is empty")
         with open(path, "rb") as handle:
             with wave.open(handle, "rb") as reader:
-                info = WavInfo(reader.getframerate(), reader.getnchannels(), reader.getsampwidth(), reader.getnframes())
-                data_start = handle.tell()  # wave stops right after the data chunk's header
+                info = WavInfo(
+                    reader.getframerate(),
+                    reader.getnchannels(),
+                    reader.getsampwidth(),
+                    reader.getnframes(),
+                )
+                data_start = (
+                    handle.tell()
+                )  # wave stops right after the data chunk's header
     except AudioFileError:
         raise
     except (wave.Error, EOFError) as error:
-        raise AudioFileError(f"{path}: not a PCM WAV file the standard library can read ({error}); {CONVERT_HINT}") from None
+        raise AudioFileError(
+            f"{path}: not a PCM WAV file the standard library can read ({error}); {CONVERT_HINT}"
+        ) from None
     except OSError as error:
-        raise AudioFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+        raise AudioFileError(
+            f"{path}: cannot be read ({error.strerror or error})"
+        ) from None
     if info.sample_width not in (1, 2, 3, 4):
-        raise AudioFileError(f"{path}: unsupported sample width of {info.sample_width} bytes; {CONVERT_HINT}")
+        raise AudioFileError(
+            f"{path}: unsupported sample width of {info.sample_width} bytes; {CONVERT_HINT}"
+        )
     if info.sample_rate <= 0 or info.channels <= 0:
-        raise AudioFileError(f"{path}: invalid header (rate {info.sample_rate} Hz, {info.channels} channels)")
+        raise AudioFileError(
+            f"{path}: invalid header (rate {info.sample_rate} Hz, {info.channels} channels)"
+        )
     missing = data_start + info.num_frames * info.channels * info.sample_width - size
     if missing > 0:
         raise AudioFileError(
@@ -98,7 +113,9 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
         raise AudioFileError(f"{path}: cannot decode ({error})") from None
     expected = info.num_frames * info.channels * info.sample_width
     if len(data) != expected:
-        raise AudioFileError(f"{path}: truncated: expected {expected} bytes of samples, read {len(data)}")
+        raise AudioFileError(
+            f"{path}: truncated: expected {expected} bytes of samples, read {len(data)}"
+        )
     samples = pcm_to_float(data, info.sample_width)
     if info.channels > 1:
         samples = samples.view(-1, info.channels).mean(dim=1)
@@ -116,7 +133,9 @@ class WaveformCache:
         ident = f"{os.path.abspath(source)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{sample_rate}"
         return self.directory / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.f32"
 
-    def get(self, source: str | os.PathLike[str], sample_rate: int) -> torch.Tensor | None:
+    def get(
+        self, source: str | os.PathLike[str], sample_rate: int
+    ) -> torch.Tensor | None:
         try:
             data = self.path_for(source, sample_rate).read_bytes()
         except OSError:
@@ -128,10 +147,14 @@ class WaveformCache:
             raw = raw.view(-1, 4).flip(1).reshape(-1)
         return raw.view(torch.float32)
 
-    def put(self, source: str | os.PathLike[str], sample_rate: int, waveform: torch.Tensor) -> None:
+    def put(
+        self, source: str | os.PathLike[str], sample_rate: int, waveform: torch.Tensor
+    ) -> None:
         target = self.path_for(source, sample_rate)
         self.directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".f32")
+        handle, temporary = tempfile.mkstemp(
+            dir=self.directory, prefix=".tmp-", suffix=".f32"
+        )
         try:
             with os.fdopen(handle, "wb") as out:
                 out.write(tensor_bytes(waveform))
@@ -149,11 +172,19 @@ def tensor_bytes(samples: torch.Tensor) -> bytes:
     """
     samples = samples.detach().to("cpu", torch.float32).contiguous()
     if sys.byteorder == "big":
-        samples = samples.view(torch.uint8).view(-1, 4).flip(1).contiguous().view(torch.float32)
+        samples = (
+            samples.view(torch.uint8)
+            .view(-1, 4)
+            .flip(1)
+            .contiguous()
+            .view(torch.float32)
+        )
     return ctypes.string_at(samples.data_ptr(), samples.numel() * 4)
 
 
-def load_audio(path: str | os.PathLike[str], sample_rate: int, cache: WaveformCache | None = None) -> torch.Tensor:
+def load_audio(
+    path: str | os.PathLike[str], sample_rate: int, cache: WaveformCache | None = None
+) -> torch.Tensor:
     """Mono float32 waveform of ``path`` at ``sample_rate``, through ``cache`` when given."""
     if cache is not None:
         cached = cache.get(path, sample_rate)

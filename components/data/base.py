@@ -57,7 +57,9 @@ class SignalDataset(Dataset):
         if index < 0:
             index += len(self.records)
         if not 0 <= index < len(self.records):
-            raise IndexError(f"{type(self).__name__} index {index} out of range for {len(self.records)} records")
+            raise IndexError(
+                f"{type(self).__name__} index {index} out of range for {len(self.records)} records"
+            )
         return self.load(index), self.records[index].label
 
     def labels(self) -> list[int]:
@@ -69,7 +71,9 @@ class SignalDataset(Dataset):
         return [i for i, record in enumerate(self.records) if record.fold in wanted]
 
 
-def filter_folds(records: list[Record], folds: list[int] | None, source: str) -> list[Record]:
+def filter_folds(
+    records: list[Record], folds: list[int] | None, source: str
+) -> list[Record]:
     """Keep the records of ``folds`` (all when None); a fold that selects nothing is an error."""
     if folds is None:
         return list(records)
@@ -77,7 +81,9 @@ def filter_folds(records: list[Record], folds: list[int] | None, source: str) ->
     present = {record.fold for record in records}
     unknown = sorted(wanted - present)
     if unknown:
-        raise ValueError(f"{source}: folds {unknown} do not exist; available folds are {sorted(present)}")
+        raise ValueError(
+            f"{source}: folds {unknown} do not exist; available folds are {sorted(present)}"
+        )
     return [record for record in records if record.fold in wanted]
 
 

@@ -44,7 +44,11 @@ def download_with_progress(url: str, target: Path, label: str) -> None:
             shown = done * 100 // total if total else done >> 20
             if shown != last_shown:
                 last_shown = shown
-                size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB ({shown}%)" if total else f"{done / 1e6:.1f} MB"
+                size = (
+                    f"{done / 1e6:.1f}/{total / 1e6:.1f} MB ({shown}%)"
+                    if total
+                    else f"{done / 1e6:.1f} MB"
+                )
                 print(f"\r{label}: {size}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
@@ -56,7 +60,9 @@ def safe_extract(archive: Path, destination: Path) -> None:
         for member in zipped.namelist():
             target = (destination / member).resolve()
             if base != target and base not in target.parents:
-                raise DataFormatError(f"{archive}: refusing to extract {member!r} outside {destination}")
+                raise DataFormatError(
+                    f"{archive}: refusing to extract {member!r} outside {destination}"
+                )
         zipped.extractall(destination)
 
 
@@ -75,22 +81,34 @@ def download_esc50(root: str | os.PathLike[str], url: str = ESC50_URL) -> Path:
     if (root / "meta" / "esc50.csv").is_file():
         return root
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists but holds no meta/esc50.csv; remove it or choose another root")
+        raise FileExistsError(
+            f"{root} exists but holds no meta/esc50.csv; remove it or choose another root"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".esc50-download-", dir=root.parent))
     try:
         archive = work / "master.zip"
         download_with_progress(url, archive, f"downloading ESC-50 from {url}")
         safe_extract(archive, work / "unpacked")
-        found = [meta.parent.parent for meta in (work / "unpacked").glob("*/meta/esc50.csv")]
-        found += [work / "unpacked"] if (work / "unpacked" / "meta" / "esc50.csv").is_file() else []
+        found = [
+            meta.parent.parent for meta in (work / "unpacked").glob("*/meta/esc50.csv")
+        ]
+        found += (
+            [work / "unpacked"]
+            if (work / "unpacked" / "meta" / "esc50.csv").is_file()
+            else []
+        )
         if len(found) != 1:
-            raise DataFormatError(f"{url}: the archive holds no single ESC-50 folder with meta/esc50.csv")
+            raise DataFormatError(
+                f"{url}: the archive holds no single ESC-50 folder with meta/esc50.csv"
+            )
         listed = count_csv_rows(found[0] / "meta" / "esc50.csv")
         arrived = sum(1 for _ in (found[0] / "audio").glob("*.wav"))
         expected = ESC50_CLIPS if url == ESC50_URL else listed
         if arrived != expected or listed != expected:
-            raise DataFormatError(f"{url}: incomplete download: {arrived} clips arrived, the CSV lists {listed}, expected {expected}")
+            raise DataFormatError(
+                f"{url}: incomplete download: {arrived} clips arrived, the CSV lists {listed}, expected {expected}"
+            )
         if root.exists():
             root.rmdir()  # empty, checked above
         os.replace(found[0], root)
@@ -103,7 +121,11 @@ def read_esc50_csv(path: Path) -> list[dict[str, str]]:
     try:
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = [column for column in ESC50_COLUMNS if column not in (reader.fieldnames or [])]
+            missing = [
+                column
+                for column in ESC50_COLUMNS
+                if column not in (reader.fieldnames or [])
+            ]
             if missing:
                 raise DataFormatError(
                     f"{path}: missing column(s) {', '.join(missing)}; expected a header with {', '.join(ESC50_COLUMNS)}"
@@ -115,7 +137,9 @@ def read_esc50_csv(path: Path) -> list[dict[str, str]]:
         try:
             int(row["fold"]), int(row["target"])
         except (TypeError, ValueError):
-            raise DataFormatError(f"{path}:{line}: fold and target must be integers, got {row['fold']!r}, {row['target']!r}") from None
+            raise DataFormatError(
+                f"{path}:{line}: fold and target must be integers, got {row['fold']!r}, {row['target']!r}"
+            ) from None
     return rows
 
 
@@ -152,21 +176,32 @@ class ESC50(AudioFileDataset):
             )
         rows = read_esc50_csv(meta)
         if esc10:
-            rows = [row for row in rows if row.get("esc10", "").strip().lower() == "true"]
+            rows = [
+                row for row in rows if row.get("esc10", "").strip().lower() == "true"
+            ]
         names_by_target: dict[int, str] = {}
         for row in rows:
             names_by_target.setdefault(int(row["target"]), row["category"])
         targets = sorted(names_by_target)
         if not esc10 and targets != list(range(len(targets))):
-            raise DataFormatError(f"{meta}: targets must run from 0 without gaps, found {targets}")
+            raise DataFormatError(
+                f"{meta}: targets must run from 0 without gaps, found {targets}"
+            )
         label_of = {target: label for label, target in enumerate(targets)}
         self.class_names = [names_by_target[target] for target in targets]
         records = [
-            Record(str(self.root / "audio" / row["filename"]), label_of[int(row["target"])], row["category"], int(row["fold"]))
+            Record(
+                str(self.root / "audio" / row["filename"]),
+                label_of[int(row["target"])],
+                row["category"],
+                int(row["fold"]),
+            )
             for row in rows
         ]
         self.records = filter_folds(records, folds, str(meta))
-        missing = [record.key for record in self.records if not os.path.isfile(record.key)]
+        missing = [
+            record.key for record in self.records if not os.path.isfile(record.key)
+        ]
         if missing and not skip_missing:
             raise FileNotFoundError(
                 f"{meta} lists {len(missing)} clip(s) whose files are missing under {self.root / 'audio'}"
@@ -175,7 +210,9 @@ class ESC50(AudioFileDataset):
             )
         if missing:
             absent = set(missing)
-            self.records = [record for record in self.records if record.key not in absent]
+            self.records = [
+                record for record in self.records if record.key not in absent
+            ]
         self.missing_files = missing
         self.check_files()
 

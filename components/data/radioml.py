@@ -54,7 +54,9 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in NUMPY_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a RadioML pickle holds only numpy arrays")
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: a RadioML pickle holds only numpy arrays"
+        )
 
 
 def legacy_numpy_permutation(n: int, seed: int) -> list[int]:
@@ -86,13 +88,17 @@ def find_radioml_file(root: str, names: tuple[str, ...], what: str, how: str) ->
         for name in names:
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"{what}: none of {', '.join(names)} found in {path}. {how}")
+        raise FileNotFoundError(
+            f"{what}: none of {', '.join(names)} found in {path}. {how}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{what}: {path} does not exist. {how}")
     return path
 
 
-def snr_mask(snrs: torch.Tensor, snr_min: int | None, snr_max: int | None) -> torch.Tensor:
+def snr_mask(
+    snrs: torch.Tensor, snr_min: int | None, snr_max: int | None
+) -> torch.Tensor:
     keep = torch.ones_like(snrs, dtype=torch.bool)
     if snr_min is not None:
         keep &= snrs >= snr_min
@@ -101,7 +107,9 @@ def snr_mask(snrs: torch.Tensor, snr_min: int | None, snr_max: int | None) -> to
     return keep
 
 
-def stratified_halves(groups: torch.Tensor, seed: int, train_fraction: float) -> torch.Tensor:
+def stratified_halves(
+    groups: torch.Tensor, seed: int, train_fraction: float
+) -> torch.Tensor:
     """Fold per item (1 train, 2 test): within each group, a seeded random ``train_fraction``."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(groups.shape[0], generator=generator)
@@ -109,7 +117,9 @@ def stratified_halves(groups: torch.Tensor, seed: int, train_fraction: float) ->
     _, counts = torch.unique_consecutive(sorted_groups, return_counts=True)
     starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     rank = torch.arange(groups.shape[0]) - starts
-    train = rank < torch.repeat_interleave((counts.to(torch.float64) * train_fraction).round().long(), counts)
+    train = rank < torch.repeat_interleave(
+        (counts.to(torch.float64) * train_fraction).round().long(), counts
+    )
     folds = torch.empty_like(groups)
     folds[order[by_group]] = torch.where(train, 1, 2)
     return folds
@@ -124,10 +134,20 @@ class RadioMLBase(SignalDataset):
     ) -> None:  # fmt: skip
         keep = snr_mask(snrs, snr_min, snr_max)
         if not bool(keep.any()):
-            raise ValueError(f"{source}: no frames with SNR in [{snr_min}, {snr_max}] dB; available: {sorted(set(snrs.tolist()))}")
+            raise ValueError(
+                f"{source}: no frames with SNR in [{snr_min}, {snr_max}] dB; available: {sorted(set(snrs.tolist()))}"
+            )
         rows = torch.nonzero(keep).flatten().tolist()
         label_list, snr_list, fold_list = labels.tolist(), snrs.tolist(), folds.tolist()
-        records = [Record(f"index:{i}", label_list[i], self.class_names[label_list[i]], fold_list[i]) for i in rows]
+        records = [
+            Record(
+                f"index:{i}",
+                label_list[i],
+                self.class_names[label_list[i]],
+                fold_list[i],
+            )
+            for i in rows
+        ]
         records = filter_folds(records, wanted, source)
         self.records = records
         self.rows = [int(record.key[6:]) for record in records]
@@ -150,9 +170,13 @@ class RadioML2016(RadioMLBase):
     ) -> None:
         super().__init__()
         if split not in ("canonical", "stratified"):
-            raise ValueError(f"radioml2016: split must be 'canonical' or 'stratified', got {split!r}")
+            raise ValueError(
+                f"radioml2016: split must be 'canonical' or 'stratified', got {split!r}"
+            )
         if not 0.0 < train_fraction < 1.0:
-            raise ValueError(f"radioml2016: train_fraction must be in (0, 1), got {train_fraction}")
+            raise ValueError(
+                f"radioml2016: train_fraction must be in (0, 1), got {train_fraction}"
+            )
         path = find_radioml_file(
             root, RML2016_FILES, "RadioML 2016",
             "Download RML2016.10a_dict.pkl (or RML2016.10b.dat) from https://www.deepsig.ai/datasets"
@@ -181,35 +205,66 @@ class RadioML2016(RadioMLBase):
             fold_tensor = torch.full((n,), 2, dtype=torch.long)
             fold_tensor[torch.tensor(train, dtype=torch.long)] = 1
         else:
-            fold_tensor = stratified_halves(label_tensor * 1000 + snr_tensor + 500, split_seed, train_fraction)
-        self.make_records(label_tensor, snr_tensor, fold_tensor, folds, snr_min, snr_max, str(path))
+            fold_tensor = stratified_halves(
+                label_tensor * 1000 + snr_tensor + 500, split_seed, train_fraction
+            )
+        self.make_records(
+            label_tensor, snr_tensor, fold_tensor, folds, snr_min, snr_max, str(path)
+        )
 
     @staticmethod
     def read_pickle(path: Path) -> dict[tuple[str, int], torch.Tensor]:
         try:
             import numpy  # noqa: F401  (the pickle's arrays are numpy arrays)
         except ModuleNotFoundError:
-            raise ModuleNotFoundError(f"{path}: reading a RadioML 2016 pickle needs numpy: pip install numpy") from None
+            raise ModuleNotFoundError(
+                f"{path}: reading a RadioML 2016 pickle needs numpy: pip install numpy"
+            ) from None
         try:
             with open(path, "rb") as handle:
                 table = NumpyOnlyUnpickler(handle, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
-            raise DataFormatError(f"{path}: not a RadioML 2016 pickle ({error})") from None
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+        ) as error:
+            raise DataFormatError(
+                f"{path}: not a RadioML 2016 pickle ({error})"
+            ) from None
         if not isinstance(table, dict) or not table:
-            raise DataFormatError(f"{path}: expected a dict keyed by (modulation, snr), got {type(table).__name__}")
+            raise DataFormatError(
+                f"{path}: expected a dict keyed by (modulation, snr), got {type(table).__name__}"
+            )
         converted: dict[tuple[str, int], torch.Tensor] = {}
         length = None
         for key, value in table.items():
-            if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], (str, bytes))):
-                raise DataFormatError(f"{path}: expected keys (modulation, snr), found {key!r}")
+            if not (
+                isinstance(key, tuple)
+                and len(key) == 2
+                and isinstance(key[0], (str, bytes))
+            ):
+                raise DataFormatError(
+                    f"{path}: expected keys (modulation, snr), found {key!r}"
+                )
             mod = key[0].decode("latin1") if isinstance(key[0], bytes) else key[0]
             try:
                 array = torch.as_tensor(value)
                 snr = int(key[1])
             except (TypeError, ValueError, RuntimeError):
-                raise DataFormatError(f"{path}: entry {key!r} is not a numeric array with an integer SNR") from None
-            if array.dim() != 3 or array.shape[1] != 2 or (length is not None and array.shape[2] != length):
-                raise DataFormatError(f"{path}: entry {key!r} has shape {tuple(array.shape)}, expected [n, 2, L] with one L")
+                raise DataFormatError(
+                    f"{path}: entry {key!r} is not a numeric array with an integer SNR"
+                ) from None
+            if (
+                array.dim() != 3
+                or array.shape[1] != 2
+                or (length is not None and array.shape[2] != length)
+            ):
+                raise DataFormatError(
+                    f"{path}: entry {key!r} has shape {tuple(array.shape)}, expected [n, 2, L] with one L"
+                )
             length = array.shape[2]
             converted[(mod, snr)] = array
         return converted
@@ -238,7 +293,9 @@ class RadioML2018(RadioMLBase):
     ) -> None:
         super().__init__()
         if not 0.0 < train_fraction < 1.0:
-            raise ValueError(f"radioml2018: train_fraction must be in (0, 1), got {train_fraction}")
+            raise ValueError(
+                f"radioml2018: train_fraction must be in (0, 1), got {train_fraction}"
+            )
         self.path = find_radioml_file(
             root, RML2018_FILES, "RadioML 2018.01A",
             "Download GOLD_XYZ_OSC.0001_1024.hdf5 (2018.01A) from https://www.deepsig.ai/datasets"
@@ -250,10 +307,17 @@ class RadioML2018(RadioMLBase):
         data = self.open()
         for name in ("X", "Y", "Z"):
             if name not in data:
-                raise DataFormatError(f"{self.path}: no dataset {name!r}; expected X [n, 1024, 2], Y [n, 24], Z [n, 1]")
+                raise DataFormatError(
+                    f"{self.path}: no dataset {name!r}; expected X [n, 1024, 2], Y [n, 24], Z [n, 1]"
+                )
         x, y, z = data["X"], data["Y"], data["Z"]
         n = x.shape[0]
-        if len(x.shape) != 3 or x.shape[2] != 2 or tuple(y.shape) != (n, len(RADIOML2018_CLASSES)) or z.shape[0] != n:
+        if (
+            len(x.shape) != 3
+            or x.shape[2] != 2
+            or tuple(y.shape) != (n, len(RADIOML2018_CLASSES))
+            or z.shape[0] != n
+        ):
             raise DataFormatError(
                 f"{self.path}: layout X {tuple(x.shape)}, Y {tuple(y.shape)}, Z {tuple(z.shape)};"
                 f" expected X [n, L, 2], Y [n, {len(RADIOML2018_CLASSES)}], Z [n, 1]"
@@ -264,8 +328,18 @@ class RadioML2018(RadioMLBase):
             labels.append(torch.as_tensor(y[start : start + chunk]).argmax(dim=1))
             snrs.append(torch.as_tensor(z[start : start + chunk]).reshape(-1).long())
         label_tensor, snr_tensor = torch.cat(labels), torch.cat(snrs)
-        fold_tensor = stratified_halves(label_tensor * 1000 + snr_tensor + 500, split_seed, train_fraction)
-        self.make_records(label_tensor, snr_tensor, fold_tensor, folds, snr_min, snr_max, str(self.path))
+        fold_tensor = stratified_halves(
+            label_tensor * 1000 + snr_tensor + 500, split_seed, train_fraction
+        )
+        self.make_records(
+            label_tensor,
+            snr_tensor,
+            fold_tensor,
+            folds,
+            snr_min,
+            snr_max,
+            str(self.path),
+        )
         self.close()
 
     def open(self) -> Any:
@@ -279,7 +353,9 @@ class RadioML2018(RadioMLBase):
             try:
                 self._file = h5py.File(self.path, "r")
             except OSError as error:
-                raise DataFormatError(f"{self.path}: not a readable HDF5 file ({error})") from None
+                raise DataFormatError(
+                    f"{self.path}: not a readable HDF5 file ({error})"
+                ) from None
             self._pid = os.getpid()
         return self._file
 
@@ -301,4 +377,9 @@ class RadioML2018(RadioMLBase):
         return frame.to(torch.float32).T.contiguous()
 
 
-__all__ = ["RADIOML2018_CLASSES", "RadioML2016", "RadioML2018", "legacy_numpy_permutation"]
+__all__ = [
+    "RADIOML2018_CLASSES",
+    "RadioML2016",
+    "RadioML2018",
+    "legacy_numpy_permutation",
+]

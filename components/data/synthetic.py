@@ -23,16 +23,27 @@ def item_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + index)
 
 
-def synthetic_records(num_items: int, num_classes: int, num_folds: int, class_names: list[str]) -> list[Record]:
+def synthetic_records(
+    num_items: int, num_classes: int, num_folds: int, class_names: list[str]
+) -> list[Record]:
     return [
-        Record(f"index:{i}", i % num_classes, class_names[i % num_classes], (i // num_classes) % num_folds + 1)
+        Record(
+            f"index:{i}",
+            i % num_classes,
+            class_names[i % num_classes],
+            (i // num_classes) % num_folds + 1,
+        )
         for i in range(num_items)
     ]
 
 
-def check_synthetic_sizes(name: str, num_classes: int, num_items: int, num_folds: int) -> None:
+def check_synthetic_sizes(
+    name: str, num_classes: int, num_items: int, num_folds: int
+) -> None:
     if num_classes < 1 or num_items < 1 or num_folds < 1:
-        raise ValueError(f"{name}: num_classes, num_items and num_folds must be >= 1, got {num_classes}, {num_items}, {num_folds}")
+        raise ValueError(
+            f"{name}: num_classes, num_items and num_folds must be >= 1, got {num_classes}, {num_items}, {num_folds}"
+        )
 
 
 @data_registry.register("synthetic_audio", version="1.0")
@@ -63,38 +74,59 @@ class SyntheticAudio(SignalDataset):
         self.seed = seed
         self.noise_level = noise_level
         top = 0.35 * sample_rate
-        self.centres = [200.0 * (top / 200.0) ** (k / max(1, num_classes - 1)) for k in range(num_classes)]
-        self.class_names = [f"{AUDIO_FAMILIES[k % 4]}_{round(self.centres[k])}hz" for k in range(num_classes)]
+        self.centres = [
+            200.0 * (top / 200.0) ** (k / max(1, num_classes - 1))
+            for k in range(num_classes)
+        ]
+        self.class_names = [
+            f"{AUDIO_FAMILIES[k % 4]}_{round(self.centres[k])}hz"
+            for k in range(num_classes)
+        ]
         self.records = filter_folds(
-            synthetic_records(num_items, num_classes, num_folds, self.class_names), folds, "synthetic_audio"
+            synthetic_records(num_items, num_classes, num_folds, self.class_names),
+            folds,
+            "synthetic_audio",
         )
 
     def load(self, index: int) -> torch.Tensor:
         record = self.records[index]
         g = item_generator(self.seed, int(record.key.split(":")[1]))
         t = torch.arange(self.num_samples, dtype=torch.float64) / self.sample_rate
-        centre = self.centres[record.label] * (1.0 + 0.03 * (2 * torch.rand((), generator=g, dtype=torch.float64) - 1))
+        centre = self.centres[record.label] * (
+            1.0 + 0.03 * (2 * torch.rand((), generator=g, dtype=torch.float64) - 1)
+        )
         phase = 2 * math.pi * torch.rand((), generator=g, dtype=torch.float64)
         family = AUDIO_FAMILIES[record.label % 4]
         if family == "tone":
             signal = torch.sin(2 * math.pi * centre * t + phase)
-        elif family == "chirp":  # sweeps one octave up from half the centre pitch, repeating
+        elif (
+            family == "chirp"
+        ):  # sweeps one octave up from half the centre pitch, repeating
             period = 0.25
             local = torch.remainder(t, period)
             start = centre / 2
-            signal = torch.sin(2 * math.pi * (start * local + start * local.square() / (2 * period)) + phase)
+            signal = torch.sin(
+                2 * math.pi * (start * local + start * local.square() / (2 * period))
+                + phase
+            )
         elif family == "noise_band":
             noise = torch.randn(self.num_samples, generator=g, dtype=torch.float64)
             spectrum = torch.fft.rfft(noise)
-            freqs = torch.fft.rfftfreq(self.num_samples, 1.0 / self.sample_rate).to(torch.float64)
+            freqs = torch.fft.rfftfreq(self.num_samples, 1.0 / self.sample_rate).to(
+                torch.float64
+            )
             spectrum = spectrum * ((freqs > centre / 1.25) & (freqs < centre * 1.25))
             signal = torch.fft.irfft(spectrum, n=self.num_samples)
             signal = signal / signal.abs().max().clamp(min=1e-8)
         else:  # a tone amplitude-modulated at 4-8 Hz
             rate = 4.0 + 4.0 * torch.rand((), generator=g, dtype=torch.float64)
-            signal = (0.5 + 0.5 * torch.sin(2 * math.pi * rate * t)) * torch.sin(2 * math.pi * centre * t + phase)
+            signal = (0.5 + 0.5 * torch.sin(2 * math.pi * rate * t)) * torch.sin(
+                2 * math.pi * centre * t + phase
+            )
         level = 0.3 + 0.5 * torch.rand((), generator=g, dtype=torch.float64)
-        noise = self.noise_level * torch.randn(self.num_samples, generator=g, dtype=torch.float64)
+        noise = self.noise_level * torch.randn(
+            self.num_samples, generator=g, dtype=torch.float64
+        )
         return (level * signal + noise).to(torch.float32)
 
 
@@ -109,23 +141,51 @@ def constellation(modulation: str) -> torch.Tensor:
         levels = torch.arange(side, dtype=torch.float64) * 2 - (side - 1)
         points = torch.complex(levels.repeat_interleave(side), levels.repeat(side))
     elif modulation == "4ASK":
-        points = torch.complex(torch.tensor([-3.0, -1.0, 1.0, 3.0], dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+        points = torch.complex(
+            torch.tensor([-3.0, -1.0, 1.0, 3.0], dtype=torch.float64),
+            torch.zeros(4, dtype=torch.float64),
+        )
     elif modulation == "OOK":
-        points = torch.complex(torch.tensor([0.0, 1.0], dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+        points = torch.complex(
+            torch.tensor([0.0, 1.0], dtype=torch.float64),
+            torch.zeros(2, dtype=torch.float64),
+        )
     else:
-        raise ValueError(f"unknown modulation {modulation!r}; known: {', '.join(IQ_MODULATIONS)}")
+        raise ValueError(
+            f"unknown modulation {modulation!r}; known: {', '.join(IQ_MODULATIONS)}"
+        )
     return points / points.abs().square().mean().sqrt()
 
 
-def raised_cosine(samples_per_symbol: int, rolloff: float, span_symbols: int = 8) -> torch.Tensor:
+def raised_cosine(
+    samples_per_symbol: int, rolloff: float, span_symbols: int = 8
+) -> torch.Tensor:
     """Raised-cosine pulse sampled at ``samples_per_symbol``, ``span_symbols`` long, peak 1."""
-    t = torch.arange(-span_symbols * samples_per_symbol // 2, span_symbols * samples_per_symbol // 2 + 1, dtype=torch.float64)
+    t = torch.arange(
+        -span_symbols * samples_per_symbol // 2,
+        span_symbols * samples_per_symbol // 2 + 1,
+        dtype=torch.float64,
+    )
     t = t / samples_per_symbol
     denominator = 1.0 - (2.0 * rolloff * t).square()
     singular = denominator.abs() < 1e-8
-    pulse = torch.sinc(t) * torch.cos(math.pi * rolloff * t) / torch.where(singular, torch.ones_like(t), denominator)
+    pulse = (
+        torch.sinc(t)
+        * torch.cos(math.pi * rolloff * t)
+        / torch.where(singular, torch.ones_like(t), denominator)
+    )
     if rolloff > 0:
-        pulse = torch.where(singular, torch.full_like(t, math.pi / 4 * math.sin(math.pi / (2 * rolloff)) / (math.pi / (2 * rolloff))), pulse)
+        pulse = torch.where(
+            singular,
+            torch.full_like(
+                t,
+                math.pi
+                / 4
+                * math.sin(math.pi / (2 * rolloff))
+                / (math.pi / (2 * rolloff)),
+            ),
+            pulse,
+        )
     return pulse
 
 
@@ -157,19 +217,37 @@ class SyntheticIQ(SignalDataset):
         super().__init__()
         check_synthetic_sizes("synthetic_iq", num_classes, num_items, num_folds)
         if samples_per_symbol < 1 or not 0.0 <= rolloff <= 1.0:
-            raise ValueError(f"synthetic_iq: need samples_per_symbol >= 1 and 0 <= rolloff <= 1, got {samples_per_symbol}, {rolloff}")
+            raise ValueError(
+                f"synthetic_iq: need samples_per_symbol >= 1 and 0 <= rolloff <= 1, got {samples_per_symbol}, {rolloff}"
+            )
         self.num_samples = num_samples
         self.seed = seed
         self.snr_db = snr_db
         self.samples_per_symbol = samples_per_symbol
         self.pulse = raised_cosine(samples_per_symbol, rolloff)
-        self.modulations = [IQ_MODULATIONS[k % len(IQ_MODULATIONS)] for k in range(num_classes)]
+        self.modulations = [
+            IQ_MODULATIONS[k % len(IQ_MODULATIONS)] for k in range(num_classes)
+        ]
         # offsets spread over +-0.3 cycles/sample, away from each other by at least a symbol bandwidth
         spread = 0.6 / max(1, num_classes - 1)
-        self.offsets = [(-0.3 + k * spread) if class_offsets and num_classes > 1 else 0.0 for k in range(num_classes)]
-        names = [f"{mod}" if not class_offsets else f"{mod}@{offset:+.2f}" for mod, offset in zip(self.modulations, self.offsets)]
-        self.class_names = names if len(set(names)) == len(names) else [f"{name}#{k}" for k, name in enumerate(names)]
-        self.records = filter_folds(synthetic_records(num_items, num_classes, num_folds, self.class_names), folds, "synthetic_iq")
+        self.offsets = [
+            (-0.3 + k * spread) if class_offsets and num_classes > 1 else 0.0
+            for k in range(num_classes)
+        ]
+        names = [
+            f"{mod}" if not class_offsets else f"{mod}@{offset:+.2f}"
+            for mod, offset in zip(self.modulations, self.offsets)
+        ]
+        self.class_names = (
+            names
+            if len(set(names)) == len(names)
+            else [f"{name}#{k}" for k, name in enumerate(names)]
+        )
+        self.records = filter_folds(
+            synthetic_records(num_items, num_classes, num_folds, self.class_names),
+            folds,
+            "synthetic_iq",
+        )
 
     def load(self, index: int) -> torch.Tensor:
         record = self.records[index]
@@ -190,7 +268,9 @@ class SyntheticIQ(SignalDataset):
         frame = shaped[start : start + self.num_samples]
         n = torch.arange(self.num_samples, dtype=torch.float64)
         phase = 2 * math.pi * torch.rand((), generator=g, dtype=torch.float64)
-        frame = frame * torch.polar(torch.ones_like(n), 2 * math.pi * self.offsets[record.label] * n + phase)
+        frame = frame * torch.polar(
+            torch.ones_like(n), 2 * math.pi * self.offsets[record.label] * n + phase
+        )
         frame = frame / frame.abs().square().mean().sqrt().clamp(min=1e-12)
         noise_std = math.sqrt(10 ** (-self.snr_db / 10) / 2)
         noise = torch.complex(
@@ -201,4 +281,10 @@ class SyntheticIQ(SignalDataset):
         return torch.stack([frame.real, frame.imag]).to(torch.float32)
 
 
-__all__ = ["IQ_MODULATIONS", "SyntheticAudio", "SyntheticIQ", "constellation", "raised_cosine"]
+__all__ = [
+    "IQ_MODULATIONS",
+    "SyntheticAudio",
+    "SyntheticIQ",
+    "constellation",
+    "raised_cosine",
+]

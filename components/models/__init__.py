@@ -5,7 +5,11 @@ from __future__ import annotations
 from components.models.audiomae import AudioMAE
 from components.models.audiomae_pp import AudioMAEPlusPlus
 from components.models.base import BaseAutoencoder
-from components.models.checkpoints import CheckpointMismatchError, export_official_state_dict, load_official_checkpoint
+from components.models.checkpoints import (
+    CheckpointMismatchError,
+    export_official_state_dict,
+    load_official_checkpoint,
+)
 from components.models.classifier import AudioMAEClassifier, param_groups_lrd
 from components.models.mae import MaskedAutoencoderViT
 

@@ -62,7 +62,14 @@ class AudioMAE(MaskedAutoencoderViT):
         qkv_bias: bool = True,
         drop_path_rate: float = 0.0,
     ) -> None:
-        sizes = resolve_preset("baseline", AUDIOMAE_PRESETS, preset, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+        sizes = resolve_preset(
+            "baseline",
+            AUDIOMAE_PRESETS,
+            preset,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+        )
         super().__init__(
             img_size=img_size,
             patch_size=patch_size,

@@ -25,9 +25,30 @@ __all__ = ["AudioMAEPlusPlus", "AUDIOMAE_PP_PRESETS"]
 
 # encoder dim/depth/heads and decoder dim/depth/heads of the released configs
 AUDIOMAE_PP_PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3, "decoder_embed_dim": 384, "decoder_depth": 4, "decoder_num_heads": 8},
-    "base": {"embed_dim": 768, "depth": 12, "num_heads": 12, "decoder_embed_dim": 384, "decoder_depth": 4, "decoder_num_heads": 8},
-    "large": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "decoder_embed_dim": 512, "decoder_depth": 4, "decoder_num_heads": 8},
+    "tiny": {
+        "embed_dim": 192,
+        "depth": 12,
+        "num_heads": 3,
+        "decoder_embed_dim": 384,
+        "decoder_depth": 4,
+        "decoder_num_heads": 8,
+    },
+    "base": {
+        "embed_dim": 768,
+        "depth": 12,
+        "num_heads": 12,
+        "decoder_embed_dim": 384,
+        "decoder_depth": 4,
+        "decoder_num_heads": 8,
+    },
+    "large": {
+        "embed_dim": 1024,
+        "depth": 24,
+        "num_heads": 16,
+        "decoder_embed_dim": 512,
+        "decoder_depth": 4,
+        "decoder_num_heads": 8,
+    },
 }
 
 

@@ -41,7 +41,11 @@ class MaskingOutput(tuple):
     __slots__ = ()
 
     def __new__(
-        cls, x: torch.Tensor, mask: torch.Tensor, ids_restore: torch.Tensor, ids_keep: torch.Tensor
+        cls,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        ids_restore: torch.Tensor,
+        ids_keep: torch.Tensor,
     ) -> "MaskingOutput":
         return super().__new__(cls, (x, mask, ids_restore, ids_keep))
 
@@ -85,7 +89,9 @@ class BaseAutoencoder(nn.Module, ABC):
         patch_size = (int(patch_size[0]), int(patch_size[1]))
         name = type(self).__name__
         if min(patch_size) < 1 or min(img_size) < 1:
-            raise ValueError(f"{name}: img_size {img_size} and patch_size {patch_size} must be positive")
+            raise ValueError(
+                f"{name}: img_size {img_size} and patch_size {patch_size} must be positive"
+            )
         if img_size[0] % patch_size[0] or img_size[1] % patch_size[1]:
             raise ValueError(
                 f"{name}: img_size {img_size} is not a multiple of patch_size {patch_size}; "
@@ -94,7 +100,9 @@ class BaseAutoencoder(nn.Module, ABC):
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"{name}: mask_ratio must be in [0, 1), got {mask_ratio}")
         if mask_mode not in MASK_MODES:
-            raise ValueError(f"{name}: mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+            raise ValueError(
+                f"{name}: mask_mode must be one of {MASK_MODES}, got {mask_mode!r}"
+            )
         self.img_size = img_size
         self.patch_size = patch_size
         self.in_chans = int(in_chans)
@@ -108,12 +116,17 @@ class BaseAutoencoder(nn.Module, ABC):
     # ---------------------------------------------------------------- interface
     @abstractmethod
     def forward_encoder(
-        self, x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        mask_ratio: float,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode the kept tokens: ``(latent [B, 1+kept, D], mask [B, N], ids_restore [B, N])``."""
 
     @abstractmethod
-    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+    def forward_decoder(
+        self, latent: torch.Tensor, ids_restore: torch.Tensor
+    ) -> torch.Tensor:
         """Reconstruct every patch from the latent: ``pred [B, N, pt*pf*C]``."""
 
     @abstractmethod
@@ -121,7 +134,10 @@ class BaseAutoencoder(nn.Module, ABC):
         """Encode all tokens without masking: ``[B, 1+N, D]`` (CLS first), after the final norm."""
 
     def forward(
-        self, x: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        mask_ratio: float | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One MAE step: ``(loss, pred [B, N, pt*pf*C], mask [B, N])`` with 1 = masked."""
         ratio = self.mask_ratio if mask_ratio is None else float(mask_ratio)
@@ -131,10 +147,14 @@ class BaseAutoencoder(nn.Module, ABC):
         return loss, pred, mask
 
     @torch.no_grad()
-    def get_embedding(self, x: torch.Tensor, pooling_mode: str = "mean") -> torch.Tensor:
+    def get_embedding(
+        self, x: torch.Tensor, pooling_mode: str = "mean"
+    ) -> torch.Tensor:
         """Clip embedding ``[B, D]``: mean or max over patch tokens, or the CLS token."""
         if pooling_mode not in POOLING_MODES:
-            raise ValueError(f"pooling_mode must be one of {POOLING_MODES}, got {pooling_mode!r}")
+            raise ValueError(
+                f"pooling_mode must be one of {POOLING_MODES}, got {pooling_mode!r}"
+            )
         tokens = self.forward_features(x)
         if pooling_mode == "cls":
             return tokens[:, 0]
@@ -144,7 +164,11 @@ class BaseAutoencoder(nn.Module, ABC):
     # ---------------------------------------------------------------- shared parts
     def check_input(self, x: torch.Tensor) -> None:
         """Fail early, naming the expected shape, instead of deep inside a reshape."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans or tuple(x.shape[2:]) != self.img_size:
+        if (
+            x.dim() != 4
+            or x.shape[1] != self.in_chans
+            or tuple(x.shape[2:]) != self.img_size
+        ):
             raise ValueError(
                 f"{type(self).__name__} expects input [B, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}] "
                 f"(batch, channels, time, frequency), got {list(x.shape)}; set the model's img_size/in_chans "
@@ -181,13 +205,23 @@ class BaseAutoencoder(nn.Module, ABC):
             noise = _seeded_uniform((batch, gt, gf), generator).to(device)
         # structured: a line's rank (an integer) plus jitter below 1, so lines never interleave
         if self.mask_mode == "time":
-            noise = noise[:, :, :1].argsort(dim=1).argsort(dim=1).to(noise.dtype) + 0.5 * noise
+            noise = (
+                noise[:, :, :1].argsort(dim=1).argsort(dim=1).to(noise.dtype)
+                + 0.5 * noise
+            )
         elif self.mask_mode == "freq":
-            noise = noise[:, :1, :].argsort(dim=2).argsort(dim=2).to(noise.dtype) + 0.5 * noise
+            noise = (
+                noise[:, :1, :].argsort(dim=2).argsort(dim=2).to(noise.dtype)
+                + 0.5 * noise
+            )
         return noise.reshape(batch, gt * gf).to(device)
 
     def sample_mask(
-        self, batch: int, mask_ratio: float, device: torch.device, generator: torch.Generator | None = None
+        self,
+        batch: int,
+        mask_ratio: float,
+        device: torch.device,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw which tokens to keep: ``(mask [B, N], ids_restore [B, N], ids_keep [B, kept])``.
 
@@ -198,7 +232,9 @@ class BaseAutoencoder(nn.Module, ABC):
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         n = self.num_patches
-        keep = int(n * (1.0 - mask_ratio) + 1e-6)  # 250 * (1 - 0.8) must give 50, not 49
+        keep = int(
+            n * (1.0 - mask_ratio) + 1e-6
+        )  # 250 * (1 - 0.8) must give 50, not 49
         noise = self.masking_noise(batch, device, generator)
         ids_shuffle = torch.argsort(noise, dim=1)
         ids_restore = torch.argsort(ids_shuffle, dim=1)
@@ -209,15 +245,22 @@ class BaseAutoencoder(nn.Module, ABC):
         return mask, ids_restore, ids_keep
 
     def random_masking(
-        self, x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        mask_ratio: float,
+        generator: torch.Generator | None = None,
     ) -> MaskingOutput:
         """Mask tokens ``x [B, N, D]``: ``(x_kept, mask, ids_restore, ids_keep)`` (see ``sample_mask``)."""
         b, _, d = x.shape
-        mask, ids_restore, ids_keep = self.sample_mask(b, mask_ratio, x.device, generator)
+        mask, ids_restore, ids_keep = self.sample_mask(
+            b, mask_ratio, x.device, generator
+        )
         x_kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
         return MaskingOutput(x_kept, mask.to(x.dtype), ids_restore, ids_keep)
 
-    def reconstruction_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def reconstruction_loss(
+        self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """Mean squared error over masked patches (per-patch normalised target if ``norm_pix_loss``).
 
         With nothing masked (mask ratio 0) it falls back to the mean over all patches, so the
@@ -239,13 +282,21 @@ class BaseAutoencoder(nn.Module, ABC):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that optimizers should not decay (tokens and position tables)."""
-        return {name for name, _ in self.named_parameters() if name.endswith(("cls_token", "mask_token", "pos_embed"))}
+        return {
+            name
+            for name, _ in self.named_parameters()
+            if name.endswith(("cls_token", "mask_token", "pos_embed"))
+        }
 
 
-def resolve_preset(model: str, presets: dict[str, dict[str, int]], preset: str, **overrides: int | None) -> dict[str, int]:
+def resolve_preset(
+    model: str, presets: dict[str, dict[str, int]], preset: str, **overrides: int | None
+) -> dict[str, int]:
     """A preset's values with every non-None keyword put over them (explicit keywords win)."""
     if preset not in presets:
-        raise ValueError(f"{model}: unknown preset {preset!r}; choose one of {', '.join(presets)}")
+        raise ValueError(
+            f"{model}: unknown preset {preset!r}; choose one of {', '.join(presets)}"
+        )
     values = dict(presets[preset])
     values.update({key: value for key, value in overrides.items() if value is not None})
     return values

@@ -87,10 +87,18 @@ class CheckpointReport:
 
     layout: str
     missing: list[str] = field(default_factory=list)  # model keys the checkpoint lacks
-    unexpected: list[str] = field(default_factory=list)  # checkpoint keys the model lacks
-    shape_mismatches: list[str] = field(default_factory=list)  # "key: checkpoint [..] vs model [..]"
-    dropped: list[str] = field(default_factory=list)  # official keys skipped on purpose, with why
-    fresh: list[str] = field(default_factory=list)  # model keys left at their init on purpose (a new head)
+    unexpected: list[str] = field(
+        default_factory=list
+    )  # checkpoint keys the model lacks
+    shape_mismatches: list[str] = field(
+        default_factory=list
+    )  # "key: checkpoint [..] vs model [..]"
+    dropped: list[str] = field(
+        default_factory=list
+    )  # official keys skipped on purpose, with why
+    fresh: list[str] = field(
+        default_factory=list
+    )  # model keys left at their init on purpose (a new head)
 
     @property
     def ok(self) -> bool:
@@ -110,14 +118,19 @@ class CheckpointReport:
         return "\n".join(lines)
 
 
-def _unwrap(state: Mapping[str, torch.Tensor] | Mapping[str, object]) -> dict[str, torch.Tensor]:
+def _unwrap(
+    state: Mapping[str, torch.Tensor] | Mapping[str, object],
+) -> dict[str, torch.Tensor]:
     """Take the weights out of a training checkpoint (``{"model": ...}``) and strip ``module.``."""
     for key in ("model", "state_dict", "model_state_dict"):
         inner = state.get(key) if isinstance(state, Mapping) else None
         if isinstance(inner, Mapping):
             state = inner
             break
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {
+        (k[len("module.") :] if k.startswith("module.") else k): v
+        for k, v in state.items()
+    }
 
 
 def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
@@ -126,14 +139,22 @@ def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
     if any(k.startswith(("encoder.blocks.", "decoder.decoder_blocks.")) for k in keys):
         if any(".qkv_layer." in k for k in keys):
             return "audiomae++"
-        return "ours"  # an AudioMAEClassifier's own state dict (encoder.blocks..., head)
+        return (
+            "ours"  # an AudioMAEClassifier's own state dict (encoder.blocks..., head)
+        )
     if "head.weight" in keys and "fc_norm.weight" in keys:
         return "audiomae_finetuned"
     if any(k.startswith("blocks.") for k in keys):
-        return "ours" if any(".ffn1.fc1." in k or ".fc1_x." in k for k in keys) else "audiomae"
+        return (
+            "ours"
+            if any(".ffn1.fc1." in k or ".fc1_x." in k for k in keys)
+            else "audiomae"
+        )
     raise CheckpointMismatchError(
         "unrecognised checkpoint: no 'blocks.*' or 'encoder.blocks.*' keys; expected an official AudioMAE, "
-        "AudioMAE++ or sigmae state dict (first keys: " + ", ".join(sorted(keys)[:5]) + ")"
+        "AudioMAE++ or sigmae state dict (first keys: "
+        + ", ".join(sorted(keys)[:5])
+        + ")"
     )
 
 
@@ -161,7 +182,9 @@ def audiomae_pp_to_ours(
         else:
             # official FFN2 reads norm2: our own norm3 starts as that norm, so outputs match
             renamed[key] = renamed[f"{prefix}norm2.{kind}"].clone()
-            dropped.append(f"{official_key} (unused by the official forward; norm3 := norm2)")
+            dropped.append(
+                f"{official_key} (unused by the official forward; norm3 := norm2)"
+            )
     return renamed, dropped
 
 
@@ -195,13 +218,20 @@ def ours_to_audiomae_pp(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     for key in list(out):
         match = re.match(r"^(.*blocks\.\d+\.)norm2\.(weight|bias)$", key)
         if match is not None and f"{match.group(1)}norm3.{match.group(2)}" not in out:
-            norm3 = torch.ones_like(out[key]) if match.group(2) == "weight" else torch.zeros_like(out[key])
+            norm3 = (
+                torch.ones_like(out[key])
+                if match.group(2) == "weight"
+                else torch.zeros_like(out[key])
+            )
             out[f"{match.group(1)}norm3.{match.group(2)}"] = norm3
     return out
 
 
 def compare_state_dict(
-    model: nn.Module, state: Mapping[str, torch.Tensor], layout: str = "ours", dropped: list[str] | None = None
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    layout: str = "ours",
+    dropped: list[str] | None = None,
 ) -> CheckpointReport:
     """Keys and shapes of ``state`` against ``model.state_dict()`` (works on the meta device)."""
     expected = model.state_dict()
@@ -231,13 +261,18 @@ def convert_to_ours(
         state, dropped = audiomae_pp_to_ours(state, share_ffn2_norm=share)
     elif layout == "audiomae_finetuned":
         if hasattr(model, "encoder"):
-            state = {(k if k.startswith(("fc_norm.", "head.")) else f"encoder.{k}"): v for k, v in state.items()}
+            state = {
+                (k if k.startswith(("fc_norm.", "head.")) else f"encoder.{k}"): v
+                for k, v in state.items()
+            }
         else:  # into an autoencoder: its encoder only (the official fine-tuned model has no `norm`)
             for key in [k for k in state if k.startswith(("fc_norm.", "head."))]:
                 dropped.append(f"{key} (classifier head; the target is an autoencoder)")
                 del state[key]
     expected = model.state_dict()
-    pretrained_into_classifier = hasattr(model, "encoder") and not any(k.startswith("encoder.") for k in state)
+    pretrained_into_classifier = hasattr(model, "encoder") and not any(
+        k.startswith("encoder.") for k in state
+    )
     if pretrained_into_classifier:
         # a pre-training checkpoint into a classifier: take its encoder, leave out its decoder
         state = {f"encoder.{k}": v for k, v in state.items()}
@@ -245,22 +280,33 @@ def convert_to_ours(
     for key in list(state):
         bare = key.split(".")[-1]
         if bare in _FIXED_TABLES and key not in expected:
-            dropped.append(f"{key} (fixed position table; this model uses RoPE or has no decoder)")
+            dropped.append(
+                f"{key} (fixed position table; this model uses RoPE or has no decoder)"
+            )
             del state[key]
         elif not decoder or hasattr(model, "encoder"):
-            if re.match(r"^(encoder\.)?(decoder_|mask_token)", key) and key not in expected:
+            if (
+                re.match(r"^(encoder\.)?(decoder_|mask_token)", key)
+                and key not in expected
+            ):
                 dropped.append(f"{key} (decoder, not loaded)")
                 del state[key]
             elif re.match(r"^(encoder\.)?norm\.", key) and key not in expected:
-                dropped.append(f"{key} (encoder norm; global-pool classifier uses fc_norm)")
+                dropped.append(
+                    f"{key} (encoder norm; global-pool classifier uses fc_norm)"
+                )
                 del state[key]
     if layout in ("audiomae", "audiomae_finetuned"):
-        for key in [k for k in state if k.split(".")[-1] in _FIXED_TABLES and k in expected]:
+        for key in [
+            k for k in state if k.split(".")[-1] in _FIXED_TABLES and k in expected
+        ]:
             if state[key].shape != expected[key].shape:
                 grid = getattr(model, "grid_size", None) or model.encoder.grid_size
                 cropped = crop_official_audiomae_pos_embed(state[key], grid)
                 if cropped is not None:
-                    dropped.append(f"{key} (time axis cropped to {grid[0]} patches, as AudioMAE's fine-tuning does)")
+                    dropped.append(
+                        f"{key} (time axis cropped to {grid[0]} patches, as AudioMAE's fine-tuning does)"
+                    )
                     state[key] = cropped
     report = compare_state_dict(model, state, layout, dropped)
     if pretrained_into_classifier:
@@ -270,7 +316,9 @@ def convert_to_ours(
     return state, report
 
 
-def crop_official_audiomae_pos_embed(table: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor | None:
+def crop_official_audiomae_pos_embed(
+    table: torch.Tensor, grid_size: tuple[int, int]
+) -> torch.Tensor | None:
     """An official AudioMAE table ``[1, 1+F'*T_old, D]`` for a shorter time grid ``(T', F')``.
 
     AudioMAE fine-tunes ESC-50 (512 frames) from AudioSet weights (1024 frames) by keeping the
@@ -282,16 +330,28 @@ def crop_official_audiomae_pos_embed(table: torch.Tensor, grid_size: tuple[int, 
     if rows % freq or rows // freq < new_time:
         return None
     old_time = rows // freq
-    tokens = table[:, 1:].reshape(table.shape[0], freq, old_time, table.shape[-1])[:, :, :new_time]
-    return torch.cat([table[:, :1], tokens.reshape(table.shape[0], freq * new_time, table.shape[-1])], dim=1)
+    tokens = table[:, 1:].reshape(table.shape[0], freq, old_time, table.shape[-1])[
+        :, :, :new_time
+    ]
+    return torch.cat(
+        [
+            table[:, :1],
+            tokens.reshape(table.shape[0], freq * new_time, table.shape[-1]),
+        ],
+        dim=1,
+    )
 
 
-def _read(source: str | Path | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+def _read(
+    source: str | Path | Mapping[str, torch.Tensor],
+) -> Mapping[str, torch.Tensor]:
     if isinstance(source, Mapping):
         return source
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; download it or pass the right path")
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; download it or pass the right path"
+        )
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -314,12 +374,18 @@ def load_official_checkpoint(
         report.missing = [k for k in report.missing if not is_decoder.match(k)]
         for line in [m for m in report.shape_mismatches if is_decoder.match(m)]:
             report.shape_mismatches.remove(line)
-            report.dropped.append(f"{line.split(':')[0]} (decoder, shape differs; not loaded)")
+            report.dropped.append(
+                f"{line.split(':')[0]} (decoder, shape differs; not loaded)"
+            )
             del state[line.split(":")[0]]
     if strict and not report.ok:
-        raise CheckpointMismatchError(f"checkpoint does not fit {type(model).__name__}:\n{report.describe()}")
+        raise CheckpointMismatchError(
+            f"checkpoint does not fit {type(model).__name__}:\n{report.describe()}"
+        )
     bad_shapes = {line.split(":")[0] for line in report.shape_mismatches}
-    model.load_state_dict({k: v for k, v in state.items() if k not in bad_shapes}, strict=False)
+    model.load_state_dict(
+        {k: v for k, v in state.items() if k not in bad_shapes}, strict=False
+    )
     return report
 
 
@@ -328,8 +394,13 @@ def export_official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     if hasattr(model, "encoder") and hasattr(model, "head"):
         if getattr(model.encoder, "use_macaron", False):
-            raise CheckpointMismatchError("the official AudioMAE++ code has no fine-tuned classifier layout to export to")
-        return {(k[len("encoder.") :] if k.startswith("encoder.") else k): v for k, v in state.items()}
+            raise CheckpointMismatchError(
+                "the official AudioMAE++ code has no fine-tuned classifier layout to export to"
+            )
+        return {
+            (k[len("encoder.") :] if k.startswith("encoder.") else k): v
+            for k, v in state.items()
+        }
     if getattr(model, "use_rope", False):
         raise CheckpointMismatchError(
             "a model with use_rope=True has no official equivalent (official RoPE is 1-D over masked positions)"
@@ -339,7 +410,9 @@ def export_official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def official_audiomae_pos_embed(embed_dim: int, grid_size: tuple[int, int]) -> torch.Tensor:
+def official_audiomae_pos_embed(
+    embed_dim: int, grid_size: tuple[int, int]
+) -> torch.Tensor:
     """The table official AudioMAE builds for a time-major ``grid_size = (T', F')`` token grid.
 
     Its patch embedding reports the grid as ``(F', T')`` and its table is laid out on that
@@ -349,9 +422,10 @@ def official_audiomae_pos_embed(embed_dim: int, grid_size: tuple[int, int]) -> t
     rows_official, cols_official = grid_size[1], grid_size[0]
     index = torch.arange(rows_official * cols_official, dtype=torch.float64)
     table = torch.cat(
-        [sincos_embed_1d(embed_dim // 2, index % cols_official), sincos_embed_1d(embed_dim // 2, index // cols_official)],
+        [
+            sincos_embed_1d(embed_dim // 2, index % cols_official),
+            sincos_embed_1d(embed_dim // 2, index // cols_official),
+        ],
         dim=1,
     )
     return torch.cat([torch.zeros(1, embed_dim), table], dim=0).unsqueeze(0)
-
-

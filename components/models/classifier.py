@@ -48,12 +48,18 @@ class AudioMAEClassifier(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"AudioMAEClassifier: num_classes must be >= 1, got {num_classes}")
+            raise ValueError(
+                f"AudioMAEClassifier: num_classes must be >= 1, got {num_classes}"
+            )
         if pooling not in ("mean", "cls"):
-            raise ValueError(f"AudioMAEClassifier: pooling must be 'mean' or 'cls', got {pooling!r}")
+            raise ValueError(
+                f"AudioMAEClassifier: pooling must be 'mean' or 'cls', got {pooling!r}"
+            )
         for name, prob in (("mask_t_prob", mask_t_prob), ("mask_f_prob", mask_f_prob)):
             if not 0.0 <= prob < 1.0:
-                raise ValueError(f"AudioMAEClassifier: {name} must be in [0, 1), got {prob}")
+                raise ValueError(
+                    f"AudioMAEClassifier: {name} must be in [0, 1), got {prob}"
+                )
         if not hasattr(model, "encode_tokens") or not hasattr(model, "blocks"):
             raise TypeError(
                 f"AudioMAEClassifier needs a model with encode_tokens() and blocks (e.g. audiomae++, baseline), "
@@ -83,7 +89,9 @@ class AudioMAEClassifier(nn.Module):
             for parameter in self.encoder.parameters():
                 parameter.requires_grad_(False)
             self.fc_norm = nn.Identity()
-            self.probe_norm: nn.Module = nn.BatchNorm1d(embed_dim, affine=False, eps=1e-6)
+            self.probe_norm: nn.Module = nn.BatchNorm1d(
+                embed_dim, affine=False, eps=1e-6
+            )
         else:
             self.probe_norm = nn.Identity()
 
@@ -96,16 +104,30 @@ class AudioMAEClassifier(nn.Module):
                 if isinstance(module, DropPath):
                     module.drop_prob = rate
 
-    def sample_kept_tokens(self, batch: int, device: torch.device) -> torch.Tensor | None:
+    def sample_kept_tokens(
+        self, batch: int, device: torch.device
+    ) -> torch.Tensor | None:
         """Token indices ``[B, kept_t * kept_f]`` left after dropping random rows and columns."""
         if not self.training or (self.mask_t_prob == 0.0 and self.mask_f_prob == 0.0):
             return None
         rows, cols = self.encoder.grid_size
         keep_t = max(1, int(rows * (1.0 - self.mask_t_prob)))
         keep_f = max(1, int(cols * (1.0 - self.mask_f_prob)))
-        kept_rows = torch.rand(batch, rows, device=device).argsort(dim=1)[:, :keep_t].sort(dim=1).values
-        kept_cols = torch.rand(batch, cols, device=device).argsort(dim=1)[:, :keep_f].sort(dim=1).values
-        return (kept_rows[:, :, None] * cols + kept_cols[:, None, :]).reshape(batch, keep_t * keep_f)
+        kept_rows = (
+            torch.rand(batch, rows, device=device)
+            .argsort(dim=1)[:, :keep_t]
+            .sort(dim=1)
+            .values
+        )
+        kept_cols = (
+            torch.rand(batch, cols, device=device)
+            .argsort(dim=1)[:, :keep_f]
+            .sort(dim=1)
+            .values
+        )
+        return (kept_rows[:, :, None] * cols + kept_cols[:, None, :]).reshape(
+            batch, keep_t * keep_f
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, normalised clip features ``[B, D]`` (before the head)."""
@@ -152,7 +174,11 @@ def param_groups_lrd(
     tokens and position tables get no weight decay. Each group carries ``lr_scale``: the
     training loop sets ``group["lr"] = lr * group["lr_scale"]`` (frozen parameters are skipped).
     """
-    blocks = [name for name, _ in model.named_modules() if re.search(r"(?:^|\.)blocks\.\d+$", name) and "decoder" not in name]
+    blocks = [
+        name
+        for name, _ in model.named_modules()
+        if re.search(r"(?:^|\.)blocks\.\d+$", name) and "decoder" not in name
+    ]
     num_layers = len(blocks) + 1
     skip = set(no_weight_decay_list)
     if hasattr(model, "no_weight_decay"):
@@ -161,7 +187,9 @@ def param_groups_lrd(
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        no_decay = parameter.ndim == 1 or name in skip or name.endswith(_EMBEDDING_NAMES[:2])
+        no_decay = (
+            parameter.ndim == 1 or name in skip or name.endswith(_EMBEDDING_NAMES[:2])
+        )
         layer = _layer_id(name, num_layers)
         group = groups.setdefault(
             (layer, no_decay),

@@ -40,13 +40,21 @@ class PatchEmbed(nn.Module):
     Tokens come out time-major (the conv's ``[B, D, T', F']`` output flattened row by row).
     """
 
-    def __init__(self, img_size: tuple[int, int], patch_size: tuple[int, int], in_chans: int, embed_dim: int) -> None:
+    def __init__(
+        self,
+        img_size: tuple[int, int],
+        patch_size: tuple[int, int],
+        in_chans: int,
+        embed_dim: int,
+    ) -> None:
         super().__init__()
         self.img_size = tuple(img_size)
         self.patch_size = tuple(patch_size)
         self.grid_size = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+        self.proj = nn.Conv2d(
+            in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -55,14 +63,20 @@ class PatchEmbed(nn.Module):
 def sincos_embed_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
     """Fixed sine-cosine code ``[len(positions), embed_dim]``: sines in the first half, cosines in the second."""
     if embed_dim % 2:
-        raise ValueError(f"sin-cos position embeddings need an even dimension, got {embed_dim}")
-    omega = torch.arange(embed_dim // 2, dtype=torch.float64, device=positions.device) / (embed_dim / 2.0)
+        raise ValueError(
+            f"sin-cos position embeddings need an even dimension, got {embed_dim}"
+        )
+    omega = torch.arange(
+        embed_dim // 2, dtype=torch.float64, device=positions.device
+    ) / (embed_dim / 2.0)
     omega = 1.0 / 10000**omega
     angles = positions.reshape(-1).to(torch.float64)[:, None] * omega[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
-def sincos_pos_embed_1d(embed_dim: int, length: int, cls_token: bool = True) -> torch.Tensor:
+def sincos_pos_embed_1d(
+    embed_dim: int, length: int, cls_token: bool = True
+) -> torch.Tensor:
     """``[1, (1 +) length, D]`` 1-D table; the CLS row (if any) is zeros, as in MAE."""
     table = sincos_embed_1d(embed_dim, torch.arange(length, dtype=torch.float64))
     if cls_token:
@@ -70,18 +84,27 @@ def sincos_pos_embed_1d(embed_dim: int, length: int, cls_token: bool = True) -> 
     return table.unsqueeze(0)
 
 
-def sincos_pos_embed_2d(embed_dim: int, grid_size: tuple[int, int], cls_token: bool = True) -> torch.Tensor:
+def sincos_pos_embed_2d(
+    embed_dim: int, grid_size: tuple[int, int], cls_token: bool = True
+) -> torch.Tensor:
     """``[1, (1 +) T'*F', D]`` 2-D table for a time-major ``(T', F')`` grid; CLS row zeros.
 
     As in MAE, the first half of the channels encodes the column (frequency) index and the
     second half the row (time) index, so tables match the official AudioMAE++ ones.
     """
     if embed_dim % 4:
-        raise ValueError(f"2-D sin-cos position embeddings need a dimension divisible by 4, got {embed_dim}")
+        raise ValueError(
+            f"2-D sin-cos position embeddings need a dimension divisible by 4, got {embed_dim}"
+        )
     rows, cols = torch.meshgrid(
-        torch.arange(grid_size[0], dtype=torch.float64), torch.arange(grid_size[1], dtype=torch.float64), indexing="ij"
+        torch.arange(grid_size[0], dtype=torch.float64),
+        torch.arange(grid_size[1], dtype=torch.float64),
+        indexing="ij",
     )
-    table = torch.cat([sincos_embed_1d(embed_dim // 2, cols), sincos_embed_1d(embed_dim // 2, rows)], dim=1)
+    table = torch.cat(
+        [sincos_embed_1d(embed_dim // 2, cols), sincos_embed_1d(embed_dim // 2, rows)],
+        dim=1,
+    )
     if cls_token:
         table = torch.cat([torch.zeros(1, embed_dim), table], dim=0)
     return table.unsqueeze(0)
@@ -89,7 +112,9 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: tuple[int, int], cls_token: b
 
 def grid_positions(grid_size: tuple[int, int]) -> torch.Tensor:
     """``[T'*F', 2]`` float (time, frequency) coordinates of the time-major tokens."""
-    rows, cols = torch.meshgrid(torch.arange(grid_size[0]), torch.arange(grid_size[1]), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_size[0]), torch.arange(grid_size[1]), indexing="ij"
+    )
     return torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1).float()
 
 
@@ -106,9 +131,13 @@ class RotaryEmbedding2D(nn.Module):
     def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
         super().__init__()
         if head_dim % 4:
-            raise ValueError(f"2-D RoPE needs a head dimension divisible by 4, got {head_dim}; change embed_dim/num_heads")
+            raise ValueError(
+                f"2-D RoPE needs a head dimension divisible by 4, got {head_dim}; change embed_dim/num_heads"
+            )
         axis_pairs = head_dim // 4
-        inv_freq = 1.0 / theta ** (torch.arange(axis_pairs, dtype=torch.float32) / axis_pairs)
+        inv_freq = 1.0 / theta ** (
+            torch.arange(axis_pairs, dtype=torch.float32) / axis_pairs
+        )
         self.head_dim = head_dim
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -118,7 +147,11 @@ class RotaryEmbedding2D(nn.Module):
             positions = positions.unsqueeze(0)
         inv_freq = self.inv_freq.to(positions.device)
         angles = torch.cat(
-            [positions[..., 0:1].float() * inv_freq, positions[..., 1:2].float() * inv_freq], dim=-1
+            [
+                positions[..., 0:1].float() * inv_freq,
+                positions[..., 1:2].float() * inv_freq,
+            ],
+            dim=-1,
         )  # [B, K, hd/2]
         angles = torch.cat([angles, angles], dim=-1).unsqueeze(1)
         return angles.cos(), angles.sin()
@@ -139,11 +172,18 @@ class Attention(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embedding dimension {dim} is not divisible by num_heads {num_heads}")
+            raise ValueError(
+                f"embedding dimension {dim} is not divisible by num_heads {num_heads}"
+            )
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
@@ -158,20 +198,33 @@ class Attention(nn.Module):
         num_prefix_tokens: int = 1,
     ) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (
+            self.qkv(x)
+            .reshape(b, n, 3, self.num_heads, self.head_dim)
+            .permute(2, 0, 3, 1, 4)
+            .unbind(0)
+        )
         if rope is not None:
             cos, sin = rope
             p = num_prefix_tokens
             q = torch.cat([q[:, :, :p], apply_rotary(q[:, :, p:], cos, sin)], dim=2)
             k = torch.cat([k[:, :, :p], apply_rotary(k[:, :, p:], cos, sin)], dim=2)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
+        )
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
 
 
 class Mlp(nn.Module):
     """Two-layer feed-forward ``d -> hidden -> d`` with GELU (ViT) or SiLU (Macaron FFN1)."""
 
-    def __init__(self, in_features: int, hidden_features: int, act: str = "gelu", drop: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        act: str = "gelu",
+        drop: float = 0.0,
+    ) -> None:
         super().__init__()
         if act not in ("gelu", "silu"):
             raise ValueError(f"Mlp act must be 'gelu' or 'silu', got {act!r}")
@@ -195,9 +248,15 @@ def swiglu_hidden_features(dim: int) -> int:
 class SwiGLU(nn.Module):
     """SwiGLU FFN as in AudioMAE++: ``fc2(LN(SiLU(fc1_g x) * fc1_x x))``, LN over the hidden width."""
 
-    def __init__(self, in_features: int, hidden_features: int | None = None, drop: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, hidden_features: int | None = None, drop: float = 0.0
+    ) -> None:
         super().__init__()
-        hidden = swiglu_hidden_features(in_features) if hidden_features is None else hidden_features
+        hidden = (
+            swiglu_hidden_features(in_features)
+            if hidden_features is None
+            else hidden_features
+        )
         self.fc1_x = nn.Linear(in_features, hidden)  # value
         self.fc1_g = nn.Linear(in_features, hidden)  # gate
         self.norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPS)
@@ -263,11 +322,15 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
         self.ls1 = _layer_scale(dim, init_values)
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.mlp = SwiGLU(dim) if use_swiglu else Mlp(dim, int(dim * mlp_ratio), act="gelu")
+        self.mlp = (
+            SwiGLU(dim) if use_swiglu else Mlp(dim, int(dim * mlp_ratio), act="gelu")
+        )
         self.ls2 = _layer_scale(dim, init_values)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), rope=rope)))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
@@ -306,7 +369,9 @@ class MacaronBlock(nn.Module):
         self.ls2 = _layer_scale(dim, init_values)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         x = x + 0.5 * self.drop_path(self.ffn1(self.norm1(x)))
         x = x + self.drop_path(self.ls1(self.attn(self.norm2(x), rope=rope)))
         norm3 = self.norm2 if self.norm3 is None else self.norm3
@@ -327,4 +392,3 @@ def init_vit_weights(module: nn.Module) -> None:
         weight = module.proj.weight.data
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
         nn.init.zeros_(module.proj.bias)
-

@@ -33,7 +33,14 @@ from components.models.layers import (
 
 __all__ = ["MaskedAutoencoderViT"]
 
-DECODER_MODULES = ("decoder_embed", "mask_token", "decoder_pos_embed", "decoder_blocks", "decoder_norm", "decoder_pred")
+DECODER_MODULES = (
+    "decoder_embed",
+    "mask_token",
+    "decoder_pos_embed",
+    "decoder_blocks",
+    "decoder_norm",
+    "decoder_pred",
+)
 
 
 class MaskedAutoencoderViT(BaseAutoencoder):
@@ -65,9 +72,19 @@ class MaskedAutoencoderViT(BaseAutoencoder):
         decoder_pos_embed_dims: int,
     ) -> None:
         super().__init__()
-        self._init_geometry(img_size, patch_size, in_chans, embed_dim, mask_ratio, norm_pix_loss, mask_mode)
+        self._init_geometry(
+            img_size,
+            patch_size,
+            in_chans,
+            embed_dim,
+            mask_ratio,
+            norm_pix_loss,
+            mask_mode,
+        )
         if depth < 1 or decoder_depth < 1:
-            raise ValueError(f"{type(self).__name__}: depth and decoder_depth must be >= 1, got {depth}, {decoder_depth}")
+            raise ValueError(
+                f"{type(self).__name__}: depth and decoder_depth must be >= 1, got {depth}, {decoder_depth}"
+            )
         self.use_macaron = use_macaron
         self.use_swiglu = use_swiglu
         self.share_ffn2_norm = share_ffn2_norm
@@ -78,11 +95,20 @@ class MaskedAutoencoderViT(BaseAutoencoder):
         self.num_heads = num_heads
 
         # encoder
-        self.patch_embed = PatchEmbed(self.img_size, self.patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(
+            self.img_size, self.patch_size, in_chans, embed_dim
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer("pos_embed", None if use_rope else sincos_pos_embed_2d(embed_dim, self.grid_size))
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear stochastic-depth rule
-        self.blocks = nn.ModuleList([self._make_block(embed_dim, num_heads, rate) for rate in rates])
+        self.register_buffer(
+            "pos_embed",
+            None if use_rope else sincos_pos_embed_2d(embed_dim, self.grid_size),
+        )
+        rates = [
+            drop_path_rate * i / max(depth - 1, 1) for i in range(depth)
+        ]  # linear stochastic-depth rule
+        self.blocks = nn.ModuleList(
+            [self._make_block(embed_dim, num_heads, rate) for rate in rates]
+        )
         self.norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
 
         # decoder
@@ -96,15 +122,28 @@ class MaskedAutoencoderViT(BaseAutoencoder):
             decoder_table = sincos_pos_embed_1d(decoder_embed_dim, self.num_patches)
         self.register_buffer("decoder_pos_embed", decoder_table)
         self.decoder_blocks = nn.ModuleList(
-            [self._make_block(decoder_embed_dim, decoder_num_heads, 0.0) for _ in range(decoder_depth)]
+            [
+                self._make_block(decoder_embed_dim, decoder_num_heads, 0.0)
+                for _ in range(decoder_depth)
+            ]
         )
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=LAYER_NORM_EPS)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size[0] * self.patch_size[1] * in_chans)
+        self.decoder_pred = nn.Linear(
+            decoder_embed_dim, self.patch_size[0] * self.patch_size[1] * in_chans
+        )
 
         # rotary embeddings: one per head size; positions are the tokens' grid coordinates
-        self.register_buffer("token_positions", grid_positions(self.grid_size), persistent=False)
-        self.rope = RotaryEmbedding2D(embed_dim // num_heads, rope_theta) if use_rope else None
-        self.decoder_rope = RotaryEmbedding2D(decoder_embed_dim // decoder_num_heads, rope_theta) if use_rope else None
+        self.register_buffer(
+            "token_positions", grid_positions(self.grid_size), persistent=False
+        )
+        self.rope = (
+            RotaryEmbedding2D(embed_dim // num_heads, rope_theta) if use_rope else None
+        )
+        self.decoder_rope = (
+            RotaryEmbedding2D(decoder_embed_dim // decoder_num_heads, rope_theta)
+            if use_rope
+            else None
+        )
 
         self.apply(init_vit_weights)
         nn.init.normal_(self.cls_token, std=0.02)
@@ -121,10 +160,19 @@ class MaskedAutoencoderViT(BaseAutoencoder):
                 use_swiglu=self.use_swiglu,
                 share_ffn2_norm=self.share_ffn2_norm,
             )
-        return Block(dim, num_heads, self.mlp_ratio, qkv_bias=self.qkv_bias, drop_path=drop_path, use_swiglu=self.use_swiglu)
+        return Block(
+            dim,
+            num_heads,
+            self.mlp_ratio,
+            qkv_bias=self.qkv_bias,
+            drop_path=drop_path,
+            use_swiglu=self.use_swiglu,
+        )
 
     # ---------------------------------------------------------------- encoder
-    def encode_tokens(self, x: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_tokens(
+        self, x: torch.Tensor, ids_keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Encode the tokens ``ids_keep [B, K]`` (original indices; all when None): ``[B, 1+K, D]``.
 
         Positions travel with the tokens: the additive table is added before the subset is
@@ -136,28 +184,45 @@ class MaskedAutoencoderViT(BaseAutoencoder):
             tokens = tokens + self.pos_embed[:, 1:]
         positions = self.token_positions
         if ids_keep is not None:
-            tokens = torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+            tokens = torch.gather(
+                tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+            )
             positions = positions[ids_keep]
-        cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed[:, :1]
-        x = torch.cat([cls.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
+        cls = (
+            self.cls_token
+            if self.pos_embed is None
+            else self.cls_token + self.pos_embed[:, :1]
+        )
+        x = torch.cat(
+            [cls.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1
+        )
         rope = self.rope(positions) if self.rope is not None else None
         for block in self.blocks:
             x = block(x, rope=rope)
         return self.norm(x)
 
     def forward_encoder(
-        self, x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        mask_ratio: float,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mask, ids_restore, ids_keep = self.sample_mask(x.shape[0], mask_ratio, x.device, generator)
+        mask, ids_restore, ids_keep = self.sample_mask(
+            x.shape[0], mask_ratio, x.device, generator
+        )
         return self.encode_tokens(x, ids_keep), mask, ids_restore
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode_tokens(x, None)
 
     # ---------------------------------------------------------------- decoder
-    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+    def forward_decoder(
+        self, latent: torch.Tensor, ids_restore: torch.Tensor
+    ) -> torch.Tensor:
         if self.decoder_embed is None:
-            raise RuntimeError(f"{type(self).__name__}: the decoder was removed (remove_decoder); only the encoder is usable")
+            raise RuntimeError(
+                f"{type(self).__name__}: the decoder was removed (remove_decoder); only the encoder is usable"
+            )
         x = self.decoder_embed(latent)
         b, kept_plus_cls, d = x.shape
         n = ids_restore.shape[1]
@@ -167,7 +232,11 @@ class MaskedAutoencoderViT(BaseAutoencoder):
         x = torch.cat([x[:, :1], patches], dim=1)
         if self.decoder_pos_embed is not None:
             x = x + self.decoder_pos_embed
-        rope = self.decoder_rope(self.token_positions) if self.decoder_rope is not None else None
+        rope = (
+            self.decoder_rope(self.token_positions)
+            if self.decoder_rope is not None
+            else None
+        )
         for block in self.decoder_blocks:
             x = block(x, rope=rope)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]

@@ -31,7 +31,10 @@ from components.checkpoint import (
 )
 from components.distributed import all_reduce_sum, barrier
 from components.flags import UsageError
-from components.models.checkpoints import CheckpointMismatchError, load_official_checkpoint
+from components.models.checkpoints import (
+    CheckpointMismatchError,
+    load_official_checkpoint,
+)
 from components.registry import recipe_registry
 from components.runtime import RunContext, StopRequested, eval_loader
 
@@ -49,7 +52,9 @@ class CheckpointLoader:
         if explicit:
             path = Path(explicit)
             if not path.is_file():
-                raise UsageError(f"checkpoint {path} does not exist (set by --{self.ctx.section}.checkpoint)")
+                raise UsageError(
+                    f"checkpoint {path} does not exist (set by --{self.ctx.section}.checkpoint)"
+                )
             return path
         found = self.ctx.state.get("encoder_checkpoint")
         return Path(found) if found else None
@@ -67,9 +72,13 @@ class CheckpointLoader:
             load_model_weights(model, payload, path)
             return model
         try:
-            report = load_official_checkpoint(model, payload, strict=True, decoder=False)
+            report = load_official_checkpoint(
+                model, payload, strict=True, decoder=False
+            )
         except (CheckpointMismatchError, KeyError, ValueError) as error:
-            raise CheckpointError(f"{path} is neither a checkpoint of this script nor an official one that fits the model: {error}") from None
+            raise CheckpointError(
+                f"{path} is neither a checkpoint of this script nor an official one that fits the model: {error}"
+            ) from None
         self.ctx.info(f"loaded {path} ({report.layout} layout, encoder weights)")
         return model
 
@@ -86,31 +95,60 @@ def dataset_fingerprint(dataset: Any) -> str:
 class EmbeddingGenerator:
     """Pooled encoder embeddings ``[N, D]`` of every item of a data set, in data set order."""
 
-    def __init__(self, ctx: RunContext, model: nn.Module, transform: nn.Module, *, pooling: str = "mean", batch_size: int = 64, num_workers: int = 0):
+    def __init__(
+        self,
+        ctx: RunContext,
+        model: nn.Module,
+        transform: nn.Module,
+        *,
+        pooling: str = "mean",
+        batch_size: int = 64,
+        num_workers: int = 0,
+    ):
         self.ctx, self.model, self.transform = ctx, model, transform
-        self.pooling, self.batch_size, self.num_workers = pooling, batch_size, num_workers
+        self.pooling, self.batch_size, self.num_workers = (
+            pooling,
+            batch_size,
+            num_workers,
+        )
 
     @torch.no_grad()
     def __call__(self, dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
         ctx = self.ctx
         self.model.eval()
         self.transform.eval()
-        loader, indices = eval_loader(ctx, dataset, self.batch_size, 0 if ctx.smoke else self.num_workers)
+        loader, indices = eval_loader(
+            ctx, dataset, self.batch_size, 0 if ctx.smoke else self.num_workers
+        )
         chunks, labels = [], []
         for signals, batch_labels in loader:
-            if ctx.stop.requested and not ctx.dist.enabled:  # (under DDP the ranks must stop together: finish)
-                raise StopRequested(f"{ctx.section}: stopped by {ctx.stop.signal_name} while embedding; nothing to save")
+            if (
+                ctx.stop.requested and not ctx.dist.enabled
+            ):  # (under DDP the ranks must stop together: finish)
+                raise StopRequested(
+                    f"{ctx.section}: stopped by {ctx.stop.signal_name} while embedding; nothing to save"
+                )
             features = self.transform(signals.to(ctx.device))
             with ctx.autocast():
-                embedding = self.model.get_embedding(features, pooling_mode=self.pooling)
+                embedding = self.model.get_embedding(
+                    features, pooling_mode=self.pooling
+                )
             chunks.append(embedding.float().cpu())
             labels.append(batch_labels)
-        local = (indices, torch.cat(chunks) if chunks else torch.zeros(0, 0), torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long))
+        local = (
+            indices,
+            torch.cat(chunks) if chunks else torch.zeros(0, 0),
+            torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+        )
         parts = [local]
         if ctx.dist.enabled:
             parts = [None] * ctx.dist.world_size
             dist.all_gather_object(parts, local)
-        dim = max(part[1].shape[1] for part in parts if part[1].numel()) if any(p[1].numel() for p in parts) else 0
+        dim = (
+            max(part[1].shape[1] for part in parts if part[1].numel())
+            if any(p[1].numel() for p in parts)
+            else 0
+        )
         embeddings = torch.zeros(len(dataset), dim)
         all_labels = torch.zeros(len(dataset), dtype=torch.long)
         for part_indices, part_embeddings, part_labels in parts:
@@ -128,14 +166,21 @@ class EmbeddingCache:
     enabled: bool = True
 
     @staticmethod
-    def key(checkpoint_sha256: str, dataset: Any, pooling: str, transform_config: dict[str, Any]) -> str:
+    def key(
+        checkpoint_sha256: str,
+        dataset: Any,
+        pooling: str,
+        transform_config: dict[str, Any],
+    ) -> str:
         identity = {
             "checkpoint": checkpoint_sha256,
             "data": dataset_fingerprint(dataset),
             "pooling": pooling,
             "transform": transform_config,
         }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        return hashlib.sha256(
+            json.dumps(identity, sort_keys=True, default=str).encode()
+        ).hexdigest()[:32]
 
     def path(self, key: str) -> Path:
         return Path(self.directory) / f"{key}.pt"
@@ -148,7 +193,11 @@ class EmbeddingCache:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # a damaged cache file is recomputed, never trusted
             return None
-        return payload if isinstance(payload, dict) and payload.get("format") == EMBEDDING_FORMAT else None
+        return (
+            payload
+            if isinstance(payload, dict) and payload.get("format") == EMBEDDING_FORMAT
+            else None
+        )
 
     def put(self, key: str, payload: dict[str, Any]) -> Path | None:
         if not self.enabled:
@@ -159,7 +208,13 @@ class EmbeddingCache:
 
 
 def compute_or_load_embeddings(
-    ctx: RunContext, *, checkpoint: str | None, pooling: str, batch_size: int, num_workers: int, cache_dir: str | None
+    ctx: RunContext,
+    *,
+    checkpoint: str | None,
+    pooling: str,
+    batch_size: int,
+    num_workers: int,
+    cache_dir: str | None,
 ) -> tuple[dict[str, Any], bool]:
     """Embeddings of the whole data set (all folds) and whether they came from the cache."""
     loader = CheckpointLoader(ctx)
@@ -170,22 +225,39 @@ def compute_or_load_embeddings(
         )
     dataset = ctx.dataset()
     checkpoint_hash = file_sha256(path)
-    cache = EmbeddingCache(Path(cache_dir) if cache_dir else ctx.out_dir / "embedding_cache", enabled=ctx.is_main)
+    cache = EmbeddingCache(
+        Path(cache_dir) if cache_dir else ctx.out_dir / "embedding_cache",
+        enabled=ctx.is_main,
+    )
     key = cache.key(checkpoint_hash, dataset, pooling, ctx.section_config("transform"))
     cached = cache.get(key)
     # Every rank must take the same branch: the miss path has collectives.
-    all_hit = all_reduce_sum(torch.tensor([0.0 if cached is not None else 1.0]), ctx.dist).item() == 0
+    all_hit = (
+        all_reduce_sum(
+            torch.tensor([0.0 if cached is not None else 1.0]), ctx.dist
+        ).item()
+        == 0
+    )
     if cached is not None and all_hit:
         ctx.info(f"embedding cache hit: {cache.path(key)}")
         return cached, True
     model = loader.load(path)
     transform = ctx.build_transform()
     ctx.check_fit(model, transform)
-    embeddings, labels = EmbeddingGenerator(ctx, model, transform, pooling=pooling, batch_size=batch_size, num_workers=num_workers)(dataset)
+    embeddings, labels = EmbeddingGenerator(
+        ctx,
+        model,
+        transform,
+        pooling=pooling,
+        batch_size=batch_size,
+        num_workers=num_workers,
+    )(dataset)
     payload = {
         "embeddings": embeddings,
         "labels": labels,
-        "folds": torch.tensor([record.fold for record in dataset.records], dtype=torch.long),
+        "folds": torch.tensor(
+            [record.fold for record in dataset.records], dtype=torch.long
+        ),
         "keys": [record.key for record in dataset.records],
         "class_names": list(dataset.class_names),
         "checkpoint": str(path),
@@ -194,7 +266,9 @@ def compute_or_load_embeddings(
     }
     cache.put(key, payload)
     barrier(ctx.dist)
-    ctx.info(f"embedded {len(dataset)} items with {path.name} ({embeddings.shape[1]}-d, {pooling} pooling)")
+    ctx.info(
+        f"embedded {len(dataset)} items with {path.name} ({embeddings.shape[1]}-d, {pooling} pooling)"
+    )
     return payload, False
 
 
@@ -215,14 +289,26 @@ def embed(
     cached by checkpoint content and data set (``cache_dir``, default ``<out>/embedding_cache``).
     """
     if batch_size < 1 or num_workers < 0:
-        raise UsageError(f"--{ctx.section}.batch_size must be >= 1 and --{ctx.section}.num_workers >= 0")
+        raise UsageError(
+            f"--{ctx.section}.batch_size must be >= 1 and --{ctx.section}.num_workers >= 0"
+        )
     payload, hit = compute_or_load_embeddings(
-        ctx, checkpoint=checkpoint, pooling=pooling, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
+        ctx,
+        checkpoint=checkpoint,
+        pooling=pooling,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        cache_dir=cache_dir,
     )
     output = ctx.stage_dir / "embeddings.pt"
     if ctx.is_main:
         atomic_torch_save(payload, output)
-        ctx.plots.embedding_projection(payload["embeddings"], payload["labels"], payload["class_names"], f"{ctx.section}_pca.png")
+        ctx.plots.embedding_projection(
+            payload["embeddings"],
+            payload["labels"],
+            payload["class_names"],
+            f"{ctx.section}_pca.png",
+        )
     ctx.state["embeddings"] = str(output)
     return {
         "embeddings": str(output),

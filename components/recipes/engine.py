@@ -30,10 +30,18 @@ from components.checkpoint import (
 from components.distributed import DistInfo, all_reduce_sum
 from components.flags import UsageError
 from components.metrics import format_progress_line, gpu_memory_gb
-from components.runtime import NonFiniteLossError, RunContext, StopRequested, collate_signals, seed_everything
+from components.runtime import (
+    NonFiniteLossError,
+    RunContext,
+    StopRequested,
+    collate_signals,
+    seed_everything,
+)
 
 
-def warmup_cosine_lr(step: int, *, base_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
+def warmup_cosine_lr(
+    step: int, *, base_lr: float, min_lr: float, warmup_steps: int, total_steps: int
+) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then half a cosine to ``min_lr``.
 
     A pure function of the step, so resuming needs no scheduler object to restore.
@@ -57,7 +65,13 @@ class WarmupCosineSchedule:
 
     def __call__(self, step: int, plan: "LoopPlan") -> float:
         warmup = int(round(self.warmup_epochs * plan.steps_per_epoch))
-        return warmup_cosine_lr(step, base_lr=self.peak_lr, min_lr=self.min_lr, warmup_steps=warmup, total_steps=plan.total_steps)
+        return warmup_cosine_lr(
+            step,
+            base_lr=self.peak_lr,
+            min_lr=self.min_lr,
+            warmup_steps=warmup,
+            total_steps=plan.total_steps,
+        )
 
 
 def check_ranges(ctx: RunContext, checks: dict[str, tuple[Any, bool]]) -> None:
@@ -76,14 +90,20 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def no_decay_parameter_names(model: nn.Module) -> set[str]:
     """Biases, norm weights (every 1-d parameter) and tokens/position tables take no weight decay."""
     names = {name for name, p in model.named_parameters() if p.ndim <= 1}
-    names |= {name for name, _ in model.named_parameters() if name.endswith(("cls_token", "mask_token", "pos_embed", "dist_token"))}
+    names |= {
+        name
+        for name, _ in model.named_parameters()
+        if name.endswith(("cls_token", "mask_token", "pos_embed", "dist_token"))
+    }
     skip = getattr(model, "no_weight_decay", None)
     if callable(skip):
         names |= set(skip())
     return names
 
 
-def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups_weight_decay(
+    model: nn.Module, weight_decay: float
+) -> list[dict[str, Any]]:
     """Two AdamW groups: decayed matrices, and the rest without decay (MAE / timm convention)."""
     skip = no_decay_parameter_names(model)
     decay, no_decay = [], []
@@ -96,7 +116,9 @@ def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dic
     ]
 
 
-def scaled_learning_rate(lr: float | None, base_lr: float, effective_batch: int) -> float:
+def scaled_learning_rate(
+    lr: float | None, base_lr: float, effective_batch: int
+) -> float:
     """MAE's rule: an explicit ``lr`` wins, else ``base_lr * effective_batch / 256``."""
     return float(lr) if lr is not None else base_lr * effective_batch / 256
 
@@ -111,7 +133,9 @@ def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
     return gathered
 
 
-def unused_parameter_names(ctx: RunContext, objective: nn.Module, transform: nn.Module, dataset: Any) -> list[str]:
+def unused_parameter_names(
+    ctx: RunContext, objective: nn.Module, transform: nn.Module, dataset: Any
+) -> list[str]:
     """Trainable parameters that one forward/backward pass leaves without a gradient.
 
     DDP must be told about them (``find_unused_parameters``) or it waits for their gradients
@@ -131,7 +155,11 @@ def unused_parameter_names(ctx: RunContext, objective: nn.Module, transform: nn.
             loss, _ = objective(features, labels.to(ctx.device))
         loss.backward()
         objective.train(was_training)
-    unused = [name for name, p in objective.named_parameters() if p.requires_grad and p.grad is None]
+    unused = [
+        name
+        for name, p in objective.named_parameters()
+        if p.requires_grad and p.grad is None
+    ]
     objective.zero_grad(set_to_none=True)
     return unused
 
@@ -159,7 +187,13 @@ class LoopPlan:
     run_until: int
 
     @classmethod
-    def make(cls, num_items: int, settings: LoopSettings, world_size: int, max_steps: int | None) -> "LoopPlan":
+    def make(
+        cls,
+        num_items: int,
+        settings: LoopSettings,
+        world_size: int,
+        max_steps: int | None,
+    ) -> "LoopPlan":
         if settings.batch_size < 1 or settings.accum_steps < 1 or settings.epochs < 1:
             raise ValueError("batch_size, accum_steps and epochs must be >= 1")
         shard = math.ceil(num_items / world_size)
@@ -209,21 +243,47 @@ class TrainLoop:
         find_unused_parameters: bool = False,
         on_step: Callable[[int], None] | None = None,
     ) -> None:
-        self.ctx, self.model, self.transform, self.optimizer = ctx, model, transform, optimizer
-        self.dataset, self.settings, self.lr_at, self.manager = dataset, settings, lr_at, manager
+        self.ctx, self.model, self.transform, self.optimizer = (
+            ctx,
+            model,
+            transform,
+            optimizer,
+        )
+        self.dataset, self.settings, self.lr_at, self.manager = (
+            dataset,
+            settings,
+            lr_at,
+            manager,
+        )
         self.evaluate, self.best_key, self.on_step = evaluate, best_key, on_step
-        for name in ("epochs", "batch_size", "accum_steps", "checkpoint_every", "log_every"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "accum_steps",
+            "checkpoint_every",
+            "log_every",
+        ):
             if getattr(settings, name) < 1:
-                raise UsageError(f"--{ctx.section}.{name} must be >= 1, got {getattr(settings, name)}")
+                raise UsageError(
+                    f"--{ctx.section}.{name} must be >= 1, got {getattr(settings, name)}"
+                )
         if settings.num_workers < 0:
-            raise UsageError(f"--{ctx.section}.num_workers must be >= 0, got {settings.num_workers}")
-        self.plan = LoopPlan.make(len(dataset), settings, ctx.dist.world_size, ctx.max_steps)
+            raise UsageError(
+                f"--{ctx.section}.num_workers must be >= 0, got {settings.num_workers}"
+            )
+        self.plan = LoopPlan.make(
+            len(dataset), settings, ctx.dist.world_size, ctx.max_steps
+        )
         if ctx.dist.enabled and not find_unused_parameters:
             unused = unused_parameter_names(ctx, objective, transform, dataset)
             if unused:
-                ctx.info(f"{len(unused)} parameters get no gradient (e.g. {unused[0]}); DDP will look for unused parameters")
+                ctx.info(
+                    f"{len(unused)} parameters get no gradient (e.g. {unused[0]}); DDP will look for unused parameters"
+                )
             find_unused_parameters = bool(unused)
-        self.objective = ctx.distribute(ctx.compile(objective), find_unused_parameters=find_unused_parameters)
+        self.objective = ctx.distribute(
+            ctx.compile(objective), find_unused_parameters=find_unused_parameters
+        )
         self.scaler = ctx.grad_scaler()
         self.best_metric: float | None = None
         self.last_eval: dict[str, float] = {}
@@ -237,7 +297,11 @@ class TrainLoop:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "scheduler": {"name": "warmup_cosine", "total_steps": self.plan.total_steps, "next_step": step},
+            "scheduler": {
+                "name": "warmup_cosine",
+                "total_steps": self.plan.total_steps,
+                "next_step": step,
+            },
             "epoch": step // self.plan.steps_per_epoch,
             "rng": gather_rng_states(self.ctx.dist),
             "best_metric": self.best_metric,
@@ -248,7 +312,9 @@ class TrainLoop:
         }
 
     def _save(self, step: int, best: bool = False, pending_eval: bool = False) -> None:
-        payload = self._payload(step, pending_eval)  # every rank: the RNG gather is a collective
+        payload = self._payload(
+            step, pending_eval
+        )  # every rank: the RNG gather is a collective
         self.manager.save(payload, step=step, best=best)
 
     def _restore(self) -> int:
@@ -266,9 +332,13 @@ class TrainLoop:
         if len(states) == self.ctx.dist.world_size:
             restore_rng_state(states[self.ctx.dist.rank])
         else:
-            self.ctx.info(f"world size changed ({len(states)} -> {self.ctx.dist.world_size}): random streams restart")
+            self.ctx.info(
+                f"world size changed ({len(states)} -> {self.ctx.dist.world_size}): random streams restart"
+            )
             seed_everything(self.ctx.stage_seed + int(payload["step"]))
-        self.ctx.info(f"resumed from {self.manager.last_path} at step {payload['step']}")
+        self.ctx.info(
+            f"resumed from {self.manager.last_path} at step {payload['step']}"
+        )
         return int(payload["step"])
 
     # ------------------------------------------------------------------ the loop
@@ -292,7 +362,12 @@ class TrainLoop:
 
     def _evaluate_and_mark_best(self, step: int) -> None:
         """Evaluate outside an epoch-end save (end of a capped run, after a restart): link best.pt to last.pt."""
-        if self._run_evaluation(max(0, step - 1) // max(1, self.plan.steps_per_epoch), step) and self.ctx.is_main:
+        if (
+            self._run_evaluation(
+                max(0, step - 1) // max(1, self.plan.steps_per_epoch), step
+            )
+            and self.ctx.is_main
+        ):
             if self.manager.last_path.exists():
                 atomic_link(self.manager.last_path, self.manager.best_path)
         self.objective.train()
@@ -305,7 +380,13 @@ class TrainLoop:
         self.objective.train()
         self.transform.train()
         last_loss = float("nan")
-        window_loss, window_steps, window_time, window_wait, window_cpu = 0.0, 0, 0.0, 0.0, 0.0
+        window_loss, window_steps, window_time, window_wait, window_cpu = (
+            0.0,
+            0,
+            0.0,
+            0.0,
+            0.0,
+        )
         window_logs: dict[str, float] = {}
         total_time, total_wait = 0.0, 0.0
         if self.pending_eval:  # the evaluation a SIGTERM at an epoch end postponed
@@ -313,10 +394,19 @@ class TrainLoop:
         samples_per_step = plan.batch_size * plan.accum_steps * ctx.dist.world_size
         while step < plan.run_until:
             epoch = step // plan.steps_per_epoch
-            seen = (step - epoch * plan.steps_per_epoch) * plan.accum_steps * plan.batch_size
+            seen = (
+                (step - epoch * plan.steps_per_epoch)
+                * plan.accum_steps
+                * plan.batch_size
+            )
             loader = ctx.loader(
-                self.dataset, plan.batch_size, shuffle=True, epoch=epoch, start=seen,
-                drop_last=plan.drop_last, num_workers=settings.num_workers,
+                self.dataset,
+                plan.batch_size,
+                shuffle=True,
+                epoch=epoch,
+                start=seen,
+                drop_last=plan.drop_last,
+                num_workers=settings.num_workers,
             )
             batches = iter(loader)
             epoch_end = (epoch + 1) * plan.steps_per_epoch
@@ -324,7 +414,13 @@ class TrainLoop:
                 started, cpu_started = time.perf_counter(), time.process_time()
                 loss_value, logs, wait = self._optimizer_step(batches, step)
                 flags = all_reduce_sum(
-                    torch.tensor([0.0 if math.isfinite(loss_value) else 1.0, float(ctx.stop.requested), loss_value]),
+                    torch.tensor(
+                        [
+                            0.0 if math.isfinite(loss_value) else 1.0,
+                            float(ctx.stop.requested),
+                            loss_value,
+                        ]
+                    ),
                     ctx.dist,
                 )
                 if flags[0] > 0:
@@ -340,37 +436,81 @@ class TrainLoop:
                 window_steps += 1
                 window_time += elapsed
                 window_wait += wait
-                window_cpu += time.process_time() - cpu_started  # CPU seconds of this process, all threads
+                window_cpu += (
+                    time.process_time() - cpu_started
+                )  # CPU seconds of this process, all threads
                 total_time += elapsed
                 total_wait += wait
                 for key, value in logs.items():
                     window_logs[key] = window_logs.get(key, 0.0) + value
                 if self.on_step is not None:
                     self.on_step(step)
-                if step % settings.log_every == 0 or step == plan.run_until or step == start_step + 1:
+                if (
+                    step % settings.log_every == 0
+                    or step == plan.run_until
+                    or step == start_step + 1
+                ):
                     lr = self.lr_at(step - 1, plan)
-                    values = {"loss": window_loss / window_steps, **{k: v / window_steps for k, v in window_logs.items()}}
+                    values = {
+                        "loss": window_loss / window_steps,
+                        **{k: v / window_steps for k, v in window_logs.items()},
+                    }
                     rate = samples_per_step * window_steps / max(window_time, 1e-9)
                     eta = (plan.run_until - step) * window_time / window_steps
-                    ctx.metrics.log(ctx.section, step, {
-                        **values, "lr": lr, "samples_per_s": rate, "data_wait_share": window_wait / max(window_time, 1e-9),
-                        "cpu_s_per_step": window_cpu / window_steps,
-                    })
-                    ctx.metrics.progress(format_progress_line(
-                        ctx.section, step, plan.run_until, {**values, "lr": lr}, rate, eta, gpu_memory_gb(ctx.device)
-                    ))
-                    window_loss, window_steps, window_time, window_wait, window_cpu, window_logs = 0.0, 0, 0.0, 0.0, 0.0, {}
+                    ctx.metrics.log(
+                        ctx.section,
+                        step,
+                        {
+                            **values,
+                            "lr": lr,
+                            "samples_per_s": rate,
+                            "data_wait_share": window_wait / max(window_time, 1e-9),
+                            "cpu_s_per_step": window_cpu / window_steps,
+                        },
+                    )
+                    ctx.metrics.progress(
+                        format_progress_line(
+                            ctx.section,
+                            step,
+                            plan.run_until,
+                            {**values, "lr": lr},
+                            rate,
+                            eta,
+                            gpu_memory_gb(ctx.device),
+                        )
+                    )
+                    (
+                        window_loss,
+                        window_steps,
+                        window_time,
+                        window_wait,
+                        window_cpu,
+                        window_logs,
+                    ) = (0.0, 0, 0.0, 0.0, 0.0, {})
                 stopping = flags[1] > 0
                 best = False
                 if step == epoch_end and not stopping:
                     best = self._run_evaluation(epoch, step)
                     self.objective.train()
                     self.transform.train()
-                if stopping or step == epoch_end or step % settings.checkpoint_every == 0 or step == plan.run_until:
+                if (
+                    stopping
+                    or step == epoch_end
+                    or step % settings.checkpoint_every == 0
+                    or step == plan.run_until
+                ):
                     # Preemption leaves seconds: evaluate after the restart instead of now.
-                    self._save(step, best=best, pending_eval=stopping and step == epoch_end and self.evaluate is not None)
+                    self._save(
+                        step,
+                        best=best,
+                        pending_eval=stopping
+                        and step == epoch_end
+                        and self.evaluate is not None,
+                    )
                 if stopping:
-                    raise StopRequested(f"{ctx.section}: stopped by {ctx.stop.signal_name} at step {step}; checkpoint saved")
+                    raise StopRequested(
+                        f"{ctx.section}: stopped by {ctx.stop.signal_name} at step {step}; checkpoint saved"
+                    )
         if self.evaluate is not None and self.evaluated_at != step:
             self._evaluate_and_mark_best(step)
         return LoopResult(
@@ -384,7 +524,9 @@ class TrainLoop:
             resumed_from=start_step if start_step else None,
         )
 
-    def _optimizer_step(self, batches: Any, step: int) -> tuple[float, dict[str, float], float]:
+    def _optimizer_step(
+        self, batches: Any, step: int
+    ) -> tuple[float, dict[str, float], float]:
         """Accumulate ``accum_steps`` micro-batches and take one optimizer step.
 
         Returns the mean loss, the objective's mean logs, and the seconds spent waiting for data.
@@ -405,7 +547,11 @@ class TrainLoop:
                 features = self.transform(signals)
             last_micro = micro == plan.accum_steps - 1
             # Only the last micro-batch all-reduces gradients under DDP.
-            sync = contextlib.nullcontext() if last_micro or not hasattr(self.objective, "no_sync") else self.objective.no_sync()
+            sync = (
+                contextlib.nullcontext()
+                if last_micro or not hasattr(self.objective, "no_sync")
+                else self.objective.no_sync()
+            )
             with sync:
                 with ctx.autocast():
                     loss, logs = self.objective(features, labels)
@@ -422,5 +568,8 @@ class TrainLoop:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss_value, {k: float(v) / plan.accum_steps for k, v in log_sums.items()}, wait
-
+        return (
+            loss_value,
+            {k: float(v) / plan.accum_steps for k, v in log_sums.items()},
+            wait,
+        )

@@ -21,7 +21,13 @@ from components.losses import soft_target_cross_entropy
 from components.metrics import confusion_matrix
 from components.models.classifier import AudioMAEClassifier, param_groups_lrd
 from components.recipes.embed import CheckpointLoader
-from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule, check_ranges, scaled_learning_rate
+from components.recipes.engine import (
+    LoopSettings,
+    TrainLoop,
+    WarmupCosineSchedule,
+    check_ranges,
+    scaled_learning_rate,
+)
 from components.registry import recipe_registry
 from components.runtime import RunContext, dataset_folds, eval_loader, split_by_folds
 from components.transforms.augment import mixup, spec_augment
@@ -60,43 +66,67 @@ class FinetuneSettings:
 
 def validate_finetune_settings(ctx: RunContext, s: FinetuneSettings) -> None:
     """Out-of-range values are user errors naming the flag (not a NaN three hours later)."""
-    check_ranges(ctx, {
-        "base_lr": (s.base_lr, s.base_lr > 0), "lr": (s.lr, s.lr is None or s.lr > 0), "min_lr": (s.min_lr, s.min_lr >= 0),
-        "warmup_epochs": (s.warmup_epochs, s.warmup_epochs >= 0), "weight_decay": (s.weight_decay, s.weight_decay >= 0),
-        "layer_decay": (s.layer_decay, 0 < s.layer_decay <= 1),
-        "label_smoothing": (s.label_smoothing, 0 <= s.label_smoothing < 1), "mixup_alpha": (s.mixup_alpha, s.mixup_alpha >= 0),
-        "freq_mask": (s.freq_mask, s.freq_mask >= 0), "time_mask": (s.time_mask, s.time_mask >= 0),
-        "drop_path": (s.drop_path, 0 <= s.drop_path < 1), "head_dropout": (s.head_dropout, 0 <= s.head_dropout < 1),
-        "clip_grad": (s.clip_grad, s.clip_grad is None or s.clip_grad > 0),
-    })
+    check_ranges(
+        ctx,
+        {
+            "base_lr": (s.base_lr, s.base_lr > 0),
+            "lr": (s.lr, s.lr is None or s.lr > 0),
+            "min_lr": (s.min_lr, s.min_lr >= 0),
+            "warmup_epochs": (s.warmup_epochs, s.warmup_epochs >= 0),
+            "weight_decay": (s.weight_decay, s.weight_decay >= 0),
+            "layer_decay": (s.layer_decay, 0 < s.layer_decay <= 1),
+            "label_smoothing": (s.label_smoothing, 0 <= s.label_smoothing < 1),
+            "mixup_alpha": (s.mixup_alpha, s.mixup_alpha >= 0),
+            "freq_mask": (s.freq_mask, s.freq_mask >= 0),
+            "time_mask": (s.time_mask, s.time_mask >= 0),
+            "drop_path": (s.drop_path, 0 <= s.drop_path < 1),
+            "head_dropout": (s.head_dropout, 0 <= s.head_dropout < 1),
+            "clip_grad": (s.clip_grad, s.clip_grad is None or s.clip_grad > 0),
+        },
+    )
 
 
 class ClassificationObjective(nn.Module):
     """``forward(features, labels) -> (loss, logs)``: augment (train mode only), classify, soft CE."""
 
-    def __init__(self, classifier: nn.Module, num_classes: int, settings: FinetuneSettings) -> None:
+    def __init__(
+        self, classifier: nn.Module, num_classes: int, settings: FinetuneSettings
+    ) -> None:
         super().__init__()
         self.classifier = classifier
         self.num_classes = num_classes
         self.settings = settings
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, features: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s = self.settings
         targets: torch.Tensor = labels
         if self.training:
             if s.freq_mask > 0 or s.time_mask > 0:
-                features = spec_augment(features, freq_mask_param=s.freq_mask, time_mask_param=s.time_mask)
+                features = spec_augment(
+                    features, freq_mask_param=s.freq_mask, time_mask_param=s.time_mask
+                )
             if s.mixup_alpha > 0:
-                features, targets = mixup(features, labels, self.num_classes, alpha=s.mixup_alpha)
+                features, targets = mixup(
+                    features, labels, self.num_classes, alpha=s.mixup_alpha
+                )
         logits = self.classifier(features)
-        loss = soft_target_cross_entropy(logits, targets, label_smoothing=s.label_smoothing)
+        loss = soft_target_cross_entropy(
+            logits, targets, label_smoothing=s.label_smoothing
+        )
         accuracy = (logits.detach().argmax(dim=-1) == labels).float().mean()
         return loss, {"train_acc": accuracy}
 
 
 @torch.no_grad()
 def evaluate_classifier(
-    ctx: RunContext, classifier: nn.Module, transform: nn.Module, dataset: Any, num_classes: int, batch_size: int
+    ctx: RunContext,
+    classifier: nn.Module,
+    transform: nn.Module,
+    dataset: Any,
+    num_classes: int,
+    batch_size: int,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Accuracy, top-5 accuracy and mean loss over ``dataset`` (summed over ranks), and the confusion matrix."""
     classifier.eval()
@@ -110,12 +140,29 @@ def evaluate_classifier(
         with ctx.autocast():
             logits = classifier(features)
         logits, labels = logits.float().cpu(), labels.cpu()
-        loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
+        loss_sum += torch.nn.functional.cross_entropy(
+            logits, labels, reduction="sum"
+        ).double()
         k = min(5, num_classes)
-        top5 += (logits.topk(k, dim=-1).indices == labels[:, None]).any(dim=-1).double().sum()
+        top5 += (
+            (logits.topk(k, dim=-1).indices == labels[:, None])
+            .any(dim=-1)
+            .double()
+            .sum()
+        )
         matrix += confusion_matrix(logits.argmax(dim=-1), labels, num_classes)
-    totals = all_reduce_sum(torch.cat([matrix.flatten().double(), loss_sum.reshape(1), top5.reshape(1)]).to(ctx.device), ctx.dist).cpu()
-    matrix = totals[: num_classes * num_classes].round().long().reshape(num_classes, num_classes)
+    totals = all_reduce_sum(
+        torch.cat([matrix.flatten().double(), loss_sum.reshape(1), top5.reshape(1)]).to(
+            ctx.device
+        ),
+        ctx.dist,
+    ).cpu()
+    matrix = (
+        totals[: num_classes * num_classes]
+        .round()
+        .long()
+        .reshape(num_classes, num_classes)
+    )
     count = max(1, int(matrix.sum()))
     results = {
         "accuracy": float(matrix.diag().sum()) / count,
@@ -125,39 +172,62 @@ def evaluate_classifier(
     return results, matrix
 
 
-def resolve_split(ctx: RunContext, dataset: Any, train_folds: list[int] | None, eval_folds: list[int] | None) -> tuple[list[int], list[int]]:
+def resolve_split(
+    ctx: RunContext,
+    dataset: Any,
+    train_folds: list[int] | None,
+    eval_folds: list[int] | None,
+) -> tuple[list[int], list[int]]:
     """Default split: hold out the last fold, train on the others."""
     folds = dataset_folds(dataset)
     missing = sorted(set(train_folds or []) | set(eval_folds or []) - set(folds))
     if missing and ctx.smoke:
         # Synthetic smoke data has its own folds; the spec's split is for the real data.
-        ctx.info(f"smoke data has folds {folds}, not {missing}: using the default split")
+        ctx.info(
+            f"smoke data has folds {folds}, not {missing}: using the default split"
+        )
         train_folds = eval_folds = None
     elif missing:
-        raise UsageError(f"{ctx.section}: folds {missing} do not exist; the data set has folds {folds}")
+        raise UsageError(
+            f"{ctx.section}: folds {missing} do not exist; the data set has folds {folds}"
+        )
     if eval_folds is None:
         if len(folds) < 2:
-            raise UsageError(f"{ctx.section}: the data set has one fold ({folds}); set --{ctx.section}.eval_folds")
+            raise UsageError(
+                f"{ctx.section}: the data set has one fold ({folds}); set --{ctx.section}.eval_folds"
+            )
         eval_folds = [folds[-1]]
     if train_folds is None:
         train_folds = [f for f in folds if f not in set(eval_folds)]
     overlap = sorted(set(train_folds) & set(eval_folds))
     if overlap:
-        raise UsageError(f"{ctx.section}: folds {overlap} are in both train_folds and eval_folds")
+        raise UsageError(
+            f"{ctx.section}: folds {overlap} are in both train_folds and eval_folds"
+        )
     if not train_folds:
-        raise UsageError(f"{ctx.section}: no folds left to train on (eval_folds={eval_folds})")
+        raise UsageError(
+            f"{ctx.section}: no folds left to train on (eval_folds={eval_folds})"
+        )
     return list(train_folds), list(eval_folds)
 
 
-def build_classifier(ctx: RunContext, settings: FinetuneSettings, num_classes: int) -> tuple[nn.Module, str | None]:
+def build_classifier(
+    ctx: RunContext, settings: FinetuneSettings, num_classes: int
+) -> tuple[nn.Module, str | None]:
     """The classifier over a pre-trained encoder when one is available (else a fresh one)."""
     loader = CheckpointLoader(ctx)
-    path = loader.resolve(settings.checkpoint) if settings.pretrained or settings.checkpoint else None
+    path = (
+        loader.resolve(settings.checkpoint)
+        if settings.pretrained or settings.checkpoint
+        else None
+    )
     if path is not None:
         model = loader.load(path, drop_path_rate=settings.drop_path)
     else:
         if settings.pretrained:
-            ctx.info("no pre-trained encoder (no mae_pretrain step ran, no checkpoint given): training from scratch")
+            ctx.info(
+                "no pre-trained encoder (no mae_pretrain step ran, no checkpoint given): training from scratch"
+            )
         model = ctx.build_model(drop_path_rate=settings.drop_path)
     classifier = AudioMAEClassifier(
         model,
@@ -172,7 +242,11 @@ def build_classifier(ctx: RunContext, settings: FinetuneSettings, num_classes: i
 
 
 def train_classifier(
-    ctx: RunContext, settings: FinetuneSettings, train_set: Any, eval_set: Any, subdir: str | None = None
+    ctx: RunContext,
+    settings: FinetuneSettings,
+    train_set: Any,
+    eval_set: Any,
+    subdir: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune on ``train_set``, evaluating on ``eval_set`` after every epoch; returns a summary."""
     validate_finetune_settings(ctx, settings)
@@ -181,29 +255,50 @@ def train_classifier(
     transform = ctx.build_transform()
     ctx.check_fit(classifier.encoder, transform)
     objective = ClassificationObjective(classifier, num_classes, settings)
-    effective_batch = min(settings.batch_size, len(train_set)) * settings.accum_steps * ctx.dist.world_size
+    effective_batch = (
+        min(settings.batch_size, len(train_set))
+        * settings.accum_steps
+        * ctx.dist.world_size
+    )
     peak_lr = scaled_learning_rate(settings.lr, settings.base_lr, effective_batch)
-    groups = param_groups_lrd(classifier, weight_decay=settings.weight_decay, layer_decay=settings.layer_decay)
+    groups = param_groups_lrd(
+        classifier, weight_decay=settings.weight_decay, layer_decay=settings.layer_decay
+    )
     for group in groups:
-        group.pop("param_names", None)  # names are for humans; the optimizer's state needs none
+        group.pop(
+            "param_names", None
+        )  # names are for humans; the optimizer's state needs none
     optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=(0.9, 0.999))
     manager = ctx.checkpoints(subdir, keep_last=settings.keep_last)
     last_matrix: dict[str, torch.Tensor] = {}
 
     def evaluate(epoch: int) -> dict[str, float]:
-        results, matrix = evaluate_classifier(ctx, classifier, transform, eval_set, num_classes, settings.batch_size)
+        results, matrix = evaluate_classifier(
+            ctx, classifier, transform, eval_set, num_classes, settings.batch_size
+        )
         last_matrix["matrix"] = matrix
         return results
 
     loop = TrainLoop(
-        ctx, model=classifier, objective=objective, transform=transform, optimizer=optimizer, dataset=train_set,
+        ctx,
+        model=classifier,
+        objective=objective,
+        transform=transform,
+        optimizer=optimizer,
+        dataset=train_set,
         settings=LoopSettings(
-            epochs=settings.epochs, batch_size=settings.batch_size, accum_steps=settings.accum_steps,
-            clip_grad=settings.clip_grad, checkpoint_every=settings.checkpoint_every, log_every=settings.log_every,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            accum_steps=settings.accum_steps,
+            clip_grad=settings.clip_grad,
+            checkpoint_every=settings.checkpoint_every,
+            log_every=settings.log_every,
             num_workers=settings.num_workers,
         ),
         lr_at=WarmupCosineSchedule(peak_lr, settings.min_lr, settings.warmup_epochs),
-        manager=manager, evaluate=evaluate, best_key="accuracy",
+        manager=manager,
+        evaluate=evaluate,
+        best_key="accuracy",
     )
     where = "" if subdir is None else f"{subdir}: "
     ctx.info(
@@ -223,13 +318,17 @@ def train_classifier(
         "best_accuracy": result.best_metric,
         "steps": result.step,
         "total_steps": result.total_steps,
-        "final_train_loss": result.last_loss if math.isfinite(result.last_loss) else None,
+        "final_train_loss": (
+            result.last_loss if math.isfinite(result.last_loss) else None
+        ),
         "encoder": source,
         "last_checkpoint": str(manager.last_path),
         "best_checkpoint": str(manager.best_path),
         "steps_per_s": round(result.steps_per_s, 4),
         "data_wait_share": round(result.data_wait_share, 4),
-        "confusion_matrix": last_matrix["matrix"].tolist() if "matrix" in last_matrix else None,
+        "confusion_matrix": (
+            last_matrix["matrix"].tolist() if "matrix" in last_matrix else None
+        ),
     }
 
 
@@ -273,17 +372,45 @@ def finetune(
     SpecAugment widths in bins/frames (0 = off), ``mixup_alpha`` 0 = off.
     """
     settings = FinetuneSettings(
-        epochs=epochs, batch_size=batch_size, accum_steps=accum_steps, base_lr=base_lr, lr=lr, min_lr=min_lr,
-        warmup_epochs=warmup_epochs, weight_decay=weight_decay, layer_decay=layer_decay,
-        label_smoothing=label_smoothing, mixup_alpha=mixup_alpha, freq_mask=freq_mask, time_mask=time_mask,
-        mask_t_prob=mask_t_prob, mask_f_prob=mask_f_prob, drop_path=drop_path, head_dropout=head_dropout,
-        clip_grad=clip_grad, pooling=pooling, pretrained=pretrained, checkpoint=checkpoint,
-        num_workers=num_workers, checkpoint_every=checkpoint_every, keep_last=keep_last, log_every=log_every,
+        epochs=epochs,
+        batch_size=batch_size,
+        accum_steps=accum_steps,
+        base_lr=base_lr,
+        lr=lr,
+        min_lr=min_lr,
+        warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay,
+        layer_decay=layer_decay,
+        label_smoothing=label_smoothing,
+        mixup_alpha=mixup_alpha,
+        freq_mask=freq_mask,
+        time_mask=time_mask,
+        mask_t_prob=mask_t_prob,
+        mask_f_prob=mask_f_prob,
+        drop_path=drop_path,
+        head_dropout=head_dropout,
+        clip_grad=clip_grad,
+        pooling=pooling,
+        pretrained=pretrained,
+        checkpoint=checkpoint,
+        num_workers=num_workers,
+        checkpoint_every=checkpoint_every,
+        keep_last=keep_last,
+        log_every=log_every,
     )
     dataset = ctx.dataset()
     train_folds, eval_folds = resolve_split(ctx, dataset, train_folds, eval_folds)
-    summary = train_classifier(ctx, settings, split_by_folds(dataset, train_folds), split_by_folds(dataset, eval_folds))
+    summary = train_classifier(
+        ctx,
+        settings,
+        split_by_folds(dataset, train_folds),
+        split_by_folds(dataset, eval_folds),
+    )
     summary.update(train_folds=train_folds, eval_folds=eval_folds)
     # Decided from the results, not the file system: every rank must agree.
-    ctx.state["classifier_checkpoint"] = summary["best_checkpoint"] if summary["best_accuracy"] is not None else summary["last_checkpoint"]
+    ctx.state["classifier_checkpoint"] = (
+        summary["best_checkpoint"]
+        if summary["best_accuracy"] is not None
+        else summary["last_checkpoint"]
+    )
     return summary

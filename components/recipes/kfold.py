@@ -15,7 +15,13 @@ from components.flags import UsageError
 from components.metrics import write_json_atomic
 from components.recipes.finetune import FinetuneSettings, train_classifier
 from components.registry import recipe_registry
-from components.runtime import RunContext, dataset_folds, derive_seed, seed_everything, split_by_folds
+from components.runtime import (
+    RunContext,
+    dataset_folds,
+    derive_seed,
+    seed_everything,
+    split_by_folds,
+)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -64,48 +70,87 @@ def kfold(
     The other parameters are ``finetune``'s. Returns per-fold accuracies and their mean ± std.
     """
     settings = FinetuneSettings(
-        epochs=epochs, batch_size=batch_size, accum_steps=accum_steps, base_lr=base_lr, lr=lr, min_lr=min_lr,
-        warmup_epochs=warmup_epochs, weight_decay=weight_decay, layer_decay=layer_decay,
-        label_smoothing=label_smoothing, mixup_alpha=mixup_alpha, freq_mask=freq_mask, time_mask=time_mask,
-        mask_t_prob=mask_t_prob, mask_f_prob=mask_f_prob, drop_path=drop_path, head_dropout=head_dropout,
-        clip_grad=clip_grad, pooling=pooling, pretrained=pretrained, checkpoint=checkpoint,
-        num_workers=num_workers, checkpoint_every=checkpoint_every, keep_last=keep_last, log_every=log_every,
+        epochs=epochs,
+        batch_size=batch_size,
+        accum_steps=accum_steps,
+        base_lr=base_lr,
+        lr=lr,
+        min_lr=min_lr,
+        warmup_epochs=warmup_epochs,
+        weight_decay=weight_decay,
+        layer_decay=layer_decay,
+        label_smoothing=label_smoothing,
+        mixup_alpha=mixup_alpha,
+        freq_mask=freq_mask,
+        time_mask=time_mask,
+        mask_t_prob=mask_t_prob,
+        mask_f_prob=mask_f_prob,
+        drop_path=drop_path,
+        head_dropout=head_dropout,
+        clip_grad=clip_grad,
+        pooling=pooling,
+        pretrained=pretrained,
+        checkpoint=checkpoint,
+        num_workers=num_workers,
+        checkpoint_every=checkpoint_every,
+        keep_last=keep_last,
+        log_every=log_every,
     )
     dataset = ctx.dataset()
     available = dataset_folds(dataset)
     chosen = list(folds) if folds is not None else available
     unknown = sorted(set(chosen) - set(available))
     if unknown and not ctx.smoke:
-        raise UsageError(f"--{ctx.section}.folds: folds {unknown} do not exist; the data set has folds {available}")
-    chosen = [f for f in chosen if f in available] or available  # smoke data has its own folds
+        raise UsageError(
+            f"--{ctx.section}.folds: folds {unknown} do not exist; the data set has folds {available}"
+        )
+    chosen = [
+        f for f in chosen if f in available
+    ] or available  # smoke data has its own folds
     if max_folds is not None:
         if max_folds < 1:
             raise UsageError(f"--{ctx.section}.max_folds must be >= 1, got {max_folds}")
         chosen = chosen[:max_folds]
     if len(available) < 2:
-        raise UsageError(f"{ctx.section}: cross-validation needs at least 2 folds, the data set has {available}")
+        raise UsageError(
+            f"{ctx.section}: cross-validation needs at least 2 folds, the data set has {available}"
+        )
     per_fold: dict[str, dict[str, Any]] = {}
     for held_out in chosen:
         result_path = ctx.stage_dir / f"fold_{held_out}" / "result.json"
         if ctx.resume and result_path.is_file():
-            per_fold[str(held_out)] = json.loads(result_path.read_text(encoding="utf-8"))
-            ctx.info(f"fold {held_out} already done: accuracy {per_fold[str(held_out)]['accuracy']:.4f}")
+            per_fold[str(held_out)] = json.loads(
+                result_path.read_text(encoding="utf-8")
+            )
+            ctx.info(
+                f"fold {held_out} already done: accuracy {per_fold[str(held_out)]['accuracy']:.4f}"
+            )
             continue
-        seed_everything(derive_seed(ctx.options.seed + 7919 * held_out, ctx.dist.rank, ctx.stage_index))
+        seed_everything(
+            derive_seed(
+                ctx.options.seed + 7919 * held_out, ctx.dist.rank, ctx.stage_index
+            )
+        )
         train_set = split_by_folds(dataset, [f for f in available if f != held_out])
         eval_set = split_by_folds(dataset, [held_out])
-        result = train_classifier(ctx, settings, train_set, eval_set, subdir=f"fold_{held_out}")
+        result = train_classifier(
+            ctx, settings, train_set, eval_set, subdir=f"fold_{held_out}"
+        )
         result.pop("confusion_matrix", None)
         per_fold[str(held_out)] = result
         if ctx.is_main:
             write_json_atomic(result, result_path)
-    accuracies = [r["accuracy"] for r in per_fold.values() if r.get("accuracy") is not None]
+    accuracies = [
+        r["accuracy"] for r in per_fold.values() if r.get("accuracy") is not None
+    ]
     mean, std = mean_std(accuracies)
     ctx.info(f"{len(accuracies)}-fold accuracy {mean:.4f} ± {std:.4f}")
     return {
         "folds": [int(f) for f in per_fold],
         "accuracy_per_fold": {f: r.get("accuracy") for f, r in per_fold.items()},
-        "best_accuracy_per_fold": {f: r.get("best_accuracy") for f, r in per_fold.items()},
+        "best_accuracy_per_fold": {
+            f: r.get("best_accuracy") for f, r in per_fold.items()
+        },
         "accuracy_mean": mean,
         "accuracy_std": std,
         "per_fold": per_fold,

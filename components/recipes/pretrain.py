@@ -50,24 +50,41 @@ class MAEObjective(nn.Module):
         super().__init__()
         self.model = model
         self.mask_ratio = model.mask_ratio if mask_ratio is None else float(mask_ratio)
-        self.norm_pix_loss = model.norm_pix_loss if norm_pix_loss is None else bool(norm_pix_loss)
-        self.infonce_weight, self.infonce_temperature = infonce_weight, infonce_temperature
+        self.norm_pix_loss = (
+            model.norm_pix_loss if norm_pix_loss is None else bool(norm_pix_loss)
+        )
+        self.infonce_weight, self.infonce_temperature = (
+            infonce_weight,
+            infonce_temperature,
+        )
         self.uniformity_weight, self.uniformity_t = uniformity_weight, uniformity_t
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, features: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model = self.model
-        plain = self.infonce_weight == 0 and self.uniformity_weight == 0 and self.norm_pix_loss == model.norm_pix_loss
+        plain = (
+            self.infonce_weight == 0
+            and self.uniformity_weight == 0
+            and self.norm_pix_loss == model.norm_pix_loss
+        )
         if plain:
             loss, _, _ = model(features, mask_ratio=self.mask_ratio)
             return loss, {}
         latent, mask, ids_restore = model.forward_encoder(features, self.mask_ratio)
         pred = model.forward_decoder(latent, ids_restore)
-        recon = masked_reconstruction_loss(pred, model.patchify(features), mask, norm_pix=self.norm_pix_loss)
+        recon = masked_reconstruction_loss(
+            pred, model.patchify(features), mask, norm_pix=self.norm_pix_loss
+        )
         loss, logs = recon, {"recon": recon.detach()}
         pooled = latent[:, 1:].float().mean(dim=1)  # visible patch tokens, CLS excluded
         if self.infonce_weight > 0:
             second, _, _ = model.forward_encoder(features, self.mask_ratio)
-            nce = info_nce_loss(pooled, second[:, 1:].float().mean(dim=1), temperature=self.infonce_temperature)
+            nce = info_nce_loss(
+                pooled,
+                second[:, 1:].float().mean(dim=1),
+                temperature=self.infonce_temperature,
+            )
             loss = loss + self.infonce_weight * nce
             logs["infonce"] = nce.detach()
         if self.uniformity_weight > 0:
@@ -78,7 +95,15 @@ class MAEObjective(nn.Module):
 
 
 @torch.no_grad()
-def plot_reconstruction(ctx: RunContext, model: nn.Module, transform: nn.Module, dataset: Any, name: str, mask_ratio: float, norm_pix: bool) -> None:
+def plot_reconstruction(
+    ctx: RunContext,
+    model: nn.Module,
+    transform: nn.Module,
+    dataset: Any,
+    name: str,
+    mask_ratio: float,
+    norm_pix: bool,
+) -> None:
     """Masked input / reconstruction / target of the data set's first item, as a PNG."""
     if not ctx.is_main or ctx.plots.pyplot() is None:
         return
@@ -91,8 +116,12 @@ def plot_reconstruction(ctx: RunContext, model: nn.Module, transform: nn.Module,
     generator = torch.Generator(device=ctx.device).manual_seed(0)
     _, pred, mask = model(features, mask_ratio=mask_ratio, generator=generator)
     target = model.patchify(features)
-    if norm_pix:  # the model predicts normalised patches: undo with the target's statistics
-        pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6).sqrt() + target.mean(dim=-1, keepdim=True)
+    if (
+        norm_pix
+    ):  # the model predicts normalised patches: undo with the target's statistics
+        pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6).sqrt() + target.mean(
+            dim=-1, keepdim=True
+        )
     masked = target * (1 - mask.unsqueeze(-1))
     images = [model.unpatchify(t)[0, 0] for t in (masked, pred.float(), target)]
     ctx.plots.reconstruction(*images, name=name)
@@ -135,15 +164,24 @@ def mae_pretrain(
     to every fold (labels are not used). ``plot_every`` (steps, 0 = only at the end) draws
     masked input, reconstruction and target when matplotlib is installed.
     """
-    check_ranges(ctx, {
-        "base_lr": (base_lr, base_lr > 0), "lr": (lr, lr is None or lr > 0), "min_lr": (min_lr, min_lr >= 0),
-        "warmup_epochs": (warmup_epochs, warmup_epochs >= 0), "weight_decay": (weight_decay, weight_decay >= 0),
-        "beta1": (beta1, 0 <= beta1 < 1), "beta2": (beta2, 0 <= beta2 < 1),
-        "clip_grad": (clip_grad, clip_grad is None or clip_grad > 0),
-        "mask_ratio": (mask_ratio, mask_ratio is None or 0 <= mask_ratio < 1),
-        "infonce_weight": (infonce_weight, infonce_weight >= 0), "uniformity_weight": (uniformity_weight, uniformity_weight >= 0),
-        "infonce_temperature": (infonce_temperature, infonce_temperature > 0), "plot_every": (plot_every, plot_every >= 0),
-    })
+    check_ranges(
+        ctx,
+        {
+            "base_lr": (base_lr, base_lr > 0),
+            "lr": (lr, lr is None or lr > 0),
+            "min_lr": (min_lr, min_lr >= 0),
+            "warmup_epochs": (warmup_epochs, warmup_epochs >= 0),
+            "weight_decay": (weight_decay, weight_decay >= 0),
+            "beta1": (beta1, 0 <= beta1 < 1),
+            "beta2": (beta2, 0 <= beta2 < 1),
+            "clip_grad": (clip_grad, clip_grad is None or clip_grad > 0),
+            "mask_ratio": (mask_ratio, mask_ratio is None or 0 <= mask_ratio < 1),
+            "infonce_weight": (infonce_weight, infonce_weight >= 0),
+            "uniformity_weight": (uniformity_weight, uniformity_weight >= 0),
+            "infonce_temperature": (infonce_temperature, infonce_temperature > 0),
+            "plot_every": (plot_every, plot_every >= 0),
+        },
+    )
     dataset = ctx.dataset()
     if train_folds is not None:
         dataset = split_by_folds(dataset, train_folds)
@@ -160,30 +198,63 @@ def mae_pretrain(
         uniformity_t=uniformity_t,
     )
     if infonce_weight > 0 and batch_size < 2:
-        raise UsageError(f"--{ctx.section}.infonce_weight needs batch_size >= 2 (negatives come from the batch)")
+        raise UsageError(
+            f"--{ctx.section}.infonce_weight needs batch_size >= 2 (negatives come from the batch)"
+        )
     settings = LoopSettings(
-        epochs=epochs, batch_size=batch_size, accum_steps=accum_steps, clip_grad=clip_grad,
-        checkpoint_every=checkpoint_every, log_every=log_every, num_workers=num_workers,
+        epochs=epochs,
+        batch_size=batch_size,
+        accum_steps=accum_steps,
+        clip_grad=clip_grad,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        num_workers=num_workers,
     )
     effective_batch = min(batch_size, len(dataset)) * accum_steps * ctx.dist.world_size
     peak_lr = scaled_learning_rate(lr, base_lr, effective_batch)
-    optimizer = torch.optim.AdamW(param_groups_weight_decay(model, weight_decay), lr=peak_lr, betas=(beta1, beta2))
+    optimizer = torch.optim.AdamW(
+        param_groups_weight_decay(model, weight_decay), lr=peak_lr, betas=(beta1, beta2)
+    )
     manager = ctx.checkpoints(keep_last=keep_last)
+
     def on_step(step: int) -> None:
         if plot_every > 0 and step % plot_every == 0:
-            plot_reconstruction(ctx, model, transform, dataset, f"{ctx.section}_reconstruction_{step:07d}.png",
-                                objective.mask_ratio, objective.norm_pix_loss)
+            plot_reconstruction(
+                ctx,
+                model,
+                transform,
+                dataset,
+                f"{ctx.section}_reconstruction_{step:07d}.png",
+                objective.mask_ratio,
+                objective.norm_pix_loss,
+            )
 
     loop = TrainLoop(
-        ctx, model=model, objective=objective, transform=transform, optimizer=optimizer, dataset=dataset,
-        settings=settings, lr_at=WarmupCosineSchedule(peak_lr, min_lr, warmup_epochs), manager=manager, on_step=on_step,
+        ctx,
+        model=model,
+        objective=objective,
+        transform=transform,
+        optimizer=optimizer,
+        dataset=dataset,
+        settings=settings,
+        lr_at=WarmupCosineSchedule(peak_lr, min_lr, warmup_epochs),
+        manager=manager,
+        on_step=on_step,
     )
     ctx.info(
         f"{len(dataset)} items, {loop.plan.steps_per_epoch} steps/epoch, {loop.plan.run_until} of {loop.plan.total_steps} steps, "
         f"effective batch {effective_batch}, peak lr {peak_lr:.3g}"
     )
     result = loop.run()
-    plot_reconstruction(ctx, model, transform, dataset, f"{ctx.section}_reconstruction.png", objective.mask_ratio, objective.norm_pix_loss)
+    plot_reconstruction(
+        ctx,
+        model,
+        transform,
+        dataset,
+        f"{ctx.section}_reconstruction.png",
+        objective.mask_ratio,
+        objective.norm_pix_loss,
+    )
     if ctx.is_main:
         ctx.plots.loss_curves(ctx.metrics.jsonl_path, ctx.section)
     ctx.state["encoder_checkpoint"] = str(manager.last_path)

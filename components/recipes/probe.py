@@ -30,7 +30,14 @@ def fold_mask(folds: torch.Tensor, chosen: list[int]) -> torch.Tensor:
 
 
 def knn_predict(
-    train_x: torch.Tensor, train_y: torch.Tensor, query_x: torch.Tensor, num_classes: int, *, k: int = 20, temperature: float = 0.07, chunk: int = 1024
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    query_x: torch.Tensor,
+    num_classes: int,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
 ) -> torch.Tensor:
     """Class scores ``[Q, K]`` of a cosine k-NN vote weighted by ``exp(sim / temperature)``."""
     if k < 1:
@@ -58,13 +65,23 @@ def _split_embeddings(
     return x[train], y[train], x[held_out], y[held_out]
 
 
-def _report(ctx: RunContext, scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+def _report(
+    ctx: RunContext, scores: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> dict[str, Any]:
     predictions = scores.argmax(dim=-1)
     matrix = confusion_matrix(predictions, labels, num_classes)
     if ctx.is_main:
-        ctx.plots.confusion(matrix, list(ctx.dataset().class_names), f"{ctx.section}_confusion.png")
-    return {"accuracy": float((predictions == labels).float().mean()) if labels.numel() else float("nan"),
-            "confusion_matrix": matrix.tolist()}
+        ctx.plots.confusion(
+            matrix, list(ctx.dataset().class_names), f"{ctx.section}_confusion.png"
+        )
+    return {
+        "accuracy": (
+            float((predictions == labels).float().mean())
+            if labels.numel()
+            else float("nan")
+        ),
+        "confusion_matrix": matrix.tolist(),
+    }
 
 
 @recipe_registry.register("knn", version="1.0")
@@ -83,17 +100,39 @@ def knn(
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """Weighted k-NN accuracy of frozen embeddings (evaluation folds default to the last fold)."""
-    check_ranges(ctx, {"k": (k, k >= 1), "temperature": (temperature, temperature > 0), "batch_size": (batch_size, batch_size >= 1)})
+    check_ranges(
+        ctx,
+        {
+            "k": (k, k >= 1),
+            "temperature": (temperature, temperature > 0),
+            "batch_size": (batch_size, batch_size >= 1),
+        },
+    )
     train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
     payload, hit = compute_or_load_embeddings(
-        ctx, checkpoint=checkpoint, pooling=pooling, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir
+        ctx,
+        checkpoint=checkpoint,
+        pooling=pooling,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        cache_dir=cache_dir,
     )
-    train_x, train_y, eval_x, eval_y = _split_embeddings(payload, train_folds, eval_folds)
+    train_x, train_y, eval_x, eval_y = _split_embeddings(
+        payload, train_folds, eval_folds
+    )
     num_classes = len(payload["class_names"])
-    scores = knn_predict(train_x, train_y, eval_x, num_classes, k=k, temperature=temperature)
+    scores = knn_predict(
+        train_x, train_y, eval_x, num_classes, k=k, temperature=temperature
+    )
     summary = _report(ctx, scores, eval_y, num_classes)
     ctx.info(f"{k}-NN accuracy {summary['accuracy']:.4f} on folds {eval_folds}")
-    return {**summary, "k": k, "train_folds": train_folds, "eval_folds": eval_folds, "cache_hit": hit}
+    return {
+        **summary,
+        "k": k,
+        "train_folds": train_folds,
+        "eval_folds": eval_folds,
+        "cache_hit": hit,
+    }
 
 
 class LinearProbe(nn.Module):
@@ -133,22 +172,40 @@ def linear_probe(
 
     Runs identically on every rank (it is cheap), so all ranks agree; ``--steps`` caps it too.
     """
-    check_ranges(ctx, {
-        "epochs": (epochs, epochs >= 1), "batch_size": (batch_size, batch_size >= 1), "lr": (lr, lr > 0),
-        "weight_decay": (weight_decay, weight_decay >= 0), "warmup_epochs": (warmup_epochs, warmup_epochs >= 0),
-        "label_smoothing": (label_smoothing, 0 <= label_smoothing < 1), "embed_batch_size": (embed_batch_size, embed_batch_size >= 1),
-    })
+    check_ranges(
+        ctx,
+        {
+            "epochs": (epochs, epochs >= 1),
+            "batch_size": (batch_size, batch_size >= 1),
+            "lr": (lr, lr > 0),
+            "weight_decay": (weight_decay, weight_decay >= 0),
+            "warmup_epochs": (warmup_epochs, warmup_epochs >= 0),
+            "label_smoothing": (label_smoothing, 0 <= label_smoothing < 1),
+            "embed_batch_size": (embed_batch_size, embed_batch_size >= 1),
+        },
+    )
     train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
     payload, hit = compute_or_load_embeddings(
-        ctx, checkpoint=checkpoint, pooling=pooling, batch_size=embed_batch_size, num_workers=num_workers, cache_dir=cache_dir
+        ctx,
+        checkpoint=checkpoint,
+        pooling=pooling,
+        batch_size=embed_batch_size,
+        num_workers=num_workers,
+        cache_dir=cache_dir,
     )
-    train_x, train_y, eval_x, eval_y = _split_embeddings(payload, train_folds, eval_folds)
+    train_x, train_y, eval_x, eval_y = _split_embeddings(
+        payload, train_folds, eval_folds
+    )
     num_classes = len(payload["class_names"])
     if train_x.shape[0] < 2:
-        raise UsageError(f"{ctx.section}: needs at least 2 training items, got {train_x.shape[0]}")
+        raise UsageError(
+            f"{ctx.section}: needs at least 2 training items, got {train_x.shape[0]}"
+        )
     generator = torch.Generator().manual_seed(ctx.stage_seed)
     probe = LinearProbe(train_x.shape[1], num_classes)
-    optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(
+        probe.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
+    )
     batch = min(batch_size, train_x.shape[0])
     steps_per_epoch = max(1, train_x.shape[0] // batch)
     total = epochs * steps_per_epoch
@@ -163,8 +220,12 @@ def linear_probe(
                 break
             index = order[start : start + batch]
             for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine_lr(step, base_lr=lr, min_lr=0.0, warmup_steps=warmup, total_steps=total)
-            loss = soft_target_cross_entropy(probe(train_x[index]), train_y[index], label_smoothing=label_smoothing)
+                group["lr"] = warmup_cosine_lr(
+                    step, base_lr=lr, min_lr=0.0, warmup_steps=warmup, total_steps=total
+                )
+            loss = soft_target_cross_entropy(
+                probe(train_x[index]), train_y[index], label_smoothing=label_smoothing
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -174,6 +235,20 @@ def linear_probe(
     with torch.no_grad():
         scores = probe(eval_x) if eval_x.shape[0] else torch.zeros(0, num_classes)
     summary = _report(ctx, scores, eval_y, num_classes)
-    ctx.metrics.log(ctx.section, step, {"loss": loss_value, "accuracy": summary["accuracy"]}, kind="eval")
-    ctx.info(f"linear probe accuracy {summary['accuracy']:.4f} on folds {eval_folds} after {step} step{'' if step == 1 else 's'}")
-    return {**summary, "steps": step, "final_loss": loss_value, "train_folds": train_folds, "eval_folds": eval_folds, "cache_hit": hit}
+    ctx.metrics.log(
+        ctx.section,
+        step,
+        {"loss": loss_value, "accuracy": summary["accuracy"]},
+        kind="eval",
+    )
+    ctx.info(
+        f"linear probe accuracy {summary['accuracy']:.4f} on folds {eval_folds} after {step} step{'' if step == 1 else 's'}"
+    )
+    return {
+        **summary,
+        "steps": step,
+        "final_loss": loss_value,
+        "train_folds": train_folds,
+        "eval_folds": eval_folds,
+        "cache_hit": hit,
+    }

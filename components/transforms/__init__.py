@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from components.transforms.augment import SpecAugment, mixup, random_gain, random_roll, spec_augment
+from components.transforms.augment import (
+    SpecAugment,
+    mixup,
+    random_gain,
+    random_roll,
+    spec_augment,
+)
 from components.transforms.base import SignalTransform
 from components.transforms.kaldi import KaldiFbank, kaldi_fbank_features
 from components.transforms.resample import Resample, resample

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 
-def _uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _uniform(
+    shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
     device = generator.device if generator is not None else like.device
     return torch.rand(shape, generator=generator, device=device).to(like.device)
 
@@ -33,17 +35,28 @@ def spec_augment(
     (AudioMAE's fine-tuning uses widths 48/192 of 128/1024). Returns a new tensor.
     """
     if features.dim() != 4:
-        raise ValueError(f"spec_augment expects [B, C, T, F] features, got shape {tuple(features.shape)}")
+        raise ValueError(
+            f"spec_augment expects [B, C, T, F] features, got shape {tuple(features.shape)}"
+        )
     batch, _, frames, bins = features.shape
     keep = torch.ones(batch, frames, bins, dtype=torch.bool, device=features.device)
-    for axis, size, param, count in ((2, bins, freq_mask_param, num_freq_masks), (1, frames, time_mask_param, num_time_masks)):
+    for axis, size, param, count in (
+        (2, bins, freq_mask_param, num_freq_masks),
+        (1, frames, time_mask_param, num_time_masks),
+    ):
         if param <= 0 or count <= 0:
             continue
         position = torch.arange(size, device=features.device)
         for _ in range(count):
-            width = (_uniform((batch,), features, generator) * (min(param, size) + 1)).floor()
-            start = (_uniform((batch,), features, generator) * (size - width + 1)).floor()
-            inside = (position[None] >= start[:, None]) & (position[None] < (start + width)[:, None])  # [B, size]
+            width = (
+                _uniform((batch,), features, generator) * (min(param, size) + 1)
+            ).floor()
+            start = (
+                _uniform((batch,), features, generator) * (size - width + 1)
+            ).floor()
+            inside = (position[None] >= start[:, None]) & (
+                position[None] < (start + width)[:, None]
+            )  # [B, size]
             keep &= ~(inside[:, None, :] if axis == 2 else inside[:, :, None])
     return torch.where(keep[:, None], features, torch.full_like(features, mask_value))
 
@@ -51,7 +64,13 @@ def spec_augment(
 class SpecAugment(nn.Module):
     """``spec_augment`` as a module that is active only in ``train()`` mode."""
 
-    def __init__(self, freq_mask_param: int = 24, time_mask_param: int = 96, num_freq_masks: int = 1, num_time_masks: int = 1) -> None:
+    def __init__(
+        self,
+        freq_mask_param: int = 24,
+        time_mask_param: int = 96,
+        num_freq_masks: int = 1,
+        num_time_masks: int = 1,
+    ) -> None:
         super().__init__()
         self.freq_mask_param = freq_mask_param
         self.time_mask_param = time_mask_param
@@ -61,7 +80,13 @@ class SpecAugment(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return features
-        return spec_augment(features, self.freq_mask_param, self.time_mask_param, self.num_freq_masks, self.num_time_masks)
+        return spec_augment(
+            features,
+            self.freq_mask_param,
+            self.time_mask_param,
+            self.num_freq_masks,
+            self.num_time_masks,
+        )
 
 
 def mixup(
@@ -78,19 +103,27 @@ def mixup(
     soft-target cross-entropy. ``alpha <= 0`` returns the inputs with one-hot targets.
     """
     if labels.dim() == 1:
-        targets = torch.nn.functional.one_hot(labels.long(), num_classes).to(inputs.dtype if inputs.is_floating_point() else torch.float32)
+        targets = torch.nn.functional.one_hot(labels.long(), num_classes).to(
+            inputs.dtype if inputs.is_floating_point() else torch.float32
+        )
     else:
         targets = labels.to(torch.float32)
     if alpha <= 0:
         return inputs, targets
     batch = inputs.shape[0]
     perm_device = generator.device if generator is not None else inputs.device
-    partner = torch.randperm(batch, generator=generator, device=perm_device).to(inputs.device)
+    partner = torch.randperm(batch, generator=generator, device=perm_device).to(
+        inputs.device
+    )
     # Beta draws through Python's RNG seeded from the torch generator: torch's Beta sampler
     # takes no generator, and B draws per step cost microseconds
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=perm_device).item())
+    seed = int(
+        torch.randint(0, 2**62, (1,), generator=generator, device=perm_device).item()
+    )
     rng = random.Random(seed)
-    lam = torch.tensor([rng.betavariate(alpha, alpha) for _ in range(batch)], device=inputs.device)
+    lam = torch.tensor(
+        [rng.betavariate(alpha, alpha) for _ in range(batch)], device=inputs.device
+    )
     lam_x = lam.view(batch, *([1] * (inputs.dim() - 1))).to(inputs.dtype)
     mixed = lam_x * inputs + (1 - lam_x) * inputs[partner]
     lam_y = lam.view(batch, 1).to(targets.dtype)
@@ -98,11 +131,16 @@ def mixup(
 
 
 def random_gain(
-    waveforms: torch.Tensor, min_db: float = -6.0, max_db: float = 6.0, generator: torch.Generator | None = None
+    waveforms: torch.Tensor,
+    min_db: float = -6.0,
+    max_db: float = 6.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Scale each item by a gain drawn uniformly in decibels from ``[min_db, max_db]``."""
     if min_db > max_db:
-        raise ValueError(f"random_gain: min_db ({min_db}) must not exceed max_db ({max_db})")
+        raise ValueError(
+            f"random_gain: min_db ({min_db}) must not exceed max_db ({max_db})"
+        )
     batch = waveforms.shape[0]
     db = min_db + (max_db - min_db) * _uniform((batch,), waveforms, generator)
     gain = torch.pow(10.0, db / 20.0).to(waveforms.dtype)
@@ -110,7 +148,10 @@ def random_gain(
 
 
 def random_roll(
-    signals: torch.Tensor, dim: int = -1, max_shift: int | None = None, generator: torch.Generator | None = None
+    signals: torch.Tensor,
+    dim: int = -1,
+    max_shift: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Circularly roll each item along ``dim`` by its own shift in ``[-max_shift, max_shift]``.
 
@@ -120,11 +161,17 @@ def random_roll(
     """
     dim = dim % signals.dim()
     if dim == 0:
-        raise ValueError("random_roll: dim 0 is the batch axis; roll along time (dim=-1 or dim=2)")
+        raise ValueError(
+            "random_roll: dim 0 is the batch axis; roll along time (dim=-1 or dim=2)"
+        )
     batch, length = signals.shape[0], signals.shape[dim]
     limit = length - 1 if max_shift is None else min(max_shift, length - 1)
-    shift = (_uniform((batch,), signals, generator) * (2 * limit + 1)).floor().long() - limit
-    source = (torch.arange(length, device=signals.device)[None] - shift[:, None]) % length  # [B, length]
+    shift = (
+        _uniform((batch,), signals, generator) * (2 * limit + 1)
+    ).floor().long() - limit
+    source = (
+        torch.arange(length, device=signals.device)[None] - shift[:, None]
+    ) % length  # [B, length]
     view = [batch] + [1] * (signals.dim() - 1)
     view[dim] = length
     index = source.view(view).expand_as(signals)

@@ -27,18 +27,30 @@ class SignalTransform(nn.Module):
     # the shortest input (samples per channel) that yields at least one output frame
     min_num_samples: int = 1
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(batch)")
+    def forward(
+        self, batch: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement forward(batch)"
+        )
 
-    def output_shape(self, num_samples: int) -> tuple[int, int, int]:  # pragma: no cover - interface
-        raise NotImplementedError(f"{type(self).__name__} must implement output_shape(num_samples)")
+    def output_shape(
+        self, num_samples: int
+    ) -> tuple[int, int, int]:  # pragma: no cover - interface
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement output_shape(num_samples)"
+        )
 
     def check_input(self, batch: torch.Tensor) -> None:
         """Raise a clear error when ``batch`` does not have this transform's input layout."""
         if not isinstance(batch, torch.Tensor):
-            raise TypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(batch).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} expects a torch.Tensor, got {type(batch).__name__}"
+            )
         if not batch.is_floating_point():
-            raise TypeError(f"{type(self).__name__} expects a floating-point tensor, got {batch.dtype}")
+            raise TypeError(
+                f"{type(self).__name__} expects a floating-point tensor, got {batch.dtype}"
+            )
         if self.input_kind == "audio" and batch.dim() != 2:
             raise ValueError(
                 f"{type(self).__name__} expects audio as [B, N] waveforms, got shape {tuple(batch.shape)};"

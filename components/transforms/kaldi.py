@@ -58,7 +58,9 @@ def kaldi_mel_banks(
     """
     nyquist = 0.5 * sample_rate
     if high_freq <= 0.0:
-        high_freq += nyquist  # Kaldi: a non-positive high frequency is an offset from Nyquist
+        high_freq += (
+            nyquist  # Kaldi: a non-positive high frequency is an offset from Nyquist
+        )
     if not 0.0 <= low_freq < high_freq <= nyquist:
         raise ValueError(
             f"kaldi_fbank: need 0 <= low_freq < high_freq <= Nyquist ({nyquist:g} Hz),"
@@ -73,7 +75,9 @@ def kaldi_mel_banks(
     left = mel_low + index * mel_step
     center = left + mel_step
     right = center + mel_step
-    fft_mel = kaldi_mel_scale(bin_width * torch.arange(num_fft_bins, dtype=torch.float64)).unsqueeze(0)
+    fft_mel = kaldi_mel_scale(
+        bin_width * torch.arange(num_fft_bins, dtype=torch.float64)
+    ).unsqueeze(0)
     up = (fft_mel - left) / (center - left)
     down = (right - fft_mel) / (right - center)
     banks = torch.clamp(torch.minimum(up, down), min=0.0)
@@ -82,7 +86,9 @@ def kaldi_mel_banks(
 
 
 @functools.lru_cache(maxsize=32)
-def symmetric_hann(length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def symmetric_hann(
+    length: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     # computed in the working dtype, not rounded from float64: with a 1e5 dynamic range the
     # window's last-bit values show in the quietest mel bins, and Kaldi/torchaudio use these
     return torch.hann_window(length, periodic=False, dtype=dtype, device=device)
@@ -103,7 +109,9 @@ def kaldi_fbank_features(
     shorter than one frame give ``T = 0``.
     """
     if waveforms.dim() != 2:
-        raise ValueError(f"kaldi_fbank_features expects [B, N] waveforms, got shape {tuple(waveforms.shape)}")
+        raise ValueError(
+            f"kaldi_fbank_features expects [B, N] waveforms, got shape {tuple(waveforms.shape)}"
+        )
     frame_length = int(sample_rate * frame_length_ms * 0.001)
     frame_shift = int(sample_rate * frame_shift_ms * 0.001)
     padded = next_power_of_two(frame_length)
@@ -115,9 +123,19 @@ def kaldi_fbank_features(
     frames = waveforms.unfold(1, frame_length, frame_shift)  # [B, T, L], a view
     frames = frames - frames.mean(dim=-1, keepdim=True)
     previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-    frames = (frames - KALDI_PREEMPHASIS * previous) * symmetric_hann(frame_length, frames.device, dtype)
+    frames = (frames - KALDI_PREEMPHASIS * previous) * symmetric_hann(
+        frame_length, frames.device, dtype
+    )
     power = torch.fft.rfft(frames, n=padded).abs().pow(2)
-    banks = kaldi_mel_banks(num_mel_bins, padded, float(sample_rate), low_freq, high_freq, frames.device, dtype)
+    banks = kaldi_mel_banks(
+        num_mel_bins,
+        padded,
+        float(sample_rate),
+        low_freq,
+        high_freq,
+        frames.device,
+        dtype,
+    )
     energies = power @ banks.T
     return torch.log(torch.clamp(energies, min=torch.finfo(torch.float32).eps))
 
@@ -156,9 +174,13 @@ class KaldiFbank(SignalTransform):
     ) -> None:
         super().__init__()
         if sample_rate <= 0 or num_mel_bins <= 0:
-            raise ValueError(f"kaldi_fbank: sample_rate and num_mel_bins must be positive, got {sample_rate}, {num_mel_bins}")
+            raise ValueError(
+                f"kaldi_fbank: sample_rate and num_mel_bins must be positive, got {sample_rate}, {num_mel_bins}"
+            )
         if target_frames is not None and target_frames <= 0:
-            raise ValueError(f"kaldi_fbank: target_frames must be positive or None, got {target_frames}")
+            raise ValueError(
+                f"kaldi_fbank: target_frames must be positive or None, got {target_frames}"
+            )
         if std is not None and std <= 0:
             raise ValueError(f"kaldi_fbank: std must be positive, got {std}")
         self.sample_rate = sample_rate
@@ -180,7 +202,11 @@ class KaldiFbank(SignalTransform):
         return 1 + (num_samples - self.frame_length) // self.frame_shift
 
     def output_shape(self, num_samples: int) -> tuple[int, int, int]:
-        frames = self.target_frames if self.target_frames is not None else self.num_frames(num_samples)
+        frames = (
+            self.target_frames
+            if self.target_frames is not None
+            else self.num_frames(num_samples)
+        )
         return (1, frames, self.num_mel_bins)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:

@@ -34,11 +34,15 @@ def sinc_resample_kernel(
     """
     cutoff = 0.5 * rolloff * min(orig, new) / orig  # cycles per input sample
     width = math.ceil(lowpass_filter_width / (2.0 * cutoff))  # in input samples
-    taps = torch.arange(-width, width + orig, dtype=torch.float64)  # input offsets around k * orig
+    taps = torch.arange(
+        -width, width + orig, dtype=torch.float64
+    )  # input offsets around k * orig
     phases = torch.arange(new, dtype=torch.float64).unsqueeze(1) * orig / new
     t = phases - taps  # output time minus input time, [new, taps]
     half_span = lowpass_filter_width / (2.0 * cutoff)
-    window = torch.where(t.abs() <= half_span, torch.cos(math.pi * t / (2.0 * half_span)) ** 2, 0.0)
+    window = torch.where(
+        t.abs() <= half_span, torch.cos(math.pi * t / (2.0 * half_span)) ** 2, 0.0
+    )
     kernel = 2.0 * cutoff * torch.sinc(2.0 * cutoff * t) * window
     # conv1d correlates: kernel index i multiplies input sample k * orig + i - width
     return kernel.unsqueeze(1).to(device=device, dtype=dtype), width
@@ -57,14 +61,20 @@ def resample(
     rates return the input unchanged.
     """
     if orig_freq <= 0 or new_freq <= 0:
-        raise ValueError(f"resample: rates must be positive, got {orig_freq} -> {new_freq} Hz")
+        raise ValueError(
+            f"resample: rates must be positive, got {orig_freq} -> {new_freq} Hz"
+        )
     if not waveform.is_floating_point():
-        raise TypeError(f"resample expects a floating-point waveform, got {waveform.dtype}")
+        raise TypeError(
+            f"resample expects a floating-point waveform, got {waveform.dtype}"
+        )
     if orig_freq == new_freq:
         return waveform
     gcd = math.gcd(int(orig_freq), int(new_freq))
     orig, new = int(orig_freq) // gcd, int(new_freq) // gcd
-    kernel, width = sinc_resample_kernel(orig, new, lowpass_filter_width, rolloff, waveform.device, waveform.dtype)
+    kernel, width = sinc_resample_kernel(
+        orig, new, lowpass_filter_width, rolloff, waveform.device, waveform.dtype
+    )
     shape = waveform.shape
     flat = waveform.reshape(-1, 1, shape[-1])
     num_samples = shape[-1]
@@ -81,7 +91,13 @@ def resample(
 class Resample(nn.Module):
     """``resample`` as a module (kernels cached per device and dtype)."""
 
-    def __init__(self, orig_freq: int, new_freq: int, lowpass_filter_width: int = 6, rolloff: float = 0.99) -> None:
+    def __init__(
+        self,
+        orig_freq: int,
+        new_freq: int,
+        lowpass_filter_width: int = 6,
+        rolloff: float = 0.99,
+    ) -> None:
         super().__init__()
         self.orig_freq = orig_freq
         self.new_freq = new_freq
@@ -89,7 +105,13 @@ class Resample(nn.Module):
         self.rolloff = rolloff
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return resample(waveform, self.orig_freq, self.new_freq, self.lowpass_filter_width, self.rolloff)
+        return resample(
+            waveform,
+            self.orig_freq,
+            self.new_freq,
+            self.lowpass_filter_width,
+            self.rolloff,
+        )
 
 
 __all__ = ["Resample", "resample", "sinc_resample_kernel"]

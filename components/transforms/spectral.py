@@ -27,26 +27,45 @@ def htk_mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=32)
 def htk_mel_filters(
-    n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_max: float, device: torch.device, dtype: torch.dtype
+    n_fft: int,
+    n_mels: int,
+    sample_rate: int,
+    f_min: float,
+    f_max: float,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """Triangular HTK-mel filters ``[n_fft // 2 + 1, n_mels]`` (no area normalisation)."""
-    bin_freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    bin_freqs = torch.linspace(
+        0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64
+    )
     edges = htk_mel_to_hz(
-        torch.linspace(float(htk_mel(torch.tensor(f_min))), float(htk_mel(torch.tensor(f_max))), n_mels + 2, dtype=torch.float64)
+        torch.linspace(
+            float(htk_mel(torch.tensor(f_min))),
+            float(htk_mel(torch.tensor(f_max))),
+            n_mels + 2,
+            dtype=torch.float64,
+        )
     )
     lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
     f = bin_freqs.unsqueeze(1)
     rising = (f - lower) / (center - lower)
     falling = (upper - f) / (upper - center)
-    return torch.clamp(torch.minimum(rising, falling), min=0.0).to(device=device, dtype=dtype)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0).to(
+        device=device, dtype=dtype
+    )
 
 
 @functools.lru_cache(maxsize=32)
-def periodic_hann(length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def periodic_hann(
+    length: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     return torch.hann_window(length, periodic=True, dtype=dtype, device=device)
 
 
-def fit_time_axis(features: torch.Tensor, target_frames: int, random_crop: bool) -> torch.Tensor:
+def fit_time_axis(
+    features: torch.Tensor, target_frames: int, random_crop: bool
+) -> torch.Tensor:
     """Crop or tile ``[B, C, T, F]`` to ``target_frames`` along T.
 
     Short inputs are tiled (repeated) rather than zero-padded, so a model never sees silence
@@ -54,7 +73,9 @@ def fit_time_axis(features: torch.Tensor, target_frames: int, random_crop: bool)
     """
     frames = features.shape[2]
     if frames < target_frames:
-        features = features.repeat(1, 1, math.ceil(target_frames / frames), 1)[:, :, :target_frames]
+        features = features.repeat(1, 1, math.ceil(target_frames / frames), 1)[
+            :, :, :target_frames
+        ]
         return features
     if frames == target_frames:
         return features
@@ -64,8 +85,12 @@ def fit_time_axis(features: torch.Tensor, target_frames: int, random_crop: bool)
         offsets = torch.randint(0, spare + 1, (batch,), device=features.device)
     else:
         offsets = torch.full((batch,), spare // 2, device=features.device)
-    index = offsets[:, None] + torch.arange(target_frames, device=features.device)  # [B, target]
-    index = index[:, None, :, None].expand(batch, features.shape[1], target_frames, features.shape[3])
+    index = offsets[:, None] + torch.arange(
+        target_frames, device=features.device
+    )  # [B, target]
+    index = index[:, None, :, None].expand(
+        batch, features.shape[1], target_frames, features.shape[3]
+    )
     return torch.gather(features, 2, index)
 
 
@@ -104,9 +129,13 @@ class LogMel(SignalTransform):
     ) -> None:
         super().__init__()
         if win_length > n_fft:
-            raise ValueError(f"log_mel: win_length ({win_length}) must not exceed n_fft ({n_fft})")
+            raise ValueError(
+                f"log_mel: win_length ({win_length}) must not exceed n_fft ({n_fft})"
+            )
         if not 0 <= f_min < min(f_max, sample_rate / 2):
-            raise ValueError(f"log_mel: need 0 <= f_min < f_max, f_min below Nyquist; got {f_min}, {f_max} at {sample_rate} Hz")
+            raise ValueError(
+                f"log_mel: need 0 <= f_min < f_max, f_min below Nyquist; got {f_min}, {f_max} at {sample_rate} Hz"
+            )
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.win_length = win_length
@@ -117,10 +146,16 @@ class LogMel(SignalTransform):
         self.target_frames = target_frames
         self.log_offset = log_offset
         self.standardize = standardize
-        self.min_num_samples = n_fft // 2 + 1  # reflect padding needs more samples than it pads
+        self.min_num_samples = (
+            n_fft // 2 + 1
+        )  # reflect padding needs more samples than it pads
 
     def output_shape(self, num_samples: int) -> tuple[int, int, int]:
-        frames = self.target_frames if self.target_frames is not None else 1 + num_samples // self.hop_length
+        frames = (
+            self.target_frames
+            if self.target_frames is not None
+            else 1 + num_samples // self.hop_length
+        )
         return (1, frames, self.n_mels)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -142,8 +177,18 @@ class LogMel(SignalTransform):
             return_complex=True,
         )  # [B, n_fft // 2 + 1, T]
         power = spec.real.square() + spec.imag.square()
-        filters = htk_mel_filters(self.n_fft, self.n_mels, self.sample_rate, self.f_min, self.f_max, batch.device, dtype)
-        mel = torch.log(power.transpose(1, 2) @ filters + self.log_offset).unsqueeze(1)  # [B, 1, T, n_mels]
+        filters = htk_mel_filters(
+            self.n_fft,
+            self.n_mels,
+            self.sample_rate,
+            self.f_min,
+            self.f_max,
+            batch.device,
+            dtype,
+        )
+        mel = torch.log(power.transpose(1, 2) @ filters + self.log_offset).unsqueeze(
+            1
+        )  # [B, 1, T, n_mels]
         if self.target_frames is not None:
             mel = fit_time_axis(mel, self.target_frames, random_crop=self.training)
         return standardize_per_item(mel) if self.standardize else mel
@@ -167,14 +212,18 @@ class IQSpectrogram(SignalTransform):
         self,
         n_fft: int = 32,
         hop_length: int = 4,
-        mode: Literal["log_magnitude", "log_magnitude_phase", "real_imag"] = "log_magnitude",
+        mode: Literal[
+            "log_magnitude", "log_magnitude_phase", "real_imag"
+        ] = "log_magnitude",
         target_frames: int | None = 32,
         standardize: bool = True,
         log_offset: float = 1e-6,
     ) -> None:
         super().__init__()
         if mode not in ("log_magnitude", "log_magnitude_phase", "real_imag"):
-            raise ValueError(f"iq_spectrogram: mode must be log_magnitude, log_magnitude_phase or real_imag, got {mode!r}")
+            raise ValueError(
+                f"iq_spectrogram: mode must be log_magnitude, log_magnitude_phase or real_imag, got {mode!r}"
+            )
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.mode = mode
@@ -188,13 +237,19 @@ class IQSpectrogram(SignalTransform):
         return 1 if self.mode == "log_magnitude" else 2
 
     def output_shape(self, num_samples: int) -> tuple[int, int, int]:
-        frames = self.target_frames if self.target_frames is not None else 1 + num_samples // self.hop_length
+        frames = (
+            self.target_frames
+            if self.target_frames is not None
+            else 1 + num_samples // self.hop_length
+        )
         return (self.channels, frames, self.n_fft)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         self.check_input(batch)
         if batch.shape[2] < self.min_num_samples:
-            raise ValueError(f"iq_spectrogram: {batch.shape[2]} samples is too short for n_fft={self.n_fft}")
+            raise ValueError(
+                f"iq_spectrogram: {batch.shape[2]} samples is too short for n_fft={self.n_fft}"
+            )
         dtype = batch.dtype if batch.dtype == torch.float64 else torch.float32
         batch = batch.to(dtype)
         signal = torch.complex(batch[:, 0], batch[:, 1])
@@ -215,14 +270,21 @@ class IQSpectrogram(SignalTransform):
         elif self.mode == "log_magnitude_phase":
             channels = [log_magnitude, torch.angle(spec) / math.pi]
         else:  # a signed log keeps the sign and tames the dynamic range
-            channels = [torch.sign(part) * torch.log1p(part.abs()) for part in (spec.real, spec.imag)]
+            channels = [
+                torch.sign(part) * torch.log1p(part.abs())
+                for part in (spec.real, spec.imag)
+            ]
         features = torch.stack(channels, dim=1)
         if self.target_frames is not None:
-            features = fit_time_axis(features, self.target_frames, random_crop=self.training)
+            features = fit_time_axis(
+                features, self.target_frames, random_crop=self.training
+            )
         if self.standardize and self.mode == "log_magnitude":
             features = standardize_per_item(features)
         elif self.standardize and self.mode == "log_magnitude_phase":
-            features = torch.cat([standardize_per_item(features[:, :1]), features[:, 1:]], dim=1)
+            features = torch.cat(
+                [standardize_per_item(features[:, :1]), features[:, 1:]], dim=1
+            )
         return features
 
 
@@ -238,12 +300,21 @@ class IQPatches(SignalTransform):
 
     input_kind = "iq"
 
-    def __init__(self, patch_size: int = 16, layout: Literal["rows", "channels"] = "rows", normalize: bool = True) -> None:
+    def __init__(
+        self,
+        patch_size: int = 16,
+        layout: Literal["rows", "channels"] = "rows",
+        normalize: bool = True,
+    ) -> None:
         super().__init__()
         if patch_size <= 0:
-            raise ValueError(f"iq_patches: patch_size must be positive, got {patch_size}")
+            raise ValueError(
+                f"iq_patches: patch_size must be positive, got {patch_size}"
+            )
         if layout not in ("rows", "channels"):
-            raise ValueError(f"iq_patches: layout must be 'rows' or 'channels', got {layout!r}")
+            raise ValueError(
+                f"iq_patches: layout must be 'rows' or 'channels', got {layout!r}"
+            )
         self.patch_size = patch_size
         self.layout = layout
         self.normalize = normalize
@@ -267,7 +338,16 @@ class IQPatches(SignalTransform):
         cut = batch.reshape(batch.shape[0], 2, patches, self.patch_size)  # [B, 2, T, P]
         if self.layout == "channels":
             return cut
-        return cut.permute(0, 2, 1, 3).reshape(batch.shape[0], 1, patches, 2 * self.patch_size)
+        return cut.permute(0, 2, 1, 3).reshape(
+            batch.shape[0], 1, patches, 2 * self.patch_size
+        )
 
 
-__all__ = ["IQPatches", "IQSpectrogram", "LogMel", "fit_time_axis", "htk_mel_filters", "standardize_per_item"]
+__all__ = [
+    "IQPatches",
+    "IQSpectrogram",
+    "LogMel",
+    "fit_time_axis",
+    "htk_mel_filters",
+    "standardize_per_item",
+]
