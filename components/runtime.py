@@ -413,12 +413,23 @@ class RunContext:
         """``pipeline.model(**model config)``; overrides the model does not take are dropped."""
         kwargs = self.section_config("model")
         kwargs.update(accepted_kwargs(self.pipeline.model, overrides))
-        return self.pipeline.model(**kwargs).to(self.device)
+        return self._construct("model", self.pipeline.model, kwargs).to(self.device)
 
     def build_transform(self) -> nn.Module:
-        return self.pipeline.transform(**self.section_config("transform")).to(
+        kwargs = self.section_config("transform")
+        return self._construct("transform", self.pipeline.transform, kwargs).to(
             self.device
         )
+
+    @staticmethod
+    def _construct(section: str, cls: type, kwargs: dict[str, Any]) -> Any:
+        """``cls(**kwargs)``; a setting the component rejects is a user error naming its flags."""
+        try:
+            return cls(**kwargs)
+        except ValueError as error:
+            raise UsageError(
+                f"{section}: {error} (change the --{section}.<field> flags)"
+            ) from None
 
     def check_fit(self, model: nn.Module, transform: nn.Module) -> None:
         """Fail before training, naming the flags, when data, transform and model do not fit together."""

@@ -103,6 +103,27 @@ def test_smoke_run_in_an_isolated_interpreter_from_an_empty_folder(name: str, tm
     assert summary, "the summary holds each step's results"
 
 
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--model.img_size", "50,128"], "not a multiple of patch_size"),
+        (["--model.presett", "tiny"], "did you mean --model.preset"),
+        (["--data-dir", "/nonexistent/ESC-50-master"], "--download"),
+    ],
+    ids=["model-rejects-setting", "flag-typo", "missing-data"],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(flags: list[str], expected: str, tmp_path: Path) -> None:
+    script = ROOT / "build" / "esc50_audiomae" / "esc50_audiomae.py"
+    smoke = [] if "--data-dir" in flags else ["--smoke"]
+    completed = subprocess.run(
+        [sys.executable, "-I", str(script), *smoke, *flags],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stderr and expected in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_emitted_suite_passes_from_a_bare_copy_of_the_build_folder(name: str, tmp_path: Path) -> None:
     copy = tmp_path / name
