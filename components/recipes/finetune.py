@@ -9,7 +9,8 @@ depth, warm-up + cosine. The best evaluation accuracy is linked as ``best.pt`` b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
@@ -62,6 +63,28 @@ class FinetuneSettings:
     checkpoint_every: int = 500
     keep_last: int = 2
     log_every: int = 20
+
+
+def finetune_settings_from(
+    parameters: Mapping[str, Any], others: Sequence[str] = ()
+) -> FinetuneSettings:
+    """``FinetuneSettings`` from a recipe's parameters (its ``locals()`` on entry).
+
+    ``finetune`` and ``kfold`` spell their parameters out (the signature is the spec schema,
+    read statically) and hand them over here instead of forwarding each by name. Every
+    parameter must be a settings field or listed in ``others`` (those the recipe uses itself),
+    and every field a parameter, so a knob added to one side only fails at the first call.
+    """
+    names = [f.name for f in fields(FinetuneSettings)]
+    missing = [name for name in names if name not in parameters]
+    unknown = sorted(set(parameters) - set(names) - set(others))
+    if missing or unknown:
+        raise TypeError(
+            f"recipe parameters and FinetuneSettings disagree: fields {missing} are not "
+            f"parameters, parameters {unknown} are neither fields nor in `others`; "
+            f"a fine-tuning knob belongs in both (components/recipes/finetune.py)"
+        )
+    return FinetuneSettings(**{name: parameters[name] for name in names})
 
 
 def validate_finetune_settings(ctx: RunContext, s: FinetuneSettings) -> None:
@@ -371,32 +394,8 @@ def finetune(
     ``pretrained``), else it is trained from scratch. ``freq_mask``/``time_mask`` are
     SpecAugment widths in bins/frames (0 = off), ``mixup_alpha`` 0 = off.
     """
-    settings = FinetuneSettings(
-        epochs=epochs,
-        batch_size=batch_size,
-        accum_steps=accum_steps,
-        base_lr=base_lr,
-        lr=lr,
-        min_lr=min_lr,
-        warmup_epochs=warmup_epochs,
-        weight_decay=weight_decay,
-        layer_decay=layer_decay,
-        label_smoothing=label_smoothing,
-        mixup_alpha=mixup_alpha,
-        freq_mask=freq_mask,
-        time_mask=time_mask,
-        mask_t_prob=mask_t_prob,
-        mask_f_prob=mask_f_prob,
-        drop_path=drop_path,
-        head_dropout=head_dropout,
-        clip_grad=clip_grad,
-        pooling=pooling,
-        pretrained=pretrained,
-        checkpoint=checkpoint,
-        num_workers=num_workers,
-        checkpoint_every=checkpoint_every,
-        keep_last=keep_last,
-        log_every=log_every,
+    settings = finetune_settings_from(
+        locals(), others=("ctx", "train_folds", "eval_folds")
     )
     dataset = ctx.dataset()
     train_folds, eval_folds = resolve_split(ctx, dataset, train_folds, eval_folds)

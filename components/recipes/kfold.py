@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from components.flags import UsageError
 from components.metrics import write_json_atomic
-from components.recipes.finetune import FinetuneSettings, train_classifier
+from components.recipes.finetune import finetune_settings_from, train_classifier
 from components.registry import recipe_registry
 from components.runtime import (
     RunContext,
@@ -69,33 +69,7 @@ def kfold(
 
     The other parameters are ``finetune``'s. Returns per-fold accuracies and their mean ± std.
     """
-    settings = FinetuneSettings(
-        epochs=epochs,
-        batch_size=batch_size,
-        accum_steps=accum_steps,
-        base_lr=base_lr,
-        lr=lr,
-        min_lr=min_lr,
-        warmup_epochs=warmup_epochs,
-        weight_decay=weight_decay,
-        layer_decay=layer_decay,
-        label_smoothing=label_smoothing,
-        mixup_alpha=mixup_alpha,
-        freq_mask=freq_mask,
-        time_mask=time_mask,
-        mask_t_prob=mask_t_prob,
-        mask_f_prob=mask_f_prob,
-        drop_path=drop_path,
-        head_dropout=head_dropout,
-        clip_grad=clip_grad,
-        pooling=pooling,
-        pretrained=pretrained,
-        checkpoint=checkpoint,
-        num_workers=num_workers,
-        checkpoint_every=checkpoint_every,
-        keep_last=keep_last,
-        log_every=log_every,
-    )
+    settings = finetune_settings_from(locals(), others=("ctx", "folds", "max_folds"))
     dataset = ctx.dataset()
     available = dataset_folds(dataset)
     chosen = list(folds) if folds is not None else available
