@@ -120,9 +120,12 @@ def load_checkpoint_file(path: Path, require_format: bool = True) -> dict[str, A
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a torn, foreign or pickled-object file
+        # torch's own text goes on to suggest weights_only=False: the one thing not to do.
+        reason = str(error).split(". ")[0].splitlines()[0] if str(error) else ""
         raise CheckpointError(
-            f"cannot load checkpoint {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}; "
-            "only checkpoints written by this script (tensors and plain containers) can be loaded"
+            f"cannot load checkpoint {path} ({type(error).__name__}: {reason}); "
+            "only checkpoints written by this script (tensors and plain containers) can be "
+            "loaded: remove the file or start a fresh run in another --out-dir"
         ) from None
     if not isinstance(payload, dict):
         raise CheckpointError(
