@@ -9,6 +9,7 @@ with weights ``exp(sim / temperature)``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -55,14 +56,54 @@ def knn_predict(
     return torch.cat(scores) if scores else torch.zeros(0, num_classes)
 
 
-def _split_embeddings(
-    payload: dict[str, Any], train_folds: list[int], eval_folds: list[int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(train_x, train_y, eval_x, eval_y)`` of cached embeddings, split by folds."""
+@dataclass
+class ProbeData:
+    """Cached embeddings split by folds, as both probes consume them."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    train_folds: list[int]
+    eval_folds: list[int]
+    num_classes: int
+    cache_hit: bool
+
+
+def load_probe_data(
+    ctx: RunContext,
+    *,
+    checkpoint: str | None,
+    pooling: str,
+    train_folds: list[int] | None,
+    eval_folds: list[int] | None,
+    batch_size: int,
+    num_workers: int,
+    cache_dir: str | None,
+) -> ProbeData:
+    """Resolve the fold split, embed the data set (or load the cache) and split the embeddings."""
+    train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
+    payload, hit = compute_or_load_embeddings(
+        ctx,
+        checkpoint=checkpoint,
+        pooling=pooling,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        cache_dir=cache_dir,
+    )
     folds = payload["folds"]
     train, held_out = fold_mask(folds, train_folds), fold_mask(folds, eval_folds)
     x, y = payload["embeddings"], payload["labels"]
-    return x[train], y[train], x[held_out], y[held_out]
+    return ProbeData(
+        train_x=x[train],
+        train_y=y[train],
+        eval_x=x[held_out],
+        eval_y=y[held_out],
+        train_folds=train_folds,
+        eval_folds=eval_folds,
+        num_classes=len(payload["class_names"]),
+        cache_hit=hit,
+    )
 
 
 def _report(
@@ -108,30 +149,32 @@ def knn(
             "batch_size": (batch_size, batch_size >= 1),
         },
     )
-    train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
-    payload, hit = compute_or_load_embeddings(
+    data = load_probe_data(
         ctx,
         checkpoint=checkpoint,
         pooling=pooling,
+        train_folds=train_folds,
+        eval_folds=eval_folds,
         batch_size=batch_size,
         num_workers=num_workers,
         cache_dir=cache_dir,
     )
-    train_x, train_y, eval_x, eval_y = _split_embeddings(
-        payload, train_folds, eval_folds
-    )
-    num_classes = len(payload["class_names"])
     scores = knn_predict(
-        train_x, train_y, eval_x, num_classes, k=k, temperature=temperature
+        data.train_x,
+        data.train_y,
+        data.eval_x,
+        data.num_classes,
+        k=k,
+        temperature=temperature,
     )
-    summary = _report(ctx, scores, eval_y, num_classes)
-    ctx.info(f"{k}-NN accuracy {summary['accuracy']:.4f} on folds {eval_folds}")
+    summary = _report(ctx, scores, data.eval_y, data.num_classes)
+    ctx.info(f"{k}-NN accuracy {summary['accuracy']:.4f} on folds {data.eval_folds}")
     return {
         **summary,
         "k": k,
-        "train_folds": train_folds,
-        "eval_folds": eval_folds,
-        "cache_hit": hit,
+        "train_folds": data.train_folds,
+        "eval_folds": data.eval_folds,
+        "cache_hit": data.cache_hit,
     }
 
 
@@ -184,19 +227,17 @@ def linear_probe(
             "embed_batch_size": (embed_batch_size, embed_batch_size >= 1),
         },
     )
-    train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
-    payload, hit = compute_or_load_embeddings(
+    data = load_probe_data(
         ctx,
         checkpoint=checkpoint,
         pooling=pooling,
+        train_folds=train_folds,
+        eval_folds=eval_folds,
         batch_size=embed_batch_size,
         num_workers=num_workers,
         cache_dir=cache_dir,
     )
-    train_x, train_y, eval_x, eval_y = _split_embeddings(
-        payload, train_folds, eval_folds
-    )
-    num_classes = len(payload["class_names"])
+    train_x, train_y, num_classes = data.train_x, data.train_y, data.num_classes
     if train_x.shape[0] < 2:
         raise UsageError(
             f"{ctx.section}: needs at least 2 training items, got {train_x.shape[0]}"
@@ -233,8 +274,10 @@ def linear_probe(
             loss_value = float(loss.detach())
     probe.eval()
     with torch.no_grad():
-        scores = probe(eval_x) if eval_x.shape[0] else torch.zeros(0, num_classes)
-    summary = _report(ctx, scores, eval_y, num_classes)
+        scores = (
+            probe(data.eval_x) if data.eval_x.shape[0] else torch.zeros(0, num_classes)
+        )
+    summary = _report(ctx, scores, data.eval_y, num_classes)
     ctx.metrics.log(
         ctx.section,
         step,
@@ -242,13 +285,13 @@ def linear_probe(
         kind="eval",
     )
     ctx.info(
-        f"linear probe accuracy {summary['accuracy']:.4f} on folds {eval_folds} after {step} step{'' if step == 1 else 's'}"
+        f"linear probe accuracy {summary['accuracy']:.4f} on folds {data.eval_folds} after {step} step{'' if step == 1 else 's'}"
     )
     return {
         **summary,
         "steps": step,
         "final_loss": loss_value,
-        "train_folds": train_folds,
-        "eval_folds": eval_folds,
-        "cache_hit": hit,
+        "train_folds": data.train_folds,
+        "eval_folds": data.eval_folds,
+        "cache_hit": data.cache_hit,
     }
