@@ -14,6 +14,12 @@ import torch
 from torch import nn
 
 
+def working_dtype(batch: torch.Tensor) -> torch.dtype:
+    """The dtype a front end computes in: float64 stays float64 (reference comparisons), every
+    other float (float32, float16, bfloat16) is computed in float32."""
+    return batch.dtype if batch.dtype == torch.float64 else torch.float32
+
+
 class SignalTransform(nn.Module):
     """Base class of every registered transform.
 
@@ -62,4 +68,4 @@ class SignalTransform(nn.Module):
             )
 
 
-__all__ = ["SignalTransform"]
+__all__ = ["SignalTransform", "working_dtype"]

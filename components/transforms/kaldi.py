@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from components.registry import transform_registry
-from components.transforms.base import SignalTransform
+from components.transforms.base import SignalTransform, working_dtype
 
 # AudioMAE's data set statistics for (x - mean) / (2 * std)
 ESC50_FBANK_MEAN = -6.6268077
@@ -116,7 +116,7 @@ def kaldi_fbank_features(
     frame_shift = int(sample_rate * frame_shift_ms * 0.001)
     padded = next_power_of_two(frame_length)
     batch, num_samples = waveforms.shape
-    dtype = waveforms.dtype if waveforms.dtype == torch.float64 else torch.float32
+    dtype = working_dtype(waveforms)
     waveforms = waveforms.to(dtype)
     if num_samples < frame_length:
         return waveforms.new_zeros(batch, 0, num_mel_bins)

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from components.registry import transform_registry
-from components.transforms.base import SignalTransform
+from components.transforms.base import SignalTransform, working_dtype
 
 
 def htk_mel(freq: torch.Tensor) -> torch.Tensor:
@@ -94,6 +94,13 @@ def fit_time_axis(
     return torch.gather(features, 2, index)
 
 
+def stft_output_frames(
+    num_samples: int, hop_length: int, target_frames: int | None
+) -> int:
+    """Frames out of a centred STFT (``1 + N // hop``), or ``target_frames`` when the time axis is fitted."""
+    return 1 + num_samples // hop_length if target_frames is None else target_frames
+
+
 def standardize_per_item(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     dims = tuple(range(1, features.dim()))
     mean = features.mean(dim=dims, keepdim=True)
@@ -151,11 +158,7 @@ class LogMel(SignalTransform):
         )  # reflect padding needs more samples than it pads
 
     def output_shape(self, num_samples: int) -> tuple[int, int, int]:
-        frames = (
-            self.target_frames
-            if self.target_frames is not None
-            else 1 + num_samples // self.hop_length
-        )
+        frames = stft_output_frames(num_samples, self.hop_length, self.target_frames)
         return (1, frames, self.n_mels)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -164,7 +167,7 @@ class LogMel(SignalTransform):
             raise ValueError(
                 f"log_mel: {batch.shape[1]} samples is too short for n_fft={self.n_fft}; need at least {self.min_num_samples}"
             )
-        dtype = batch.dtype if batch.dtype == torch.float64 else torch.float32
+        dtype = working_dtype(batch)
         batch = batch.to(dtype)
         spec = torch.stft(
             batch,
@@ -237,11 +240,7 @@ class IQSpectrogram(SignalTransform):
         return 1 if self.mode == "log_magnitude" else 2
 
     def output_shape(self, num_samples: int) -> tuple[int, int, int]:
-        frames = (
-            self.target_frames
-            if self.target_frames is not None
-            else 1 + num_samples // self.hop_length
-        )
+        frames = stft_output_frames(num_samples, self.hop_length, self.target_frames)
         return (self.channels, frames, self.n_fft)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -250,7 +249,7 @@ class IQSpectrogram(SignalTransform):
             raise ValueError(
                 f"iq_spectrogram: {batch.shape[2]} samples is too short for n_fft={self.n_fft}"
             )
-        dtype = batch.dtype if batch.dtype == torch.float64 else torch.float32
+        dtype = working_dtype(batch)
         batch = batch.to(dtype)
         signal = torch.complex(batch[:, 0], batch[:, 1])
         spec = torch.stft(
@@ -327,7 +326,7 @@ class IQPatches(SignalTransform):
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         self.check_input(batch)
-        dtype = batch.dtype if batch.dtype == torch.float64 else torch.float32
+        dtype = working_dtype(batch)
         batch = batch.to(dtype)
         if self.normalize:
             rms = batch.square().sum(dim=1).mean(dim=1).sqrt()
@@ -350,4 +349,5 @@ __all__ = [
     "fit_time_axis",
     "htk_mel_filters",
     "standardize_per_item",
+    "stft_output_frames",
 ]
