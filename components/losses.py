@@ -8,7 +8,10 @@
   of L2-normalised embeddings; lower means more uniformly spread on the sphere.
 * ``soft_target_cross_entropy``: cross-entropy against soft (mixup) targets with label smoothing.
 
-Tensor inputs are positional-only; the keyword parameters are what a spec may set.
+Each is registered with ``loss_registry`` (``"masked_mse"``, ``"info_nce"``, ``"uniformity"``,
+``"soft_target_cross_entropy"``), so its contract checks (``components/contracts/losses.py``)
+run in the toolkit's tests and in every emitted test suite whose script holds it. Tensor
+inputs are positional-only; the keyword parameters are what a spec may set.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from components.registry import loss_registry
 
+
+@loss_registry.register("masked_mse")
 def masked_reconstruction_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -51,6 +57,7 @@ def masked_reconstruction_loss(
     )
 
 
+@loss_registry.register("info_nce")
 def info_nce_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -63,8 +70,8 @@ def info_nce_loss(
 
     Row ``i`` of ``z1`` is the positive of row ``i`` of ``z2``; the other rows are negatives.
     ``symmetric`` averages both directions (CLIP style). For identical, mutually orthogonal
-    pairs the value is ``log(1 + (B - 1) exp(-1 / temperature))``: the analytic check in
-    ``components/contracts/losses.py``.
+    pairs the value is ``log(1 + (B - 1) exp(-1 / temperature))``: the analytic check
+    ``check_identical_orthogonal_pairs_are_analytic`` in ``components/contracts/losses.py``.
     """
     if z1.dim() != 2 or z1.shape != z2.shape:
         raise ValueError(
@@ -82,6 +89,7 @@ def info_nce_loss(
     return loss
 
 
+@loss_registry.register("uniformity")
 def uniformity_loss(z: torch.Tensor, /, *, t: float = 2.0) -> torch.Tensor:
     """``log mean_{i<j} exp(-t ||zi - zj||^2)`` of L2-normalised rows of ``z [B, D]`` (B >= 2).
 
@@ -98,6 +106,7 @@ def uniformity_loss(z: torch.Tensor, /, *, t: float = 2.0) -> torch.Tensor:
     return torch.logsumexp(-t * sq_dists, dim=0) - math.log(sq_dists.numel())
 
 
+@loss_registry.register("soft_target_cross_entropy")
 def soft_target_cross_entropy(
     logits: torch.Tensor, targets: torch.Tensor, /, *, label_smoothing: float = 0.0
 ) -> torch.Tensor:

@@ -1,10 +1,16 @@
 """Emit `test_<name>.py`: the catalog's contract checks, inlined and bound to the script's classes.
 
-For every registered component the script holds (model, transform, data sets, ...), each
-`check_*` function of `components/contracts/<kind>.py` becomes one test, fed by the
-component's registered contract fixture (`"<kind>/<name>"`). The checks and fixtures are
-inlined by the same resolver and inliner as the script; every definition the script already
-holds is imported from it instead of being emitted twice. Two end-to-end tests close the
+For every registered component the script holds (model, transform, data sets, losses, ...),
+each `check_*` function of `components/contracts/<kind>.py` that applies to it becomes one
+test, fed by the component's registered contract fixture (`"<kind>/<name>"`). A check applies
+to every component of its kind unless it is decorated `@applies_to("name", ...)` with string
+literals (read here from its source, never imported); the toolkit's tests
+(tests/contract_harness.py) follow the same rule. A contracts module that defines
+`<kind>_factory(component, fixture_kwargs)` (losses: `loss_factory`) builds the checks'
+factories itself; otherwise the component is called with the fixture's kwargs plus the
+check's overrides (`make_factory`). The checks and fixtures are inlined by the same resolver
+and inliner as the script; every definition the script already holds is imported from it
+instead of being emitted twice. Two end-to-end tests close the
 suite: a smoke training run and a checkpoint round trip (`--resume`).
 
 The module needs only the script beside it, torch, pytest and hypothesis.
@@ -38,6 +44,7 @@ class Binding:
     component: str  # emitted name of the component in the script
     fixture: str  # emitted name of the fixture function
     label: str  # "model 'tiny'"
+    factory: str = "make_factory"  # emitted name of `factory(component, fixture kwargs)`
 
 
 def contracts_module(index, kind: str) -> str | None:
@@ -54,6 +61,63 @@ def check_functions(index, module: str) -> list[DefinitionKey]:
     return [(d.module, d.name) for d in sorted(found, key=lambda d: d.lineno)]
 
 
+APPLIES_TO = "applies_to"  # the decorator limiting a check to named components
+
+
+def check_targets(index, check: DefinitionKey) -> frozenset[str] | None:
+    """The names of `@applies_to("a", "b")` on a check, or None when it applies to all.
+
+    Read from the check's source text: the decorator's arguments must be string literals.
+    """
+    statement = index.statements[check]
+    node = ast.parse(statement.code).body[0]
+    path = str(index.modules[check[0]].path.as_posix())
+    targets: set[str] | None = None
+    for deco in getattr(node, "decorator_list", []):
+        func = deco.func if isinstance(deco, ast.Call) else deco
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        if name != APPLIES_TO:
+            continue
+        line = statement.first_line + deco.lineno - 1
+        args = deco.args if isinstance(deco, ast.Call) else []
+        literal = all(isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value for a in args)
+        if not isinstance(deco, ast.Call) or not args or deco.keywords or not literal:
+            raise SigmaeError(
+                f'{check[1]}: write @{APPLIES_TO}("name", ...) with one or more component names as string '
+                "literals (the generator reads them statically)",
+                path,
+                line,
+                deco.col_offset + 1,
+            )
+        targets = (targets or set()) | {a.value for a in args}
+    return None if targets is None else frozenset(targets)
+
+
+def applicable_checks(index, kind: str, module: str) -> list[tuple[DefinitionKey, frozenset[str] | None]]:
+    """Every check of `module` with its targets; a target that names no `kind` component is an error."""
+    found = []
+    for check in check_functions(index, module):
+        targets = check_targets(index, check)
+        for target in sorted(targets or ()):
+            if (kind, target) not in index.components:
+                known = ", ".join(c.name for c in index.components_of(kind)) or "(none)"
+                raise SigmaeError(
+                    f"{check[1]}: @{APPLIES_TO}({target!r}) names no registered {kind} component; known: {known}",
+                    str(index.modules[module].path.as_posix()),
+                    index.statements[check].lineno,
+                    1,
+                )
+        found.append((check, targets))
+    return found
+
+
+def factory_builder(index, kind: str, module: str) -> DefinitionKey | None:
+    """`<kind>_factory` of the contracts module, when it defines one (see the module docstring)."""
+    key = (module, f"{kind}_factory")
+    definition = index.definitions.get(key)
+    return key if definition is not None and definition.kind == "function" else None
+
+
 def bound_components(index, program: InlinedProgram) -> list[Component]:
     """Registered components (not fixtures) whose definitions the script contains, stable order."""
     found = [c for c in index.components.values() if c.kind != "fixture" and c.key in program.names]
@@ -66,15 +130,25 @@ def _test_name(kind: str, component: str, check: str) -> str:
     return f"test_{kind}_{slug}_{check.removeprefix('check_')}"
 
 
-def plan(index, program: InlinedProgram) -> tuple[list[tuple[Component, DefinitionKey, DefinitionKey]], list[DefinitionKey]]:
-    """(component, check key, fixture key) triples, and the resolver roots they need."""
-    triples = []
+@dataclass(frozen=True)
+class Planned:
+    """One check to bind to one component, by definition keys."""
+
+    component: Component
+    check: DefinitionKey
+    fixture: DefinitionKey
+    factory: DefinitionKey | None  # the kind's `<kind>_factory`; None: `make_factory`
+
+
+def plan(index, program: InlinedProgram) -> tuple[list[Planned], list[DefinitionKey]]:
+    """The checks that apply to the script's components, and the resolver roots they need."""
+    planned: list[Planned] = []
     roots: list[DefinitionKey] = []
     for component in bound_components(index, program):
         module = contracts_module(index, component.kind)
         if module is None:
             continue
-        checks = check_functions(index, module)
+        checks = [c for c, targets in applicable_checks(index, component.kind, module) if targets is None or component.name in targets]
         if not checks:
             continue
         fixture = index.components.get(("fixture", f"{component.kind}/{component.name}"))
@@ -86,12 +160,13 @@ def plan(index, program: InlinedProgram) -> tuple[list[tuple[Component, Definiti
                 component.lineno,
                 1,
             )
+        factory = factory_builder(index, component.kind, module)
         for check in checks:
-            triples.append((component, check, fixture.key))
-            for key in (check, fixture.key):
-                if key not in roots:
+            planned.append(Planned(component, check, fixture.key, factory))
+            for key in (check, fixture.key, factory):
+                if key is not None and key not in roots:
                     roots.append(key)
-    return triples, roots
+    return planned, roots
 
 
 def _used_names(source: str) -> set[str]:
@@ -105,7 +180,7 @@ def render_tests(compiled: CompiledSpec) -> str:
     from generator.resolve import resolve
 
     spec, index, program = compiled.spec, compiled.index, compiled.program
-    triples, roots = plan(index, program)
+    planned, roots = plan(index, program)
     # Definitions the script holds (not its imports: the test module imports those itself).
     provided = {key: name for key, name in program.names.items() if getattr(index.definitions.get(key), "kind", "import") != "import"}
     chunks: list = []
@@ -113,20 +188,21 @@ def render_tests(compiled: CompiledSpec) -> str:
     names: dict[DefinitionKey, str] = dict(provided)
     if roots:
         resolution = resolve(index, tuple(roots))
-        reserved = (*TEST_SKELETON_NAMES, *(_test_name(c.kind, c.name, k[1]) for c, k, _ in triples))
+        reserved = (*TEST_SKELETON_NAMES, *(_test_name(p.component.kind, p.component.name, p.check[1]) for p in planned))
         checks_program = inline(index, resolution, reserved=reserved, provided=provided)
         chunks = chunk_views(checks_program)
         imports = list(checks_program.imports)
         names.update(checks_program.names)
     bindings = [
         Binding(
-            test_name=_test_name(component.kind, component.name, check[1]),
-            check=names[check],
-            component=names[component.key],
-            fixture=names[fixture],
-            label=f"{component.kind} {component.name!r}",
+            test_name=_test_name(p.component.kind, p.component.name, p.check[1]),
+            check=names[p.check],
+            component=names[p.component.key],
+            fixture=names[p.fixture],
+            label=f"{p.component.kind} {p.component.name!r}",
+            factory="make_factory" if p.factory is None else names[p.factory],
         )
-        for component, check, fixture in triples
+        for p in planned
     ]
     body = "\n\n\n".join(chunk.code for chunk in chunks)
     skeleton = environment().get_template("test_module.py.j2").render(

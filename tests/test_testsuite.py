@@ -13,11 +13,48 @@ from generator.build import build_spec, compile_spec
 from generator.errors import SigmaeError
 from generator.index import build_index
 from generator.lint import lint
-from generator.testsuite import render_tests
+from generator.testsuite import check_functions, check_targets, contracts_module, render_tests
 
 HERE = Path(__file__).resolve().parent
 CATALOG = HERE / "fixture_specs" / "catalog"
 TOY = HERE / "fixture_specs" / "toy.yaml"
+REPO = HERE.parent
+ESC50 = REPO / "specs" / "esc50_audiomae.yaml"
+
+APPLIES_TO = '''
+
+def applies_to(*names: str) -> Callable[[Any], Any]:
+    def mark(check: Any) -> Any:
+        check.applies_to = frozenset(names)
+        return check
+
+    return mark
+'''
+
+
+def catalog_copy(tmp_path: Path) -> Path:
+    """A writable copy of the fixture catalog, with `applies_to` in components/contracts/__init__.py."""
+    catalog = tmp_path / "catalog"
+    shutil.copytree(CATALOG, catalog, ignore=shutil.ignore_patterns(".sigmae-cache", "__pycache__"))
+    package = catalog / "components" / "contracts" / "__init__.py"
+    package.write_text(package.read_text() + "\nfrom typing import Any, Callable\n" + APPLIES_TO)
+    return catalog
+
+
+def add_data_check(catalog: Path, decorator: str, name: str = "check_only_some") -> None:
+    contracts = catalog / "components" / "contracts" / "data.py"
+    text = contracts.read_text().replace(
+        "from components.registry import fixture_registry",
+        "from components.contracts import applies_to\nfrom components.registry import fixture_registry",
+    )
+    check = f'''
+
+{decorator}
+def {name}(factory: Callable[..., Any]) -> None:
+    """Only for the data sets it names."""
+    assert len(factory()) > 0
+'''
+    contracts.write_text(text + check)
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +102,63 @@ def test_a_component_without_contract_fixture_is_named(tmp_path: Path) -> None:
     compiled = compile_spec(TOY, index=build_index(catalog, cache_dir=tmp_path / "cache"))
     with pytest.raises(SigmaeError, match=r"transform 'scale' has no contract fixture; register one with @fixture_registry.register\('transform/scale'\)"):
         render_tests(compiled)
+
+
+def test_a_check_marked_applies_to_binds_only_to_the_components_it_names(tmp_path: Path) -> None:
+    catalog = catalog_copy(tmp_path)
+    add_data_check(catalog, '@applies_to("synthetic_toy")')
+    index = build_index(catalog, cache_dir=tmp_path / "cache")
+    text = render_tests(compile_spec(TOY, index=index))
+    assert "def test_data_synthetic_toy_only_some(" in text
+    assert "def test_data_toy_only_some(" not in text
+    assert "def test_data_toy_items_are_labelled(" in text  # unmarked checks still reach every data set
+    assert '@applies_to("synthetic_toy")' in text and "def applies_to(" in text
+    assert [str(p) for p in lint(text, "test_toy.py")] == []
+
+
+def test_applies_to_naming_no_registered_component_is_an_error(tmp_path: Path) -> None:
+    catalog = catalog_copy(tmp_path)
+    add_data_check(catalog, '@applies_to("synthetic_toys")')
+    compiled = compile_spec(TOY, index=build_index(catalog, cache_dir=tmp_path / "cache"))
+    with pytest.raises(SigmaeError, match=r"contracts/data\.py:\d+:1: check_only_some: @applies_to\('synthetic_toys'\) names no registered data component; known: synthetic_toy, toy"):
+        render_tests(compiled)
+
+
+def test_applies_to_must_name_components_with_string_literals(tmp_path: Path) -> None:
+    catalog = catalog_copy(tmp_path)
+    add_data_check(catalog, "@applies_to(TOY_NAME)")
+    contracts = catalog / "components" / "contracts" / "data.py"
+    contracts.write_text(contracts.read_text() + '\nTOY_NAME = "toy"\n')
+    compiled = compile_spec(TOY, index=build_index(catalog, cache_dir=tmp_path / "cache"))
+    with pytest.raises(SigmaeError, match=r'check_only_some: write @applies_to\("name", ...\) with one or more component names as string literals'):
+        render_tests(compiled)
+
+
+def test_the_real_catalogs_losses_get_the_checks_that_apply_to_them() -> None:
+    text = render_tests(compile_spec(ESC50, index=build_index(REPO)))
+    for loss in ("masked_mse", "info_nce", "uniformity", "soft_target_cross_entropy"):
+        for generic in ("scalar_with_finite_gradients", "batch_order_does_not_matter", "bfloat16_inputs_give_the_float32_value"):
+            assert f"def test_loss_{loss}_{generic}(" in text
+    assert "def test_loss_info_nce_identical_orthogonal_pairs_are_analytic(" in text
+    assert "def test_loss_uniformity_collapse_is_maximal(" in text
+    assert "def test_loss_masked_mse_counts_masked_patches_only(" in text
+    assert "def test_loss_uniformity_non_negative(" not in text
+    assert "def test_loss_masked_mse_identical_orthogonal_pairs_are_analytic(" not in text
+    assert "loss_factory(info_nce_loss, info_nce_fixture(tmp_path))" in text
+    assert [str(p) for p in lint(text, "test_esc50_audiomae.py")] == []
+
+
+def test_static_applicability_matches_what_the_toolkits_tests_read() -> None:
+    """The generator (from source) and tests/contract_harness.py (from the imported check) agree."""
+    import importlib
+
+    index = build_index(REPO)
+    compared = 0
+    for kind in ("model", "transform", "data", "loss"):
+        module = contracts_module(index, kind)
+        assert module is not None, kind
+        imported = importlib.import_module(module)
+        for key in check_functions(index, module):
+            assert check_targets(index, key) == getattr(getattr(imported, key[1]), "applies_to", None), key
+            compared += 1
+    assert compared >= 25
