@@ -27,6 +27,14 @@ from components.models.layers import LAYER_NORM_EPS, DropPath
 __all__ = ["AudioMAEClassifier", "param_groups_lrd"]
 
 
+def random_sorted_subset(
+    batch: int, size: int, keep: int, device: torch.device
+) -> torch.Tensor:
+    """Per row of ``batch``, ``keep`` distinct indices out of ``range(size)`` at random, ascending."""
+    noise = torch.rand(batch, size, device=device)
+    return noise.argsort(dim=1)[:, :keep].sort(dim=1).values
+
+
 class AudioMAEClassifier(nn.Module):
     """Classifier ``[B, C, T, F] -> logits [B, num_classes]`` over ``model``'s encoder.
 
@@ -113,18 +121,8 @@ class AudioMAEClassifier(nn.Module):
         rows, cols = self.encoder.grid_size
         keep_t = max(1, int(rows * (1.0 - self.mask_t_prob)))
         keep_f = max(1, int(cols * (1.0 - self.mask_f_prob)))
-        kept_rows = (
-            torch.rand(batch, rows, device=device)
-            .argsort(dim=1)[:, :keep_t]
-            .sort(dim=1)
-            .values
-        )
-        kept_cols = (
-            torch.rand(batch, cols, device=device)
-            .argsort(dim=1)[:, :keep_f]
-            .sort(dim=1)
-            .values
-        )
+        kept_rows = random_sorted_subset(batch, rows, keep_t, device)
+        kept_cols = random_sorted_subset(batch, cols, keep_f, device)
         return (kept_rows[:, :, None] * cols + kept_cols[:, None, :]).reshape(
             batch, keep_t * keep_f
         )
