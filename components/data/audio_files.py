@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from components.data.audio_io import (
     AudioFileError,
+    DataFormatError,
     WaveformCache,
     fit_length,
     load_audio,
@@ -100,4 +103,23 @@ def resolve_under(root: Path, name: str) -> str:
     return os.fspath(path if path.is_absolute() else root / path)
 
 
-__all__ = ["AudioFileDataset", "resolve_under"]
+def read_csv_rows(
+    path: str | os.PathLike[str], columns: Sequence[str], expected: str
+) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header; a missing column of ``columns`` is a ``DataFormatError``.
+
+    ``expected`` describes the header in the error (e.g. ``"filepath,label[,fold]"``).
+    """
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [
+            column for column in columns if column not in (reader.fieldnames or [])
+        ]
+        if missing:
+            raise DataFormatError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected {expected}"
+            )
+        return list(reader)
+
+
+__all__ = ["AudioFileDataset", "read_csv_rows", "resolve_under"]

@@ -8,10 +8,13 @@ optionally the folds itself.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from components.data.audio_files import AudioFileDataset, resolve_under
+from components.data.audio_files import (
+    AudioFileDataset,
+    read_csv_rows,
+    resolve_under,
+)
 from components.data.audio_io import DataFormatError
 from components.data.base import Record, filter_folds
 from components.registry import data_registry
@@ -97,18 +100,7 @@ class AudioFolder(AudioFileDataset):
     def records_from_csv(self, path: str) -> list[Record]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"audio folder CSV not found: {path}")
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [
-                column
-                for column in ("filepath", "label")
-                if column not in (reader.fieldnames or [])
-            ]
-            if missing:
-                raise DataFormatError(
-                    f"{path}: missing column(s) {', '.join(missing)}; expected filepath,label[,fold]"
-                )
-            rows = list(reader)
+        rows = read_csv_rows(path, ("filepath", "label"), "filepath,label[,fold]")
         self.class_names = sorted({row["label"] for row in rows})
         label_of = {name: label for label, name in enumerate(self.class_names)}
         seen: dict[str, int] = {}

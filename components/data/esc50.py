@@ -19,7 +19,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from components.data.audio_files import AudioFileDataset
+from components.data.audio_files import AudioFileDataset, read_csv_rows
 from components.data.audio_io import DataFormatError
 from components.data.base import Record, filter_folds
 from components.registry import data_registry
@@ -119,18 +119,9 @@ def download_esc50(root: str | os.PathLike[str], url: str = ESC50_URL) -> Path:
 
 def read_esc50_csv(path: Path) -> list[dict[str, str]]:
     try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [
-                column
-                for column in ESC50_COLUMNS
-                if column not in (reader.fieldnames or [])
-            ]
-            if missing:
-                raise DataFormatError(
-                    f"{path}: missing column(s) {', '.join(missing)}; expected a header with {', '.join(ESC50_COLUMNS)}"
-                )
-            rows = list(reader)
+        rows = read_csv_rows(
+            path, ESC50_COLUMNS, f"a header with {', '.join(ESC50_COLUMNS)}"
+        )
     except UnicodeDecodeError:
         raise DataFormatError(f"{path}: not a text CSV file") from None
     for line, row in enumerate(rows, start=2):
