@@ -116,6 +116,13 @@ def param_groups_weight_decay(
     ]
 
 
+def effective_batch_size(
+    ctx: RunContext, batch_size: int, accum_steps: int, num_items: int
+) -> int:
+    """Samples per optimizer step over all ranks (a batch is at most the data set), for the LR rule."""
+    return min(batch_size, num_items) * accum_steps * ctx.dist.world_size
+
+
 def scaled_learning_rate(
     lr: float | None, base_lr: float, effective_batch: int
 ) -> float:

@@ -27,6 +27,7 @@ from components.recipes.engine import (
     TrainLoop,
     WarmupCosineSchedule,
     check_ranges,
+    effective_batch_size,
     scaled_learning_rate,
 )
 from components.registry import recipe_registry
@@ -278,10 +279,8 @@ def train_classifier(
     transform = ctx.build_transform()
     ctx.check_fit(classifier.encoder, transform)
     objective = ClassificationObjective(classifier, num_classes, settings)
-    effective_batch = (
-        min(settings.batch_size, len(train_set))
-        * settings.accum_steps
-        * ctx.dist.world_size
+    effective_batch = effective_batch_size(
+        ctx, settings.batch_size, settings.accum_steps, len(train_set)
     )
     peak_lr = scaled_learning_rate(settings.lr, settings.base_lr, effective_batch)
     groups = param_groups_lrd(

@@ -22,6 +22,7 @@ from components.recipes.engine import (
     TrainLoop,
     WarmupCosineSchedule,
     check_ranges,
+    effective_batch_size,
     param_groups_weight_decay,
     scaled_learning_rate,
 )
@@ -210,7 +211,7 @@ def mae_pretrain(
         log_every=log_every,
         num_workers=num_workers,
     )
-    effective_batch = min(batch_size, len(dataset)) * accum_steps * ctx.dist.world_size
+    effective_batch = effective_batch_size(ctx, batch_size, accum_steps, len(dataset))
     peak_lr = scaled_learning_rate(lr, base_lr, effective_batch)
     optimizer = torch.optim.AdamW(
         param_groups_weight_decay(model, weight_decay), lr=peak_lr, betas=(beta1, beta2)
