@@ -7,6 +7,7 @@ folder swap (generator/write.py). With `check=True` it writes nothing and report
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,30 @@ def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=
     return CompiledSpec(spec, index, resolution, program, provenance_hash(spec, source_bytes), sources)
 
 
+def project_repo_url() -> str:
+    """`[tool.sigmae-gen] repo-url` of the project's pyproject.toml, else a placeholder.
+
+    Every caller (the CLI, `build_spec`, the drift tests) takes the default from here, so a
+    URL set in pyproject.toml cannot make the CLI's output differ from a checked build.
+    Read line by line rather than with tomllib, which Python 3.10 lacks: the same file must
+    give the same URL on every supported Python.
+    """
+    try:
+        text = (PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return DEFAULT_REPO_URL
+    table = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            table = line
+        elif table == "[tool.sigmae-gen]" and line.startswith("repo-url"):
+            match = re.fullmatch(r'repo-url\s*=\s*"([^"]+)"\s*(#.*)?', line)
+            if match:
+                return match.group(1)
+    return DEFAULT_REPO_URL
+
+
 def render_outputs(compiled: CompiledSpec, *, repo_url: str = DEFAULT_REPO_URL, timings: dict[str, float] | None = None) -> dict[str, str]:
     """Every output file of a build, by file name, rendered in memory."""
     from generator.readme import render_readme
@@ -116,13 +141,13 @@ def build_spec(
     check: bool = False,
     index=None,
     catalog_root: str | Path | None = None,
-    repo_url: str = DEFAULT_REPO_URL,
+    repo_url: str | None = None,
 ) -> BuildResult:
     """Build one spec into `out_dir/<name>/` (atomically), or with `check` compare without writing."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     compiled = compile_spec(spec_path, overrides=overrides, index=index, catalog_root=catalog_root, timings=timings)
-    files = render_outputs(compiled, repo_url=repo_url, timings=timings)
+    files = render_outputs(compiled, repo_url=repo_url or project_repo_url(), timings=timings)
     dest = Path(out_dir) / compiled.spec.name
     if check:
         drift = compare_outputs(dest, files)

@@ -17,7 +17,6 @@ import click
 
 import generator
 from generator.errors import SigmaeError
-from generator.notebook import DEFAULT_REPO_URL
 
 
 class UserError(click.ClickException):
@@ -33,22 +32,6 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover - the index module is part of the package
         pass
     return tuple(types)
-
-
-def _repo_url_default() -> str:
-    """`[tool.sigmae-gen] repo-url` of the project's pyproject.toml, else a placeholder."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        return DEFAULT_REPO_URL
-    from generator.build import PROJECT_ROOT
-
-    try:
-        data = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return DEFAULT_REPO_URL
-    value = data.get("tool", {}).get("sigmae-gen", {}).get("repo-url")
-    return value if isinstance(value, str) and value else DEFAULT_REPO_URL
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,7 +73,6 @@ def build(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path, check: boo
     from generator.build import build_spec
 
     index = _index(ctx)
-    repo_url = repo_url or _repo_url_default()
     drifted = 0
     for spec_path in specs:
         result = build_spec(spec_path, out_dir, overrides=overrides, check=check, index=index, repo_url=repo_url)

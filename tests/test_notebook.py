@@ -108,3 +108,15 @@ def test_colab_url_needs_a_github_repository() -> None:
     assert colab_url("https://github.com/a/b.git", "build/x/x.ipynb") == "https://colab.research.google.com/github/a/b/blob/main/build/x/x.ipynb"
     with pytest.raises(OutputError):
         colab_url("ftp://example.org/x", "build/x/x.ipynb")
+
+
+def test_repo_url_for_the_badge_comes_from_pyproject_on_every_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import generator.build as build_module
+
+    monkeypatch.setattr(build_module, "PROJECT_ROOT", tmp_path)
+    assert build_module.project_repo_url() == build_module.DEFAULT_REPO_URL  # no pyproject.toml
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nrepo-url = "https://github.com/wrong/table"\n\n'
+        '[tool.sigmae-gen]\nrepo-url = "https://github.com/acme/sigmae-gen"  # the badge\n'
+    )
+    assert build_module.project_repo_url() == "https://github.com/acme/sigmae-gen"
