@@ -116,6 +116,17 @@ def test_esc50_bad_files_raise_one_error_or_are_skipped_with_a_warning(tmp_path:
     assert len(ds) == 18 and sorted(ds.skipped_files) == [str(v) for v in victims]
 
 
+def test_skipped_files_are_the_paths_even_when_a_path_holds_a_colon(tmp_path: Path) -> None:
+    root = tmp_path / "take 1: outdoors"
+    write_pcm_wav(root / "birds" / "good.wav", tone_clip(400.0, 8000, 600), 8000)
+    write_pcm_wav(root / "engine" / "good.wav", tone_clip(800.0, 8000, 600), 8000)
+    victim = root / "engine" / "bad: clipped.wav"
+    victim.write_bytes(b"not audio")
+    with pytest.warns(UserWarning, match="skipped 1"):
+        ds = AudioFolder(root=str(root), skip_bad_files=True, cache=False)
+    assert ds.skipped_files == [str(victim)] and len(ds) == 2
+
+
 def test_esc50_csv_without_a_column_names_it(tmp_path: Path) -> None:
     root = write_esc50_folder(tmp_path / "ESC-50-master")
     meta = root / "meta" / "esc50.csv"

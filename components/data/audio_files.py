@@ -63,11 +63,13 @@ class AudioFileDataset(SignalDataset):
     def check_files(self) -> None:
         """Check every file's header once; raise one error listing bad files, or skip them."""
         good: list[Record] = []
+        bad_keys: list[str] = []
         problems: list[str] = []
         for record in self.records:
             try:
                 probe_wav(record.key)
             except AudioFileError as error:
+                bad_keys.append(record.key)
                 problems.append(str(error))
                 continue
             good.append(record)
@@ -82,7 +84,7 @@ class AudioFileDataset(SignalDataset):
                 f"{type(self).__name__} at {self.root}: {len(problems)} unreadable audio file(s):\n  {shown}{more}\n"
                 "Fix or remove them, or pass skip_bad_files=True to leave them out."
             )
-        self.skipped_files = [problem.split(": ", 1)[0] for problem in problems]
+        self.skipped_files = bad_keys
         warnings.warn(
             f"{type(self).__name__}: skipped {len(problems)} unreadable audio file(s): "
             + "; ".join(problems[:10]),
