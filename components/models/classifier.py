@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from components.models.base import BaseAutoencoder
-from components.models.layers import LAYER_NORM_EPS, DropPath
+from components.models.layers import LAYER_NORM_EPS, DropPath, drop_path_rates
 
 __all__ = ["AudioMAEClassifier", "param_groups_lrd"]
 
@@ -105,9 +105,8 @@ class AudioMAEClassifier(nn.Module):
 
     def set_drop_path_rate(self, drop_path_rate: float) -> None:
         """Stochastic depth rising linearly from 0 to ``drop_path_rate`` over the encoder blocks."""
-        blocks = list(self.encoder.blocks)
-        for index, block in enumerate(blocks):
-            rate = drop_path_rate * index / max(len(blocks) - 1, 1)
+        blocks = self.encoder.blocks
+        for block, rate in zip(blocks, drop_path_rates(drop_path_rate, len(blocks))):
             for module in block.modules():
                 if isinstance(module, DropPath):
                     module.drop_prob = rate

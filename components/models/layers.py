@@ -25,6 +25,7 @@ __all__ = [
     "SwiGLU",
     "swiglu_hidden_features",
     "DropPath",
+    "drop_path_rates",
     "LayerScale",
     "Block",
     "MacaronBlock",
@@ -287,6 +288,11 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob:.3f}"
+
+
+def drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:
+    """Stochastic depth per block, rising linearly from 0 at the first to ``drop_path_rate`` at the last."""
+    return [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
 
 
 class LayerScale(nn.Module):

@@ -25,6 +25,7 @@ from components.models.layers import (
     MacaronBlock,
     PatchEmbed,
     RotaryEmbedding2D,
+    drop_path_rates,
     grid_positions,
     init_vit_weights,
     sincos_pos_embed_1d,
@@ -103,11 +104,11 @@ class MaskedAutoencoderViT(BaseAutoencoder):
             "pos_embed",
             None if use_rope else sincos_pos_embed_2d(embed_dim, self.grid_size),
         )
-        rates = [
-            drop_path_rate * i / max(depth - 1, 1) for i in range(depth)
-        ]  # linear stochastic-depth rule
         self.blocks = nn.ModuleList(
-            [self._make_block(embed_dim, num_heads, rate) for rate in rates]
+            [
+                self._make_block(embed_dim, num_heads, rate)
+                for rate in drop_path_rates(drop_path_rate, depth)
+            ]
         )
         self.norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
 
