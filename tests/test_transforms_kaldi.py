@@ -85,3 +85,9 @@ def test_clear_errors_for_bad_input() -> None:
         transform(torch.zeros(1, 16000, dtype=torch.int16))
     with pytest.raises(ValueError, match="high_freq"):
         KaldiFbank(sample_rate=16000, high_freq=9000.0)(torch.zeros(1, 16000))
+
+
+@pytest.mark.parametrize("frames", [{"frame_shift_ms": 0.0}, {"frame_length_ms": 0.01}, {"frame_shift_ms": -10.0}])
+def test_frames_shorter_than_a_sample_are_a_clear_error_at_construction(frames: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="at least one sample"):
+        KaldiFbank(sample_rate=16000, **frames)

@@ -41,6 +41,20 @@ def next_power_of_two(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def kaldi_frame_sizes(
+    sample_rate: int, frame_length_ms: float, frame_shift_ms: float
+) -> tuple[int, int]:
+    """``(frame_length, frame_shift)`` in samples, truncated as Kaldi does; each at least one sample."""
+    frame_length = int(sample_rate * frame_length_ms * 0.001)
+    frame_shift = int(sample_rate * frame_shift_ms * 0.001)
+    if frame_length < 1 or frame_shift < 1:
+        raise ValueError(
+            f"kaldi_fbank: frame_length_ms={frame_length_ms:g} and frame_shift_ms={frame_shift_ms:g} give"
+            f" {frame_length} and {frame_shift} samples at {sample_rate} Hz; each must be at least one sample"
+        )
+    return frame_length, frame_shift
+
+
 @functools.lru_cache(maxsize=32)
 def kaldi_mel_banks(
     num_mel_bins: int,
@@ -112,8 +126,9 @@ def kaldi_fbank_features(
         raise ValueError(
             f"kaldi_fbank_features expects [B, N] waveforms, got shape {tuple(waveforms.shape)}"
         )
-    frame_length = int(sample_rate * frame_length_ms * 0.001)
-    frame_shift = int(sample_rate * frame_shift_ms * 0.001)
+    frame_length, frame_shift = kaldi_frame_sizes(
+        sample_rate, frame_length_ms, frame_shift_ms
+    )
     padded = next_power_of_two(frame_length)
     batch, num_samples = waveforms.shape
     dtype = working_dtype(waveforms)
@@ -192,8 +207,9 @@ class KaldiFbank(SignalTransform):
         self.frame_shift_ms = frame_shift_ms
         self.low_freq = low_freq
         self.high_freq = high_freq
-        self.frame_length = int(sample_rate * frame_length_ms * 0.001)
-        self.frame_shift = int(sample_rate * frame_shift_ms * 0.001)
+        self.frame_length, self.frame_shift = kaldi_frame_sizes(
+            sample_rate, frame_length_ms, frame_shift_ms
+        )
         self.min_num_samples = 1 if target_frames is not None else self.frame_length
 
     def num_frames(self, num_samples: int) -> int:
@@ -249,5 +265,6 @@ __all__ = [
     "KaldiFbank",
     "fit_frames",
     "kaldi_fbank_features",
+    "kaldi_frame_sizes",
     "kaldi_mel_banks",
 ]
