@@ -129,3 +129,14 @@ def test_finetuning_with_every_augmentation_and_layer_decay(tmp_path: Path) -> N
     optimizer = load_checkpoint_file(tmp_path / "finetune" / "last.pt")["optimizer"]
     scales = sorted({round(group["lr_scale"], 6) for group in optimizer["param_groups"]})
     assert scales[0] < scales[-1] == 1.0  # embeddings learn slowest, the head at the full rate
+
+
+def test_explicit_train_and_eval_folds_are_kept_when_they_exist(tmp_path: Path) -> None:
+    from components.recipes.finetune import resolve_split
+    from test_runtime_helpers import make_context
+
+    ctx = make_context(tmp_path)
+    dataset = ctx.dataset()  # folds 1..4
+    assert resolve_split(ctx, dataset, [1, 2], [4]) == ([1, 2], [4])
+    assert resolve_split(ctx, dataset, [3], None) == ([3], [4])
+    assert resolve_split(ctx, dataset, None, [1]) == ([2, 3, 4], [1])

@@ -204,7 +204,7 @@ def resolve_split(
 ) -> tuple[list[int], list[int]]:
     """Default split: hold out the last fold, train on the others."""
     folds = dataset_folds(dataset)
-    missing = sorted(set(train_folds or []) | set(eval_folds or []) - set(folds))
+    missing = sorted((set(train_folds or []) | set(eval_folds or [])) - set(folds))
     if missing and ctx.smoke:
         # Synthetic smoke data has its own folds; the spec's split is for the real data.
         ctx.info(
