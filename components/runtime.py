@@ -770,7 +770,7 @@ def eval_loader(
         Subset(dataset, indices),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=0 if ctx.smoke else num_workers,  # as in RunContext.loader
         collate_fn=collate_signals,
         pin_memory=ctx.device.type == "cuda",
     )

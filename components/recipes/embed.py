@@ -117,9 +117,7 @@ class EmbeddingGenerator:
         ctx = self.ctx
         self.model.eval()
         self.transform.eval()
-        loader, indices = eval_loader(
-            ctx, dataset, self.batch_size, 0 if ctx.smoke else self.num_workers
-        )
+        loader, indices = eval_loader(ctx, dataset, self.batch_size, self.num_workers)
         chunks, labels = [], []
         for signals, batch_labels in loader:
             if (
