@@ -20,7 +20,11 @@ from components.flags import UsageError
 from components.losses import soft_target_cross_entropy
 from components.metrics import confusion_matrix
 from components.recipes.embed import compute_or_load_embeddings
-from components.recipes.engine import check_ranges, warmup_cosine_lr
+from components.recipes.engine import (
+    check_ranges,
+    set_learning_rate,
+    warmup_cosine_lr,
+)
 from components.recipes.finetune import resolve_split
 from components.registry import recipe_registry
 from components.runtime import RunContext
@@ -260,10 +264,12 @@ def linear_probe(
             if step >= run_until:
                 break
             index = order[start : start + batch]
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine_lr(
+            set_learning_rate(
+                optimizer,
+                warmup_cosine_lr(
                     step, base_lr=lr, min_lr=0.0, warmup_steps=warmup, total_steps=total
-                )
+                ),
+            )
             loss = soft_target_cross_entropy(
                 probe(train_x[index]), train_y[index], label_smoothing=label_smoothing
             )
