@@ -164,3 +164,23 @@ def test_resample_length_and_dc_gain(length: int, rates: tuple[int, int]) -> Non
     margin = 64 * max(1, new // orig)  # the filter's reach into the zero padding
     if out.shape[1] > 2 * margin:
         torch.testing.assert_close(out[:, margin:-margin], torch.ones_like(out[:, margin:-margin]), atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "setting"),
+    [
+        ("log_mel", {"hop_length": 0}),
+        ("log_mel", {"n_mels": 0}),
+        ("log_mel", {"target_frames": 0}),
+        ("iq_spectrogram", {"hop_length": 0}),
+        ("iq_spectrogram", {"n_fft": 0}),
+        ("iq_spectrogram", {"target_frames": -1}),
+        ("iq_patches", {"patch_size": 0}),
+        ("kaldi_fbank", {"num_mel_bins": 0}),
+        ("kaldi_fbank", {"std": -1.0}),
+    ],
+)
+def test_a_non_positive_size_is_a_clear_error_naming_it(name: str, setting: dict[str, float]) -> None:
+    (key, value), = setting.items()
+    with pytest.raises(ValueError, match=f"^{name}: {key} must be positive, got {value}$"):
+        transform_registry.create(name, **setting)

@@ -20,6 +20,13 @@ def working_dtype(batch: torch.Tensor) -> torch.dtype:
     return batch.dtype if batch.dtype == torch.float64 else torch.float32
 
 
+def require_positive(component: str, **settings: int | float | None) -> None:
+    """Reject the first setting that is zero or negative (``None`` means unset), naming it."""
+    for name, value in settings.items():
+        if value is not None and value <= 0:
+            raise ValueError(f"{component}: {name} must be positive, got {value}")
+
+
 class SignalTransform(nn.Module):
     """Base class of every registered transform.
 
@@ -68,4 +75,4 @@ class SignalTransform(nn.Module):
             )
 
 
-__all__ = ["SignalTransform", "working_dtype"]
+__all__ = ["SignalTransform", "require_positive", "working_dtype"]

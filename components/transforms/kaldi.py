@@ -22,7 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from components.registry import transform_registry
-from components.transforms.base import SignalTransform, working_dtype
+from components.transforms.base import (
+    SignalTransform,
+    require_positive,
+    working_dtype,
+)
 
 # AudioMAE's data set statistics for (x - mean) / (2 * std)
 ESC50_FBANK_MEAN = -6.6268077
@@ -188,16 +192,13 @@ class KaldiFbank(SignalTransform):
         high_freq: float = 0.0,
     ) -> None:
         super().__init__()
-        if sample_rate <= 0 or num_mel_bins <= 0:
-            raise ValueError(
-                f"kaldi_fbank: sample_rate and num_mel_bins must be positive, got {sample_rate}, {num_mel_bins}"
-            )
-        if target_frames is not None and target_frames <= 0:
-            raise ValueError(
-                f"kaldi_fbank: target_frames must be positive or None, got {target_frames}"
-            )
-        if std is not None and std <= 0:
-            raise ValueError(f"kaldi_fbank: std must be positive, got {std}")
+        require_positive(
+            "kaldi_fbank",
+            sample_rate=sample_rate,
+            num_mel_bins=num_mel_bins,
+            target_frames=target_frames,
+            std=std,
+        )
         self.sample_rate = sample_rate
         self.num_mel_bins = num_mel_bins
         self.target_frames = target_frames

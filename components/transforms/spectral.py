@@ -14,7 +14,11 @@ from typing import Literal
 import torch
 
 from components.registry import transform_registry
-from components.transforms.base import SignalTransform, working_dtype
+from components.transforms.base import (
+    SignalTransform,
+    require_positive,
+    working_dtype,
+)
 
 
 def htk_mel(freq: torch.Tensor) -> torch.Tensor:
@@ -135,6 +139,15 @@ class LogMel(SignalTransform):
         standardize: bool = True,
     ) -> None:
         super().__init__()
+        require_positive(
+            "log_mel",
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            target_frames=target_frames,
+        )
         if win_length > n_fft:
             raise ValueError(
                 f"log_mel: win_length ({win_length}) must not exceed n_fft ({n_fft})"
@@ -223,6 +236,12 @@ class IQSpectrogram(SignalTransform):
         log_offset: float = 1e-6,
     ) -> None:
         super().__init__()
+        require_positive(
+            "iq_spectrogram",
+            n_fft=n_fft,
+            hop_length=hop_length,
+            target_frames=target_frames,
+        )
         if mode not in ("log_magnitude", "log_magnitude_phase", "real_imag"):
             raise ValueError(
                 f"iq_spectrogram: mode must be log_magnitude, log_magnitude_phase or real_imag, got {mode!r}"
@@ -306,10 +325,7 @@ class IQPatches(SignalTransform):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        if patch_size <= 0:
-            raise ValueError(
-                f"iq_patches: patch_size must be positive, got {patch_size}"
-            )
+        require_positive("iq_patches", patch_size=patch_size)
         if layout not in ("rows", "channels"):
             raise ValueError(
                 f"iq_patches: layout must be 'rows' or 'channels', got {layout!r}"
