@@ -183,6 +183,10 @@ def mae_pretrain(
             "plot_every": (plot_every, plot_every >= 0),
         },
     )
+    if infonce_weight > 0 and batch_size < 2:
+        raise UsageError(
+            f"--{ctx.section}.infonce_weight needs batch_size >= 2 (negatives come from the batch)"
+        )
     dataset = ctx.dataset()
     if train_folds is not None:
         dataset = split_by_folds(dataset, train_folds)
@@ -198,10 +202,6 @@ def mae_pretrain(
         uniformity_weight=uniformity_weight,
         uniformity_t=uniformity_t,
     )
-    if infonce_weight > 0 and batch_size < 2:
-        raise UsageError(
-            f"--{ctx.section}.infonce_weight needs batch_size >= 2 (negatives come from the batch)"
-        )
     settings = LoopSettings(
         epochs=epochs,
         batch_size=batch_size,
