@@ -10,7 +10,6 @@ Evaluation is 5-fold cross-validation over the predefined folds (``leave_one_fol
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import sys
@@ -66,11 +65,6 @@ def safe_extract(archive: Path, destination: Path) -> None:
         zipped.extractall(destination)
 
 
-def count_csv_rows(path: Path) -> int:
-    with open(path, newline="") as handle:
-        return sum(1 for _ in csv.DictReader(handle))
-
-
 def download_esc50(root: str | os.PathLike[str], url: str = ESC50_URL) -> Path:
     """Fetch and unpack ESC-50 so that ``root`` is the ``ESC-50-master`` folder; return it.
 
@@ -102,7 +96,7 @@ def download_esc50(root: str | os.PathLike[str], url: str = ESC50_URL) -> Path:
             raise DataFormatError(
                 f"{url}: the archive holds no single ESC-50 folder with meta/esc50.csv"
             )
-        listed = count_csv_rows(found[0] / "meta" / "esc50.csv")
+        listed = len(read_esc50_csv(found[0] / "meta" / "esc50.csv"))
         arrived = sum(1 for _ in (found[0] / "audio").glob("*.wav"))
         expected = ESC50_CLIPS if url == ESC50_URL else listed
         if arrived != expected or listed != expected:
