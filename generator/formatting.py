@@ -4,14 +4,18 @@ black costs ~1.3 s per 3,000 lines (FACTS.md), so a warm build must not run it o
 catalog code that has not changed. Results are cached per input text under
 ``<cache_dir>/black/`` (and in memory); the key covers black's version and mode, so an
 upgrade simply misses. black itself is imported only on a miss.
+
+`merge_imports` writes import blocks directly in black's layout (no black run needed).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import multiprocessing as mp
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -136,3 +140,48 @@ def _numbered(source: str, limit: int = 60) -> str:
     if len(lines) > limit:
         shown.append(f"     ... {len(lines) - limit} more lines")
     return "\n".join(shown)
+
+
+def merge_imports(lines: Iterable[str]) -> list[str]:
+    """Merge import statements: one `import x` per module, one `from m import a, b` per module.
+
+    Output is grouped like isort: standard library first, then third-party (torch, hypothesis),
+    a blank line ('') between the groups; in each group plain imports, then from-imports,
+    sorted by module. Deterministic for the same set of imports, whatever their input order.
+    A from-import longer than a line is wrapped as black wraps it (one name per line, in
+    parentheses), so the import block needs no black run of its own.
+    """
+    plain: set[tuple[str, str | None]] = set()
+    from_names: dict[str, set[tuple[str, str | None]]] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        for stmt in ast.parse(line).body:
+            if isinstance(stmt, ast.Import):
+                plain.update((alias.name, alias.asname) for alias in stmt.names)
+            elif isinstance(stmt, ast.ImportFrom):
+                module = "." * stmt.level + (stmt.module or "")
+                from_names.setdefault(module, set()).update((alias.name, alias.asname) for alias in stmt.names)
+            else:
+                raise FormatError(f"not an import statement: {line!r}")
+    from_names.pop("__future__", None)  # the header carries `from __future__ import annotations`
+
+    def spelled(name: str, asname: str | None) -> str:
+        return name + (f" as {asname}" if asname else "")
+
+    groups: dict[bool, list[str]] = {True: [], False: []}
+    for name, asname in sorted(plain, key=lambda p: (p[0], p[1] or "")):
+        groups[_is_stdlib(name)].append(f"import {spelled(name, asname)}")
+    for module in sorted(from_names):
+        names = [spelled(n, a) for n, a in sorted(from_names[module], key=lambda p: (p[0], p[1] or ""))]
+        line = f"from {module} import " + ", ".join(names)
+        if len(line) > LINE_LENGTH:
+            line = f"from {module} import (\n" + "".join(f"    {name},\n" for name in names) + ")"
+        groups[_is_stdlib(module)].append(line)
+    if groups[True] and groups[False]:
+        return [*groups[True], "", *groups[False]]
+    return groups[True] or groups[False]
+
+
+def _is_stdlib(module: str) -> bool:
+    return module.split(".")[0] in sys.stdlib_module_names

@@ -12,13 +12,12 @@ output is cached by content hash, so a warm build neither parses nor formats cat
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from generator.cache import TextCache, content_key, default_cache_dir
-from generator.formatting import format_code, format_many
+from generator.formatting import format_many, merge_imports
 from generator.analysis import BUILTIN_NAMES, CatalogError, ImportBinding, TopLevel
 from generator.index import CatalogIndex
 from generator.ir import DefinitionKey, InlinedProgram, ModuleChunk, Resolution
@@ -87,7 +86,7 @@ def inline(
                 code=_join(group, pieces),
             )
         )
-    imports = _import_block(externals, cache_dir)
+    imports = _import_block(externals)
     return InlinedProgram(
         imports=imports,
         chunks=tuple(chunks),
@@ -338,28 +337,6 @@ def _join(group: list[TopLevel], pieces: list[str]) -> str:
 # --------------------------------------------------------------------------- imports
 
 
-def _import_block(externals: dict[tuple[str, str], tuple[ImportBinding, str]], cache_dir: Path) -> tuple[str, ...]:
-    """Merged, deduplicated, sorted: stdlib first, then third party; `import` before `from`."""
-    plain: set[str] = set()
-    from_imports: dict[str, set[str]] = {}
-    for binding, name in externals.values():
-        if binding.attr is None:
-            plain.add(binding.statement(name))
-        else:
-            alias = binding.attr if name == binding.attr else f"{binding.attr} as {name}"
-            from_imports.setdefault(binding.module, set()).add(alias)
-
-    def section(module: str) -> int:
-        return 0 if module.split(".")[0] in sys.stdlib_module_names else 1
-
-    entries: list[tuple[tuple[int, int, str], str]] = []
-    for line in plain:
-        module = line.split()[1]
-        entries.append(((section(module), 0, module.lower()), line))
-    for module, aliases in from_imports.items():
-        ordered = sorted(aliases, key=lambda a: (a.split()[0].lower(), a))
-        line = f"from {module} import {', '.join(ordered)}"
-        if len(line) > 88:
-            line = format_code(line + "\n", cache_dir=cache_dir, what="the import block").rstrip("\n")
-        entries.append(((section(module), 1, module.lower()), line))
-    return tuple(line for _, line in sorted(entries))
+def _import_block(externals: dict[tuple[str, str], tuple[ImportBinding, str]]) -> tuple[str, ...]:
+    """Merged, deduplicated, sorted import lines (stdlib, '', third party) under their emitted names."""
+    return tuple(merge_imports(binding.statement(name) for binding, name in externals.values()))

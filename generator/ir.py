@@ -102,7 +102,7 @@ class ModuleChunk:
 class InlinedProgram:
     """Catalog code ready to paste under a header: imports, then one chunk per module."""
 
-    imports: tuple[str, ...]  # merged, deduplicated, sorted import lines (no __future__)
+    imports: tuple[str, ...]  # merged, deduplicated, sorted import lines ("" between stdlib and third party; no __future__)
     chunks: tuple[ModuleChunk, ...]
     names: dict[DefinitionKey, str] = field(hash=False)  # emitted name of every reached definition
     source_files: tuple[str, ...] = ()  # catalog files the code came from (for the provenance hash)

@@ -16,7 +16,6 @@ import ast
 import builtins
 import hashlib
 import math
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +25,7 @@ import jinja2
 
 import generator
 from generator.errors import SigmaeError
+from generator.formatting import merge_imports
 from generator.ir import DefinitionKey, InlinedProgram, Param
 from generator.spec import Choice, Spec, section_class_name
 
@@ -90,46 +90,6 @@ def is_mutable(value: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- imports
-
-
-def merge_imports(lines: Iterable[str]) -> list[str]:
-    """Merge import statements: one `import x` per module, one `from m import a, b` per module.
-
-    Output is grouped like isort: standard library first, then third-party (torch, hypothesis),
-    a blank line ('') between the groups; in each group plain imports, then from-imports,
-    sorted by module. Deterministic for the same set of imports, whatever their input order.
-    """
-    plain: set[tuple[str, str | None]] = set()
-    from_names: dict[str, set[tuple[str, str | None]]] = {}
-    for line in lines:
-        if not line.strip():
-            continue
-        for stmt in ast.parse(line).body:
-            if isinstance(stmt, ast.Import):
-                plain.update((alias.name, alias.asname) for alias in stmt.names)
-            elif isinstance(stmt, ast.ImportFrom):
-                module = "." * stmt.level + (stmt.module or "")
-                from_names.setdefault(module, set()).update((alias.name, alias.asname) for alias in stmt.names)
-            else:
-                raise RenderError(f"not an import statement: {line!r}")
-    from_names.pop("__future__", None)  # the header carries `from __future__ import annotations`
-
-    def spelled(name: str, asname: str | None) -> str:
-        return name + (f" as {asname}" if asname else "")
-
-    groups: dict[bool, list[str]] = {True: [], False: []}
-    for name, asname in sorted(plain, key=lambda p: (p[0], p[1] or "")):
-        groups[_is_stdlib(name)].append(f"import {spelled(name, asname)}")
-    for module in sorted(from_names):
-        names = sorted(from_names[module], key=lambda p: (p[0], p[1] or ""))
-        groups[_is_stdlib(module)].append(f"from {module} import " + ", ".join(spelled(n, a) for n, a in names))
-    if groups[True] and groups[False]:
-        return [*groups[True], "", *groups[False]]
-    return groups[True] or groups[False]
-
-
-def _is_stdlib(module: str) -> bool:
-    return module.split(".")[0] in sys.stdlib_module_names
 
 
 def bound_names(import_lines: Iterable[str]) -> set[str]:
