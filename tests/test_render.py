@@ -100,6 +100,16 @@ def test_literals_and_helpers() -> None:
     ]
 
 
+def test_long_from_imports_are_wrapped_as_black_wraps_them() -> None:
+    import black
+
+    names = ", ".join(f"name_{i:02d}" for i in range(12))
+    lines = merge_imports([f"from typing import {names}", "import torch", "from torch import nn"])
+    assert lines[0].startswith("from typing import (\n    name_00,\n") and lines[1:] == ["", "import torch", "from torch import nn"]
+    block = "\n".join(lines) + "\n"
+    assert black.format_str(block, mode=black.Mode(line_length=88)) == block
+
+
 def load_module(source: str, name: str) -> types.ModuleType:
     module = types.ModuleType(name)
     module.__file__ = f"<{name}>"
