@@ -214,7 +214,7 @@ class BaseAutoencoder(nn.Module, ABC):
                 noise[:, :1, :].argsort(dim=2).argsort(dim=2).to(noise.dtype)
                 + 0.5 * noise
             )
-        return noise.reshape(batch, gt * gf).to(device)
+        return noise.reshape(batch, gt * gf)
 
     def sample_mask(
         self,
