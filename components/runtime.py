@@ -38,7 +38,7 @@ from components.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from components.flags import UsageError, config_sections, parse_config
+from components.flags import UsageError, parse_config
 from components.metrics import MetricsLogger, write_json_atomic
 from components.plots import Plotter
 
@@ -672,20 +672,25 @@ def _run_steps(
     # Finished steps are reused on --resume only if what the weights depend on is unchanged.
     # Those are the data, transform and model sections; recipe sections are per step (a notebook
     # that runs one step per cell passes pipelines with fewer steps, so the step set varies).
-    fixed = {
-        name: dataclasses.asdict(getattr(config, name))
-        for name in config_sections(type(config))
-        if name in ("data", "transform", "model")
-    }
+    # In their JSON form (tuples become lists), as pipeline_state.json holds the previous run's.
+    fixed = json.loads(
+        json.dumps(
+            {
+                name: dataclasses.asdict(getattr(config, name))
+                for name in ("data", "transform", "model")
+                if hasattr(config, name)
+            }
+        )
+    )
     fixed["smoke"] = options.smoke
     previous = record.get("fixed_config")
-    if previous is not None and previous != json.loads(json.dumps(fixed)):
+    if previous is not None and previous != fixed:
         changed = sorted(
             f"{section}.{key}"
             for section, values in fixed.items()
             if isinstance(values, dict)
             for key in values
-            if previous.get(section, {}).get(key) != json.loads(json.dumps(values[key]))
+            if previous.get(section, {}).get(key) != values[key]
         ) or ["--smoke"]
         raise UsageError(
             f"{out_dir} holds a run with other settings ({', '.join(changed)}); resume with the same flags, "
