@@ -45,6 +45,11 @@ CONVERT_HINT = "convert it to PCM WAV, e.g. `sox in.ext -b 16 out.wav` or `ffmpe
 
 def probe_wav(path: str | os.PathLike[str]) -> WavInfo:
     """Read a WAV header and check that the data it announces is really in the file (cheap)."""
+    return open_wav(path, read_samples=False)[0]
+
+
+def open_wav(path: str | os.PathLike[str], read_samples: bool) -> tuple[WavInfo, bytes]:
+    """The checked header and, with ``read_samples``, the sample bytes: one pass over the file."""
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -57,9 +62,9 @@ def probe_wav(path: str | os.PathLike[str]) -> WavInfo:
                     reader.getsampwidth(),
                     reader.getnframes(),
                 )
-                data_start = (
-                    handle.tell()
-                )  # wave stops right after the data chunk's header
+                # wave stops right after the data chunk's header
+                check_wav_header(path, info, handle.tell(), size)
+                data = reader.readframes(info.num_frames) if read_samples else b""
     except AudioFileError:
         raise
     except (wave.Error, EOFError) as error:
@@ -70,6 +75,12 @@ def probe_wav(path: str | os.PathLike[str]) -> WavInfo:
         raise AudioFileError(
             f"{path}: cannot be read ({error.strerror or error})"
         ) from None
+    return info, data
+
+
+def check_wav_header(
+    path: str | os.PathLike[str], info: WavInfo, data_start: int, size: int
+) -> None:
     if info.sample_width not in (1, 2, 3, 4):
         raise AudioFileError(
             f"{path}: unsupported sample width of {info.sample_width} bytes; {CONVERT_HINT}"
@@ -84,7 +95,6 @@ def probe_wav(path: str | os.PathLike[str]) -> WavInfo:
             f"{path}: truncated: the header announces {info.num_frames} frames but {missing} bytes of them are missing;"
             " re-download or re-export the file"
         )
-    return info
 
 
 def pcm_to_float(data: bytes, sample_width: int) -> torch.Tensor:
@@ -105,12 +115,7 @@ def pcm_to_float(data: bytes, sample_width: int) -> torch.Tensor:
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
     """Decode a PCM WAV file to a mono float32 waveform ``[N]`` (channels averaged) and its rate."""
-    info = probe_wav(path)
-    try:
-        with wave.open(os.fspath(path), "rb") as reader:
-            data = reader.readframes(info.num_frames)
-    except (wave.Error, EOFError, OSError) as error:
-        raise AudioFileError(f"{path}: cannot decode ({error})") from None
+    info, data = open_wav(path, read_samples=True)
     expected = info.num_frames * info.channels * info.sample_width
     if len(data) != expected:
         raise AudioFileError(
