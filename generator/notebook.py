@@ -41,6 +41,21 @@ def colab_url(repo_url: str, notebook_path: str, branch: str = DEFAULT_BRANCH) -
     return f"https://colab.research.google.com/github/{owner}/{repo}/blob/{branch}/{notebook_path.lstrip('/')}"
 
 
+def notebook_colab_url(spec: Spec, repo_url: str, build_dir: str = "build") -> str:
+    """Colab's URL for the build's notebook as committed under `build_dir/` (notebook and README badge)."""
+    return colab_url(repo_url, f"{build_dir.strip('/')}/{spec.name}/{spec.name}.ipynb")
+
+
+def can_download(spec: Spec) -> bool:
+    """Whether the spec's data set fetches itself (`--download`): its component has a `download` parameter."""
+    return any(param.name == "download" for param in spec.data.params)
+
+
+def spec_description(spec: Spec) -> str:
+    """The spec's description, or a one-line default naming it (markdown)."""
+    return spec.description.strip() or f"Masked-autoencoder training for `{spec.name}`."
+
+
 def docstring_summary(text: str | None) -> str:
     """The first paragraph of a docstring, on one line."""
     if not text:
@@ -68,15 +83,13 @@ def code_cell(text: str, tags: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, repo_url: str = DEFAULT_REPO_URL, build_dir: str = "build") -> str:
     """The notebook as nbformat v4.5 JSON text."""
-    can_download = any(param.name == "download" for param in spec.data.params)
-    notebook_path = f"{build_dir.strip('/')}/{spec.name}/{spec.name}.ipynb"
-    context = {"name": spec.name, "can_download": can_download}
+    context = {"name": spec.name, "can_download": can_download(spec)}
     cells = [
         markdown_cell(
             _render(
                 "notebook_title.md.j2",
-                description=spec.description.strip() or f"Masked-autoencoder training for `{spec.name}`.",
-                colab_url=colab_url(repo_url, notebook_path),
+                description=spec_description(spec),
+                colab_url=notebook_colab_url(spec, repo_url, build_dir),
                 version=generator.__version__,
                 spec_hash=spec_hash,
                 **context,

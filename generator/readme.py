@@ -11,7 +11,7 @@ import ast
 from typing import TYPE_CHECKING, Mapping
 
 import generator
-from generator.notebook import DEFAULT_REPO_URL, colab_url
+from generator.notebook import DEFAULT_REPO_URL, can_download, notebook_colab_url, spec_description
 from generator.render import RUNTIME_MODULE, environment, literal_source, spec_reference
 
 if TYPE_CHECKING:
@@ -56,14 +56,14 @@ def render_readme(compiled: CompiledSpec, files: Mapping[str, str], *, repo_url:
             smoke_rows.append(f"{section} {_cell(literal_source(dict(overrides)))}")
     text = environment().get_template("build_readme.md.j2").render(
         name=spec.name,
-        description=spec.description.strip() or f"Masked-autoencoder training for `{spec.name}`.",
+        description=spec_description(spec),
         version=generator.__version__,
         spec_file=_cell(spec_reference(spec, compiled.index.root)),
         spec_hash=compiled.spec_hash,
         has_notebook=f"{spec.name}.ipynb" in files,
         has_tests=f"test_{spec.name}.py" in files,
-        colab_url=colab_url(repo_url, f"build/{spec.name}/{spec.name}.ipynb"),
-        can_download=any(p.name == "download" for p in spec.data.params),
+        colab_url=notebook_colab_url(spec, repo_url),
+        can_download=can_download(spec),
         choices=choices,
         smoke_rows=smoke_rows,
         flags=flags,
