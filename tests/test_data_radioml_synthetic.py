@@ -13,6 +13,7 @@ import torch
 from components.contracts.data import radioml2016_table
 from components.data import DataFormatError, RadioML2016, RadioML2018, SyntheticAudio, SyntheticIQ
 from components.data.radioml import RADIOML2018_CLASSES, legacy_numpy_permutation
+from components.registry import data_registry
 from components.transforms import IQSpectrogram, LogMel
 
 np = pytest.importorskip("numpy")
@@ -152,3 +153,19 @@ def test_synthetic_iq_classes_are_easy_to_separate_and_noise_follows_snr() -> No
     noisy = SyntheticIQ(num_classes=1, num_items=1, num_samples=4096, snr_db=0.0, class_offsets=False)[0][0]
     noise_power = (noisy - clean).square().sum(0).mean()
     assert 0.8 < noise_power < 1.25  # 0 dB: noise power equals the unit signal power
+
+
+@pytest.mark.parametrize(
+    ("name", "setting"),
+    [
+        ("synthetic_audio", {"num_classes": 0}),
+        ("synthetic_audio", {"num_samples": 0}),
+        ("synthetic_audio", {"sample_rate": 0}),
+        ("synthetic_iq", {"num_folds": 0}),
+        ("synthetic_iq", {"num_samples": -5}),
+    ],
+)
+def test_synthetic_sizes_below_one_are_a_clear_error_naming_the_size(name: str, setting: dict[str, int]) -> None:
+    (key, value), = setting.items()
+    with pytest.raises(ValueError, match=f"^{name}: {key} must be >= 1, got {value}$"):
+        data_registry.create(name, **setting)

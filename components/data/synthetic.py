@@ -37,13 +37,11 @@ def synthetic_records(
     ]
 
 
-def check_synthetic_sizes(
-    name: str, num_classes: int, num_items: int, num_folds: int
-) -> None:
-    if num_classes < 1 or num_items < 1 or num_folds < 1:
-        raise ValueError(
-            f"{name}: num_classes, num_items and num_folds must be >= 1, got {num_classes}, {num_items}, {num_folds}"
-        )
+def check_synthetic_sizes(name: str, **sizes: int) -> None:
+    """Reject the first size below 1, naming it (a zero rate or length gives NaN or empty signals)."""
+    for size_name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{name}: {size_name} must be >= 1, got {value}")
 
 
 @data_registry.register("synthetic_audio", version="1.0")
@@ -68,7 +66,14 @@ class SyntheticAudio(SignalDataset):
         noise_level: float = 0.05,
     ) -> None:
         super().__init__()
-        check_synthetic_sizes("synthetic_audio", num_classes, num_items, num_folds)
+        check_synthetic_sizes(
+            "synthetic_audio",
+            num_classes=num_classes,
+            num_items=num_items,
+            num_folds=num_folds,
+            num_samples=num_samples,
+            sample_rate=sample_rate,
+        )
         self.num_samples = num_samples
         self.sample_rate = sample_rate
         self.seed = seed
@@ -215,7 +220,13 @@ class SyntheticIQ(SignalDataset):
         class_offsets: bool = True,
     ) -> None:
         super().__init__()
-        check_synthetic_sizes("synthetic_iq", num_classes, num_items, num_folds)
+        check_synthetic_sizes(
+            "synthetic_iq",
+            num_classes=num_classes,
+            num_items=num_items,
+            num_folds=num_folds,
+            num_samples=num_samples,
+        )
         if samples_per_symbol < 1 or not 0.0 <= rolloff <= 1.0:
             raise ValueError(
                 f"synthetic_iq: need samples_per_symbol >= 1 and 0 <= rolloff <= 1, got {samples_per_symbol}, {rolloff}"
