@@ -175,12 +175,12 @@ def evaluate_classifier(
             .sum()
         )
         matrix += confusion_matrix(logits.argmax(dim=-1), labels, num_classes)
+    # Reduced on the CPU (all_reduce_sum routes through the GPU only where NCCL needs it):
+    # float64 counts would not fit on an MPS device.
     totals = all_reduce_sum(
-        torch.cat([matrix.flatten().double(), loss_sum.reshape(1), top5.reshape(1)]).to(
-            ctx.device
-        ),
+        torch.cat([matrix.flatten().double(), loss_sum.reshape(1), top5.reshape(1)]),
         ctx.dist,
-    ).cpu()
+    )
     matrix = (
         totals[: num_classes * num_classes]
         .round()
