@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import generator
 from generator.errors import OutputError
-from generator.render import ScriptParts, environment, literal_source
+from generator.render import ScriptParts, docstring_summary, environment, literal_source
 from generator.spec import Spec
 
 DEFAULT_REPO_URL = "https://github.com/OWNER/sigmae-gen"
@@ -54,14 +54,6 @@ def can_download(spec: Spec) -> bool:
 def spec_description(spec: Spec) -> str:
     """The spec's description, or a one-line default naming it (markdown)."""
     return spec.description.strip() or f"Masked-autoencoder training for `{spec.name}`."
-
-
-def docstring_summary(text: str | None) -> str:
-    """The first paragraph of a docstring, on one line."""
-    if not text:
-        return ""
-    paragraph = text.strip().split("\n\n")[0]
-    return " ".join(line.strip() for line in paragraph.splitlines())
 
 
 def _render(template: str, **context: Any) -> str:

@@ -251,10 +251,17 @@ def format_code(source: str, cache_dir: Path | None = None) -> str:
     return black_format(source, cache_dir=cache_dir, what="the generated skeleton")
 
 
+def docstring_summary(text: str | None) -> str:
+    """The first paragraph of a docstring, on one line."""
+    if not text:
+        return ""
+    paragraph = text.strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
 def comment_lines(text: str, width: int = 86) -> list[str]:
     """A docstring's first paragraph as `# ` comment lines (each line is only ever a comment)."""
-    paragraph = text.strip().split("\n\n")[0]
-    words = " ".join(line.strip() for line in paragraph.splitlines()).split()
+    words = docstring_summary(text).split()
     lines, current = [], ""
     for word in words:
         if current and len(current) + 1 + len(word) > width:
