@@ -478,8 +478,7 @@ def _read_document(path: Path, display: str, chain: tuple[Path, ...], files: lis
     base_display = str(Path(display).parent / extends.value) if Path(display).parent != Path(".") else extends.value
     base = _read_document(base_path, base_display, (*chain, resolved), files, extends.loc)
     own = Node({k: v for k, v in root.value.items() if k != "extends"}, root.loc, {k: v for k, v in root.key_locs.items() if k != "extends"})
-    base_own = Node({k: v for k, v in base.value.items() if k != "extends"}, base.loc, dict(base.key_locs))
-    return _merge(base_own, own)
+    return _merge(base, own)  # `base` is already merged with its own bases: it holds no `extends`
 
 
 def apply_override(root: Node, override: str) -> Node:

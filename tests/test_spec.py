@@ -97,6 +97,13 @@ def test_extends_merges_sections_and_a_new_use_replaces_the_block(tmp_path: Path
     other = write(tmp_path, "other.yaml", {"extends": "base.yaml", "model": {"use": "deep", "with": {"depth": 3}}})
     assert load_spec(other, index).model.values == {"depth": 3, "width": 4}
 
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    grandchild = write(sub, "grandchild.yaml", {"extends": "../child.yaml", "model": {"with": {"scale": 3.0}}})
+    spec = load_spec(grandchild, index)
+    assert (spec.name, spec.model.values["width"], spec.model.values["scale"]) == ("child", 9, 3.0)
+    assert [f.display for f in spec.files] == ["grandchild.yaml", "../child.yaml", "../base.yaml"]
+
 
 def test_set_overrides_are_typed_by_yaml_and_address_steps_by_name_or_index(tmp_path: Path, index) -> None:
     path = write(tmp_path, "spec.yaml", BASE)
