@@ -91,3 +91,9 @@ def test_clear_errors_for_bad_input() -> None:
 def test_frames_shorter_than_a_sample_are_a_clear_error_at_construction(frames: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="at least one sample"):
         KaldiFbank(sample_rate=16000, **frames)
+
+
+@pytest.mark.parametrize("band", [{"high_freq": 9000.0}, {"low_freq": 8000.0}, {"low_freq": 500.0, "high_freq": 400.0}])
+def test_a_band_beyond_nyquist_or_inverted_fails_at_construction(band: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="low_freq < high_freq <= Nyquist"):
+        KaldiFbank(sample_rate=16000, **band)

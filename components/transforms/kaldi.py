@@ -59,6 +59,19 @@ def kaldi_frame_sizes(
     return frame_length, frame_shift
 
 
+def kaldi_high_freq(sample_rate: float, low_freq: float, high_freq: float) -> float:
+    """The filter bank's upper edge in Hz, checked: Kaldi reads a non-positive ``high_freq`` as an offset from Nyquist."""
+    nyquist = 0.5 * sample_rate
+    if high_freq <= 0.0:
+        high_freq += nyquist
+    if not 0.0 <= low_freq < high_freq <= nyquist:
+        raise ValueError(
+            f"kaldi_fbank: need 0 <= low_freq < high_freq <= Nyquist ({nyquist:g} Hz),"
+            f" got low_freq={low_freq:g}, high_freq={high_freq:g}"
+        )
+    return high_freq
+
+
 @functools.lru_cache(maxsize=32)
 def kaldi_mel_banks(
     num_mel_bins: int,
@@ -74,16 +87,7 @@ def kaldi_mel_banks(
     Built in float64 once per (rate, sizes, device, dtype) and cached: the filters are the same
     for every batch.
     """
-    nyquist = 0.5 * sample_rate
-    if high_freq <= 0.0:
-        high_freq += (
-            nyquist  # Kaldi: a non-positive high frequency is an offset from Nyquist
-        )
-    if not 0.0 <= low_freq < high_freq <= nyquist:
-        raise ValueError(
-            f"kaldi_fbank: need 0 <= low_freq < high_freq <= Nyquist ({nyquist:g} Hz),"
-            f" got low_freq={low_freq:g}, high_freq={high_freq:g}"
-        )
+    high_freq = kaldi_high_freq(sample_rate, low_freq, high_freq)
     num_fft_bins = padded_window // 2
     bin_width = sample_rate / padded_window
     mel_low = kaldi_mel_scale(torch.tensor(low_freq, dtype=torch.float64))
@@ -208,6 +212,8 @@ class KaldiFbank(SignalTransform):
         self.frame_shift_ms = frame_shift_ms
         self.low_freq = low_freq
         self.high_freq = high_freq
+        # a band the filter bank cannot have fails here, as a setting, not at the first batch
+        kaldi_high_freq(sample_rate, low_freq, high_freq)
         self.frame_length, self.frame_shift = kaldi_frame_sizes(
             sample_rate, frame_length_ms, frame_shift_ms
         )
@@ -267,5 +273,6 @@ __all__ = [
     "fit_frames",
     "kaldi_fbank_features",
     "kaldi_frame_sizes",
+    "kaldi_high_freq",
     "kaldi_mel_banks",
 ]
