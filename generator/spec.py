@@ -567,7 +567,7 @@ def validate(root: Node, index: CatalogLookup, *, path: Path, files: tuple[SpecF
     name_node = _required(root, "name", "name: my_experiment  # a Python identifier; names the output files")
     name = name_node.value
     if not _is_identifier(name):
-        raise name_node.loc.error(f"name must be a Python identifier (letters, digits, _; not a keyword), got {_describe(name)}; e.g. name: esc50_audiomae")
+        raise name_node.loc.error(f"name must be a Python identifier (letters, digits, _; not a keyword), got {_describe(name_node.plain())}; e.g. name: esc50_audiomae")
     if name in SHADOWED_MODULES or name.startswith("test_"):
         raise name_node.loc.error(f"name {name!r} would shadow a Python module (or look like a test); choose another, e.g. name: {name}_mae")
 
@@ -709,7 +709,7 @@ def _recipe_steps(root: Node, index: CatalogLookup) -> tuple[Choice, ...]:
             raise item.loc.error("recipe step needs use: <recipe name>; see `sigmae-gen list --kind recipe`")
         step_name = name_node.value
         if not _is_identifier(step_name):
-            raise name_node.loc.error(f"step name must be a Python identifier, got {_describe(step_name)}; set `name: <identifier>` on this step")
+            raise name_node.loc.error(f"step name must be a Python identifier, got {_describe(name_node.plain())}; set `name: <identifier>` on this step")
         if step_name in RESERVED_SECTIONS:
             raise name_node.loc.error(f"step name {step_name!r} is reserved (it is a config section); set another `name:` on this step")
         if step_name in seen:

@@ -125,6 +125,8 @@ def test_set_overrides_are_typed_by_yaml_and_address_steps_by_name_or_index(tmp_
         ("model.with.width=[1", "YAML syntax error"),
         ("model.with.width=x", "must be an integer"),
         ("model.with.widht=3", "Did you mean 'width'?"),
+        ("name={a: 1}", "got mapping {'a': 1};"),
+        ("recipe.pretrain.name=[1]", "got list [1];"),
     ],
 )
 def test_bad_set_overrides_name_the_argument(tmp_path: Path, index, override: str, message: str) -> None:
