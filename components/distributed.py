@@ -62,7 +62,12 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # MASTER_ADDR/MASTER_PORT come from torchrun (or a test harness); "env://" reads them.
-    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+    try:
+        dist.init_process_group(
+            backend=backend, rank=info.rank, world_size=info.world_size
+        )
+    except ValueError as error:  # e.g. WORLD_SIZE set by hand, MASTER_ADDR missing
+        raise DistributedSetupError(f"{error}; launch with torchrun") from None
 
 
 def shutdown_distributed() -> None:

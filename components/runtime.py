@@ -607,15 +607,15 @@ def run_pipeline(
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    configure_determinism(config.run.deterministic)
     try:
         dist_info = dist_info_from_env()
         device = resolve_device(config.run.device, dist_info)
         amp_dtype = resolve_amp_dtype(config.run.dtype, device)
+        init_distributed(dist_info, device)
     except (UsageError, DistributedSetupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    configure_determinism(config.run.deterministic)
-    init_distributed(dist_info, device)
     stop = StopFlag()
     stop.install()
     try:

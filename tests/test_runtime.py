@@ -106,6 +106,16 @@ def test_missing_data_root_names_the_fix(capsys: pytest.CaptureFixture[str], tmp
     assert "Traceback" not in err
 
 
+def test_world_size_without_torchrun_is_a_user_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    assert run_main(["--smoke", "--out-dir", str(tmp_path)], PRETRAIN_ONLY) == 2
+    err = capsys.readouterr().err
+    assert "MASTER_ADDR" in err and "launch with torchrun" in err and len(err.strip().splitlines()) == 1
+
+
 # ----------------------------------------------------------------------------- data order
 @settings(deadline=None)
 @given(num_items=st.integers(1, 40), world=st.integers(1, 4), epoch=st.integers(0, 5), shuffle=st.booleans(), drop_last=st.booleans())
