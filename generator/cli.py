@@ -16,22 +16,12 @@ from typing import Callable, Sequence
 import click
 
 import generator
+from generator.analysis import CatalogError
 from generator.errors import SigmaeError
 
 
 class UserError(click.ClickException):
     exit_code = 2
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [SigmaeError]
-    try:
-        from generator.index import CatalogError
-
-        types.append(CatalogError)
-    except ImportError:  # pragma: no cover - the index module is part of the package
-        pass
-    return tuple(types)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -167,7 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: runs the CLI and maps outcomes to exit codes (0, 1, 2, 3)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    user_errors = _user_error_types()
     started = time.perf_counter()
     try:
         result = cli.main(args=args, prog_name="sigmae-gen", standalone_mode=False)
@@ -182,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:  # usage errors: bad option, missing argument
         exc.show()
         return 2
-    except user_errors as exc:
+    except (SigmaeError, CatalogError) as exc:
         _report(f"error: {exc}", debug)
         return 2
     except OSError as exc:  # unreadable spec folder, unwritable output folder, full disk
