@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["BaseAutoencoder", "MaskingOutput", "resolve_preset"]
+__all__ = ["BaseAutoencoder", "resolve_preset"]
 
 POOLING_MODES = ("mean", "cls", "max")
 MASK_MODES = ("random", "time", "freq")
@@ -29,25 +29,6 @@ def _seeded_uniform(shape: tuple[int, ...], generator: torch.Generator) -> torch
     model still accepts ``generator=``; without one, masking stays inside the graph.
     """
     return torch.rand(shape, device=generator.device, generator=generator)
-
-
-class MaskingOutput(tuple):
-    """``(x_kept [B, K, D], mask [B, N], ids_restore [B, N], ids_keep [B, K])``.
-
-    A plain tuple subclass so it unpacks like one; ``ids_keep`` holds each kept token's
-    original index, which rotary position embeddings need after masking shuffled the tokens.
-    """
-
-    __slots__ = ()
-
-    def __new__(
-        cls,
-        x: torch.Tensor,
-        mask: torch.Tensor,
-        ids_restore: torch.Tensor,
-        ids_keep: torch.Tensor,
-    ) -> "MaskingOutput":
-        return super().__new__(cls, (x, mask, ids_restore, ids_keep))
 
 
 class BaseAutoencoder(nn.Module, ABC):
@@ -243,20 +224,6 @@ class BaseAutoencoder(nn.Module, ABC):
         mask[:, :keep] = 0
         mask = torch.gather(mask, 1, ids_restore)
         return mask, ids_restore, ids_keep
-
-    def random_masking(
-        self,
-        x: torch.Tensor,
-        mask_ratio: float,
-        generator: torch.Generator | None = None,
-    ) -> MaskingOutput:
-        """Mask tokens ``x [B, N, D]``: ``(x_kept, mask, ids_restore, ids_keep)`` (see ``sample_mask``)."""
-        b, _, d = x.shape
-        mask, ids_restore, ids_keep = self.sample_mask(
-            b, mask_ratio, x.device, generator
-        )
-        x_kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
-        return MaskingOutput(x_kept, mask.to(x.dtype), ids_restore, ids_keep)
 
     def reconstruction_loss(
         self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor
