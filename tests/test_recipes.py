@@ -140,3 +140,12 @@ def test_explicit_train_and_eval_folds_are_kept_when_they_exist(tmp_path: Path) 
     assert resolve_split(ctx, dataset, [1, 2], [4]) == ([1, 2], [4])
     assert resolve_split(ctx, dataset, [3], None) == ([3], [4])
     assert resolve_split(ctx, dataset, None, [1]) == ([2, 3, 4], [1])
+
+
+def test_a_fresh_kfold_run_forgets_the_fold_results_of_an_old_run(tmp_path: Path) -> None:
+    stale = tmp_path / "kfold" / "fold_2" / "result.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"accuracy": 0.123}))
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1", "--kfold.max_folds", "1"], (ALL_STEPS[5],)) == 0
+    assert not stale.exists()  # an interrupted fresh run resumed later must not report it
+    assert (tmp_path / "kfold" / "fold_1" / "result.json").is_file()

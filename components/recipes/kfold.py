@@ -89,6 +89,10 @@ def kfold(
         raise UsageError(
             f"{ctx.section}: cross-validation needs at least 2 folds, the data set has {available}"
         )
+    if not ctx.resume and ctx.is_main:
+        # A fresh run in a used folder: a later --resume must not take the old run's folds.
+        for stale in ctx.stage_dir.glob("fold_*/result.json"):
+            stale.unlink()
     per_fold: dict[str, dict[str, Any]] = {}
     for held_out in chosen:
         result_path = ctx.stage_dir / f"fold_{held_out}" / "result.json"
