@@ -78,9 +78,9 @@ def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=
     program = inline(index, resolution, reserved=skeleton_names(spec))
     timings["inline"] = time.perf_counter() - clock
     sources = tuple(sorted(program.source_files))
-    root = Path(index.root)
-    source_bytes = {path: (root / path).read_bytes() for path in sources}
-    return CompiledSpec(spec, index, resolution, program, provenance_hash(spec, source_bytes), sources)
+    # The index hashed every file's bytes when it read them: the hash covers exactly that code.
+    source_hashes = {info.path.as_posix(): info.sha256 for info in index.modules.values()}
+    return CompiledSpec(spec, index, resolution, program, provenance_hash(spec, {path: source_hashes[path] for path in sources}), sources)
 
 
 def project_repo_url() -> str:

@@ -215,8 +215,11 @@ def emitted_name(program: InlinedProgram, key: DefinitionKey) -> str:
 # --------------------------------------------------------------------------- hashing
 
 
-def provenance_hash(spec: Spec, sources: Mapping[str, bytes]) -> str:
-    """sha256 over the spec files, the `--set` overrides and every used catalog source."""
+def provenance_hash(spec: Spec, sources: Mapping[str, str]) -> str:
+    """sha256 over the spec files, the `--set` overrides and every used catalog source.
+
+    `sources` maps each catalog file used to the sha256 of its bytes (the index has them).
+    """
     digest = hashlib.sha256()
     digest.update(f"sigmae-gen {generator.__version__}\n".encode())
     for spec_file in spec.files:
@@ -224,7 +227,7 @@ def provenance_hash(spec: Spec, sources: Mapping[str, bytes]) -> str:
     for override in spec.overrides:
         digest.update(f"set {override!r}\n".encode())
     for path in sorted(sources):
-        digest.update(f"source {path!r} {hashlib.sha256(sources[path]).hexdigest()}\n".encode())
+        digest.update(f"source {path!r} {sources[path]}\n".encode())
     return digest.hexdigest()
 
 
