@@ -226,6 +226,11 @@ def test_mismatches_are_reported_by_name(tmp_path: Path) -> None:
     assert load_official_checkpoint(AudioMAEPlusPlus(**TINY_PP, share_ffn2_norm=True), path).ok
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_official_checkpoint(model, tmp_path / "missing.pth")
+    torn = tmp_path / "torn.pth"
+    torn.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointMismatchError, match="cannot load checkpoint .*torn.pth") as error:
+        load_official_checkpoint(model, torn)
+    assert "weights_only" not in str(error.value)
 
 
 def test_encoder_only_import_skips_an_unknown_decoder() -> None:

@@ -352,7 +352,15 @@ def _read(
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; download it or pass the right path"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a torn file, or one holding pickled objects
+        # only torch's first sentence: the rest advises weights_only=False, which runs code
+        reason = str(error).split(". ")[0].splitlines()[0] if str(error) else ""
+        raise CheckpointMismatchError(
+            f"cannot load checkpoint {path} ({type(error).__name__}: {reason}); expected a state dict of"
+            " tensors (an official AudioMAE / AudioMAE++ release or torch.save(model.state_dict()))"
+        ) from None
 
 
 def load_official_checkpoint(
