@@ -149,3 +149,13 @@ def test_a_fresh_kfold_run_forgets_the_fold_results_of_an_old_run(tmp_path: Path
     assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1", "--kfold.max_folds", "1"], (ALL_STEPS[5],)) == 0
     assert not stale.exists()  # an interrupted fresh run resumed later must not report it
     assert (tmp_path / "kfold" / "fold_1" / "result.json").is_file()
+
+
+def test_a_linear_probe_cut_short_by_steps_reruns_on_resume_with_another_cap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    steps = (PRETRAIN, ALL_STEPS[4])
+    assert run_main(["--smoke", "--out-dir", str(tmp_path)], steps) == 0  # --smoke caps every stage at 2 steps
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--resume", "--steps", "3"], steps) == 0
+    out = capsys.readouterr().out
+    assert "[probe] already completed" not in out
+    summary = _summary(tmp_path)["probe"]
+    assert (summary["steps"], summary["total_steps"]) == (3, 20)

@@ -296,6 +296,7 @@ def linear_probe(
     return {
         **summary,
         "steps": step,
+        "total_steps": total,  # below it, --steps cut the probe short (rerun on --resume)
         "final_loss": loss_value,
         "train_folds": data.train_folds,
         "eval_folds": data.eval_folds,
