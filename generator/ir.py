@@ -6,6 +6,7 @@ Each stage is a pure function over these frozen records; nothing here imports th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -106,3 +107,11 @@ class InlinedProgram:
     chunks: tuple[ModuleChunk, ...]
     names: dict[DefinitionKey, str] = field(hash=False)  # emitted name of every reached definition
     source_files: tuple[str, ...] = ()  # catalog files the code came from (for the provenance hash)
+
+    @cached_property
+    def emitted_spellings(self) -> dict[str, frozenset[str]]:
+        """Each top-level name as the catalog spells it -> every name it was emitted under."""
+        found: dict[str, set[str]] = {}
+        for (_, name), emitted in self.names.items():
+            found.setdefault(name, set()).add(emitted)
+        return {name: frozenset(emitted) for name, emitted in found.items()}

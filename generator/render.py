@@ -146,15 +146,13 @@ def field_annotation(choice: Choice, param: Param, program: InlinedProgram | Non
     if program is None:
         return text
     tree = ast.parse(text, mode="eval")
-    by_name: dict[str, list[str]] = {}
-    for (module, name), emitted in program.names.items():
-        by_name.setdefault(name, []).append(emitted)
     changed = False
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             emitted = program.names.get((choice.component.module, node.id))
-            if emitted is None and len(set(by_name.get(node.id, []))) == 1:
-                emitted = by_name[node.id][0]
+            if emitted is None:
+                spellings = program.emitted_spellings.get(node.id, ())
+                emitted = next(iter(spellings)) if len(spellings) == 1 else None
             if emitted is not None and emitted != node.id:
                 node.id, changed = emitted, True
     return ast.unparse(tree) if changed else text
