@@ -108,9 +108,11 @@ def snr_mask(
 
 
 def stratified_halves(
-    groups: torch.Tensor, seed: int, train_fraction: float
+    labels: torch.Tensor, snrs: torch.Tensor, seed: int, train_fraction: float
 ) -> torch.Tensor:
-    """Fold per item (1 train, 2 test): within each group, a seeded random ``train_fraction``."""
+    """Fold per item (1 train, 2 test): within each (class, SNR) group, a seeded random ``train_fraction``."""
+    # one integer per (class, SNR): SNRs lie well within [-500, 500) dB
+    groups = labels * 1000 + snrs + 500
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(groups.shape[0], generator=generator)
     sorted_groups, by_group = torch.sort(groups[order], stable=True)
@@ -206,7 +208,7 @@ class RadioML2016(RadioMLBase):
             fold_tensor[torch.tensor(train, dtype=torch.long)] = 1
         else:
             fold_tensor = stratified_halves(
-                label_tensor * 1000 + snr_tensor + 500, split_seed, train_fraction
+                label_tensor, snr_tensor, split_seed, train_fraction
             )
         self.make_records(
             label_tensor, snr_tensor, fold_tensor, folds, snr_min, snr_max, str(path)
@@ -329,7 +331,7 @@ class RadioML2018(RadioMLBase):
             snrs.append(torch.as_tensor(z[start : start + chunk]).reshape(-1).long())
         label_tensor, snr_tensor = torch.cat(labels), torch.cat(snrs)
         fold_tensor = stratified_halves(
-            label_tensor * 1000 + snr_tensor + 500, split_seed, train_fraction
+            label_tensor, snr_tensor, split_seed, train_fraction
         )
         self.make_records(
             label_tensor,
