@@ -6,9 +6,6 @@ The contract checks themselves run on every registered loss in tests/test_contra
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from components.contracts.losses import BoundLoss, loss_factory, masked_mse_fixture
 from components.losses import info_nce_loss, masked_reconstruction_loss, soft_target_cross_entropy, uniformity_loss
@@ -46,18 +43,6 @@ def test_masked_mse_matches_the_models_own_loss() -> None:
     assert torch.allclose(loss, ours, atol=1e-6)
 
 
-@settings(deadline=None)
-@given(batch=st.integers(1, 6), classes=st.integers(2, 8), smoothing=st.floats(0.0, 0.5), seed=st.integers(0, 1000))
-def test_soft_target_cross_entropy_matches_torch_for_index_targets(batch: int, classes: int, smoothing: float, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(batch, classes, generator=generator)
-    labels = torch.randint(0, classes, (batch,), generator=generator)
-    ours = soft_target_cross_entropy(logits, labels, label_smoothing=smoothing)
-    assert torch.allclose(ours, F.cross_entropy(logits, labels, label_smoothing=smoothing), atol=1e-5)
-    one_hot = F.one_hot(labels, classes).float()
-    assert torch.allclose(soft_target_cross_entropy(logits, one_hot, label_smoothing=smoothing), ours, atol=1e-5)
-
-
 def test_losses_reject_malformed_inputs() -> None:
     import pytest
 
@@ -69,3 +54,5 @@ def test_losses_reject_malformed_inputs() -> None:
         uniformity_loss(torch.randn(1, 4))
     with pytest.raises(ValueError, match="must match"):
         masked_reconstruction_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        soft_target_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), label_smoothing=1.0)
