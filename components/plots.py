@@ -84,10 +84,12 @@ class Plotter:
         self, metrics_path: Path, section: str, keys: tuple[str, ...] = ("loss",)
     ) -> Path | None:
         plt = self.pyplot()
+        if plt is None:
+            return None
         records = [
             r for r in read_metrics(metrics_path, section) if r.get("kind") == "train"
         ]
-        if plt is None or not records:
+        if not records:
             return None
         figure, axis = plt.subplots(figsize=(6, 4))
         positive = True
