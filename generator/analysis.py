@@ -728,32 +728,3 @@ def _check_unique(statements: list[TopLevel], imports: list[ImportBinding], path
             )
         seen.setdefault(name, line)
 
-
-def lint_source(source: str, filename: str = "<program>") -> list[str]:
-    """pyflakes' two checks that matter for emitted code, without pyflakes.
-
-    Returns ``"file:line: message"`` for every module-level import that nothing uses and
-    every global name that nothing binds (builtins aside). The emitted script, notebook
-    code and test module must give an empty list.
-    """
-    tree = ast.parse(source, filename=filename)
-    future = any(isinstance(s, ast.ImportFrom) and s.module == "__future__" for s in tree.body)
-    collector = _UsesCollector(filename, package="\0", future_annotations=future)
-    imported: dict[str, int] = {}
-    bound: set[str] = set()
-    used: dict[str, int] = {}
-    for stmt in tree.body:
-        uses, _ = collector.collect(stmt)
-        for use in uses:
-            used.setdefault(use.name, use.lineno)
-        bound |= collector.scopes[0].bound
-        if isinstance(stmt, (ast.Import, ast.ImportFrom)) and getattr(stmt, "module", None) != "__future__":
-            for alias in stmt.names:
-                imported.setdefault(alias.asname or alias.name.split(".")[0], stmt.lineno)
-    problems = [(line, f"{name!r} imported but unused") for name, line in imported.items() if name not in used]
-    problems += [
-        (line, f"undefined name {name!r}")
-        for name, line in used.items()
-        if name not in bound and name not in BUILTIN_NAMES and not (name.startswith("__") and name.endswith("__"))
-    ]
-    return [f"{filename}:{line}: {message}" for line, message in sorted(problems)]

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 import generator.formatting as formatting
 import generator.inline as inline_module
-from generator.analysis import lint_source
 from generator.index import CatalogError, build_index
 from generator.inline import inline, program_text
+from generator.lint import lint
 from generator.resolve import resolve
 
 FIXTURES = Path(__file__).parent / "fixture_catalogs"
@@ -29,6 +29,11 @@ def build(root: Path, roots, cache: Path, **kwargs):
     index = build_index(root, cache_dir=cache)
     resolution = resolve(index, roots)
     return index, inline(index, resolution, cache_dir=cache, **kwargs)
+
+
+def lint_problems(text: str, program, roots, filename: str = "<program>") -> list[str]:
+    """generator.lint's findings; the roots are entry points (nothing in the program calls them)."""
+    return [str(p) for p in lint(text, filename, entry_points=tuple(program.names[key] for key in roots))]
 
 
 def run_isolated(tmp_path: Path, source: str) -> str:
@@ -61,7 +66,7 @@ def test_program_compiles_is_lint_clean_and_black_stable(demo):
     _, program, _ = demo
     text = program_text(program)
     compile(text, "program.py", "exec")
-    assert lint_source(text, "program.py") == []
+    assert lint_problems(text, program, [("components.models", "demo")], "program.py") == []
     assert formatting.format_code(text) == text
 
 
@@ -163,7 +168,7 @@ def test_renaming_leaves_locals_and_attributes_alone(tmp_path):
     )
     _, program = build(root, [("components.b", "run")], tmp_path / "cache", reserved=RESERVED)
     text = program_text(program)
-    assert lint_source(text) == []
+    assert lint_problems(text, program, [("components.b", "run")]) == []
     out = run_isolated(tmp_path, text + "\n\nprint(run())\n")
     assert out.strip() == "('a', 'attribute', 'attribute', ['x', 'y'], {'main': 1})"
     assert program.names[("components.a", "main")] == "main_a"
@@ -198,7 +203,7 @@ def test_external_imports_that_collide_are_aliased(tmp_path):
     _, program = build(root, [("components.b", "h")], tmp_path / "cache")
     assert "from collections.abc import Callable as Callable_abc" in program.imports
     text = program_text(program)
-    assert lint_source(text) == []
+    assert lint_problems(text, program, [("components.b", "h")]) == []
     assert run_isolated(tmp_path, text + "\n\nprint(h())\n").strip() == "('a', True)"
 
 
@@ -217,7 +222,7 @@ def test_function_local_catalog_imports_are_inlined(tmp_path):
     )
     _, program = build(root, [("components.a", "f"), ("components.a", "g")], tmp_path / "cache")
     text = program_text(program)
-    assert "from components" not in text and lint_source(text) == []
+    assert "from components" not in text and lint_problems(text, program, [("components.a", "f"), ("components.a", "g")]) == []
     assert run_isolated(tmp_path, text + "\n\nprint(f(), g())\n").strip() == "(('x', 'y'), ('clash',)) None"
 
 
@@ -286,7 +291,7 @@ def test_real_catalog_inlines_into_a_clean_program():
     program = inline(index, resolve(index, roots), reserved=RESERVED)
     text = program_text(program)
     compile(text, "real.py", "exec")
-    assert lint_source(text, "real.py") == []
+    assert lint_problems(text, program, roots, "real.py") == []
     assert not any("components" in line for line in program.imports)
 
 
@@ -367,7 +372,7 @@ def test_renaming_preserves_what_every_reference_means(files):
         roots = [(f"components.m{last}", name) for name in _defined_names(files[f"m{last}.py"])]
         _, program = build(root, roots, tmp_path / "cache", reserved=RESERVED)
         text = program_text(program)
-        assert lint_source(text) == []
+        assert lint_problems(text, program, roots) == []
         calls = ", ".join(f"{program.names[key]}()" for key in roots)
         emitted = run_isolated(tmp_path, text + f"\n\nprint(repr([{calls}]))\n")
         names = ", ".join(name for _, name in roots)
