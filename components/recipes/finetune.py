@@ -37,33 +37,37 @@ from components.transforms.augment import mixup, spec_augment
 
 @dataclass
 class FinetuneSettings:
-    """The knobs of one fine-tuning run (the ``finetune`` and ``kfold`` recipes' parameters)."""
+    """The knobs of one fine-tuning run: the ``finetune`` and ``kfold`` recipes' parameters.
 
-    epochs: int = 50
-    batch_size: int = 32
-    accum_steps: int = 1
-    base_lr: float = 1e-3
-    lr: float | None = None
-    min_lr: float = 1e-6
-    warmup_epochs: float = 5.0
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    label_smoothing: float = 0.1
-    mixup_alpha: float = 0.0
-    freq_mask: int = 0
-    time_mask: int = 0
-    mask_t_prob: float = 0.0
-    mask_f_prob: float = 0.0
-    drop_path: float = 0.1
-    head_dropout: float = 0.0
-    clip_grad: float | None = None
-    pooling: str = "mean"
-    pretrained: bool = True
-    checkpoint: str | None = None
-    num_workers: int = 4
-    checkpoint_every: int = 500
-    keep_last: int = 2
-    log_every: int = 20
+    No defaults here: the recipes' signatures hold them (they are the spec schema), and
+    ``finetune_settings_from`` fills every field from those parameters.
+    """
+
+    epochs: int
+    batch_size: int
+    accum_steps: int
+    base_lr: float
+    lr: float | None
+    min_lr: float
+    warmup_epochs: float
+    weight_decay: float
+    layer_decay: float
+    label_smoothing: float
+    mixup_alpha: float
+    freq_mask: int
+    time_mask: int
+    mask_t_prob: float
+    mask_f_prob: float
+    drop_path: float
+    head_dropout: float
+    clip_grad: float | None
+    pooling: str
+    pretrained: bool
+    checkpoint: str | None
+    num_workers: int
+    checkpoint_every: int
+    keep_last: int
+    log_every: int
 
 
 def finetune_settings_from(
