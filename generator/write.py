@@ -60,19 +60,16 @@ def write_outputs(out_root: str | Path, name: str, files: Mapping[str, str | byt
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise OutputError(f"{dest} exists and is not a plain folder; remove it or pass another -o DIR", str(dest))
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.new-", dir=out_root))
+    aside: Path | None = None  # set once the previous build has moved there
     try:
         for file_name in sorted(files):
             _write_file(staging / file_name, files[file_name])
         os.chmod(staging, 0o755)  # mkdtemp's 0o700 would surprise anyone sharing the build
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    aside: Path | None = None
-    if dest.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out_root))
-        aside.rmdir()  # only the unique name is wanted: rename needs it free
-        os.rename(dest, aside)
-    try:
+        if dest.exists():
+            spare = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out_root))
+            spare.rmdir()  # only the unique name is wanted: rename needs it free
+            os.rename(dest, spare)
+            aside = spare
         os.rename(staging, dest)
     except BaseException:
         if aside is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,28 @@ def test_a_failure_while_writing_leaves_the_previous_output_intact(tmp_path: Pat
     monkeypatch.setattr(generator.write, "_write_file", failing)
     with pytest.raises(OSError):
         write_outputs(tmp_path, "demo", {"a.py": "two\n", "b.py": "two\n"})
+    assert snapshot(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])
+def test_a_failed_swap_restores_the_previous_output_and_leaves_no_temporary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_call: int
+) -> None:
+    write_outputs(tmp_path, "demo", {"a.py": "one\n"})
+    before = snapshot(tmp_path)
+    calls = []
+    real = os.rename
+
+    def failing(source, target) -> None:  # 1: moving the previous build aside, 2: moving the new one in
+        calls.append(source)
+        if len(calls) == failing_call:
+            raise PermissionError(13, "Permission denied")
+        real(source, target)
+
+    monkeypatch.setattr(generator.write.os, "rename", failing)
+    with pytest.raises(PermissionError):
+        write_outputs(tmp_path, "demo", {"a.py": "two\n"})
     assert snapshot(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
 
