@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(f"error: {exc}", debug)
         return 2
     except OSError as exc:  # unreadable spec folder, unwritable output folder, full disk
-        _report(f"error: {exc.filename or ''}: {exc.strerror or exc}; check the path and its permissions", debug)
+        where = f"{exc.filename}: " if exc.filename else ""  # a full disk names no file
+        _report(f"error: {where}{exc.strerror or exc}; check the path, its permissions and free space", debug)
         return 2
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -110,3 +110,15 @@ def test_new_scaffolds_a_registered_module_with_a_failing_fixture(tmp_path: Path
     assert module.read_bytes() == before
     assert main(["--catalog", str(catalog), "new", "widget", "x"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_os_errors_are_one_line_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import generator.build
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(generator.build, "write_outputs", full_disk)
+    code, _, err = run(capsys, "build", str(TOY), "-o", str(tmp_path))
+    assert code == 2
+    assert err.strip() == "error: No space left on device; check the path, its permissions and free space"
