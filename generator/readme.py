@@ -19,19 +19,17 @@ if TYPE_CHECKING:
 
 
 def run_option_flags(index) -> list[tuple[str, str]]:
-    """(`--flag`, default source) for each field of the runtime's RunOptions dataclass."""
-    info = index.modules.get(RUNTIME_MODULE)
-    if info is None:
+    """(`--flag`, default source) for each field of the runtime's RunOptions dataclass.
+
+    The index already read the dataclass's fields (ClassVar ones excluded) as parameters.
+    """
+    statement = index.statements.get((RUNTIME_MODULE, "RunOptions"))
+    if statement is None or statement.params is None:
         return []
-    tree = ast.parse((index.root / info.path).read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "RunOptions":
-            return [
-                (f"--{stmt.target.id.replace('_', '-')}", ast.unparse(stmt.value) if stmt.value is not None else "(required)")
-                for stmt in node.body
-                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-            ]
-    return []
+    return [
+        (f"--{param.name.replace('_', '-')}", "(required)" if param.default is None else ast.unparse(ast.parse(param.default, mode="eval")))
+        for param in statement.params
+    ]
 
 
 def _cell(text: str) -> str:
