@@ -168,6 +168,18 @@ def test_loop_plan_caps_steps_and_shrinks_batches_for_small_sets() -> None:
     assert (tiny.batch_size, tiny.accum_steps, tiny.steps_per_epoch, tiny.total_steps) == (3, 1, 1, 2)
 
 
+
+def test_the_learning_rate_rule_counts_the_samples_a_step_really_takes(tmp_path: Path) -> None:
+    from components.distributed import DistInfo
+    from components.recipes.engine import effective_batch_size
+
+    one, two = make_context(tmp_path), make_context(tmp_path, dist_info=DistInfo(rank=0, world_size=2))
+    assert effective_batch_size(one, 8, 2, 1000) == 16 and effective_batch_size(two, 8, 2, 1000) == 32
+    assert effective_batch_size(two, 8, 1, 10) == 10  # each rank's batch is its 5-item shard
+    assert effective_batch_size(one, 32, 4, 100) == 96  # 3 batches an epoch: accumulation over 3
+    plan = LoopPlan.make(100, LoopSettings(epochs=1, batch_size=32, accum_steps=4), world_size=1, max_steps=None)
+    assert plan.samples_per_step == 96
+
 # ----------------------------------------------------------------------------- checkpoints
 def test_checkpoints_keep_the_last_k_and_link_last_and_best(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}, keep_last=2)

@@ -116,13 +116,6 @@ def param_groups_weight_decay(
     ]
 
 
-def effective_batch_size(
-    ctx: RunContext, batch_size: int, accum_steps: int, num_items: int
-) -> int:
-    """Samples per optimizer step over all ranks (a batch is at most the data set), for the LR rule."""
-    return min(batch_size, num_items) * accum_steps * ctx.dist.world_size
-
-
 def scaled_learning_rate(
     lr: float | None, base_lr: float, effective_batch: int
 ) -> float:
@@ -192,6 +185,12 @@ class LoopPlan:
     steps_per_epoch: int
     total_steps: int
     run_until: int
+    world_size: int = 1
+
+    @property
+    def samples_per_step(self) -> int:
+        """Samples per optimizer step over all ranks (the effective batch)."""
+        return self.batch_size * self.accum_steps * self.world_size
 
     @classmethod
     def make(
@@ -210,7 +209,26 @@ class LoopPlan:
         steps_per_epoch = batches // accum
         total = steps_per_epoch * settings.epochs
         run_until = total if max_steps is None else min(total, max_steps)
-        return cls(batch_size, accum, True, steps_per_epoch, total, run_until)
+        return cls(
+            batch_size, accum, True, steps_per_epoch, total, run_until, world_size
+        )
+
+
+def effective_batch_size(
+    ctx: RunContext, batch_size: int, accum_steps: int, num_items: int
+) -> int:
+    """Samples per optimizer step over all ranks as the loop will take them, for the LR rule.
+
+    A rank's batch is at most its shard of the data set, and accumulation at most the batches
+    an epoch has, so a small data set gives a smaller effective batch than the settings say.
+    (Out-of-range settings are clamped here; ``TrainLoop`` reports them as user errors.)
+    """
+    settings = LoopSettings(
+        epochs=1, batch_size=max(1, batch_size), accum_steps=max(1, accum_steps)
+    )
+    return LoopPlan.make(
+        num_items, settings, ctx.dist.world_size, None
+    ).samples_per_step
 
 
 @dataclass
@@ -398,7 +416,6 @@ class TrainLoop:
         total_time, total_wait = 0.0, 0.0
         if self.pending_eval:  # the evaluation a SIGTERM at an epoch end postponed
             self._evaluate_and_mark_best(step)
-        samples_per_step = plan.batch_size * plan.accum_steps * ctx.dist.world_size
         while step < plan.run_until:
             epoch = step // plan.steps_per_epoch
             seen = (
@@ -462,7 +479,7 @@ class TrainLoop:
                         "loss": window_loss / window_steps,
                         **{k: v / window_steps for k, v in window_logs.items()},
                     }
-                    rate = samples_per_step * window_steps / max(window_time, 1e-9)
+                    rate = plan.samples_per_step * window_steps / max(window_time, 1e-9)
                     eta = (plan.run_until - step) * window_time / window_steps
                     ctx.metrics.log(
                         ctx.section,
