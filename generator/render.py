@@ -321,20 +321,17 @@ def skeleton_imports(spec: Spec, program: InlinedProgram) -> list[str]:
     """Imports the skeleton itself needs: dataclass/field and typing names in annotations."""
     lines = ["from dataclasses import dataclass, field"]
     defined = set(program.names.values()) | bound_names(program.imports)
-    needed: set[str] = set()
-    where: dict[str, Param] = {}
-    owner: dict[str, Choice] = {}
+    needed: dict[str, tuple[Choice, Param]] = {}  # name -> the first parameter that names it
     for choice in spec.sections:
         for param in choice.params:
             for name in annotation_names(field_annotation(choice, param, program)):
-                needed.add(name)
-                where.setdefault(name, param)
-                owner.setdefault(name, choice)
-    for name in sorted(needed - defined - set(dir(builtins))):
+                needed.setdefault(name, (choice, param))
+    for name in sorted(needed.keys() - defined - set(dir(builtins))):
         if name in TYPING_NAMES:
             lines.append(f"from typing import {name}")
         else:
-            component, param = owner[name].component, where[name]
+            choice, param = needed[name]
+            component = choice.component
             raise SigmaeError(
                 f"annotation of {component.qualname}({param.name}: {param.annotation}) names {name!r}, which the script "
                 "cannot define; use the schema types of components/README.md §1 (int, float, bool, str, tuple, list, Literal, Optional)",

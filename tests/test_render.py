@@ -200,3 +200,28 @@ def test_annotation_names_follow_the_inliners_renames() -> None:
     program = InlinedProgram((), (), {("components.models.m", "Mode"): "Mode_m", ("components.models.m", "M"): "M"})
     assert field_annotation(choice, param, program) == "Mode_m | None"
     assert field_annotation(choice, param, InlinedProgram((), (), {("components.models.m", "Mode"): "Mode"})) == "Mode | None"
+
+
+def test_skeleton_imports_typing_names_and_rejects_names_the_script_cannot_define() -> None:
+    from types import SimpleNamespace
+
+    from generator.errors import SigmaeError
+    from generator.ir import Component, InlinedProgram, Param
+    from generator.render import skeleton_imports
+    from generator.spec import Choice, Location
+
+    mode = Param("mode", 'Literal["a", "b"]', '"a"', 2)
+    gadget = Param("gadget", "Gadget | None", "None", 3)
+    component = Component("model", "m", "1.0", "components.models.m", "M", Path("components/models/m.py"), 1, (mode,))
+    program = InlinedProgram((), (), {("components.models.m", "M"): "M"})
+    choice = Choice("model", component, {"mode": "a"}, frozenset(), Location("s.yaml", 1, 1))
+    assert skeleton_imports(SimpleNamespace(sections=(choice,)), program) == [
+        "from dataclasses import dataclass, field",
+        "from typing import Literal",
+    ]
+
+    component = Component("model", "m", "1.0", "components.models.m", "M", Path("components/models/m.py"), 1, (mode, gadget))
+    choice = Choice("model", component, {"mode": "a", "gadget": None}, frozenset(), Location("s.yaml", 1, 1))
+    with pytest.raises(SigmaeError) as caught:
+        skeleton_imports(SimpleNamespace(sections=(choice,)), program)
+    assert str(caught.value).startswith("components/models/m.py:3:1: annotation of M(gadget: Gadget | None) names 'Gadget'")
