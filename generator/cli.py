@@ -129,11 +129,14 @@ def list_components(ctx: click.Context, kind: str | None) -> int:
 @click.pass_context
 def explain(ctx: click.Context, spec_path: Path, overrides: tuple[str, ...]) -> int:
     """Print why each emitted definition is in the script, and what was left out."""
-    from generator.build import compile_spec
+    from generator.render import spec_roots
     from generator.resolve import explain as explain_resolution
+    from generator.resolve import resolve
+    from generator.spec import load_spec
 
-    compiled = compile_spec(spec_path, overrides=overrides, index=_index(ctx))
-    click.echo(explain_resolution(compiled.index, compiled.resolution).rstrip("\n"))
+    index = _index(ctx)
+    resolution = resolve(index, spec_roots(load_spec(spec_path, index, overrides)))  # no inlining: nothing is emitted
+    click.echo(explain_resolution(index, resolution).rstrip("\n"))
     return 0
 
 
