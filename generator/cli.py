@@ -47,6 +47,16 @@ def _index(ctx: click.Context):
     return load_index(ctx.obj.get("catalog"))
 
 
+def _resolve_spec(index, spec_path: Path, overrides: Sequence[str]):
+    """The validated spec and its resolution: what `check` and `explain` need (no inlining, nothing emitted)."""
+    from generator.render import spec_roots
+    from generator.resolve import resolve
+    from generator.spec import load_spec
+
+    spec = load_spec(spec_path, index, overrides)
+    return spec, resolve(index, spec_roots(spec))
+
+
 spec_argument = click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec value, e.g. --set model.with.embed_dim=384 (typed by YAML rules).")
 
@@ -85,14 +95,9 @@ def build(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path, check: boo
 @click.pass_context
 def check(ctx: click.Context, specs: tuple[Path, ...], overrides: tuple[str, ...]) -> int:
     """Validate each SPEC against the catalog and resolve its code, without building."""
-    from generator.render import spec_roots
-    from generator.resolve import resolve
-    from generator.spec import load_spec
-
     index = _index(ctx)
     for spec_path in specs:
-        spec = load_spec(spec_path, index, overrides)
-        resolution = resolve(index, spec_roots(spec))
+        spec, resolution = _resolve_spec(index, spec_path, overrides)
         steps = ", ".join(f"{c.section}={c.component.name}" for c in spec.steps)
         click.echo(
             f"ok: {spec_path} ({spec.name}): data={spec.data.component.name} transform={spec.transform.component.name} "
@@ -129,13 +134,10 @@ def list_components(ctx: click.Context, kind: str | None) -> int:
 @click.pass_context
 def explain(ctx: click.Context, spec_path: Path, overrides: tuple[str, ...]) -> int:
     """Print why each emitted definition is in the script, and what was left out."""
-    from generator.render import spec_roots
     from generator.resolve import explain as explain_resolution
-    from generator.resolve import resolve
-    from generator.spec import load_spec
 
     index = _index(ctx)
-    resolution = resolve(index, spec_roots(load_spec(spec_path, index, overrides)))  # no inlining: nothing is emitted
+    _, resolution = _resolve_spec(index, spec_path, overrides)
     click.echo(explain_resolution(index, resolution).rstrip("\n"))
     return 0
 
