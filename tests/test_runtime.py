@@ -169,6 +169,15 @@ def test_loop_plan_caps_steps_and_shrinks_batches_for_small_sets() -> None:
 
 
 
+
+@settings(deadline=None)
+@given(num_items=st.integers(1, 64), world=st.integers(1, 4), batch_size=st.integers(1, 16), accum=st.integers(1, 4))
+def test_the_loop_plan_never_asks_for_more_batches_than_a_rank_gets(num_items: int, world: int, batch_size: int, accum: int) -> None:
+    plan = LoopPlan.make(num_items, LoopSettings(epochs=1, batch_size=batch_size, accum_steps=accum), world_size=world, max_steps=None)
+    for rank in range(world):
+        items = len(ShardedEpochSampler(num_items, rank=rank, world_size=world, drop_last=plan.drop_last))
+        assert items // plan.batch_size >= plan.steps_per_epoch * plan.accum_steps >= 1
+
 def test_the_learning_rate_rule_counts_the_samples_a_step_really_takes(tmp_path: Path) -> None:
     from components.distributed import DistInfo
     from components.recipes.engine import effective_batch_size

@@ -202,7 +202,9 @@ class LoopPlan:
     ) -> "LoopPlan":
         if settings.batch_size < 1 or settings.accum_steps < 1 or settings.epochs < 1:
             raise ValueError("batch_size, accum_steps and epochs must be >= 1")
-        shard = math.ceil(num_items / world_size)
+        # Items per rank as the sampler deals them with drop_last: the remainder over the
+        # ranks is dropped, and a set smaller than the world is padded to one item per rank.
+        shard = max(1, num_items // world_size)
         batch_size = min(settings.batch_size, shard)
         batches = shard // batch_size
         accum = min(settings.accum_steps, batches)
