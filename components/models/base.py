@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from components.losses import masked_reconstruction_loss
+
 __all__ = ["BaseAutoencoder", "resolve_preset"]
 
 POOLING_MODES = ("mean", "cls", "max")
@@ -233,16 +235,9 @@ class BaseAutoencoder(nn.Module, ABC):
         With nothing masked (mask ratio 0) it falls back to the mean over all patches, so the
         loss stays finite and still trains an autoencoder instead of dividing by zero.
         """
-        target = self.patchify(x)
-        if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6).sqrt()
-        per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)
-        mask = mask.float()
-        masked = mask.sum()
-        masked_loss = (per_patch * mask).sum() / masked.clamp_min(1.0)
-        return torch.where(masked > 0, masked_loss, per_patch.mean())
+        return masked_reconstruction_loss(
+            pred, self.patchify(x), mask, norm_pix=self.norm_pix_loss
+        )
 
     def remove_decoder(self) -> None:
         """Drop the decoder's modules (a classifier keeps only the encoder). Default: nothing to drop."""
