@@ -74,6 +74,12 @@ def test_explicit_keywords_override_the_preset() -> None:
         (dict(img_size=(201, 80)), "not a multiple of patch_size"),
         (dict(mask_ratio=1.0), "mask_ratio"),
         (dict(embed_dim=100, num_heads=3), "not divisible by num_heads"),
+        (dict(num_heads=0), "num_heads must be >= 1, got 0"),
+        (dict(decoder_num_heads=0), "decoder_num_heads must be >= 1, got 0"),
+        (dict(embed_dim=0), "embed_dim must be >= 1, got 0"),
+        (dict(in_chans=0), "in_chans must be >= 1, got 0"),
+        (dict(depth=0), "depth must be >= 1, got 0"),
+        (dict(drop_path_rate=1.5), r"drop_path_rate must be in \[0, 1\), got 1.5"),
     ],
 )
 def test_bad_configurations_fail_with_a_clear_message(kwargs: dict, message: str) -> None:

@@ -292,6 +292,8 @@ class DropPath(nn.Module):
 
 def drop_path_rates(drop_path_rate: float, depth: int) -> list[float]:
     """Stochastic depth per block, rising linearly from 0 at the first to ``drop_path_rate`` at the last."""
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
     return [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
 
 

@@ -82,10 +82,19 @@ class MaskedAutoencoderViT(BaseAutoencoder):
             norm_pix_loss,
             mask_mode,
         )
-        if depth < 1 or decoder_depth < 1:
-            raise ValueError(
-                f"{type(self).__name__}: depth and decoder_depth must be >= 1, got {depth}, {decoder_depth}"
-            )
+        for size_name, size in (
+            ("in_chans", in_chans),
+            ("embed_dim", embed_dim),
+            ("depth", depth),
+            ("num_heads", num_heads),
+            ("decoder_embed_dim", decoder_embed_dim),
+            ("decoder_depth", decoder_depth),
+            ("decoder_num_heads", decoder_num_heads),
+        ):
+            if size < 1:
+                raise ValueError(
+                    f"{type(self).__name__}: {size_name} must be >= 1, got {size}"
+                )
         self.use_macaron = use_macaron
         self.use_swiglu = use_swiglu
         self.share_ffn2_norm = share_ffn2_norm
