@@ -492,12 +492,11 @@ class RunContext:
         kwargs = accepted_kwargs(cls, kwargs)
         try:
             dataset = cls(**kwargs)
-        except (
-            FileNotFoundError,
-            NotADirectoryError,
-            PermissionError,
-            ValueError,
-        ) as error:
+        except ImportError as error:
+            # An optional package it needs (e.g. h5py); the message names it.
+            raise UsageError(f"data set {cls.__name__}: {error}") from None
+        except (OSError, ValueError) as error:
+            # Missing or unreadable files, a folder in the way, a failed download.
             hint = "pass --data-dir PATH" + (
                 ", or --download to fetch it"
                 if "download" in inspect.signature(cls).parameters

@@ -106,6 +106,23 @@ def test_missing_data_root_names_the_fix(capsys: pytest.CaptureFixture[str], tmp
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        FileExistsError("data/x exists but holds no meta/esc50.csv; remove it or choose another root"),
+        ConnectionResetError("the download was cut off"),
+        ModuleNotFoundError("reading RadioML 2018 needs h5py: pip install h5py"),
+    ],
+)
+def test_a_data_set_that_cannot_be_built_is_one_line(error: Exception, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    class Broken(ToneDataset):
+        def __init__(self, **kwargs: object) -> None:
+            raise error
+
+    assert run_pipeline(make_pipeline(PRETRAIN_ONLY, data=Broken), Config, ["--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: data set Broken: {error}") and len(err.strip().splitlines()) == 1
+
 def test_world_size_without_torchrun_is_a_user_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
