@@ -283,6 +283,12 @@ class ChunkView:
     code: str
     docstring: str = ""
 
+    @property
+    def opens_with_definition(self) -> bool:
+        """Whether the first statement is a def, class or decorator (black: two blank lines after imports, else one)."""
+        first = next((line for line in self.code.splitlines() if line.strip() and not line.startswith("#")), "")
+        return first.startswith(("def ", "async def ", "class ", "@"))
+
 
 def chunk_views(program: InlinedProgram) -> list[ChunkView]:
     views = []

@@ -225,3 +225,10 @@ def test_skeleton_imports_typing_names_and_rejects_names_the_script_cannot_defin
     with pytest.raises(SigmaeError) as caught:
         skeleton_imports(SimpleNamespace(sections=(choice,)), program)
     assert str(caught.value).startswith("components/models/m.py:3:1: annotation of M(gadget: Gadget | None) names 'Gadget'")
+
+
+def test_emitted_toy_script_is_black_stable(toy_build: Path) -> None:
+    import black
+
+    script = (toy_build / "toy.py").read_text()
+    assert black.format_str(script, mode=black.Mode(line_length=88)) == script
