@@ -159,3 +159,17 @@ def test_a_linear_probe_cut_short_by_steps_reruns_on_resume_with_another_cap(tmp
     assert "[probe] already completed" not in out
     summary = _summary(tmp_path)["probe"]
     assert (summary["steps"], summary["total_steps"]) == (3, 20)
+
+
+def test_kfold_cut_short_by_steps_continues_its_folds_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--smoke", "--out-dir", str(tmp_path), "--kfold.max_folds", "1"]
+    assert run_main([*args, "--steps", "1"], (ALL_STEPS[5],)) == 0
+    assert _summary(tmp_path)["kfold"]["steps"] == 1
+    assert run_main([*args, "--steps", "2", "--resume"], (ALL_STEPS[5],)) == 0
+    out = capsys.readouterr().out
+    assert "[kfold] already completed" not in out and "fold 1 already done" not in out
+    assert f"resumed from {tmp_path / 'kfold' / 'fold_1' / 'last.pt'} at step 1" in out
+    summary = _summary(tmp_path)["kfold"]
+    assert summary["steps"] == summary["per_fold"]["1"]["steps"] == 2
+    assert run_main([*args, "--steps", "2", "--resume"], (ALL_STEPS[5],)) == 0  # the same cap: nothing to do
+    assert "[kfold] already completed" in capsys.readouterr().out

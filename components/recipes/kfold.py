@@ -96,13 +96,17 @@ def kfold(
     per_fold: dict[str, dict[str, Any]] = {}
     for held_out in chosen:
         result_path = ctx.stage_dir / f"fold_{held_out}" / "result.json"
-        if ctx.resume and result_path.is_file():
-            per_fold[str(held_out)] = json.loads(
-                result_path.read_text(encoding="utf-8")
-            )
-            ctx.info(
-                f"fold {held_out} already done: accuracy {per_fold[str(held_out)]['accuracy']:.4f}"
-            )
+        done = (
+            json.loads(result_path.read_text(encoding="utf-8"))
+            if ctx.resume and result_path.is_file()
+            else None
+        )
+        # As for whole steps: a fold cut short by --steps continues under another cap.
+        if done is not None and (
+            done["steps"] >= done["total_steps"] or done["steps"] == ctx.max_steps
+        ):
+            per_fold[str(held_out)] = done
+            ctx.info(f"fold {held_out} already done: accuracy {done['accuracy']:.4f}")
             continue
         seed_everything(
             derive_seed(
@@ -125,6 +129,9 @@ def kfold(
     ctx.info(f"{len(accuracies)}-fold accuracy {mean:.4f} ± {std:.4f}")
     return {
         "folds": [int(f) for f in per_fold],
+        # Below total_steps, --steps cut a fold short: the runtime reruns kfold on --resume.
+        "steps": sum(r["steps"] for r in per_fold.values()),
+        "total_steps": sum(r["total_steps"] for r in per_fold.values()),
         "accuracy_per_fold": {f: r.get("accuracy") for f, r in per_fold.items()},
         "best_accuracy_per_fold": {
             f: r.get("best_accuracy") for f, r in per_fold.items()
