@@ -144,11 +144,14 @@ def plan(index, program: InlinedProgram) -> tuple[list[Planned], list[Definition
     """The checks that apply to the script's components, and the resolver roots they need."""
     planned: list[Planned] = []
     roots: list[DefinitionKey] = []
+    checks_of: dict[str, list[tuple[DefinitionKey, frozenset[str] | None]]] = {}  # per contracts module: read once
     for component in bound_components(index, program):
         module = contracts_module(index, component.kind)
         if module is None:
             continue
-        checks = [c for c, targets in applicable_checks(index, component.kind, module) if targets is None or component.name in targets]
+        if module not in checks_of:
+            checks_of[module] = applicable_checks(index, component.kind, module)
+        checks = [c for c, targets in checks_of[module] if targets is None or component.name in targets]
         if not checks:
             continue
         fixture = index.components.get(("fixture", f"{component.kind}/{component.name}"))
