@@ -624,12 +624,14 @@ def _component_section(root: Node, section: str, kind: str, index: CatalogLookup
     return _choice(node, section, kind, index, allowed_keys=("use", "with"))
 
 
-def _choice(node: Node, section: str, kind: str, index: CatalogLookup, *, allowed_keys: tuple[str, ...]) -> Choice:
+def _choice(node: Node, section: str, kind: str, index: CatalogLookup, *, allowed_keys: tuple[str, ...], where: str | None = None) -> Choice:
+    """The component a section names, with typed values; `where` is its path in messages (default: `section`)."""
+    where = where or section
     if not node.is_mapping:
-        raise node.loc.error(f"{section}: must be a mapping like {{use: <{kind} name>, with: {{...}}}}, got {_describe(node.plain())}")
+        raise node.loc.error(f"{where}: must be a mapping like {{use: <{kind} name>, with: {{...}}}}, got {_describe(node.plain())}")
     for key in node.value:
         if key not in allowed_keys:
-            raise node.key_locs[key].error(f"unknown key {key!r} in {section}.{did_you_mean(key, allowed_keys)} Allowed: {', '.join(allowed_keys)}")
+            raise node.key_locs[key].error(f"unknown key {key!r} in {where}.{did_you_mean(key, allowed_keys)} Allowed: {', '.join(allowed_keys)}")
     use = _required(node, "use", f"use: <{kind} name>  # see `sigmae-gen list --kind {kind}`")
     component = _lookup(index, kind, use)
     with_node = node.value.get("with")
@@ -637,9 +639,9 @@ def _choice(node: Node, section: str, kind: str, index: CatalogLookup, *, allowe
     given_locs: dict[str, Location] = {}
     if with_node is not None and with_node.value is not None:
         if not with_node.is_mapping:
-            raise with_node.loc.error(f"with: must be a mapping of parameter: value, got {_describe(with_node.plain())}")
+            raise with_node.loc.error(f"{where}.with must be a mapping of parameter: value, got {_describe(with_node.plain())}")
         given, given_locs = with_node.value, with_node.key_locs
-    values = _typed_values(component, given, given_locs, f"{section}.with", use.loc, complete=True)
+    values = _typed_values(component, given, given_locs, f"{where}.with", use.loc, complete=True)
     return Choice(section, component, values, frozenset(given), use.loc)
 
 
@@ -736,7 +738,7 @@ def _smoke(root: Node, index: CatalogLookup, sections: dict[str, Choice]) -> tup
         if key == "data":
             if not child.is_mapping or "use" not in child.value:
                 raise child.loc.error("smoke.data must name the synthetic data set: {use: <data name>, with: {...}}")
-            smoke_data = _choice(child, "data", "data", index, allowed_keys=("use", "with"))
+            smoke_data = _choice(child, "data", "data", index, allowed_keys=("use", "with"), where="smoke.data")
             smoke["data"] = {param: smoke_data.values[param] for param in sorted(smoke_data.from_spec)}
             continue
         if key not in sections:

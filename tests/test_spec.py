@@ -127,6 +127,8 @@ def test_set_overrides_are_typed_by_yaml_and_address_steps_by_name_or_index(tmp_
         ("model.with.widht=3", "Did you mean 'width'?"),
         ("name={a: 1}", "got mapping {'a': 1};"),
         ("recipe.pretrain.name=[1]", "got list [1];"),
+        ("smoke.data={use: synthetic_toy, with: {nope: 1}}", "for data 'synthetic_toy' in smoke.data.with."),
+        ("smoke.data={use: synthetic_toy, wiht: {}}", "unknown key 'wiht' in smoke.data."),
     ],
 )
 def test_bad_set_overrides_name_the_argument(tmp_path: Path, index, override: str, message: str) -> None:
