@@ -104,7 +104,7 @@ class Plotter:
         )  # auxiliary terms can take the total below zero
         axis.set_title(f"{section}: training loss")
         axis.legend()
-        return self._save(figure, f"{section}_loss.png")
+        return self._save(figure, f"{section.replace('/', '_')}_loss.png")
 
     def reconstruction(
         self,

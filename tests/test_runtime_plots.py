@@ -50,7 +50,7 @@ def test_every_plot_is_drawn_when_matplotlib_is_present(tmp_path: Path, monkeypa
     expected = {
         "pretrain_loss.png", "pretrain_reconstruction.png", "pretrain_reconstruction_0000001.png",
         "finetune_confusion.png", "finetune_loss.png", "embed_pca.png", "knn_confusion.png", "probe_confusion.png",
-        "kfold_fold_1_confusion.png",
+        "kfold_fold_1_confusion.png", "kfold_fold_1_loss.png", "kfold_fold_2_loss.png",
     }
     assert expected <= plots, sorted(expected - plots)
 

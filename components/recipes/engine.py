@@ -250,7 +250,8 @@ class TrainLoop:
 
     ``model`` is what checkpoints hold; ``objective`` wraps it (and is what DDP and
     ``torch.compile`` wrap). ``evaluate(epoch)`` runs after every epoch and at the end; when
-    it returns ``best_key``, the best checkpoint is linked as ``best.pt``.
+    it returns ``best_key``, the best checkpoint is linked as ``best.pt``. Metrics and progress
+    lines go under ``metrics_section`` (default: the step's section; ``kfold`` names each fold).
     """
 
     def __init__(
@@ -269,6 +270,7 @@ class TrainLoop:
         best_key: str | None = None,
         find_unused_parameters: bool = False,
         on_step: Callable[[int], None] | None = None,
+        metrics_section: str | None = None,
     ) -> None:
         self.ctx, self.model, self.transform, self.optimizer = (
             ctx,
@@ -283,6 +285,7 @@ class TrainLoop:
             manager,
         )
         self.evaluate, self.best_key, self.on_step = evaluate, best_key, on_step
+        self.metrics_section = metrics_section or ctx.section
         for name in (
             "epochs",
             "batch_size",
@@ -376,7 +379,7 @@ class TrainLoop:
         results = self.evaluate(epoch)
         self.evaluated_at = step
         self.last_eval = {k: float(v) for k, v in results.items()}
-        self.ctx.metrics.log(self.ctx.section, step, self.last_eval, kind="eval")
+        self.ctx.metrics.log(self.metrics_section, step, self.last_eval, kind="eval")
         shown = "  ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
         self.ctx.info(f"eval after step {step} (epoch {epoch + 1}): {shown}")
         if self.best_key is None or self.best_key not in self.last_eval:
@@ -484,7 +487,7 @@ class TrainLoop:
                     rate = plan.samples_per_step * window_steps / max(window_time, 1e-9)
                     eta = (plan.run_until - step) * window_time / window_steps
                     ctx.metrics.log(
-                        ctx.section,
+                        self.metrics_section,
                         step,
                         {
                             **values,
@@ -496,7 +499,7 @@ class TrainLoop:
                     )
                     ctx.metrics.progress(
                         format_progress_line(
-                            ctx.section,
+                            self.metrics_section,
                             step,
                             plan.run_until,
                             {**values, "lr": lr},

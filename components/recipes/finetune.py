@@ -296,6 +296,8 @@ def train_classifier(
         )  # names are for humans; the optimizer's state needs none
     optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=(0.9, 0.999))
     manager = ctx.checkpoints(subdir, keep_last=settings.keep_last)
+    # One metrics section per training run (kfold: "kfold/fold_3"): steps restart per fold.
+    section = ctx.section if subdir is None else f"{ctx.section}/{subdir}"
     last_matrix: dict[str, torch.Tensor] = {}
 
     def evaluate(epoch: int) -> dict[str, float]:
@@ -325,6 +327,7 @@ def train_classifier(
         manager=manager,
         evaluate=evaluate,
         best_key="accuracy",
+        metrics_section=section,
     )
     where = "" if subdir is None else f"{subdir}: "
     ctx.info(
@@ -334,9 +337,9 @@ def train_classifier(
     result = loop.run()
     class_names = list(ctx.dataset().class_names)
     if ctx.is_main and "matrix" in last_matrix:
-        name = ctx.section if subdir is None else f"{ctx.section}_{subdir}"
+        name = section.replace("/", "_")
         ctx.plots.confusion(last_matrix["matrix"], class_names, f"{name}_confusion.png")
-        ctx.plots.loss_curves(ctx.metrics.jsonl_path, ctx.section)
+        ctx.plots.loss_curves(ctx.metrics.jsonl_path, section)
     return {
         "accuracy": result.last_eval.get("accuracy"),
         "top5_accuracy": result.last_eval.get("top5_accuracy"),
