@@ -291,14 +291,11 @@ class ChunkView:
 
 
 def chunk_views(program: InlinedProgram) -> list[ChunkView]:
-    views = []
-    for chunk in program.chunks:
-        code = chunk.code.strip("\n")
-        if code.startswith("# %%"):  # the inliner already wrote the marker
-            first, _, code = code.partition("\n")
-            code = code.strip("\n")
-        views.append(ChunkView(chunk.path, chunk.module, tuple(comment_lines(chunk.docstring or "")), code, chunk.docstring or ""))
-    return views
+    """The program's module chunks as the templates lay them out (the `# %%` marker is theirs)."""
+    return [
+        ChunkView(chunk.path, chunk.module, tuple(comment_lines(chunk.docstring or "")), chunk.code.strip("\n"), chunk.docstring or "")
+        for chunk in program.chunks
+    ]
 
 
 def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> str:

@@ -232,3 +232,13 @@ def test_emitted_toy_script_is_black_stable(toy_build: Path) -> None:
 
     script = (toy_build / "toy.py").read_text()
     assert black.format_str(script, mode=black.Mode(line_length=88)) == script
+
+
+def test_chunk_views_keep_a_catalog_comment_that_looks_like_a_cell_marker() -> None:
+    from generator.ir import InlinedProgram, ModuleChunk
+    from generator.render import chunk_views
+
+    code = "# %% helpers of the front end\ndef f() -> int:\n    return 1\n"
+    program = InlinedProgram((), (ModuleChunk("components.m", "components/m.py", "The m module.\n\nMore.", code),), {})
+    (view,) = chunk_views(program)
+    assert view.code == code.strip("\n") and view.comments == ("# The m module.",) and view.opens_with_definition
