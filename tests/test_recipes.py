@@ -173,3 +173,12 @@ def test_kfold_cut_short_by_steps_continues_its_folds_on_resume(tmp_path: Path, 
     assert summary["steps"] == summary["per_fold"]["1"]["steps"] == 2
     assert run_main([*args, "--steps", "2", "--resume"], (ALL_STEPS[5],)) == 0  # the same cap: nothing to do
     assert "[kfold] already completed" in capsys.readouterr().out
+
+
+def test_the_linear_probe_does_not_depend_on_an_embedding_cache_hit(tmp_path: Path) -> None:
+    probe = ALL_STEPS[4]
+    assert run_main(["--smoke", "--out-dir", str(tmp_path / "hit")], (PRETRAIN, EMBED, probe)) == 0
+    assert run_main(["--smoke", "--out-dir", str(tmp_path / "miss")], (PRETRAIN, FINETUNE, probe)) == 0  # same stage index
+    hit, miss = _summary(tmp_path / "hit")["probe"], _summary(tmp_path / "miss")["probe"]
+    assert (hit["cache_hit"], miss["cache_hit"]) == (True, False)
+    assert hit["final_loss"] == miss["final_loss"] and hit["accuracy"] == miss["accuracy"]

@@ -246,8 +246,12 @@ def linear_probe(
         raise UsageError(
             f"{ctx.section}: needs at least 2 training items, got {train_x.shape[0]}"
         )
-    generator = torch.Generator().manual_seed(ctx.stage_seed)
-    probe = LinearProbe(train_x.shape[1], num_classes)
+    # Its own seed, shared by all ranks: the probe must not depend on the rank, nor on whether
+    # the embeddings came from the cache or from building (and so drawing for) an encoder.
+    generator = torch.Generator().manual_seed(ctx.data_seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.data_seed)
+        probe = LinearProbe(train_x.shape[1], num_classes)
     optimizer = torch.optim.SGD(
         probe.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
     )
