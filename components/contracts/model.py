@@ -8,7 +8,6 @@ checks, inlined, to the script's model class.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from components.contracts import factory_accepts
 from components.models.base import BaseAutoencoder
 from components.models.layers import RotaryEmbedding2D, apply_rotary
 from components.registry import fixture_registry
@@ -33,12 +33,6 @@ __all__ = [
 ]
 
 ModelFactory = Callable[..., BaseAutoencoder]
-
-
-def _accepts(factory: ModelFactory, name: str) -> bool:
-    """Whether the factory's model constructor has a ``name`` keyword (``use_rope``, ``mask_mode``...)."""
-    model_cls = type(factory())
-    return name in inspect.signature(model_cls.__init__).parameters
 
 
 def _kept(num_patches: int, mask_ratio: float) -> int:
@@ -218,7 +212,7 @@ def check_every_parameter_gets_gradient(factory: ModelFactory) -> None:
 
 
 def _rope_modules(factory: ModelFactory) -> list[RotaryEmbedding2D]:
-    if not _accepts(factory, "use_rope"):
+    if not factory_accepts(factory, "use_rope"):
         return []
     return [
         m for m in factory(use_rope=True).modules() if isinstance(m, RotaryEmbedding2D)
@@ -275,7 +269,9 @@ def check_positions_survive_masking(factory: ModelFactory) -> None:
     This is what the official 1-D RoPE gets wrong: it numbers tokens inside the masked subset.
     Checked with RoPE when the model has it, else with its additive position table.
     """
-    model = factory(use_rope=True) if _accepts(factory, "use_rope") else factory()
+    model = (
+        factory(use_rope=True) if factory_accepts(factory, "use_rope") else factory()
+    )
     if not hasattr(model, "encode_tokens"):
         return
 
@@ -305,7 +301,7 @@ def check_positions_survive_masking(factory: ModelFactory) -> None:
 
 def check_structured_masking(factory: ModelFactory) -> None:
     """``mask_mode="time"`` masks whole time rows (``"freq"``: whole frequency columns), but for one partial row."""
-    if not _accepts(factory, "mask_mode"):
+    if not factory_accepts(factory, "mask_mode"):
         return
 
     @settings(deadline=None)

@@ -8,7 +8,6 @@ the emitted test suite applies the same checks, inlined, to the script's transfo
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from components.contracts import factory_accepts
 from components.registry import fixture_registry
 from components.transforms.base import SignalTransform
 
@@ -34,11 +34,6 @@ __all__ = [
 ]
 
 
-def transform_accepts(factory: TransformFactory, name: str) -> bool:
-    """Whether the transform's constructor takes ``name`` (e.g. ``sample_rate``)."""
-    return name in inspect.signature(type(factory()).__init__).parameters
-
-
 def build_transform(factory: TransformFactory, rate: int | None) -> SignalTransform:
     transform = factory(sample_rate=rate) if rate is not None else factory()
     return transform.eval()
@@ -49,7 +44,7 @@ def transform_inputs(
 ) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
     """Draws ``(rate, batch, length, seed)``: lengths from one frame up to a quarter second (audio)."""
     probe = factory()
-    if probe.input_kind == "audio" and transform_accepts(factory, "sample_rate"):
+    if probe.input_kind == "audio" and factory_accepts(factory, "sample_rate"):
         rates: st.SearchStrategy[int | None] = st.sampled_from(AUDIO_RATES)
     else:
         rates = st.just(None)
