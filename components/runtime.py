@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from components.checkpoint import CheckpointError, CheckpointManager
+from components.data.base import folds_of, indices_in_folds
 from components.distributed import (
     DistInfo,
     DistributedSetupError,
@@ -287,23 +288,15 @@ class FoldSubset(Subset):
         return len(self.class_names)
 
 
-def dataset_folds(dataset: Any) -> list[int]:
-    return sorted({record.fold for record in dataset.records})
-
-
 def split_by_folds(dataset: Any, folds: Sequence[int]) -> FoldSubset:
     """The records of ``folds``; an unknown fold is a user error naming the ones that exist."""
-    available = dataset_folds(dataset)
+    available = folds_of(dataset.records)
     unknown = sorted(set(folds) - set(available))
     if unknown:
         raise UsageError(
             f"folds {unknown} do not exist in {type(dataset).__name__}; available folds: {available}"
         )
-    wanted = set(folds)
-    return FoldSubset(
-        dataset,
-        [i for i, record in enumerate(dataset.records) if record.fold in wanted],
-    )
+    return FoldSubset(dataset, indices_in_folds(dataset.records, folds))
 
 
 # --------------------------------------------------------------------------- context

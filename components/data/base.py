@@ -8,7 +8,7 @@ data by folds only, so every record carries a fold >= 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterable, Literal, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -45,7 +45,7 @@ class SignalDataset(Dataset):
 
     def available_folds(self) -> list[int]:
         """The distinct folds present, sorted."""
-        return sorted({record.fold for record in self.records})
+        return folds_of(self.records)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -67,8 +67,20 @@ class SignalDataset(Dataset):
 
     def indices_of_folds(self, folds: list[int]) -> list[int]:
         """Indices of the records whose fold is in ``folds`` (for k-fold recipes)."""
-        wanted = set(folds)
-        return [i for i, record in enumerate(self.records) if record.fold in wanted]
+        return indices_in_folds(self.records, folds)
+
+
+# Module-level so that anything holding ``records`` (a data set, a fold subset, a test
+# stand-in) splits by folds the same way: the runtime and recipes call these.
+def folds_of(records: Sequence[Record]) -> list[int]:
+    """The distinct folds of ``records``, sorted."""
+    return sorted({record.fold for record in records})
+
+
+def indices_in_folds(records: Sequence[Record], folds: Iterable[int]) -> list[int]:
+    """Indices of the records whose fold is in ``folds``, in record order."""
+    wanted = set(folds)
+    return [i for i, record in enumerate(records) if record.fold in wanted]
 
 
 def filter_folds(
@@ -77,14 +89,14 @@ def filter_folds(
     """Keep the records of ``folds`` (all when None); a fold that selects nothing is an error."""
     if folds is None:
         return list(records)
-    wanted = set(int(f) for f in folds)
-    present = {record.fold for record in records}
-    unknown = sorted(wanted - present)
+    wanted = {int(f) for f in folds}
+    present = folds_of(records)
+    unknown = sorted(wanted - set(present))
     if unknown:
         raise ValueError(
-            f"{source}: folds {unknown} do not exist; available folds are {sorted(present)}"
+            f"{source}: folds {unknown} do not exist; available folds are {present}"
         )
-    return [record for record in records if record.fold in wanted]
+    return [records[i] for i in indices_in_folds(records, wanted)]
 
 
 def leave_one_fold_out(folds: list[int]) -> list[tuple[list[int], list[int]]]:
@@ -95,4 +107,11 @@ def leave_one_fold_out(folds: list[int]) -> list[tuple[list[int], list[int]]]:
     return [([f for f in ordered if f != test], [test]) for test in ordered]
 
 
-__all__ = ["Record", "SignalDataset", "filter_folds", "leave_one_fold_out"]
+__all__ = [
+    "Record",
+    "SignalDataset",
+    "filter_folds",
+    "folds_of",
+    "indices_in_folds",
+    "leave_one_fold_out",
+]

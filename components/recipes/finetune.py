@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from components.data.base import folds_of
 from components.distributed import all_reduce_sum
 from components.flags import UsageError
 from components.losses import soft_target_cross_entropy
@@ -31,7 +32,7 @@ from components.recipes.engine import (
     scaled_learning_rate,
 )
 from components.registry import recipe_registry
-from components.runtime import RunContext, dataset_folds, eval_loader, split_by_folds
+from components.runtime import RunContext, eval_loader, split_by_folds
 from components.transforms.augment import mixup, spec_augment
 
 
@@ -207,7 +208,7 @@ def resolve_split(
     eval_folds: list[int] | None,
 ) -> tuple[list[int], list[int]]:
     """Default split: hold out the last fold, train on the others."""
-    folds = dataset_folds(dataset)
+    folds = folds_of(dataset.records)
     missing = sorted((set(train_folds or []) | set(eval_folds or [])) - set(folds))
     if missing and ctx.smoke:
         # Synthetic smoke data has its own folds; the spec's split is for the real data.

@@ -11,13 +11,13 @@ import json
 import math
 from typing import Any, Literal
 
+from components.data.base import folds_of, leave_one_fold_out
 from components.flags import UsageError
 from components.metrics import write_json_atomic
 from components.recipes.finetune import finetune_settings_from, train_classifier
 from components.registry import recipe_registry
 from components.runtime import (
     RunContext,
-    dataset_folds,
     derive_seed,
     seed_everything,
     split_by_folds,
@@ -71,7 +71,7 @@ def kfold(
     """
     settings = finetune_settings_from(locals(), others=("ctx", "folds", "max_folds"))
     dataset = ctx.dataset()
-    available = dataset_folds(dataset)
+    available = folds_of(dataset.records)
     chosen = list(folds) if folds is not None else available
     unknown = sorted(set(chosen) - set(available))
     if unknown and not ctx.smoke:
@@ -93,6 +93,7 @@ def kfold(
         # A fresh run in a used folder: a later --resume must not take the old run's folds.
         for stale in ctx.stage_dir.glob("fold_*/result.json"):
             stale.unlink()
+    train_folds_of = {test: train for train, [test] in leave_one_fold_out(available)}
     per_fold: dict[str, dict[str, Any]] = {}
     for held_out in chosen:
         result_path = ctx.stage_dir / f"fold_{held_out}" / "result.json"
@@ -113,7 +114,7 @@ def kfold(
                 ctx.options.seed + 7919 * held_out, ctx.dist.rank, ctx.stage_index
             )
         )
-        train_set = split_by_folds(dataset, [f for f in available if f != held_out])
+        train_set = split_by_folds(dataset, train_folds_of[held_out])
         eval_set = split_by_folds(dataset, [held_out])
         result = train_classifier(
             ctx, settings, train_set, eval_set, subdir=f"fold_{held_out}"
