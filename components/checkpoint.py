@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -44,8 +44,12 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, fsync, ``os.replace``: never a torn file at ``path``."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(handle)`` to a temporary file, fsync, ``os.replace``: never a torn file at ``path``.
+
+    The temporary file sits in ``path``'s folder (a rename across file systems is a copy) and
+    is removed if anything fails; the folder is fsync'ed so the rename itself survives a crash.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
@@ -53,7 +57,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     )
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -61,6 +65,11 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through ``atomic_write``."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def atomic_link(source: Path, destination: Path) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+
+from components.checkpoint import atomic_write
 
 
 def format_duration(seconds: float) -> str:
@@ -84,15 +85,9 @@ def read_metrics(path: Path, section: str | None = None) -> list[dict[str, Any]]
 
 
 def write_json_atomic(data: Any, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """``data`` as indented JSON, written atomically (see ``atomic_write``)."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 class MetricsLogger:

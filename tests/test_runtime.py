@@ -15,11 +15,12 @@ from components.checkpoint import (
     CheckpointError,
     CheckpointManager,
     atomic_torch_save,
+    atomic_write,
     capture_rng_state,
     load_checkpoint_file,
     restore_rng_state,
 )
-from components.metrics import confusion_matrix, format_progress_line, read_metrics
+from components.metrics import confusion_matrix, format_progress_line, read_metrics, write_json_atomic
 from components.plots import pca_2d
 from components.recipes.engine import LoopPlan, LoopSettings, TrainLoop, WarmupCosineSchedule, warmup_cosine_lr
 from components.flags import UsageError, parse_config
@@ -241,6 +242,21 @@ def test_loading_is_weights_only_and_rejects_foreign_files(tmp_path: Path) -> No
     atomic_torch_save({"weights": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not a checkpoint written by a sigmae script"):
         load_checkpoint_file(tmp_path / "plain.pt")
+
+
+def test_json_summary_write_is_atomic_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    write_json_atomic({"b": 1, "a": [1.5]}, path)
+    assert path.read_text(encoding="utf-8") == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
+
+    def fails_midway(handle) -> None:
+        handle.write(b"{half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, fails_midway)
+    assert json.loads(path.read_text(encoding="utf-8")) == {"a": [1.5], "b": 1}  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
 
 
 def test_rng_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
