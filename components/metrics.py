@@ -105,6 +105,7 @@ class MetricsLogger:
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stdout
         self.jsonl_path = self.out_dir / "metrics.jsonl"
+        self.tensorboard_dir = self.out_dir / "tensorboard"
         self._tensorboard_wanted = tensorboard
         self._writer: Any = None
         self._writer_checked = False
@@ -162,7 +163,7 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # the tensorboard package is optional
             return None
-        self._writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+        self._writer = SummaryWriter(log_dir=str(self.tensorboard_dir))
         return self._writer
 
 

@@ -17,6 +17,7 @@ import inspect
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -656,6 +657,9 @@ def _run_steps(
         # A fresh run in a used folder: a later --resume must not pick up the old run's steps.
         for stale in (state_path, metrics.jsonl_path):
             stale.unlink(missing_ok=True)
+        # Its event files too: TensorBoard would draw the old run's curves into this one's.
+        if metrics.tensorboard_dir.is_dir():
+            shutil.rmtree(metrics.tensorboard_dir)
     record = (
         _load_pipeline_state(state_path, pipeline)
         if options.resume

@@ -410,6 +410,18 @@ def test_a_fresh_run_in_a_used_folder_forgets_the_old_run(tmp_path: Path, capsys
     assert "already completed" in capsys.readouterr().out
 
 
+def test_a_fresh_run_clears_old_tensorboard_events_and_resume_keeps_them(tmp_path: Path) -> None:
+    old_events = tmp_path / "tensorboard" / "events.out.tfevents.1.old-run"
+    old_events.parent.mkdir()
+    old_events.write_bytes(b"old run")
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1"], PRETRAIN_ONLY) == 0
+    assert not old_events.exists()
+    old_events.parent.mkdir(exist_ok=True)
+    old_events.write_bytes(b"this run")
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1", "--resume"], PRETRAIN_ONLY) == 0
+    assert old_events.read_bytes() == b"this run"
+
+
 def test_data_dir_and_download_reach_the_data_set_only_if_it_takes_them(tmp_path: Path) -> None:
     from test_runtime_helpers import NeedsRootDataset
 
