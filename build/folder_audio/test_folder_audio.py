@@ -60,6 +60,38 @@ settings.register_profile(
 settings.load_profile(os.environ.get("SIGMAE_HYPOTHESIS_PROFILE", "fast"))
 
 
+# %% components/contracts/__init__.py
+# Catalog: contracts.
+Check = TypeVar("Check", bound=Callable[..., Any])
+
+
+def applies_to(*names: str) -> Callable[[Check], Check]:
+    """Limit a contract check to the components registered under ``names`` (of its kind).
+
+    Used for checks of a property only some components have, e.g. InfoNCE's analytic value.
+    The toolkit's tests read ``check.applies_to``; the generator reads the literal arguments.
+    """
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise ValueError(
+            "applies_to needs one or more component names (string literals)"
+        )
+
+    def mark(check: Check) -> Check:
+        check.applies_to = frozenset(names)  # type: ignore[attr-defined]
+        return check
+
+    return mark
+
+
+def factory_accepts(factory: Callable[..., Any], name: str) -> bool:
+    """Whether the constructor of what ``factory()`` builds takes a ``name`` keyword.
+
+    Builds one instance: the checks' factories wrap the component in fixture kwargs, so the
+    constructor to inspect is that of the built object's class.
+    """
+    return name in inspect.signature(type(factory()).__init__).parameters
+
+
 # %% components/contracts/data.py
 # Contract checks every registered data set (``SignalDataset``) must pass, and its
 # fixtures.
@@ -142,13 +174,14 @@ def check_deterministic(factory: DataFactory) -> None:
     """Two instances built alike hold the same records and signals; seeded sets differ by seed."""
     first, second = factory(), factory()
     assert first.records == second.records and first.class_names == second.class_names
+    seeded = factory_accepts(factory, "seed")
 
     @settings(deadline=None)
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         index = data.draw(st.integers(0, len(first) - 1))
         torch.testing.assert_close(first[index][0], second[index][0], atol=0, rtol=0)
-        if "seed" in inspect.signature(type(first).__init__).parameters:
+        if seeded:
             seed = data.draw(st.integers(0, 2**16))
             again = factory(seed=seed)[index][0]
             torch.testing.assert_close(
@@ -220,29 +253,6 @@ def audio_folder_fixture(workdir: Path) -> dict[str, Any]:
 
 def synthetic_audio_fixture(workdir: Path) -> dict[str, Any]:
     return {"num_classes": 3, "num_items": 15, "num_samples": 800, "sample_rate": 8000}
-
-
-# %% components/contracts/__init__.py
-# Catalog: contracts.
-Check = TypeVar("Check", bound=Callable[..., Any])
-
-
-def applies_to(*names: str) -> Callable[[Check], Check]:
-    """Limit a contract check to the components registered under ``names`` (of its kind).
-
-    Used for checks of a property only some components have, e.g. InfoNCE's analytic value.
-    The toolkit's tests read ``check.applies_to``; the generator reads the literal arguments.
-    """
-    if not names or not all(isinstance(name, str) and name for name in names):
-        raise ValueError(
-            "applies_to needs one or more component names (string literals)"
-        )
-
-    def mark(check: Check) -> Check:
-        check.applies_to = frozenset(names)  # type: ignore[attr-defined]
-        return check
-
-    return mark
 
 
 # %% components/contracts/losses.py
@@ -556,12 +566,6 @@ def soft_target_cross_entropy_fixture(workdir: Path) -> dict[str, Any]:
 ModelFactory = Callable[..., BaseAutoencoder]
 
 
-def _accepts(factory: ModelFactory, name: str) -> bool:
-    """Whether the factory's model constructor has a ``name`` keyword (``use_rope``, ``mask_mode``...)."""
-    model_cls = type(factory())
-    return name in inspect.signature(model_cls.__init__).parameters
-
-
 def _kept(num_patches: int, mask_ratio: float) -> int:
     return int(num_patches * (1.0 - mask_ratio) + 1e-6)
 
@@ -739,7 +743,7 @@ def check_every_parameter_gets_gradient(factory: ModelFactory) -> None:
 
 
 def _rope_modules(factory: ModelFactory) -> list[RotaryEmbedding2D]:
-    if not _accepts(factory, "use_rope"):
+    if not factory_accepts(factory, "use_rope"):
         return []
     return [
         m for m in factory(use_rope=True).modules() if isinstance(m, RotaryEmbedding2D)
@@ -796,7 +800,9 @@ def check_positions_survive_masking(factory: ModelFactory) -> None:
     This is what the official 1-D RoPE gets wrong: it numbers tokens inside the masked subset.
     Checked with RoPE when the model has it, else with its additive position table.
     """
-    model = factory(use_rope=True) if _accepts(factory, "use_rope") else factory()
+    model = (
+        factory(use_rope=True) if factory_accepts(factory, "use_rope") else factory()
+    )
     if not hasattr(model, "encode_tokens"):
         return
 
@@ -826,7 +832,7 @@ def check_positions_survive_masking(factory: ModelFactory) -> None:
 
 def check_structured_masking(factory: ModelFactory) -> None:
     """``mask_mode="time"`` masks whole time rows (``"freq"``: whole frequency columns), but for one partial row."""
-    if not _accepts(factory, "mask_mode"):
+    if not factory_accepts(factory, "mask_mode"):
         return
 
     @settings(deadline=None)
@@ -888,11 +894,6 @@ TransformFactory = Callable[..., SignalTransform]
 AUDIO_RATES = (8000, 16000, 22050, 44100)
 
 
-def transform_accepts(factory: TransformFactory, name: str) -> bool:
-    """Whether the transform's constructor takes ``name`` (e.g. ``sample_rate``)."""
-    return name in inspect.signature(type(factory()).__init__).parameters
-
-
 def build_transform(factory: TransformFactory, rate: int | None) -> SignalTransform:
     transform = factory(sample_rate=rate) if rate is not None else factory()
     return transform.eval()
@@ -903,7 +904,7 @@ def transform_inputs(
 ) -> st.SearchStrategy[tuple[int | None, int, int, int]]:
     """Draws ``(rate, batch, length, seed)``: lengths from one frame up to a quarter second (audio)."""
     probe = factory()
-    if probe.input_kind == "audio" and transform_accepts(factory, "sample_rate"):
+    if probe.input_kind == "audio" and factory_accepts(factory, "sample_rate"):
         rates: st.SearchStrategy[int | None] = st.sampled_from(AUDIO_RATES)
     else:
         rates = st.just(None)
