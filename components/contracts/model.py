@@ -343,7 +343,7 @@ def check_published_parameter_counts(factory: ModelFactory) -> None:
 
 @fixture_registry.register("model/audiomae++")
 def tiny_audiomae_pp(workdir: Path) -> dict[str, Any]:
-    """A 1+1-layer, 32-d AudioMAE++ over 4x2 patches of 4x16 (head size 16, so RoPE fits)."""
+    """A 2+1-layer (encoder+decoder), 32-d AudioMAE++ over 4x2 patches of 4x16 (head size 16, so RoPE fits)."""
     return {
         "preset": "tiny",
         "img_size": (16, 32),
