@@ -8,12 +8,23 @@ Each configuration runs in its own subprocess, so the CPU peak (ru_maxrss) belon
 Printed per row: seconds per fwd+bwd step (median and best wall clock, and median CPU seconds
 of all threads), samples/s, model FLOPs per step (torch.utils.flop_counter), achieved TFLOP/s,
 MFU (GPU, against --peak-tflops or the card's known bf16 dense peak) and peak memory (GPU:
-max_memory_allocated; CPU: peak RSS of the process). In fp32 each configuration is also timed
-with attention written out as the official code does (``manual`` rows), alternating step by
-step with the fused kernel so both see the same load: this machine is shared and absolute
-figures drift, their ratio does not. ``vs_offic`` divides the official code's time at the same
-size (FACTS.md: AudioMAE++ tiny 0.90 s at batch 8; AudioMAE ViT-B with a 16-layer decoder
-1.03 s at batch 2, 2 CPU threads) by our best step.
+max_memory_allocated; CPU: peak RSS of the process, shared by the rows of one configuration).
+
+On CPU every configuration times these variants in one process, alternating step by step so
+all see the same load (this machine is shared: absolute figures drift, their ratios do not):
+
+    ours  fp32   the model as shipped (fused ``scaled_dot_product_attention``)
+    offic fp32   attention written out as the official code computes it; the official
+                 training loops autocast with ``device_type="cuda"``, so on CPU they run this
+    ours  bf16   CPU autocast bf16 (``--precision bf16``), ``explicit_attention`` on CPU
+    fused bf16   the same with PyTorch's fused CPU kernel forced (what the dispatch buys)
+    offic bf16   the official attention under CPU bf16 autocast (its loops never enable it)
+
+``vs_here`` divides the ``offic fp32`` median of the same process by the row's median: the
+side-by-side speed-up over the official code's math and kernels on this machine.
+``vs_facts`` divides the official code's time in FACTS.md (AudioMAE++ tiny 0.90 s at batch 8;
+AudioMAE ViT-B with a 16-layer decoder 1.03 s at batch 2, 2 CPU threads, taken on a quieter
+or faster machine than the one this may run on) by the row's best step.
 """
 
 from __future__ import annotations
@@ -61,20 +72,44 @@ def manual_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, sc
     return scores.softmax(dim=-1) @ v
 
 
-def run_one(name: str, device: str, threads: int, steps: int, warmup: int, dtype: str, compile_model: bool, ab: bool) -> list[dict]:
-    """Time one configuration; with ``ab`` also with manual attention, alternating step by step.
+# (variant, dtype) pairs timed side by side in one CPU process; see the module docstring
+CPU_VARIANTS = [
+    ("ours", "fp32"),
+    ("offic", "fp32"),
+    ("ours", "bf16"),
+    ("fused", "bf16"),
+    ("offic", "bf16"),
+]
 
-    Alternating the two attention implementations inside one process gives both the same
-    machine load (this box is shared), so their ratio is meaningful even when absolute
-    figures drift. ``best`` (fastest step) is the least load-sensitive figure.
+
+def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs: list[tuple[str, str]], compile_model: bool) -> list[dict]:
+    """Time one configuration under each (attention variant, dtype) pair, alternating step by step.
+
+    Alternating inside one process gives every pair the same machine load (this box is
+    shared), so their ratios are meaningful even when absolute figures drift. ``best``
+    (fastest step) is the least load-sensitive figure.
     """
     import torch
 
     import components.models  # noqa: F401  (registers the models)
+    from components.models import layers
     from components.registry import model_registry
 
     functional = torch.nn.functional
     fused = functional.scaled_dot_product_attention
+    explicit = layers.explicit_attention
+
+    def fused_forced(q, k, v, dropout_p=0.0):
+        return fused(q, k, v, dropout_p=dropout_p)
+
+    def manual_explicit(q, k, v, dropout_p=0.0):
+        return manual_attention(q, k, v)
+
+    patches = {  # variant -> (F.scaled_dot_product_attention, layers.explicit_attention)
+        "ours": (fused, explicit),
+        "fused": (fused, fused_forced),
+        "offic": (manual_attention, manual_explicit),
+    }
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     registry_name, kwargs, batch, _ = CONFIGS[name]
@@ -82,37 +117,42 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, dtype
     x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
     flops = count_flops(model, x)  # eager count; compiling does not change the math
     step_model = torch.compile(model) if compile_model else model
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
+    device_type = device.split(":")[0]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    variants = ("sdpa", "manual") if ab else ("sdpa",)
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    cpu_times: dict[str, list[float]] = {v: [] for v in variants}
+    times: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+    cpu_times: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
     peak_mem: float
-    for step in range(warmup + steps):
-        for variant in variants:
-            functional.scaled_dot_product_attention = fused if variant == "sdpa" else manual_attention
-            start, cpu_start = time.perf_counter(), time.process_time()
-            with autocast:
-                loss, _, _ = step_model(x)
-            loss.backward()
-            model.zero_grad(set_to_none=True)  # fwd+bwd only, as the official figures were taken
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if step >= warmup:
-                times[variant].append(time.perf_counter() - start)
-                cpu_times[variant].append(time.process_time() - cpu_start)
-    functional.scaled_dot_product_attention = fused
+    try:
+        for step in range(warmup + steps):
+            for pair in pairs:
+                variant, dtype = pair
+                functional.scaled_dot_product_attention, layers.explicit_attention = patches[variant]
+                autocast = torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+                start, cpu_start = time.perf_counter(), time.process_time()
+                with autocast:
+                    loss, _, _ = step_model(x)
+                loss.backward()
+                model.zero_grad(set_to_none=True)  # fwd+bwd only, as the official figures were taken
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                if step >= warmup:
+                    times[pair].append(time.perf_counter() - start)
+                    cpu_times[pair].append(time.process_time() - cpu_start)
+    finally:
+        functional.scaled_dot_product_attention, layers.explicit_attention = fused, explicit
     if device.startswith("cuda"):
         peak_mem = torch.cuda.max_memory_allocated() / 2**20
     else:
         # ru_maxrss is KiB on Linux: the whole process' peak (model, activations, gradients)
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    official_here = statistics.median(times[("offic", "fp32")]) if ("offic", "fp32") in times else None
     results = []
-    for variant in variants:
-        seconds = statistics.median(times[variant])
+    for pair in pairs:
+        variant, dtype = pair
+        seconds = statistics.median(times[pair])
         results.append(
             {
                 "name": name,
@@ -123,12 +163,13 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, dtype
                 "batch": batch,
                 "params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
                 "seconds": seconds,
-                "best_seconds": min(times[variant]),
-                "cpu_seconds": statistics.median(cpu_times[variant]),
+                "best_seconds": min(times[pair]),
+                "cpu_seconds": statistics.median(cpu_times[pair]),
                 "samples_per_s": batch / seconds,
                 "flops": flops,
                 "peak_mem_mb": peak_mem,
                 "rss_before_mb": rss_before / 1024,
+                "vs_here": official_here / seconds if official_here else None,
             }
         )
     return results
@@ -138,13 +179,16 @@ def format_row(r: dict, peak_tflops: float | None) -> str:
     official = CONFIGS[r["name"]][3]
     tflops = r["flops"] / r["seconds"] / 1e12 if r.get("flops") else None
     mfu = f"{100 * tflops / peak_tflops:5.1f}%" if tflops and peak_tflops else "    -"
-    # against the official figure, from our fastest step (the official one was a quiet-machine time)
-    speedup = f"{official / r['best_seconds']:.2f}x" if official and r["device"] == "cpu" and r["attention"] == "sdpa" else "-"
+    # against the FACTS figure, from our fastest step (the official one was a quiet-machine time)
+    ours = r["attention"] == "ours"
+    facts = f"{official / r['best_seconds']:.2f}x" if official and r["device"] == "cpu" and ours else "-"
+    here = f"{r['vs_here']:.2f}x" if r.get("vs_here") and r["attention"] != "offic" else "-"
     flops = f"{r['flops'] / 1e9:9.1f}" if r.get("flops") else "        -"
     tf = f"{tflops:8.3f}" if tflops else "       -"
     return (
         f"{r['name']:<30} {r['attention']:>6} {r['dtype']:>4} {'on' if r['compile'] else 'off':>3} {r['batch']:>3} {r['params_m']:8.1f} "
-        f"{r['seconds']:8.3f} {r['best_seconds']:7.3f} {r['cpu_seconds']:7.2f} {r['samples_per_s']:9.2f} {flops} {tf} {mfu} {r['peak_mem_mb']:9.0f} {speedup:>8}"
+        f"{r['seconds']:8.3f} {r['best_seconds']:7.3f} {r['cpu_seconds']:7.2f} {r['samples_per_s']:9.2f} {flops} {tf} {mfu} {r['peak_mem_mb']:9.0f} "
+        f"{here:>8} {facts:>8}"
     )
 
 
@@ -157,42 +201,43 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS), help="run only these configurations")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU (default: by GPU name)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
-    parser.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--pairs", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-ab", action="store_true", help="skip the manual-attention comparison rows")
+    parser.add_argument("--no-ab", action="store_true", help="CPU: time only the shipped model (fp32 and bf16), no attention variants")
     args = parser.parse_args()
 
     if args.one:  # child process: one configuration, JSON on stdout
-        # the A/B rows answer a CPU question (what the fused kernel buys at identical math)
-        ab = not args.no_ab and args.dtype == "fp32" and not args.compile and args.device == "cpu"
-        print(json.dumps(run_one(args.one, args.device, args.threads, args.steps, args.warmup, args.dtype, args.compile, ab)))
+        pairs = [tuple(p.split(":")) for p in args.pairs.split(",")]
+        print(json.dumps(run_one(args.one, args.device, args.threads, args.steps, args.warmup, pairs, args.compile)))
         return 0
 
-    variants = [("fp32", False)]
     peak = args.peak_tflops
     if args.device.startswith("cuda"):
-        variants = [("fp32", False), ("bf16", False), ("bf16", True)]
+        # one process per (dtype, compile): a compiled graph is per process
+        runs = [(["ours:fp32"], False), (["ours:bf16"], False), (["ours:bf16"], True)]
         if peak is None:
             import torch
 
             name = torch.cuda.get_device_name()
             peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    else:
+        pairs = [("ours", "fp32"), ("ours", "bf16")] if args.no_ab else CPU_VARIANTS
+        runs = [([f"{v}:{d}" for v, d in pairs], False)]
     print(f"device={args.device} threads={args.threads} steps={args.steps} warmup={args.warmup} peak_tflops={peak}")
     print(
         f"{'model':<30} {'attn':>6} {'dt':>4} {'cmp':>3} {'B':>3} {'params_M':>8} {'s/step':>8} {'best_s':>7} {'cpu_s':>7} {'samples/s':>9} "
-        f"{'GFLOP':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak_MiB':>9} {'vs_offic':>8}"
+        f"{'GFLOP':>9} {'TFLOP/s':>8} {'MFU':>6} {'peak_MiB':>9} {'vs_here':>8} {'vs_facts':>8}"
     )
     failed = 0
     for name in args.only or list(CONFIGS):
-        for dtype, compile_model in variants:
+        for pairs, compile_model in runs:
             command = [sys.executable, __file__, "--one", name, "--device", args.device, "--threads", str(args.threads)]
-            command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--dtype", dtype]
+            command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--pairs", ",".join(pairs)]
             command += ["--compile"] if compile_model else []
-            command += ["--no-ab"] if args.no_ab else []
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 failed += 1
-                print(f"{name:<30} {dtype:>4} {'on' if compile_model else 'off':>3} FAILED: {done.stderr.strip().splitlines()[-1:]}")
+                print(f"{name:<30} {','.join(pairs)} {'on' if compile_model else 'off':>3} FAILED: {done.stderr.strip().splitlines()[-1:]}")
                 continue
             for row in json.loads(done.stdout.strip().splitlines()[-1]):
                 print(format_row(row, peak), flush=True)

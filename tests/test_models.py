@@ -12,7 +12,8 @@ from torch import nn
 
 import components.contracts.model as contracts
 from components.models import AudioMAE, AudioMAEClassifier, AudioMAEPlusPlus, BaseAutoencoder, param_groups_lrd
-from components.models.layers import MacaronBlock, SwiGLU, swiglu_hidden_features
+from components.models import layers
+from components.models.layers import Attention, MacaronBlock, SwiGLU, explicit_attention, swiglu_hidden_features
 from components.registry import model_registry
 
 torch.set_num_threads(1)
@@ -261,3 +262,53 @@ def test_bf16_autocast_trains(use_rope: bool) -> None:
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- attention kernels
+@settings(deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    heads=st.integers(1, 4),
+    tokens=st.integers(1, 40),
+    head_dim=st.sampled_from([8, 16, 32, 48, 64]),
+)
+def test_explicit_attention_is_the_fused_kernels_math(seed: int, heads: int, tokens: int, head_dim: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, heads, tokens, head_dim, generator=gen) for _ in range(3))
+    fused = torch.nn.functional.scaled_dot_product_attention
+    torch.testing.assert_close(explicit_attention(q * 3, k * 3, v), fused(q * 3, k * 3, v), atol=1e-5, rtol=1e-5)
+    # in bf16 it agrees with the fused kernel in bf16 (both take the softmax in float32)
+    q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    low = explicit_attention(q, k, v)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), fused(q, k, v).float(), atol=0.03, rtol=0.03)
+
+
+def test_attention_takes_the_explicit_path_only_for_low_precision_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[torch.dtype] = []
+
+    def spy(q, k, v, dropout_p=0.0):
+        calls.append(q.dtype)
+        return explicit_attention(q, k, v, dropout_p)
+
+    monkeypatch.setattr(layers, "explicit_attention", spy)
+    torch.manual_seed(0)
+    attn = Attention(32, 4).eval()
+    x = torch.randn(2, 10, 32)
+    reference = attn(x)
+    assert calls == []  # float32: the fused kernel
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = attn(x)
+    assert calls == [torch.bfloat16]
+    torch.testing.assert_close(low.float(), reference, atol=0.05, rtol=0.05)
+
+
+def test_explicit_attention_dropout_acts_in_training_only() -> None:
+    torch.manual_seed(0)
+    attn = Attention(32, 4, attn_drop=0.5)
+    x = torch.randn(2, 10, 32).bfloat16()
+    attn = attn.bfloat16()
+    first, second = attn(x), attn(x)
+    assert not torch.equal(first, second)  # dropout on the attention probabilities
+    attn.eval()
+    torch.testing.assert_close(attn(x), attn(x), atol=0, rtol=0)
