@@ -171,15 +171,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 def explicit_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0
 ) -> torch.Tensor:
-    """``softmax(q kᵀ / √d) v`` as two batched matmuls, the softmax taken in float32.
+    """``softmax(q kᵀ / √d) v`` as two batched matmuls.
 
     Used for bf16/fp16 on CPU: there PyTorch's fused (flash) kernel is 3-5x slower than two
     bf16 GEMMs at MAE sizes (50-260 tokens, head dim 32-64; ``bench/models.py`` rows
-    ``fused`` vs ``ours``). Same math as ``F.scaled_dot_product_attention``; like the fused
-    kernel it accumulates the softmax in float32.
+    ``fused`` vs ``ours``). Same math as ``F.scaled_dot_product_attention``. The scale goes on
+    k (``hd x N``, not the ``N x N`` scores); the CPU softmax kernel computes in float32 for
+    bf16/fp16 input and rounds once, as a float32 softmax cast back would (within 1 ulp).
     """
     scores = q @ (k.transpose(-2, -1) * q.shape[-1] ** -0.5)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    probs = scores.softmax(dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, dropout_p)
     return probs @ v
