@@ -89,6 +89,36 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return out.to(values.device)
 
 
+def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """Every rank's rows of ``x [b, ...]`` in rank order: ``(rows, start, world_size)``.
+
+    This rank's rows are ``x`` itself and keep their graph (from ``start`` on); the other
+    ranks' arrive as constants. Ranks may hold different row counts (a smaller last batch).
+    Without a process group of several ranks it returns ``(x, 0, 1)`` and communicates
+    nothing. Every rank must call it, as with any collective.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return x, 0, 1
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if world == 1:
+        return x, 0, 1
+    device = x.device
+    if dist.get_backend() == "nccl" and device.type != "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world)]
+    dist.all_gather(counts, torch.tensor([x.shape[0]], dtype=torch.long, device=device))
+    sizes = [int(count) for count in counts]
+    padded = x.detach().to(device)
+    if x.shape[0] < max(sizes):
+        filler = padded.new_zeros((max(sizes) - x.shape[0], *x.shape[1:]))
+        padded = torch.cat([padded, filler])
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    rows = [part[:size].to(x.device) for part, size in zip(parts, sizes)]
+    rows[rank] = x
+    return torch.cat(rows), sum(sizes[:rank]), world
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -12,6 +12,13 @@ Each is registered with ``loss_registry`` (``"masked_mse"``, ``"info_nce"``, ``"
 ``"soft_target_cross_entropy"``), so its contract checks (``components/contracts/losses.py``)
 run in the toolkit's tests and in every emitted test suite whose script holds it. Tensor
 inputs are positional-only; the keyword parameters are what a spec may set.
+
+Under DDP (torchrun, several ranks) the batch-level losses, InfoNCE and uniformity, see the
+*global* batch: every rank gathers all ranks' embeddings (``gather_rows``), computes the loss
+of the whole global batch with its own rows differentiable, and scales its gradient by the
+world size, so DDP's gradient averaging yields exactly the single-process gradient of the
+global batch (checked against one process in ``tests/test_losses.py``). The value is the
+global batch's loss on every rank.
 """
 
 from __future__ import annotations
@@ -21,7 +28,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from components.distributed import gather_rows
 from components.registry import loss_registry
+
+
+def _global_gradient(loss: torch.Tensor, world_size: int) -> torch.Tensor:
+    """``loss``'s value with ``world_size`` times its gradient: DDP averages gradients over
+    ranks, and each rank differentiates the global loss for its own rows only."""
+    if world_size == 1:
+        return loss
+    return loss.detach() + world_size * (loss - loss.detach())
 
 
 @loss_registry.register("masked_mse")
@@ -65,11 +81,13 @@ def info_nce_loss(
     *,
     temperature: float = 0.1,
     symmetric: bool = True,
+    cross_rank: bool = True,
 ) -> torch.Tensor:
     """InfoNCE between paired rows of ``z1`` and ``z2`` (``[B, D]``), cosine similarity / temperature.
 
     Row ``i`` of ``z1`` is the positive of row ``i`` of ``z2``; the other rows are negatives.
-    ``symmetric`` averages both directions (CLIP style). For identical, mutually orthogonal
+    ``symmetric`` averages both directions (CLIP style). Under DDP the negatives are the rows
+    of every rank (module docstring); ``cross_rank=False`` keeps them to this rank's batch. For identical, mutually orthogonal
     pairs the value is ``log(1 + (B - 1) exp(-1 / temperature))``: the analytic check
     ``check_identical_orthogonal_pairs_are_analytic`` in ``components/contracts/losses.py``.
     """
@@ -81,29 +99,41 @@ def info_nce_loss(
         raise ValueError(f"info_nce_loss: temperature must be > 0, got {temperature}")
     a = F.normalize(z1.float(), dim=-1)
     b = F.normalize(z2.float(), dim=-1)
+    world_size = 1
+    if cross_rank:
+        pairs, _, world_size = gather_rows(torch.stack([a, b], dim=1))
+        a, b = pairs.unbind(1)
     logits = a @ b.t() / temperature
     targets = torch.arange(a.shape[0], device=a.device)
     loss = F.cross_entropy(logits, targets)
     if symmetric:
         loss = 0.5 * (loss + F.cross_entropy(logits.t(), targets))
-    return loss
+    return _global_gradient(loss, world_size)
 
 
 @loss_registry.register("uniformity")
-def uniformity_loss(z: torch.Tensor, /, *, t: float = 2.0) -> torch.Tensor:
+def uniformity_loss(
+    z: torch.Tensor, /, *, t: float = 2.0, cross_rank: bool = True
+) -> torch.Tensor:
     """``log mean_{i<j} exp(-t ||zi - zj||^2)`` of L2-normalised rows of ``z [B, D]`` (B >= 2).
 
     Its maximum, 0, is reached by collapsed embeddings (all rows equal); its minimum is
     ``log exp(-t * 2B/(B-1))`` for B points whose mean is the origin (a regular simplex).
+    Under DDP the pairs span every rank's rows (module docstring); ``cross_rank=False``
+    keeps them to this rank's batch.
     """
     if z.dim() != 2 or z.shape[0] < 2:
         raise ValueError(
             f"uniformity_loss expects [B, D] with B >= 2, got {tuple(z.shape)}"
         )
     x = F.normalize(z.float(), dim=-1)
+    world_size = 1
+    if cross_rank:
+        x, _, world_size = gather_rows(x)
     sq_dists = torch.pdist(x, p=2).pow(2)
     # logsumexp - log(count) is the log of the mean, stable for large t.
-    return torch.logsumexp(-t * sq_dists, dim=0) - math.log(sq_dists.numel())
+    value = torch.logsumexp(-t * sq_dists, dim=0) - math.log(sq_dists.numel())
+    return _global_gradient(value, world_size)
 
 
 @loss_registry.register("soft_target_cross_entropy")

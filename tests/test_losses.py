@@ -5,6 +5,7 @@ The contract checks themselves run on every registered loss in tests/test_contra
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from components.contracts.losses import BoundLoss, loss_factory, masked_mse_fixture
@@ -21,7 +22,6 @@ def test_loss_factory_binds_the_fixture_then_the_checks_overrides(tmp_path) -> N
     assert torch.equal(bound(pred, target, mask), masked_reconstruction_loss(pred, target, mask, norm_pix=True))
     plain = factory(norm_pix=False)
     assert torch.equal(plain(pred, target, mask), masked_reconstruction_loss(pred, target, mask))
-    import pytest
 
     with pytest.raises(ValueError, match="no 'inputs' sampler"):
         loss_factory(uniformity_loss)().sample(torch.Generator(), 2)
@@ -44,7 +44,6 @@ def test_masked_mse_matches_the_models_own_loss() -> None:
 
 
 def test_losses_reject_malformed_inputs() -> None:
-    import pytest
 
     with pytest.raises(ValueError, match="equal shape"):
         info_nce_loss(torch.randn(3, 4), torch.randn(2, 4))
@@ -56,3 +55,83 @@ def test_losses_reject_malformed_inputs() -> None:
         masked_reconstruction_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.ones(2, 3))
     with pytest.raises(ValueError, match="label_smoothing must be in"):
         soft_target_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), label_smoothing=1.0)
+
+
+# ---------------------------------------------------------------- the global batch under DDP
+_DDP_SPLITS = {"equal": (4, 4), "unequal": (5, 3)}
+
+
+def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(8, 16, generator=gen), torch.randn(8, 16, generator=gen)
+
+
+def _losses_of_rows(z1: torch.Tensor, z2: torch.Tensor, cross_rank: bool = True) -> dict[str, torch.Tensor]:
+    """Values and input gradients of InfoNCE and uniformity for these rows."""
+    out = {}
+    a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    nce = info_nce_loss(a, b, temperature=0.2, cross_rank=cross_rank)
+    nce.backward()
+    out.update(nce=nce.detach(), nce_grad1=a.grad, nce_grad2=b.grad)
+    c = z1.clone().requires_grad_()
+    uniform = uniformity_loss(c, t=2.0, cross_rank=cross_rank)
+    uniform.backward()
+    out.update(uniform=uniform.detach(), uniform_grad=c.grad)
+    return out
+
+
+def _loss_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        z1, z2 = _global_batch()
+        results = {}
+        for name, sizes in _DDP_SPLITS.items():
+            start = sum(sizes[:rank])
+            rows = slice(start, start + sizes[rank])
+            results[name] = _losses_of_rows(z1[rows], z2[rows])
+            results[name + "/local"] = _losses_of_rows(z1[rows], z2[rows], cross_rank=False)
+        torch.save(results, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_batch_losses_see_the_global_batch_under_ddp(tmp_path) -> None:
+    """Two gloo ranks: the value is the global batch's loss on both, and each rank's input
+    gradient, averaged over ranks as DDP averages, is the single-process gradient."""
+    import socket
+    import time
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = mp.spawn(_loss_worker, args=(2, port, str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise AssertionError("the two gloo processes did not finish in 120 s")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    z1, z2 = _global_batch()
+    single = _losses_of_rows(z1, z2)
+    for name, sizes in _DDP_SPLITS.items():
+        for rank, got in enumerate(r[name] for r in ranks):
+            start = sum(sizes[:rank])
+            rows = slice(start, start + sizes[rank])
+            for key in ("nce", "uniform"):
+                torch.testing.assert_close(got[key], single[key], atol=1e-6, rtol=1e-6)
+            for key in ("nce_grad1", "nce_grad2", "uniform_grad"):
+                torch.testing.assert_close(got[key] / 2, single[key][rows], atol=1e-6, rtol=1e-5)
+            local = ranks[rank][name + "/local"]
+            own = _losses_of_rows(z1[rows], z2[rows], cross_rank=False)
+            torch.testing.assert_close(local["nce"], own["nce"])
+            assert not torch.allclose(local["nce"], single["nce"])

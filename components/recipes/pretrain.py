@@ -5,6 +5,7 @@ effective_batch / 256`` unless ``lr`` is given, per-step linear warm-up then cos
 gradient accumulation and clipping (He et al., 2022; AudioMAE). The auxiliary terms pool the
 visible tokens of two independent maskings of each clip: InfoNCE pulls the two views of a
 clip together against the other clips of the batch, uniformity spreads clips over the sphere.
+Under DDP both see the global batch (every rank's clips), as one process would.
 """
 
 from __future__ import annotations
