@@ -10,21 +10,26 @@ of all threads), samples/s, model FLOPs per step (torch.utils.flop_counter), ach
 MFU (GPU, against --peak-tflops or the card's known bf16 dense peak) and peak memory (GPU:
 max_memory_allocated; CPU: peak RSS of the process, shared by the rows of one configuration).
 
-On CPU every configuration times these variants in one process, alternating step by step so
-all see the same load (this machine is shared: absolute figures drift, their ratios do not):
+Every configuration times these variants in one process, alternating step by step so all
+see the same load (this machine is shared: absolute figures drift, their ratios do not):
 
     ours  fp32   the model as shipped (fused ``scaled_dot_product_attention``)
-    offic fp32   attention written out as the official code computes it; the official
-                 training loops autocast with ``device_type="cuda"``, so on CPU they run this
-    ours  bf16   CPU autocast bf16 (``--precision bf16``), ``explicit_attention`` on CPU
-    fused bf16   the same with PyTorch's fused CPU kernel forced (what the dispatch buys)
-    offic bf16   the official attention under CPU bf16 autocast (its loops never enable it)
+    offic fp32   the official code's computation (``bench/official_restated.py``: its
+                 modules, hand-written attention and unused norm3, our weights exported
+                 to its layout); its training loops autocast with ``device_type="cuda"``,
+                 so on a CPU this is how the official code trains
+    ours  bf16   autocast bf16 (``--dtype bf16``); on CPU ``explicit_attention``
+    fused bf16   (CPU) the same with PyTorch's fused CPU kernel forced: what the dispatch buys
+    offic bf16   the official computation under bf16 autocast (on CPU its loops never do this)
 
-``vs_here`` divides the ``offic fp32`` median of the same process by the row's median: the
-side-by-side speed-up over the official code's math and kernels on this machine.
-``vs_facts`` divides the official code's time in FACTS.md (AudioMAE++ tiny 0.90 s at batch 8;
-AudioMAE ViT-B with a 16-layer decoder 1.03 s at batch 2, 2 CPU threads, taken on a quieter
-or faster machine than the one this may run on) by the row's best step.
+On a GPU: ours/offic in fp32, in bf16, and ours compiled (``torch.compile``) against the
+official code in eager bf16, one process each.
+
+``vs_here`` divides the official code's median in the same process (on CPU its float32 path,
+the only one its loops run; on GPU the same dtype) by the row's median: the side-by-side
+speed-up. ``vs_facts`` divides the official code's time in FACTS.md (AudioMAE++ tiny 0.90 s
+at batch 8; AudioMAE ViT-B with a 16-layer decoder 1.03 s at batch 2, 2 CPU threads, taken
+on a faster or quieter machine than this one may be) by the row's best step.
 """
 
 from __future__ import annotations
@@ -66,12 +71,6 @@ def count_flops(model, x) -> float:
     return float(counter.get_total_flops())
 
 
-def manual_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
-    """softmax(q k^T / sqrt(d)) v written out, as the official code computes attention."""
-    scores = (q @ k.transpose(-2, -1)) * (scale or q.shape[-1] ** -0.5)
-    return scores.softmax(dim=-1) @ v
-
-
 # (variant, dtype) pairs timed side by side in one CPU process; see the module docstring
 CPU_VARIANTS = [
     ("ours", "fp32"),
@@ -83,7 +82,7 @@ CPU_VARIANTS = [
 
 
 def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs: list[tuple[str, str]], compile_model: bool) -> list[dict]:
-    """Time one configuration under each (attention variant, dtype) pair, alternating step by step.
+    """Time one configuration under each (variant, dtype) pair, alternating step by step.
 
     Alternating inside one process gives every pair the same machine load (this box is
     shared), so their ratios are meaningful even when absolute figures drift. ``best``
@@ -92,28 +91,20 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs
     import torch
 
     import components.models  # noqa: F401  (registers the models)
+    from bench.official_restated import restate
     from components.models import layers
     from components.registry import model_registry
 
-    functional = torch.nn.functional
-    fused = functional.scaled_dot_product_attention
     explicit = layers.explicit_attention
 
     def fused_forced(q, k, v, dropout_p=0.0):
-        return fused(q, k, v, dropout_p=dropout_p)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
 
-    def manual_explicit(q, k, v, dropout_p=0.0):
-        return manual_attention(q, k, v)
-
-    patches = {  # variant -> (F.scaled_dot_product_attention, layers.explicit_attention)
-        "ours": (fused, explicit),
-        "fused": (fused, fused_forced),
-        "offic": (manual_attention, manual_explicit),
-    }
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     registry_name, kwargs, batch, _ = CONFIGS[name]
     model = model_registry.create(registry_name, **kwargs).to(device).train()
+    official = restate(model) if any(variant == "offic" for variant, _ in pairs) else None
     x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
     flops = count_flops(model, x)  # eager count; compiling does not change the math
     step_model = torch.compile(model) if compile_model else model
@@ -129,36 +120,39 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs
         for step in range(warmup + steps):
             for pair in pairs:
                 variant, dtype = pair
-                functional.scaled_dot_product_attention, layers.explicit_attention = patches[variant]
+                layers.explicit_attention = fused_forced if variant == "fused" else explicit
+                target = official if variant == "offic" else step_model
                 autocast = torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=dtype == "bf16")
                 start, cpu_start = time.perf_counter(), time.process_time()
                 with autocast:
-                    loss, _, _ = step_model(x)
+                    loss, _, _ = target(x)
                 loss.backward()
-                model.zero_grad(set_to_none=True)  # fwd+bwd only, as the official figures were taken
+                target.zero_grad(set_to_none=True)  # fwd+bwd only, as the official figures were taken
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 if step >= warmup:
                     times[pair].append(time.perf_counter() - start)
                     cpu_times[pair].append(time.process_time() - cpu_start)
     finally:
-        functional.scaled_dot_product_attention, layers.explicit_attention = fused, explicit
+        layers.explicit_attention = explicit
     if device.startswith("cuda"):
         peak_mem = torch.cuda.max_memory_allocated() / 2**20
     else:
-        # ru_maxrss is KiB on Linux: the whole process' peak (model, activations, gradients)
+        # ru_maxrss is KiB on Linux: the whole process' peak (both models, activations, gradients)
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    official_here = statistics.median(times[("offic", "fp32")]) if ("offic", "fp32") in times else None
     results = []
     for pair in pairs:
         variant, dtype = pair
         seconds = statistics.median(times[pair])
+        # the official code on a CPU trains in float32 whatever the flag (its autocast is CUDA-only)
+        reference = ("offic", dtype if device_type == "cuda" else "fp32")
+        official_seconds = statistics.median(times[reference]) if reference in times else None
         results.append(
             {
                 "name": name,
                 "device": device if not device.startswith("cuda") else torch.cuda.get_device_name(),
                 "dtype": dtype,
-                "compile": compile_model,
+                "compile": compile_model and variant != "offic",
                 "attention": variant,
                 "batch": batch,
                 "params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
@@ -169,7 +163,7 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs
                 "flops": flops,
                 "peak_mem_mb": peak_mem,
                 "rss_before_mb": rss_before / 1024,
-                "vs_here": official_here / seconds if official_here else None,
+                "vs_here": official_seconds / seconds if official_seconds and variant != "offic" else None,
             }
         )
     return results
@@ -214,7 +208,7 @@ def main() -> int:
     peak = args.peak_tflops
     if args.device.startswith("cuda"):
         # one process per (dtype, compile): a compiled graph is per process
-        runs = [(["ours:fp32"], False), (["ours:bf16"], False), (["ours:bf16"], True)]
+        runs = [(["ours:fp32", "offic:fp32"], False), (["ours:bf16", "offic:bf16"], False), (["ours:bf16", "offic:bf16"], True)]
         if peak is None:
             import torch
 

@@ -23,6 +23,7 @@ from components.models.checkpoints import (
     official_audiomae_pos_embed,
 )
 from components.models.layers import sincos_pos_embed_2d
+from components.registry import model_registry
 
 torch.set_num_threads(1)
 DATA = Path(__file__).parent / "data"
@@ -321,3 +322,33 @@ def test_baseline_computes_the_official_vit_forward_with_the_official_position_t
     x = torch.randn(2, 1, 64, 32)
     reference = official_vit_features(state, x, depth=2, heads=2, patch=8)
     torch.testing.assert_close(model.forward_features(x), reference, atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- the official computation
+@pytest.mark.parametrize(
+    "name,kwargs,shape",
+    [
+        ("audiomae++", dict(preset="tiny", share_ffn2_norm=True, img_size=(32, 32), depth=2, decoder_depth=1), (2, 1, 32, 32)),
+        ("baseline", dict(preset="tiny", img_size=(64, 32), decoder_depth=2), (2, 1, 64, 32)),
+    ],
+    ids=["audiomae++", "baseline"],
+)
+def test_exported_weights_compute_the_same_step_in_the_official_computation(name: str, kwargs: dict, shape: tuple) -> None:
+    """bench/official_restated.py restates the official modules; loaded with our export
+    (strict on every key but the unused norm3), it gives our loss and prediction for the
+    same mask. This is what makes bench/models.py's side-by-side rows compare equal math."""
+    from bench.official_restated import restate
+
+    torch.manual_seed(0)
+    model = model_registry.create(name, **kwargs).train()
+    for param in model.parameters():  # away from the zero/one init so every weight matters
+        if param.requires_grad:
+            torch.nn.init.normal_(param, std=0.05)
+    official = restate(model)
+    x = torch.randn(*shape)
+    mask, ids_restore, ids_keep = model.sample_mask(shape[0], model.mask_ratio, x.device, torch.Generator().manual_seed(1))
+    pred = model.forward_decoder(model.encode_tokens(x, ids_keep), ids_restore)
+    loss = model.reconstruction_loss(x, pred, mask)
+    official_loss, official_pred, _ = official(x, ids_keep, ids_restore, mask)
+    torch.testing.assert_close(official_pred, pred, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(official_loss, loss, atol=1e-6, rtol=1e-5)
