@@ -463,3 +463,20 @@ def test_mixed_precision_runs_train_with_finite_losses(dtype: str, tmp_path: Pat
     assert len(losses) == 4 and all(loss == loss and loss < 100 for loss in losses)
     if dtype == "fp16":  # the gradient scaler's state travels with the checkpoint
         assert load_checkpoint_file(tmp_path / "pretrain" / "last.pt")["scaler"]["scale"] > 0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bf16_on_gpus_and_on_cpus_with_native_bf16(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from components import runtime
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    cpu = torch.device("cpu")
+    assert runtime.cpu_has_native_bf16() is native
+    assert runtime.resolve_amp_dtype("auto", cpu) == (torch.bfloat16 if native else None)
+    assert runtime.resolve_amp_dtype("fp32", cpu) is None  # an explicit flag wins
+    assert runtime.resolve_amp_dtype("bf16", cpu) == torch.bfloat16
+    assert runtime.resolve_amp_dtype("auto", torch.device("mps")) is None
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert runtime.cpu_has_native_bf16() is False  # a torch without the probes: float32
