@@ -141,13 +141,32 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return (loss * mask).sum() / mask.sum()
 
 
+def encode(x, ids_keep, cls_token, pos_embed, blocks, norm):
+    """Add positions, keep ``ids_keep``, prepend the CLS token, run the blocks, normalise."""
+    x = x + pos_embed[:, 1:, :]
+    x = torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, x.shape[-1]))
+    cls = (cls_token + pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+    x = torch.cat((cls, x), dim=1)
+    for block in blocks:
+        x = block(x)
+    return norm(x)
+
+
+def decode(x, ids_restore, embed, mask_token, pos_embed, blocks, norm, pred):
+    """Embed, fill in mask tokens in grid order, add positions, run the blocks, predict; no CLS."""
+    x = unshuffle_with_mask_tokens(embed(x), mask_token, ids_restore) + pos_embed
+    for block in blocks:
+        x = block(x)
+    return pred(norm(x))[:, 1:, :]
+
+
 class _Restated(nn.Module):
     patch_size: tuple[int, int]
     mask_ratio: float
 
     def forward(self, x, ids_keep=None, ids_restore=None, mask=None):
         """``(loss, pred, mask)``; the official random masking unless a mask is given."""
-        tokens = self.tokens(x)
+        tokens = self.patch_embed(x)
         if ids_keep is None:
             ids_keep, ids_restore, mask = random_masking(x.shape[0], tokens.shape[1], self.mask_ratio, x.device)
         latent = self.encode(tokens, ids_keep)
@@ -178,26 +197,14 @@ class OfficialAudioMAEPlusPlus(_Restated):
         self.decoder.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=EPS)
         self.decoder.decoder_pred = nn.Linear(decoder_embed_dim, patch_size[0] * patch_size[1] * in_chans)
 
-    def tokens(self, x):
-        return self.patch_embed(x)
-
     def encode(self, x, ids_keep):
         enc = self.encoder
-        x = x + enc.pos_embed[:, 1:, :]
-        x = torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, x.shape[-1]))
-        cls = (self.cls_token + enc.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-        x = torch.cat((cls, x), dim=1)
-        for block in enc.blocks:
-            x = block(x)
-        return enc.encoder_norm(x)
+        return encode(x, ids_keep, self.cls_token, enc.pos_embed, enc.blocks, enc.encoder_norm)
 
     def decode(self, x, ids_restore):
         dec = self.decoder
-        x = unshuffle_with_mask_tokens(dec.decoder_embed(x), dec.mask_token, ids_restore)
-        x = x + dec.decoder_pos_embed
-        for block in dec.decoder_blocks:
-            x = block(x)
-        return dec.decoder_pred(dec.decoder_norm(x))[:, 1:, :]
+        return decode(x, ids_restore, dec.decoder_embed, dec.mask_token, dec.decoder_pos_embed,
+                      dec.decoder_blocks, dec.decoder_norm, dec.decoder_pred)
 
 
 class OfficialAudioMAE(_Restated):
@@ -221,24 +228,12 @@ class OfficialAudioMAE(_Restated):
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=EPS)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size[0] * patch_size[1] * in_chans)
 
-    def tokens(self, x):
-        return self.patch_embed(x)
-
     def encode(self, x, ids_keep):
-        x = x + self.pos_embed[:, 1:, :]
-        x = torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, x.shape[-1]))
-        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-        x = torch.cat((cls, x), dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return encode(x, ids_keep, self.cls_token, self.pos_embed, self.blocks, self.norm)
 
     def decode(self, x, ids_restore):
-        x = unshuffle_with_mask_tokens(self.decoder_embed(x), self.mask_token, ids_restore)
-        x = x + self.decoder_pos_embed
-        for block in self.decoder_blocks:
-            x = block(x)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:, :]
+        return decode(x, ids_restore, self.decoder_embed, self.mask_token, self.decoder_pos_embed,
+                      self.decoder_blocks, self.decoder_norm, self.decoder_pred)
 
 
 def restate(model: nn.Module) -> _Restated:

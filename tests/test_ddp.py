@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from components.distributed import DistInfo, dist_info_from_env, init_distributed, shutdown_distributed
 from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule
-from test_runtime_helpers import ALL_STEPS, LinearRegressor, RegressionObjective, ToneDataset, make_context, run_main
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from test_runtime_helpers import (
+    ALL_STEPS, LinearRegressor, RegressionObjective, ToneDataset, free_port, make_context, run_main, spawn_and_join,
+)
 
 
 def _train_regressor(out_dir: Path, dist_info: DistInfo, batch_size: int) -> torch.nn.Module:
@@ -61,13 +54,7 @@ def _worker(rank: int, world_size: int, ports: tuple[int, int], out_dir: str) ->
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path: Path) -> None:
-    context = mp.spawn(_worker, args=(2, (_free_port(), _free_port()), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 240
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            raise AssertionError("the two DDP processes did not finish in 240 s (deadlock?)")
+    spawn_and_join(_worker, (2, (free_port(), free_port()), str(tmp_path)), nprocs=2, timeout=240)
     torch.set_num_threads(1)
     single = _train_regressor(tmp_path / "single", DistInfo(), batch_size=4)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]

@@ -105,21 +105,9 @@ def _loss_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 def test_batch_losses_see_the_global_batch_under_ddp(tmp_path) -> None:
     """Two gloo ranks: the value is the global batch's loss on both, and each rank's input
     gradient, averaged over ranks as DDP averages, is the single-process gradient."""
-    import socket
-    import time
+    from test_runtime_helpers import free_port, spawn_and_join
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    context = mp.spawn(_loss_worker, args=(2, port, str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            raise AssertionError("the two gloo processes did not finish in 120 s")
+    spawn_and_join(_loss_worker, (2, free_port(), str(tmp_path)), nprocs=2, timeout=120)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     z1, z2 = _global_batch()
     single = _losses_of_rows(z1, z2)

@@ -282,3 +282,25 @@ if __name__ == "__main__":
     SMOKE["data"] = {**SMOKE["data"], "delay_s": float(os.environ.get("TONES_DELAY_S", "0"))}
     chosen = tuple(step for step in ALL_STEPS if step.section in wanted)
     raise SystemExit(run_main(sys.argv[2:], chosen))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn_and_join(worker, args: tuple, nprocs: int, timeout: float) -> None:
+    """``torch.multiprocessing.spawn`` that fails the test instead of hanging on a deadlock."""
+    import torch.multiprocessing as mp
+
+    context = mp.spawn(worker, args=args, nprocs=nprocs, join=False)
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise AssertionError(f"the {nprocs} spawned processes did not finish in {timeout:.0f} s (deadlock?)")
+
