@@ -12,6 +12,7 @@ import keyword
 import re
 from pathlib import Path
 
+from generator.cache import atomic_write_bytes
 from generator.errors import SigmaeError
 from generator.render import environment
 from generator.spec import did_you_mean
@@ -143,8 +144,24 @@ def scaffold(root: Path, kind: str, name: str) -> list[Path]:
             ast.parse(text)
         except SyntaxError as exc:  # pragma: no cover - templates are tested
             raise SigmaeError(f"scaffold for {path.as_posix()} does not parse: {exc}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(module_text, encoding="utf-8")
-    contracts.write_text(contracts_text, encoding="utf-8")
-    init.write_text(init_text, encoding="utf-8")
+    _write_all([(target, module_text), (contracts, contracts_text), (init, init_text)])
     return [target, contracts, init]
+
+
+def _write_all(files: list[tuple[Path, str]]) -> None:
+    """Write every file or none: each atomically; on a failure the ones already written get
+    their old contents back (or go, if they are new) before the error travels on."""
+    originals = {path: path.read_bytes() if path.exists() else None for path, _ in files}
+    written: list[Path] = []
+    try:
+        for path, text in files:
+            atomic_write_bytes(path, text.encode("utf-8"))
+            written.append(path)
+    except BaseException:
+        for path in reversed(written):
+            old = originals[path]
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(path, old)
+        raise

@@ -112,6 +112,27 @@ def test_new_scaffolds_a_registered_module_with_a_failing_fixture(tmp_path: Path
     assert "already exists" in capsys.readouterr().err
 
 
+def test_new_writes_its_three_files_or_none(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import generator.scaffold
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(CATALOG, catalog, ignore=shutil.ignore_patterns(".sigmae-cache", "__pycache__"))
+    before = {path: path.read_bytes() for path in (catalog / "components").rglob("*.py")}
+    real_write = generator.scaffold.atomic_write_bytes
+
+    def fails_on_the_package_init(path: Path, data: bytes) -> None:
+        if path.name == "__init__.py":
+            raise OSError(28, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(generator.scaffold, "atomic_write_bytes", fails_on_the_package_init)
+    assert main(["--catalog", str(catalog), "new", "model", "my_net"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    after = {path: path.read_bytes() for path in (catalog / "components").rglob("*.py")}
+    assert after == before  # the module is gone again and the fixture file has its old text
+    assert not list((catalog / "components").rglob("*.tmp"))
+
+
 def test_os_errors_are_one_line_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import generator.build
 
