@@ -218,8 +218,12 @@ def test_mismatches_are_reported_by_name(tmp_path: Path) -> None:
     assert "blocks.1.attn.qkv.weight" in message  # missing, in our naming
     assert "blocks.1.extra.weight" in message  # unexpected
     assert "decoder_pred.bias: checkpoint [5] vs model [64]" in message
-    report = load_official_checkpoint(AudioMAEPlusPlus(**TINY_PP), official, strict=False)
+    target = AudioMAEPlusPlus(**TINY_PP)
+    kept_bias = target.decoder_pred.bias.detach().clone()
+    report = load_official_checkpoint(target, official, strict=False)
     assert report.missing == ["blocks.1.attn.qkv.weight"] and report.unexpected == ["blocks.1.extra.weight"]
+    assert report.shape_mismatches == {"decoder_pred.bias": ([5], [64])}  # by key, not by message text
+    assert torch.equal(target.decoder_pred.bias, kept_bias)  # a mis-shaped key is left alone
 
     # files: training checkpoints wrap the weights and may carry DDP's "module." prefix
     path = tmp_path / "checkpoint.pth"

@@ -90,9 +90,10 @@ class CheckpointReport:
     unexpected: list[str] = field(
         default_factory=list
     )  # checkpoint keys the model lacks
-    shape_mismatches: list[str] = field(
-        default_factory=list
-    )  # "key: checkpoint [..] vs model [..]"
+    # key -> (checkpoint shape, model shape)
+    shape_mismatches: dict[str, tuple[list[int], list[int]]] = field(
+        default_factory=dict
+    )
     dropped: list[str] = field(
         default_factory=list
     )  # official keys skipped on purpose, with why
@@ -109,7 +110,13 @@ class CheckpointReport:
         for title, keys in (
             ("missing in checkpoint", self.missing),
             ("unexpected (not in model)", self.unexpected),
-            ("shape mismatches", self.shape_mismatches),
+            (
+                "shape mismatches",
+                [
+                    f"{key}: checkpoint {saved} vs model {wanted}"
+                    for key, (saved, wanted) in self.shape_mismatches.items()
+                ],
+            ),
             ("dropped on purpose", self.dropped),
             ("newly initialised", self.fresh),
         ):
@@ -238,11 +245,11 @@ def compare_state_dict(
     report = CheckpointReport(layout=layout, dropped=list(dropped or []))
     report.missing = sorted(k for k in expected if k not in state)
     report.unexpected = sorted(k for k in state if k not in expected)
-    report.shape_mismatches = sorted(
-        f"{k}: checkpoint {list(state[k].shape)} vs model {list(expected[k].shape)}"
-        for k in state
+    report.shape_mismatches = {
+        k: (list(state[k].shape), list(expected[k].shape))
+        for k in sorted(state)
         if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)
-    )
+    }
     return report
 
 
@@ -380,19 +387,17 @@ def load_official_checkpoint(
         # encoder only: the model keeps its own decoder, whatever the checkpoint holds there
         is_decoder = re.compile(r"^(decoder_|mask_token)")
         report.missing = [k for k in report.missing if not is_decoder.match(k)]
-        for line in [m for m in report.shape_mismatches if is_decoder.match(m)]:
-            report.shape_mismatches.remove(line)
-            report.dropped.append(
-                f"{line.split(':')[0]} (decoder, shape differs; not loaded)"
-            )
-            del state[line.split(":")[0]]
+        for key in [k for k in report.shape_mismatches if is_decoder.match(k)]:
+            del report.shape_mismatches[key]
+            report.dropped.append(f"{key} (decoder, shape differs; not loaded)")
+            del state[key]
     if strict and not report.ok:
         raise CheckpointMismatchError(
             f"checkpoint does not fit {type(model).__name__}:\n{report.describe()}"
         )
-    bad_shapes = {line.split(":")[0] for line in report.shape_mismatches}
     model.load_state_dict(
-        {k: v for k, v in state.items() if k not in bad_shapes}, strict=False
+        {k: v for k, v in state.items() if k not in report.shape_mismatches},
+        strict=False,
     )
     return report
 
