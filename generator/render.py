@@ -158,13 +158,20 @@ def field_annotation(choice: Choice, param: Param, program: InlinedProgram | Non
     return ast.unparse(tree) if changed else text
 
 
+def shadows_field(choice: Choice) -> bool:
+    """A schema parameter named ``field`` would shadow ``dataclasses.field`` inside its section's
+    class body; that section spells the factory ``dataclasses.field``."""
+    return any(param.name == "field" for param in choice.params)
+
+
 def section_spec(choice: Choice, program: InlinedProgram | None = None) -> SectionSpec:
     fields = []
+    factory = "dataclasses.field" if shadows_field(choice) else "field"
     for param in choice.params:
         value = choice.values[param.name]
         default = literal_source(value)
         if is_mutable(value):
-            default = f"field(default_factory=lambda: {default})"
+            default = f"{factory}(default_factory=lambda: {default})"
         fields.append(FieldSpec(param.name, field_annotation(choice, param, program), default))
     component = choice.component
     doc = f"`{choice.section}` section: {component.kind} {component.name!r} v{component.version}; each field is a `--{choice.section}.<field>` flag."
@@ -323,6 +330,8 @@ def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str, cach
 def skeleton_imports(spec: Spec, program: InlinedProgram) -> list[str]:
     """Imports the skeleton itself needs: dataclass/field and typing names in annotations."""
     lines = ["from dataclasses import dataclass, field"]
+    if any(shadows_field(choice) for choice in spec.sections):
+        lines.insert(0, "import dataclasses")
     defined = set(program.names.values()) | bound_names(program.imports)
     needed: dict[str, tuple[Choice, Param]] = {}  # name -> the first parameter that names it
     for choice in spec.sections:

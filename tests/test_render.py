@@ -227,6 +227,29 @@ def test_skeleton_imports_typing_names_and_rejects_names_the_script_cannot_defin
     assert str(caught.value).startswith("components/models/m.py:3:1: annotation of M(gadget: Gadget | None) names 'Gadget'")
 
 
+def test_a_schema_parameter_named_field_does_not_shadow_dataclasses_field() -> None:
+    from types import SimpleNamespace
+
+    from generator.ir import Component, InlinedProgram, Param
+    from generator.render import section_spec, skeleton_imports
+    from generator.spec import Choice, Location
+
+    params = (Param("field", "str", '"label"', 2), Param("columns", "list[int]", "[1, 2]", 3))
+    component = Component("data", "d", "1.0", "components.data.d", "D", Path("components/data/d.py"), 1, params)
+    choice = Choice("data", component, {"field": "label", "columns": [1, 2]}, frozenset(), Location("s.yaml", 1, 1))
+    program = InlinedProgram((), (), {("components.data.d", "D"): "D"})
+    section = section_spec(choice, program)
+    source = "\n".join(
+        [*skeleton_imports(SimpleNamespace(sections=(choice,)), program), "", "@dataclass", "class DataConfig:"]
+        + [f"    {f.name}: {f.annotation} = {f.default}" for f in section.fields]
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<section>", "exec"), namespace)  # with a bare `field(...)` this raises TypeError
+    config = namespace["DataConfig"]()
+    assert config.field == "label" and config.columns == [1, 2]
+    assert config.columns is not namespace["DataConfig"]().columns  # still a fresh list per instance
+
+
 def test_emitted_toy_script_is_black_stable(toy_build: Path) -> None:
     import black
 
