@@ -8,7 +8,8 @@ Each configuration runs in its own subprocess, so the CPU peak (ru_maxrss) belon
 Printed per row: seconds per fwd+bwd step (median and best wall clock, and median CPU seconds
 of all threads), samples/s, model FLOPs per step (torch.utils.flop_counter), achieved TFLOP/s,
 MFU (GPU, against --peak-tflops or the card's known bf16 dense peak) and peak memory (GPU:
-max_memory_allocated; CPU: peak RSS of the process, shared by the rows of one configuration).
+max_memory_allocated; CPU: peak RSS of the process), taken after our variants ran once and
+before the official model is built, so it is our model's alone.
 
 Every configuration times these variants in one process, alternating step by step so all
 see the same load (this machine is shared: absolute figures drift, their ratios do not):
@@ -104,7 +105,6 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs
     torch.manual_seed(0)
     registry_name, kwargs, batch, _ = CONFIGS[name]
     model = model_registry.create(registry_name, **kwargs).to(device).train()
-    official = restate(model) if any(variant == "offic" for variant, _ in pairs) else None
     x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
     flops = count_flops(model, x)  # eager count; compiling does not change the math
     step_model = torch.compile(model) if compile_model else model
@@ -115,31 +115,42 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs
         torch.cuda.reset_peak_memory_stats()
     times: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
     cpu_times: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
-    peak_mem: float
+    official = None
+
+    def step(pair: tuple[str, str]) -> tuple[float, float]:
+        variant, dtype = pair
+        layers.explicit_attention = fused_forced if variant == "fused" else explicit
+        target = official if variant == "offic" else step_model
+        autocast = torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with autocast:
+            loss, _, _ = target(x)
+        loss.backward()
+        target.zero_grad(set_to_none=True)  # fwd+bwd only, as the official figures were taken
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
     try:
-        for step in range(warmup + steps):
+        # Our variants once on their own first, so the peak memory is our model's alone
+        # (GPU: max_memory_allocated; CPU: the process' peak RSS, KiB on Linux).
+        for pair in pairs:
+            if pair[0] != "offic":
+                step(pair)
+        if device.startswith("cuda"):
+            peak_mem = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if any(variant == "offic" for variant, _ in pairs):
+            official = restate(model)
+        for index in range(warmup + steps):
             for pair in pairs:
-                variant, dtype = pair
-                layers.explicit_attention = fused_forced if variant == "fused" else explicit
-                target = official if variant == "offic" else step_model
-                autocast = torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=dtype == "bf16")
-                start, cpu_start = time.perf_counter(), time.process_time()
-                with autocast:
-                    loss, _, _ = target(x)
-                loss.backward()
-                target.zero_grad(set_to_none=True)  # fwd+bwd only, as the official figures were taken
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                if step >= warmup:
-                    times[pair].append(time.perf_counter() - start)
-                    cpu_times[pair].append(time.process_time() - cpu_start)
+                seconds, cpu_seconds = step(pair)
+                if index >= warmup:
+                    times[pair].append(seconds)
+                    cpu_times[pair].append(cpu_seconds)
     finally:
         layers.explicit_attention = explicit
-    if device.startswith("cuda"):
-        peak_mem = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        # ru_maxrss is KiB on Linux: the whole process' peak (both models, activations, gradients)
-        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results = []
     for pair in pairs:
         variant, dtype = pair
@@ -161,7 +172,7 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs
                 "cpu_seconds": statistics.median(cpu_times[pair]),
                 "samples_per_s": batch / seconds,
                 "flops": flops,
-                "peak_mem_mb": peak_mem,
+                "peak_mem_mb": peak_mem if variant != "offic" else None,
                 "rss_before_mb": rss_before / 1024,
                 "vs_here": official_seconds / seconds if official_seconds and variant != "offic" else None,
             }
@@ -178,10 +189,11 @@ def format_row(r: dict, peak_tflops: float | None) -> str:
     facts = f"{official / r['best_seconds']:.2f}x" if official and r["device"] == "cpu" and ours else "-"
     here = f"{r['vs_here']:.2f}x" if r.get("vs_here") and r["attention"] != "offic" else "-"
     flops = f"{r['flops'] / 1e9:9.1f}" if r.get("flops") else "        -"
+    peak = f"{r['peak_mem_mb']:.0f}" if r.get("peak_mem_mb") is not None else "-"
     tf = f"{tflops:8.3f}" if tflops else "       -"
     return (
         f"{r['name']:<30} {r['attention']:>6} {r['dtype']:>4} {'on' if r['compile'] else 'off':>3} {r['batch']:>3} {r['params_m']:8.1f} "
-        f"{r['seconds']:8.3f} {r['best_seconds']:7.3f} {r['cpu_seconds']:7.2f} {r['samples_per_s']:9.2f} {flops} {tf} {mfu} {r['peak_mem_mb']:9.0f} "
+        f"{r['seconds']:8.3f} {r['best_seconds']:7.3f} {r['cpu_seconds']:7.2f} {r['samples_per_s']:9.2f} {flops} {tf} {mfu} {peak:>9} "
         f"{here:>8} {facts:>8}"
     )
 
