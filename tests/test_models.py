@@ -276,7 +276,8 @@ def test_explicit_attention_is_the_fused_kernels_math(seed: int, heads: int, tok
     gen = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(2, heads, tokens, head_dim, generator=gen) for _ in range(3))
     fused = torch.nn.functional.scaled_dot_product_attention
-    torch.testing.assert_close(explicit_attention(q * 3, k * 3, v), fused(q * 3, k * 3, v), atol=1e-5, rtol=1e-5)
+    # fp32: equal up to summation order (sharpened scores: differences reach ~1e-5)
+    torch.testing.assert_close(explicit_attention(q * 3, k * 3, v), fused(q * 3, k * 3, v), atol=5e-5, rtol=1e-4)
     # in bf16 it agrees with the fused kernel in bf16
     q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
     low = explicit_attention(q, k, v)
