@@ -42,7 +42,7 @@ from components.models.audiomae_pp import AudioMAEPlusPlus  # noqa: E402
 from components.recipes import finetune, mae_pretrain  # noqa: E402
 from components.recipes.engine import gather_rng_states, param_groups_weight_decay  # noqa: E402
 from components.recipes.pretrain import MAEObjective  # noqa: E402
-from components.runtime import Pipeline, RunOptions, Step, run_pipeline  # noqa: E402
+from components.runtime import Pipeline, RunOptions, Step, cpu_has_native_bf16, run_pipeline  # noqa: E402
 from components.transforms.spectral import LogMel  # noqa: E402
 
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0, "V100": 125.0}
@@ -221,6 +221,8 @@ def main() -> None:
     variants = [("fp32", False)]
     if device.type == "cuda":
         variants += [("bf16", False), ("bf16", True)]
+    elif cpu_has_native_bf16():  # what --dtype auto picks on this CPU
+        variants += [("bf16", False)]
     peak = peak_tflops(device)
     print(f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, {args.threads} threads, {args.steps} steps per stage ({args.warmup} warm-up)")
