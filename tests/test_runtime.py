@@ -480,3 +480,26 @@ def test_auto_dtype_is_bf16_on_gpus_and_on_cpus_with_native_bf16(native: bool, m
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
     assert runtime.cpu_has_native_bf16() is False  # a torch without the probes: float32
+
+
+@pytest.mark.slow
+def test_compile_trains_the_same_steps_and_saves_plain_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--compile``: the compiled objective takes the steps the eager one takes (same losses
+    up to kernel fusion) and the checkpoint holds the plain model's keys (no ``_orig_mod.``)."""
+    import torch._inductor.config as inductor_config
+
+    # Inductor draws torch.rand from its own generator; eager's stream gives both runs the same masks.
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    assert run_main(["--smoke", "--out-dir", str(eager), "--dtype", "fp32"], ALL_STEPS[:1]) == 0
+    assert run_main(["--smoke", "--out-dir", str(compiled), "--dtype", "fp32", "--compile"], ALL_STEPS[:1]) == 0
+
+    def losses(out: Path) -> list[float]:
+        return [r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"]
+
+    assert len(losses(compiled)) == len(losses(eager)) > 0
+    for got, want in zip(losses(compiled), losses(eager)):
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+    weights = load_checkpoint_file(compiled / "pretrain" / "last.pt")["model"]
+    assert weights.keys() == load_checkpoint_file(eager / "pretrain" / "last.pt")["model"].keys()
+    assert not any("_orig_mod" in key for key in weights)
