@@ -87,8 +87,9 @@ def info_nce_loss(
 
     Row ``i`` of ``z1`` is the positive of row ``i`` of ``z2``; the other rows are negatives.
     ``symmetric`` averages both directions (CLIP style). Under DDP the negatives are the rows
-    of every rank (module docstring); ``cross_rank=False`` keeps them to this rank's batch. For identical, mutually orthogonal
-    pairs the value is ``log(1 + (B - 1) exp(-1 / temperature))``: the analytic check
+    of every rank (module docstring); ``cross_rank=False`` keeps them to this rank's batch.
+    For identical, mutually orthogonal pairs the value is
+    ``log(1 + (B - 1) exp(-1 / temperature))``: the analytic check
     ``check_identical_orthogonal_pairs_are_analytic`` in ``components/contracts/losses.py``.
     """
     if z1.dim() != 2 or z1.shape != z2.shape:
