@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from components.distributed import DistInfo, dist_info_from_env, init_distributed, shutdown_distributed
+from components.metrics import read_metrics
 from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule
 from test_runtime_helpers import (
     ALL_STEPS, LinearRegressor, RegressionObjective, ToneDataset, free_port, make_context, run_main, spawn_and_join,
@@ -47,7 +48,9 @@ def _worker(rank: int, world_size: int, ports: tuple[int, int], out_dir: str) ->
     # The whole pipeline under torchrun's variables: run_pipeline joins the group itself
     # (on a fresh port: the first group's store may still hold the old one).
     os.environ["MASTER_PORT"] = str(pipeline_port)
-    code = run_main(["--smoke", "--out-dir", str(Path(out_dir) / "pipeline")], ALL_STEPS[:5])
+    # InfoNCE and uniformity on: their all-gathers run inside DDP's forward and backward
+    args = ["--smoke", "--out-dir", str(Path(out_dir) / "pipeline"), "--pretrain.infonce_weight", "0.1", "--pretrain.uniformity_weight", "0.1"]
+    code = run_main(args, ALL_STEPS[:5])
     if code != 0:
         raise SystemExit(f"rank {rank}: run_pipeline exited {code}")
 
@@ -64,6 +67,8 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path: 
     assert not torch.allclose(ranks[0]["linear.weight"], LinearRegressor().state_dict()["linear.weight"])
 
     summary = json.loads((tmp_path / "pipeline" / "summary.json").read_text())
+    pretrain_logs = [r for r in read_metrics(tmp_path / "pipeline" / "metrics.jsonl") if r["kind"] == "train" and "infonce" in r]
+    assert pretrain_logs and all(r["infonce"] == r["infonce"] and r["uniformity"] <= 0 for r in pretrain_logs)
     assert summary["world_size"] == 2
     assert summary["steps"]["pretrain"]["effective_batch"] == 2 * 4
     assert summary["steps"]["embed"]["num_items"] == 32
