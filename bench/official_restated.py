@@ -161,8 +161,12 @@ def decode(x, ids_restore, embed, mask_token, pos_embed, blocks, norm, pred):
 
 
 class _Restated(nn.Module):
-    patch_size: tuple[int, int]
-    mask_ratio: float
+    def __init__(self, img_size, patch_size, in_chans, embed_dim, mask_ratio) -> None:
+        super().__init__()
+        self.patch_size, self.mask_ratio = tuple(patch_size), mask_ratio
+        self.num_tokens = (img_size[0] // patch_size[0]) * (img_size[1] // patch_size[1])
+        self.patch_embed = PatchEmbed(self.patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
 
     def forward(self, x, ids_keep=None, ids_restore=None, mask=None):
         """``(loss, pred, mask)``; the official random masking unless a mask is given."""
@@ -178,11 +182,8 @@ class OfficialAudioMAEPlusPlus(_Restated):
     def __init__(self, *, img_size=(200, 80), patch_size=(4, 16), in_chans=1, embed_dim=192, depth=12,
                  num_heads=3, decoder_embed_dim=384, decoder_depth=4, decoder_num_heads=8, mlp_ratio=4.0,
                  mask_ratio=0.8) -> None:
-        super().__init__()
-        self.patch_size, self.mask_ratio = tuple(patch_size), mask_ratio
-        tokens = (img_size[0] // patch_size[0]) * (img_size[1] // patch_size[1])
-        self.patch_embed = PatchEmbed(self.patch_size, in_chans, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        super().__init__(img_size, patch_size, in_chans, embed_dim, mask_ratio)
+        tokens = self.num_tokens
         self.encoder = nn.Module()
         self.encoder.pos_embed = nn.Parameter(torch.zeros(1, tokens + 1, embed_dim), requires_grad=False)
         self.encoder.blocks = nn.ModuleList(TransformerPlusPlusBlock(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
@@ -211,11 +212,8 @@ class OfficialAudioMAE(_Restated):
     def __init__(self, *, img_size=(1024, 128), patch_size=(16, 16), in_chans=1, embed_dim=768, depth=12,
                  num_heads=12, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0,
                  mask_ratio=0.8) -> None:
-        super().__init__()
-        self.patch_size, self.mask_ratio = tuple(patch_size), mask_ratio
-        tokens = (img_size[0] // patch_size[0]) * (img_size[1] // patch_size[1])
-        self.patch_embed = PatchEmbed(self.patch_size, in_chans, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        super().__init__(img_size, patch_size, in_chans, embed_dim, mask_ratio)
+        tokens = self.num_tokens
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens + 1, embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList(VitBlock(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=EPS)
