@@ -123,14 +123,18 @@ def uniformity_loss(
     Under DDP the pairs span every rank's rows (module docstring); ``cross_rank=False``
     keeps them to this rank's batch.
     """
-    if z.dim() != 2 or z.shape[0] < 2:
+    if z.dim() != 2:
+        raise ValueError(f"uniformity_loss expects [B, D], got {tuple(z.shape)}")
+    x = F.normalize(z.float(), dim=-1)
+    world_size = 1
+    if (
+        cross_rank
+    ):  # under DDP one row per rank is enough: the pairs span the global batch
+        x, _, world_size = gather_rows(x)
+    if x.shape[0] < 2:
         raise ValueError(
             f"uniformity_loss expects [B, D] with B >= 2, got {tuple(z.shape)}"
         )
-    x = F.normalize(z.float(), dim=-1)
-    world_size = 1
-    if cross_rank:
-        x, _, world_size = gather_rows(x)
     sq_dists = torch.pdist(x, p=2).pow(2)
     # logsumexp - log(count) is the log of the mean, stable for large t.
     value = torch.logsumexp(-t * sq_dists, dim=0) - math.log(sq_dists.numel())

@@ -58,7 +58,7 @@ def test_losses_reject_malformed_inputs() -> None:
 
 
 # ---------------------------------------------------------------- the global batch under DDP
-_DDP_SPLITS = {"equal": (4, 4), "unequal": (5, 3)}
+_DDP_SPLITS = {"equal": (4, 4), "unequal": (5, 3), "one row here": (1, 7)}
 
 
 def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +73,8 @@ def _losses_of_rows(z1: torch.Tensor, z2: torch.Tensor, cross_rank: bool = True)
     nce = info_nce_loss(a, b, temperature=0.2, cross_rank=cross_rank)
     nce.backward()
     out.update(nce=nce.detach(), nce_grad1=a.grad, nce_grad2=b.grad)
+    if not cross_rank and z1.shape[0] < 2:
+        return out  # uniformity needs two rows of its own when it does not gather
     c = z1.clone().requires_grad_()
     uniform = uniformity_loss(c, t=2.0, cross_rank=cross_rank)
     uniform.backward()
