@@ -82,29 +82,34 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """
     if not info.enabled:
         return values.clone()
-    out = values.clone()
-    if dist.get_backend() == "nccl" and out.device.type != "cuda":
-        out = out.to(torch.device("cuda", torch.cuda.current_device()))
+    out = values.clone().to(_collective_device(values))
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out.to(values.device)
 
 
-def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """Every rank's rows of ``x [b, ...]`` in rank order: ``(rows, start, world_size)``.
+def _collective_device(tensor: torch.Tensor) -> torch.device:
+    """Where ``tensor`` must be for a collective: NCCL only moves CUDA tensors, so CPU
+    tensors travel through this rank's GPU there; other backends take them where they are.
+    """
+    if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return tensor.device
 
-    This rank's rows are ``x`` itself and keep their graph (from ``start`` on); the other
-    ranks' arrive as constants. Ranks may hold different row counts (a smaller last batch).
-    Without a process group of several ranks it returns ``(x, 0, 1)`` and communicates
-    nothing. Every rank must call it, as with any collective.
+
+def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's rows of ``x [b, ...]`` in rank order, and the world size.
+
+    This rank's rows are ``x`` itself and keep their graph; the other ranks' arrive as
+    constants. Ranks may hold different row counts (a smaller last batch). Without a
+    process group of several ranks it returns ``(x, 1)`` and communicates nothing. Every
+    rank must call it, as with any collective.
     """
     if not (dist.is_available() and dist.is_initialized()):
-        return x, 0, 1
+        return x, 1
     world, rank = dist.get_world_size(), dist.get_rank()
     if world == 1:
-        return x, 0, 1
-    device = x.device
-    if dist.get_backend() == "nccl" and device.type != "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
+        return x, 1
+    device = _collective_device(x)
     counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world)]
     dist.all_gather(counts, torch.tensor([x.shape[0]], dtype=torch.long, device=device))
     sizes = [int(count) for count in counts]
@@ -116,7 +121,7 @@ def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     dist.all_gather(parts, padded.contiguous())
     rows = [part[:size].to(x.device) for part, size in zip(parts, sizes)]
     rows[rank] = x
-    return torch.cat(rows), sum(sizes[:rank]), world
+    return torch.cat(rows), world
 
 
 def barrier(info: DistInfo) -> None:

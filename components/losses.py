@@ -102,7 +102,7 @@ def info_nce_loss(
     b = F.normalize(z2.float(), dim=-1)
     world_size = 1
     if cross_rank:
-        pairs, _, world_size = gather_rows(torch.stack([a, b], dim=1))
+        pairs, world_size = gather_rows(torch.stack([a, b], dim=1))
         a, b = pairs.unbind(1)
     logits = a @ b.t() / temperature
     targets = torch.arange(a.shape[0], device=a.device)
@@ -127,10 +127,9 @@ def uniformity_loss(
         raise ValueError(f"uniformity_loss expects [B, D], got {tuple(z.shape)}")
     x = F.normalize(z.float(), dim=-1)
     world_size = 1
-    if (
-        cross_rank
-    ):  # under DDP one row per rank is enough: the pairs span the global batch
-        x, _, world_size = gather_rows(x)
+    # under DDP one row per rank is enough: the pairs span the global batch
+    if cross_rank:
+        x, world_size = gather_rows(x)
     if x.shape[0] < 2:
         raise ValueError(
             f"uniformity_loss expects [B, D] with B >= 2, got {tuple(z.shape)}"

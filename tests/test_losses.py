@@ -44,7 +44,6 @@ def test_masked_mse_matches_the_models_own_loss() -> None:
 
 
 def test_losses_reject_malformed_inputs() -> None:
-
     with pytest.raises(ValueError, match="equal shape"):
         info_nce_loss(torch.randn(3, 4), torch.randn(2, 4))
     with pytest.raises(ValueError, match="temperature"):
