@@ -185,7 +185,7 @@ def resolve_amp_dtype(request: str, device: torch.device) -> torch.dtype | None:
 
     ``auto`` is the fastest precision that trains reliably on the device: bf16 (else fp16 with
     loss scaling) on CUDA; bf16 on a CPU with native bf16 (AVX512-BF16 or AMX: AudioMAE++ and
-    AudioMAE train 1.7-2x faster than in float32, ``bench/models.py``); float32 elsewhere.
+    AudioMAE train 1.7-2.2x faster than in float32, ``bench/models.py``); float32 elsewhere.
     """
     if request == "auto":
         if device.type == "cuda":

@@ -3,8 +3,7 @@
 Token order everywhere is time-major: patch ``(t, f)`` of a ``(T', F')`` grid is token
 ``t * F' + f``. Attention uses a fused qkv projection and ``F.scaled_dot_product_attention``
 (flash / memory-efficient kernels on GPU), except in bf16/fp16 on CPU, where two batched
-matmuls are 3-5x faster than PyTorch's CPU flash kernel at these sequence lengths
-(``explicit_attention``). Rotary embeddings are 2-D axial and take each
+matmuls beat PyTorch's CPU flash kernel at these sequence lengths (``explicit_attention``). Rotary embeddings are 2-D axial and take each
 token's *original* grid position, so masking (which drops and shuffles tokens) keeps positions.
 """
 
@@ -173,9 +172,9 @@ def explicit_attention(
 ) -> torch.Tensor:
     """``softmax(q kᵀ / √d) v`` as two batched matmuls.
 
-    Used for bf16/fp16 on CPU: there PyTorch's fused (flash) kernel is 3-5x slower than two
-    bf16 GEMMs at MAE sizes (50-260 tokens, head dim 32-64; ``bench/models.py`` rows
-    ``fused`` vs ``ours``). Same math as ``F.scaled_dot_product_attention``. The scale goes on
+    Used for bf16/fp16 on CPU: there PyTorch's fused (flash) kernel is slower than two bf16
+    GEMMs at MAE sizes (50-260 tokens, head dim 32-64), enough to make a whole training step
+    1.1-1.2x slower (``bench/models.py`` rows ``fused`` vs ``ours``). Same math as ``F.scaled_dot_product_attention``. The scale goes on
     k (``hd x N``, not the ``N x N`` scores); the CPU softmax kernel computes in float32 for
     bf16/fp16 input and rounds once, as a float32 softmax cast back would (within 1 ulp).
     """
