@@ -1,8 +1,10 @@
 """The build pipeline: spec -> index -> resolve -> inline -> render -> write (or check).
 
 `build_spec` is what `sigmae-gen build` and bench/generator.py call. It renders every output
-in memory first; only when all of them rendered does it touch the disk, through one atomic
-folder swap (generator/write.py). With `check=True` it writes nothing and reports drift.
+in memory first; only when all of them rendered does it touch the disk (generator/write.py):
+it replaces the generated files of `<out>/<name>/`, all or none, and leaves everything else
+in that folder alone. With `check=True` it writes nothing and reports drift of the
+generated files only.
 """
 
 from __future__ import annotations
@@ -107,6 +109,15 @@ def project_repo_url() -> str:
     return DEFAULT_REPO_URL
 
 
+def output_names(name: str) -> tuple[str, ...]:
+    """Every file name a build of spec `name` may write (which of them depends on its `outputs`).
+
+    A rebuild replaces these and nothing else in the build folder; one of them that this
+    build no longer writes is removed if its header says the generator wrote it.
+    """
+    return (f"{name}.py", f"{name}.ipynb", f"test_{name}.py", "README.md")
+
+
 def render_outputs(compiled: CompiledSpec, *, repo_url: str = DEFAULT_REPO_URL, timings: dict[str, float] | None = None) -> dict[str, str]:
     """Every output file of a build, by file name, rendered in memory."""
     from generator.readme import render_readme
@@ -149,12 +160,13 @@ def build_spec(
     compiled = compile_spec(spec_path, overrides=overrides, index=index, catalog_root=catalog_root, timings=timings)
     files = render_outputs(compiled, repo_url=repo_url or project_repo_url(), timings=timings)
     dest = Path(out_dir) / compiled.spec.name
+    stale = output_names(compiled.spec.name)
     if check:
-        drift = compare_outputs(dest, files)
+        drift = compare_outputs(dest, files, stale=stale)
         timings["total"] = time.perf_counter() - start
         return BuildResult(compiled.spec.name, dest, files, written=False, drift=drift, timings=timings)
     clock = time.perf_counter()
-    write_outputs(out_dir, compiled.spec.name, files)
+    write_outputs(out_dir, compiled.spec.name, files, stale=stale)
     timings["write"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - start
     return BuildResult(compiled.spec.name, dest, files, written=True, timings=timings)
