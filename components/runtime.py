@@ -130,6 +130,24 @@ class StopFlag:
         self._previous.clear()
 
 
+def worker_leaves_signals_to_main(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: SIGTERM and SIGINT are the main process's to handle.
+
+    SLURM, systemd, Kubernetes, ``timeout`` and Ctrl-C signal the whole process group. A
+    worker killed by that signal makes the main process fail ("DataLoader worker ... killed
+    by signal") before it can write its checkpoint; so a worker ignores SIGINT and its
+    first SIGTERM, and the main process stops after the current step, checkpoints and shuts
+    its workers down as usual. A second SIGTERM (a scheduler insisting, or the loader's own
+    ``terminate()`` of a worker stuck at shutdown) ends the worker.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_first_sigterm)
+
+
+def _worker_first_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the next one ends this worker
+
+
 # --------------------------------------------------------------------------- device
 def resolve_device(request: str, dist_info: DistInfo) -> torch.device:
     """``auto`` picks cuda (this rank's GPU), then mps, then cpu; explicit requests are checked."""
@@ -575,6 +593,7 @@ class RunContext:
             drop_last=drop_last,
             generator=generator,
             persistent_workers=False,
+            worker_init_fn=worker_leaves_signals_to_main,
         )
 
 
@@ -794,5 +813,6 @@ def eval_loader(
         num_workers=0 if ctx.smoke else num_workers,  # as in RunContext.loader
         collate_fn=collate_signals,
         pin_memory=ctx.device.type == "cuda",
+        worker_init_fn=worker_leaves_signals_to_main,
     )
     return loader, indices
