@@ -14,6 +14,7 @@ from components.data.audio_io import (
     AudioFileError,
     DataFormatError,
     WaveformCache,
+    check_duration,
     fit_length,
     load_audio,
     probe_wav,
@@ -67,7 +68,7 @@ class AudioFileDataset(SignalDataset):
         problems: list[str] = []
         for record in self.records:
             try:
-                probe_wav(record.key)
+                check_duration(record.key, probe_wav(record.key))
             except AudioFileError as error:
                 bad_keys.append(record.key)
                 problems.append(str(error))

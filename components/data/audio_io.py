@@ -41,6 +41,9 @@ class WavInfo:
 
 
 CONVERT_HINT = "convert it to PCM WAV, e.g. `sox in.ext -b 16 out.wav` or `ffmpeg -i in.ext -c:a pcm_s16le out.wav`"
+# One 25 ms analysis frame: the window of the catalog's front ends (Kaldi fbank's and
+# log_mel's 400 samples at 16 kHz). A shorter clip holds no frame of real audio.
+MIN_CLIP_SECONDS = 0.025
 
 
 def probe_wav(path: str | os.PathLike[str]) -> WavInfo:
@@ -89,11 +92,27 @@ def check_wav_header(
         raise AudioFileError(
             f"{path}: invalid header (rate {info.sample_rate} Hz, {info.channels} channels)"
         )
+    if info.num_frames == 0:
+        raise AudioFileError(
+            f"{path}: holds no audio (its header announces 0 frames); re-export the file or remove it"
+        )
     missing = data_start + info.num_frames * info.channels * info.sample_width - size
     if missing > 0:
         raise AudioFileError(
             f"{path}: truncated: the header announces {info.num_frames} frames but {missing} bytes of them are missing;"
             " re-download or re-export the file"
+        )
+
+
+def check_duration(
+    path: str | os.PathLike[str], info: WavInfo, min_seconds: float = MIN_CLIP_SECONDS
+) -> None:
+    """A clip shorter than one analysis frame (``min_seconds``) is a bad file, not a sample."""
+    if info.num_frames < min_seconds * info.sample_rate:
+        raise AudioFileError(
+            f"{path}: too short: {info.num_frames} frames at {info.sample_rate} Hz"
+            f" ({1000 * info.num_frames / info.sample_rate:.1f} ms) is less than one"
+            f" {1000 * min_seconds:g} ms analysis frame; remove it or re-export it longer"
         )
 
 
@@ -218,6 +237,7 @@ __all__ = [
     "DataFormatError",
     "WavInfo",
     "WaveformCache",
+    "check_duration",
     "tensor_bytes",
     "fit_length",
     "load_audio",
