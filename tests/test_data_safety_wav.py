@@ -61,3 +61,74 @@ def test_a_zero_frame_wav_is_refused_by_the_reader_too(tmp_path: Path) -> None:
     with pytest.raises(AudioFileError, match="holds no audio") as error:
         read_wav(path)
     assert str(path) in str(error.value)
+
+
+# ---------------------------------------------------------------- item 4: WAVE_FORMAT_EXTENSIBLE
+PCM_GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+
+def write_extensible_wav(path: Path, samples: torch.Tensor, rate: int, bits: int, is_float: bool = False) -> None:
+    """``[C, N]`` samples in [-1, 1) as a WAVE_FORMAT_EXTENSIBLE file, with `struct` only."""
+    channels, frames = samples.shape
+    width = bits // 8
+    if is_float:
+        data = struct.pack(f"<{channels * frames}f", *samples.T.reshape(-1).tolist())
+    else:
+        scale = 1 << (bits - 1)
+        ints = (samples.T.reshape(-1) * scale).round().clamp(-scale, scale - 1).to(torch.int64).tolist()
+        data = b"".join(v.to_bytes(width, "little", signed=True) for v in ints)
+    sub_format = struct.pack("<H", 3 if is_float else 1) + PCM_GUID_TAIL
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * channels * width, channels * width, bits, 22, bits, (1 << channels) - 1) + sub_format
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"LIST" + struct.pack("<I", 5) + b"INFOx\x00" + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def quantised_tone(channels: int, bits: int) -> torch.Tensor:
+    """A tone already on the grid of `bits`-bit PCM, so every format holds it exactly."""
+    tone = torch.stack([tone_clip(440.0 * (c + 1), 16000, 800).reshape(-1) for c in range(channels)])
+    scale = float(1 << (bits - 1))
+    return (tone * scale).round() / scale
+
+
+@pytest.mark.parametrize(("bits", "is_float"), [(16, False), (24, False), (32, False), (32, True)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_extensible_wav_written_with_struct_is_read(tmp_path: Path, bits: int, is_float: bool, channels: int) -> None:
+    samples = quantised_tone(channels, 16)
+    path = tmp_path / "x.wav"
+    write_extensible_wav(path, samples, 16000, bits, is_float)
+    decoded, rate = read_wav(path)
+    assert rate == 16000 and decoded.dtype == torch.float32
+    torch.testing.assert_close(decoded, samples.mean(0), atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed")
+@pytest.mark.parametrize("options", [["-b", "24"], ["-b", "32"], ["-e", "floating-point", "-b", "32"], ["-b", "16"]])
+@pytest.mark.parametrize("channels", [1, 4])
+def test_extensible_wav_written_by_sox_is_read(tmp_path: Path, options: list[str], channels: int) -> None:
+    samples = quantised_tone(channels, 16)
+    source = tmp_path / "source.wav"
+    write_pcm_wav(source, samples, 16000, 2)
+    target = tmp_path / "sox.wav"
+    subprocess.run(["sox", str(source), *options, str(target)], check=True, capture_output=True)
+    tag = struct.unpack("<H", target.read_bytes()[20:22])[0]
+    if "floating-point" not in options and (options != ["-b", "16"] or channels > 2):
+        assert tag == 0xFFFE  # what the issue is about: sox writes EXTENSIBLE for these
+    decoded, rate = read_wav(target)
+    assert rate == 16000
+    torch.testing.assert_close(decoded, samples.mean(0), atol=1e-6, rtol=0)
+    root = tmp_path / "audio"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        shutil.copy(target, root / name / "clip.wav")
+    assert len(AudioFolder(root=str(root), cache=False, clip_seconds=None)) == 2  # the data set opens it
+
+
+def test_extensible_with_an_unknown_sub_format_names_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "x.wav"
+    write_extensible_wav(path, quantised_tone(1, 16), 16000, 16)
+    data = bytearray(path.read_bytes())
+    data[44:46] = struct.pack("<H", 2)  # KSDATAFORMAT_SUBTYPE_ADPCM
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioFileError, match="format tag 2") as error:
+        read_wav(path)
+    assert str(path) in str(error.value) and "sox" in str(error.value)

@@ -1,10 +1,13 @@
 """Reading audio with the standard library, and a disk cache of decoded, resampled waveforms.
 
-``wave`` reads uncompressed PCM WAV (8-, 16-, 24- and 32-bit integer samples); anything else
-(compressed or float WAV, non-WAV files, truncated data) raises ``AudioFileError`` naming the
-file and the fix. Decoding a 5 s 44.1 kHz clip and resampling it costs milliseconds, which
-adds up to seconds per epoch, so decoded waveforms at the target rate are cached on disk:
-one raw float32 file per clip, keyed by the source's path, size, mtime and the rate, written
+``read_wav_header`` parses the RIFF chunks with ``struct``: uncompressed WAV with 8-, 16-,
+24- and 32-bit integer or 32/64-bit float samples, plain or WAVE_FORMAT_EXTENSIBLE (what sox
+and libsndfile write for 24-bit and multichannel files). Anything else (compressed WAV,
+non-WAV files, truncated data) raises ``AudioFileError`` naming the file and the fix.
+
+Decoding a 5 s 44.1 kHz clip and resampling it costs milliseconds, which adds up to seconds
+per epoch, so decoded waveforms at the target rate are cached on disk: one raw float32 file
+per clip, keyed by the source's path, size, mtime and the rate, written
 atomically (temporary file + rename) so a killed run never leaves a half-written entry.
 """
 
@@ -13,11 +16,12 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import struct
 import sys
 import tempfile
-import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -38,8 +42,13 @@ class WavInfo:
     channels: int
     sample_width: int  # bytes per sample
     num_frames: int
+    is_float: bool = False  # IEEE float samples (format tag 3), else integer PCM
+    block_align: int = 0  # bytes per frame (channels x sample width)
 
 
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# The 14 bytes after the 2-byte format tag in every KSDATAFORMAT_SUBTYPE_* GUID.
+KSDATAFORMAT_GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 CONVERT_HINT = "convert it to PCM WAV, e.g. `sox in.ext -b 16 out.wav` or `ffmpeg -i in.ext -c:a pcm_s16le out.wav`"
 # One 25 ms analysis frame: the window of the catalog's front ends (Kaldi fbank's and
 # log_mel's 400 samples at 16 kHz). A shorter clip holds no frame of real audio.
@@ -58,33 +67,101 @@ def open_wav(path: str | os.PathLike[str], read_samples: bool) -> tuple[WavInfo,
         if size == 0:
             raise AudioFileError(f"{path}: the file is empty")
         with open(path, "rb") as handle:
-            with wave.open(handle, "rb") as reader:
-                info = WavInfo(
-                    reader.getframerate(),
-                    reader.getnchannels(),
-                    reader.getsampwidth(),
-                    reader.getnframes(),
-                )
-                # wave stops right after the data chunk's header
-                check_wav_header(path, info, handle.tell(), size)
-                data = reader.readframes(info.num_frames) if read_samples else b""
+            info = read_wav_header(path, handle)
+            check_wav_header(path, info, handle.tell(), size)
+            data = (
+                handle.read(info.num_frames * info.block_align) if read_samples else b""
+            )
     except AudioFileError:
         raise
-    except (wave.Error, EOFError) as error:
-        raise AudioFileError(
-            f"{path}: not a PCM WAV file the standard library can read ({error}); {CONVERT_HINT}"
-        ) from None
     except OSError as error:
+        if os.path.islink(path):
+            raise AudioFileError(
+                f"{path}: a symbolic link whose target cannot be read"
+                f" ({error.strerror or error}); fix or remove the link"
+            ) from None
         raise AudioFileError(
             f"{path}: cannot be read ({error.strerror or error})"
         ) from None
     return info, data
 
 
+def read_wav_header(path: str | os.PathLike[str], handle: BinaryIO) -> WavInfo:
+    """Parse RIFF/WAVE chunks up to the data chunk, leaving ``handle`` at its first sample.
+
+    Format tags: 1 (integer PCM), 3 (IEEE float) and 0xFFFE (WAVE_FORMAT_EXTENSIBLE, what
+    sox and libsndfile write for 24-bit and multichannel files) with a PCM or float
+    sub-format. Anything else (mu-law, ADPCM, MP3 in WAV) is refused with the fix.
+    """
+    riff = handle.read(12)
+    if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+        raise AudioFileError(
+            f"{path}: not a PCM WAV file the standard library can read (no RIFF/WAVE header); {CONVERT_HINT}"
+        )
+    fmt: tuple[int, int, int, int, int] | None = None
+    while True:
+        chunk = handle.read(8)
+        if len(chunk) < 8:
+            missing = "fmt and data chunks" if fmt is None else "data chunk"
+            raise AudioFileError(
+                f"{path}: not a PCM WAV file the standard library can read (no {missing}); {CONVERT_HINT}"
+            )
+        chunk_id, chunk_size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if chunk_id == b"fmt ":
+            fmt = _parse_fmt(path, handle.read(min(chunk_size, 1024)))
+            handle.seek(max(chunk_size - 1024, 0) + (chunk_size & 1), os.SEEK_CUR)
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise AudioFileError(
+                    f"{path}: not a PCM WAV file the standard library can read (data chunk before fmt); {CONVERT_HINT}"
+                )
+            tag, channels, rate, width, block_align = fmt
+            return WavInfo(
+                rate, channels, width, chunk_size // block_align, tag == 3, block_align
+            )
+        else:  # LIST, fact, PEAK, ...: skipped (chunks pad to even sizes)
+            handle.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
+
+
+def _parse_fmt(
+    path: str | os.PathLike[str], body: bytes
+) -> tuple[int, int, int, int, int]:
+    """(format tag 1 or 3, channels, rate, bytes per sample, bytes per frame) of a fmt chunk."""
+    if len(body) < 16:
+        raise AudioFileError(
+            f"{path}: not a PCM WAV file the standard library can read (fmt chunk of {len(body)} bytes); {CONVERT_HINT}"
+        )
+    tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", body[:16])
+    if tag == WAVE_FORMAT_EXTENSIBLE:
+        if len(body) < 40 or body[26:40] != KSDATAFORMAT_GUID_TAIL:
+            raise AudioFileError(
+                f"{path}: WAVE_FORMAT_EXTENSIBLE with an unknown sub-format; {CONVERT_HINT}"
+            )
+        tag = struct.unpack("<H", body[24:26])[0]
+    if tag not in (1, 3):
+        raise AudioFileError(
+            f"{path}: not a PCM WAV file the standard library can read (format tag {tag}: compressed audio);"
+            f" {CONVERT_HINT}"
+        )
+    # Samples sit in containers of block_align / channels bytes, most significant bits first
+    # (24 valid bits in a 32-bit container read as 32-bit samples).
+    width = block_align // channels if channels > 0 else 0
+    if bits <= 0 or width * channels != block_align or width < (bits + 7) // 8:
+        raise AudioFileError(
+            f"{path}: invalid header ({channels} channels of {bits} bits in {block_align}-byte frames);"
+            " re-export the file"
+        )
+    if tag == 3 and width not in (4, 8):
+        raise AudioFileError(
+            f"{path}: unsupported float WAV of {bits} bits; {CONVERT_HINT}"
+        )
+    return tag, channels, rate, width, block_align
+
+
 def check_wav_header(
     path: str | os.PathLike[str], info: WavInfo, data_start: int, size: int
 ) -> None:
-    if info.sample_width not in (1, 2, 3, 4):
+    if info.sample_width not in ((4, 8) if info.is_float else (1, 2, 3, 4)):
         raise AudioFileError(
             f"{path}: unsupported sample width of {info.sample_width} bytes; {CONVERT_HINT}"
         )
@@ -132,6 +209,14 @@ def pcm_to_float(data: bytes, sample_width: int) -> torch.Tensor:
     return samples.to(torch.float32) / float(1 << (8 * sample_width - 1))
 
 
+def float_samples(data: bytes, sample_width: int) -> torch.Tensor:
+    """Little-endian IEEE float bytes (32- or 64-bit) -> float32 samples."""
+    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    if sys.byteorder == "big":  # WAV is little-endian
+        raw = raw.view(-1, sample_width).flip(1).reshape(-1)
+    return raw.view(torch.float32 if sample_width == 4 else torch.float64).float()
+
+
 def read_wav(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
     """Decode a PCM WAV file to a mono float32 waveform ``[N]`` (channels averaged) and its rate."""
     info, data = open_wav(path, read_samples=True)
@@ -140,7 +225,11 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
         raise AudioFileError(
             f"{path}: truncated: expected {expected} bytes of samples, read {len(data)}"
         )
-    samples = pcm_to_float(data, info.sample_width)
+    samples = (
+        float_samples(data, info.sample_width)
+        if info.is_float
+        else pcm_to_float(data, info.sample_width)
+    )
     if info.channels > 1:
         samples = samples.view(-1, info.channels).mean(dim=1)
     return samples, info.sample_rate
