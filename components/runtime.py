@@ -301,16 +301,22 @@ class ShardedEpochSampler(Sampler[int]):
 
 def collate_signals(
     batch: list[tuple[torch.Tensor, int]],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``(signal, label)`` pairs; signals of unequal length are zero-padded at the end."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack ``(signal, label)`` pairs into ``(signals, labels, lengths)``.
+
+    Clips of unequal length are zero-padded at the end to the longest; ``lengths`` (samples
+    per clip) tells the transform where each clip's padding starts, so it cuts the model's
+    window from real audio only.
+    """
     signals = [item[0] for item in batch]
     labels = torch.tensor([int(item[1]) for item in batch], dtype=torch.long)
-    length = max(s.shape[-1] for s in signals)
+    lengths = torch.tensor([s.shape[-1] for s in signals], dtype=torch.long)
+    length = int(lengths.max())
     if any(s.shape[-1] != length for s in signals):
         signals = [
             torch.nn.functional.pad(s, (0, length - s.shape[-1])) for s in signals
         ]
-    return torch.stack(signals).float(), labels
+    return torch.stack(signals).float(), labels, lengths
 
 
 class FoldSubset(Subset):

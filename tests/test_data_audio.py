@@ -179,7 +179,9 @@ def test_audio_folder_from_subfolders_has_stratified_round_robin_folds(tmp_path:
     assert ds.class_names == ["a", "b"] and len(ds) == 14
     assert [r.fold for r in ds.records if r.label == 0] == [1, 2, 3, 4, 5, 1, 2]
     waveform, _ = ds[0]
-    assert waveform.shape == (800,) and waveform[400:].eq(0).all()  # zero-padded to clip_seconds
+    assert waveform.shape == (400,)  # its own length: clip_seconds cuts, it never pads
+    cut = AudioFolder(root=str(tmp_path / "root"), sample_rate=8000, clip_seconds=0.02)
+    assert cut[0][0].shape == (160,)
 
 
 def test_audio_folder_from_csv_with_folds_and_coordinates(tmp_path: Path) -> None:

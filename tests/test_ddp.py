@@ -14,7 +14,7 @@ from components.distributed import DistInfo, dist_info_from_env, init_distribute
 from components.metrics import read_metrics
 from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule
 from test_runtime_helpers import (
-    ALL_STEPS, LinearRegressor, RegressionObjective, ToneDataset, free_port, make_context, run_main, spawn_and_join,
+    ALL_STEPS, LinearRegressor, RawSignal, RegressionObjective, ToneDataset, free_port, make_context, run_main, spawn_and_join,
 )
 
 
@@ -24,7 +24,7 @@ def _train_regressor(out_dir: Path, dist_info: DistInfo, batch_size: int) -> tor
     torch.manual_seed(0)
     model = LinearRegressor()
     loop = TrainLoop(
-        ctx, model=model, objective=RegressionObjective(model), transform=torch.nn.Identity(),
+        ctx, model=model, objective=RegressionObjective(model), transform=RawSignal(),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.05), dataset=ToneDataset(num_items=16),
         settings=LoopSettings(epochs=1, batch_size=batch_size, accum_steps=2, checkpoint_every=1),
         lr_at=WarmupCosineSchedule(0.05, min_lr=0.05), manager=ctx.checkpoints(),

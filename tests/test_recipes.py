@@ -46,7 +46,9 @@ def test_auxiliary_infonce_and_uniformity_terms_train(tmp_path: Path) -> None:
     assert run_main(args, (PRETRAIN,)) == 0
     records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl", "pretrain") if r["kind"] == "train"]
     assert all({"recon", "infonce", "uniformity"} <= r.keys() for r in records)
-    assert records[-1]["infonce"] < records[0]["infonce"]
+    # single steps are noisy (random crops and masks): compare the first and last three
+    first, last = (sum(r["infonce"] for r in part) / 3 for part in (records[:3], records[-3:]))
+    assert last < first, [r["infonce"] for r in records]
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ from test_runtime_helpers import (
     ALL_STEPS,
     Config,
     LinearRegressor,
+    RawSignal,
     RegressionObjective,
     ToneDataset,
     make_context,
@@ -160,9 +161,10 @@ def test_sampler_start_skips_exactly_the_seen_prefix(num_items: int, start: int)
     assert list(resumed) == full[start:] and len(resumed) == len(full[start:])
 
 
-def test_collate_pads_unequal_signals() -> None:
-    signals, labels = collate_signals([(torch.ones(3), 1), (torch.ones(5), 2)])
+def test_collate_pads_unequal_signals_and_says_where_each_ends() -> None:
+    signals, labels, lengths = collate_signals([(torch.ones(3), 1), (torch.ones(5), 2)])
     assert signals.shape == (2, 5) and signals[0, 3:].eq(0).all() and labels.tolist() == [1, 2]
+    assert lengths.tolist() == [3, 5]
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -290,7 +292,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> No
     model = LinearRegressor()
     objective = RegressionObjective(model, nan_from=4)
     loop = TrainLoop(
-        ctx, model=model, objective=objective, transform=torch.nn.Identity(), dataset=ToneDataset(num_items=32),
+        ctx, model=model, objective=objective, transform=RawSignal(), dataset=ToneDataset(num_items=32),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.01), settings=LoopSettings(epochs=4, batch_size=4, checkpoint_every=1),
         lr_at=WarmupCosineSchedule(0.01), manager=ctx.checkpoints(),
     )
@@ -384,7 +386,7 @@ def test_a_stop_at_an_epoch_end_evaluates_after_the_restart(tmp_path: Path) -> N
             return {"accuracy": 0.5 + 0.1 * epoch}
 
         return TrainLoop(
-            ctx, model=model, objective=RegressionObjective(model), transform=torch.nn.Identity(),
+            ctx, model=model, objective=RegressionObjective(model), transform=RawSignal(),
             dataset=ToneDataset(num_items=32), optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
             settings=LoopSettings(epochs=2, batch_size=4, checkpoint_every=100), lr_at=WarmupCosineSchedule(0.01),
             manager=ctx.checkpoints(), evaluate=evaluate, best_key="accuracy", on_step=on_step,

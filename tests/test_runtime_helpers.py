@@ -248,6 +248,13 @@ class LinearRegressor(nn.Module):
         return self.linear(x[:, : self.in_features]).squeeze(-1)
 
 
+class RawSignal(nn.Module):
+    """A stand-in transform: the padded waveforms themselves (takes the collate's lengths)."""
+
+    def forward(self, batch: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return batch
+
+
 class RegressionObjective(nn.Module):
     """MSE of the regressor against the labels; from call ``nan_from`` on, the loss is NaN."""
 

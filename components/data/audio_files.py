@@ -15,7 +15,6 @@ from components.data.audio_io import (
     DataFormatError,
     WaveformCache,
     check_duration,
-    fit_length,
     load_audio,
     probe_wav,
 )
@@ -94,9 +93,11 @@ class AudioFileDataset(SignalDataset):
         self.records = good
 
     def load(self, index: int) -> torch.Tensor:
+        """The clip at its own length, cut to ``clip_seconds`` when set (never padded to it:
+        the transform makes the model's window, from real audio only)."""
         waveform = load_audio(self.records[index].key, self.sample_rate, self.cache)
         if self.clip_samples is not None:
-            waveform = fit_length(waveform, self.clip_samples)
+            waveform = waveform[..., : self.clip_samples]
         return waveform
 
 

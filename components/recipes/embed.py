@@ -37,6 +37,7 @@ from components.models.checkpoints import (
 )
 from components.registry import recipe_registry
 from components.runtime import RunContext, StopRequested, eval_loader
+from components.transforms.base import mean_by_owner
 
 EMBEDDING_FORMAT = "sigmae-embeddings/1"
 
@@ -119,19 +120,19 @@ class EmbeddingGenerator:
         self.transform.eval()
         loader, indices = eval_loader(ctx, dataset, self.batch_size, self.num_workers)
         chunks, labels = [], []
-        for signals, batch_labels in loader:
+        for signals, batch_labels, lengths in loader:
             if (
                 ctx.stop.requested and not ctx.dist.enabled
             ):  # (under DDP the ranks must stop together: finish)
                 raise StopRequested(
                     f"{ctx.section}: stopped by {ctx.stop.signal_name} while embedding; nothing to save"
                 )
-            features = self.transform(signals.to(ctx.device))
+            # A clip longer than the model's window is the mean of windows covering it.
+            windows, owner = self.transform.windows(signals.to(ctx.device), lengths)
             with ctx.autocast():
-                embedding = self.model.get_embedding(
-                    features, pooling_mode=self.pooling
-                )
-            chunks.append(embedding.float().cpu())
+                embedding = self.model.get_embedding(windows, pooling_mode=self.pooling)
+            embedding = mean_by_owner(embedding.float(), owner, signals.shape[0])
+            chunks.append(embedding.cpu())
             labels.append(batch_labels)
         local = (
             indices,

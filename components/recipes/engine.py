@@ -143,14 +143,14 @@ def unused_parameter_names(
     Runs on the first two items under a forked RNG, and leaves no gradients behind.
     """
     items = [dataset[i] for i in range(min(2, len(dataset)))]
-    signals, labels = collate_signals(items)
+    signals, labels, lengths = collate_signals(items)
     devices = [ctx.device] if ctx.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         was_training = objective.training
         objective.train()
         transform.train()
         with torch.no_grad():
-            features = transform(signals.to(ctx.device))
+            features = transform(signals.to(ctx.device), lengths)
         with ctx.autocast():
             loss, _ = objective(features, labels.to(ctx.device))
         loss.backward()
@@ -568,12 +568,12 @@ class TrainLoop:
         wait = 0.0
         for micro in range(plan.accum_steps):
             fetch = time.perf_counter()
-            signals, labels = next(batches)
+            signals, labels, lengths = next(batches)
             wait += time.perf_counter() - fetch
             signals = signals.to(ctx.device, non_blocking=True)
             labels = labels.to(ctx.device, non_blocking=True)
             with torch.no_grad():
-                features = self.transform(signals)
+                features = self.transform(signals, lengths)
             last_micro = micro == plan.accum_steps - 1
             # Only the last micro-batch all-reduces gradients under DDP.
             sync = (

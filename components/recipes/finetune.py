@@ -164,8 +164,8 @@ def evaluate_classifier(
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
     loss_sum = torch.zeros((), dtype=torch.float64)
     top5 = torch.zeros((), dtype=torch.float64)
-    for signals, labels in loader:
-        features = transform(signals.to(ctx.device))
+    for signals, labels, lengths in loader:
+        features = transform(signals.to(ctx.device), lengths)
         with ctx.autocast():
             logits = classifier(features)
         logits, labels = logits.float().cpu(), labels.cpu()

@@ -8,10 +8,14 @@ transform crops.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 from torch import nn
+
+WindowStart = Literal["random", "centre", "start"]
+ShortClip = Literal["tile", "pad"]
 
 
 def working_dtype(batch: torch.Tensor) -> torch.dtype:
@@ -25,6 +29,124 @@ def require_positive(component: str, **settings: int | float | None) -> None:
     for name, value in settings.items():
         if value is not None and value <= 0:
             raise ValueError(f"{component}: {name} must be positive, got {value}")
+
+
+def window_index(
+    valid: torch.Tensor, target: int, start: WindowStart, short: ShortClip
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame indices ``[B, target]`` of one window per item, and which of them hold audio.
+
+    ``valid[b]`` is item b's number of frames computed from real samples (the rest of the
+    batch's time axis is padding). An item with at least ``target`` frames gets a window
+    inside them: a random offset (one draw per item from torch's global RNG), the centred
+    one, or the first. A shorter item is tiled (its frames repeated) or padded at the end
+    (the second tensor is False there), so no window is ever pure padding for a clip with
+    audio.
+    """
+    valid = valid.to(torch.long)
+    positions = torch.arange(target, device=valid.device)
+    spare = (valid - target).clamp(min=0)
+    if start == "random":
+        draws = torch.rand(valid.shape[0], device=valid.device)
+        offsets = (draws * (spare + 1).to(draws.dtype)).long().minimum(spare)
+    elif start == "centre":
+        offsets = spare // 2
+    else:
+        offsets = torch.zeros_like(spare)
+    index = offsets[:, None] + positions[None, :]
+    real = torch.ones_like(index, dtype=torch.bool)
+    shorter = (valid < target)[:, None]
+    frames = valid.clamp(min=1)[:, None]
+    if short == "tile":
+        index = torch.where(shorter, positions[None, :] % frames, index)
+    else:
+        real = ~shorter | (positions[None, :] < valid[:, None])
+        index = torch.where(shorter, positions[None, :].minimum(frames - 1), index)
+    return index, real
+
+
+def gather_windows(
+    features: torch.Tensor,
+    index: torch.Tensor,
+    real: torch.Tensor,
+    pad_value: float = 0.0,
+) -> torch.Tensor:
+    """``features[b, :, index[b], :]`` for ``[B, C, T, F]`` features; frames not ``real`` become ``pad_value``."""
+    batch, channels, _, bins = features.shape
+    index = index.to(features.device)
+    gathered = torch.gather(
+        features,
+        2,
+        index[:, None, :, None].expand(batch, channels, index.shape[1], bins),
+    )
+    if bool(real.all()):
+        return gathered
+    keep = real.to(features.device)[:, None, :, None]
+    return torch.where(keep, gathered, torch.full_like(gathered, pad_value))
+
+
+def fit_windows(
+    features: torch.Tensor,
+    valid: torch.Tensor | None,
+    target: int,
+    start: WindowStart,
+    short: ShortClip,
+    pad_value: float = 0.0,
+) -> torch.Tensor:
+    """One ``target``-frame window per item of ``[B, C, T, F]`` (see ``window_index``).
+
+    ``valid=None`` means every item fills the whole time axis.
+    """
+    if valid is None:
+        valid = torch.full((features.shape[0],), features.shape[2], dtype=torch.long)
+    index, real = window_index(valid.to(features.device), target, start, short)
+    return gather_windows(features, index, real, pad_value)
+
+
+def cover_windows(
+    features: torch.Tensor,
+    valid: torch.Tensor | None,
+    target: int,
+    short: ShortClip,
+    pad_value: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows that together cover each item's frames, and the item each window belongs to.
+
+    An item of ``v`` frames gets ``ceil(v / target)`` windows starting every ``target``
+    frames, the last one moved back to end at the item's last frame (so it holds no
+    padding); an item shorter than one window gets one, tiled or padded. Used for
+    embeddings of long clips, which average over the windows (as AudioMAE++'s HEAR runtime
+    averages its 200-frame chunks).
+    """
+    if valid is None:
+        valid = torch.full((features.shape[0],), features.shape[2], dtype=torch.long)
+    owners: list[int] = []
+    starts: list[int] = []
+    for item, frames in enumerate(valid.tolist()):
+        count = max(1, math.ceil(frames / target))
+        for k in range(count):
+            owners.append(item)
+            starts.append(max(0, min(k * target, frames - target)))
+    owner = torch.tensor(owners, dtype=torch.long, device=features.device)
+    item_valid = valid.to(features.device)[owner]
+    offsets = torch.tensor(starts, dtype=torch.long, device=features.device)
+    positions = torch.arange(target, device=features.device)
+    index, real = window_index(item_valid, target, "start", short)
+    long_enough = (item_valid >= target)[:, None]
+    index = torch.where(long_enough, offsets[:, None] + positions[None, :], index)
+    return gather_windows(features[owner], index, real, pad_value), owner
+
+
+def mean_by_owner(
+    values: torch.Tensor, owner: torch.Tensor, items: int
+) -> torch.Tensor:
+    """Row means of ``values [W, ...]`` grouped by ``owner [W]`` into ``[items, ...]``."""
+    total = torch.zeros(
+        (items, *values.shape[1:]), dtype=values.dtype, device=values.device
+    )
+    total.index_add_(0, owner.to(values.device), values)
+    counts = torch.bincount(owner.to(values.device), minlength=items).clamp(min=1)
+    return total / counts.view(-1, *([1] * (values.dim() - 1))).to(values.dtype)
 
 
 class SignalTransform(nn.Module):
@@ -41,11 +163,26 @@ class SignalTransform(nn.Module):
     min_num_samples: int = 1
 
     def forward(
-        self, batch: torch.Tensor
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError(
-            f"{type(self).__name__} must implement forward(batch)"
+            f"{type(self).__name__} must implement forward(batch, lengths=None)"
         )
+
+    def windows(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature windows covering each whole clip, and the clip ``[W]`` each belongs to.
+
+        Evaluation-time: an embedding of a long clip is the mean over its windows. A
+        transform whose output has no time window to slide gives one window per clip.
+        """
+        features = self(batch, lengths)
+        return features, torch.arange(features.shape[0], device=features.device)
+
+    def padded_share(self, lengths: torch.Tensor) -> float:
+        """Share of the model's windows that is padding rather than audio, for clips of ``lengths`` samples."""
+        return 0.0
 
     def output_shape(
         self, num_samples: int
@@ -75,4 +212,15 @@ class SignalTransform(nn.Module):
             )
 
 
-__all__ = ["SignalTransform", "require_positive", "working_dtype"]
+__all__ = [
+    "ShortClip",
+    "SignalTransform",
+    "WindowStart",
+    "cover_windows",
+    "fit_windows",
+    "gather_windows",
+    "mean_by_owner",
+    "require_positive",
+    "window_index",
+    "working_dtype",
+]

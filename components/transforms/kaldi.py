@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from components.registry import transform_registry
 from components.transforms.base import (
     SignalTransform,
+    cover_windows,
+    fit_windows,
     require_positive,
     working_dtype,
 )
@@ -163,22 +165,21 @@ def kaldi_fbank_features(
     return torch.log(torch.clamp(energies, min=torch.finfo(torch.float32).eps))
 
 
-def fit_frames(features: torch.Tensor, target_frames: int) -> torch.Tensor:
-    """Crop ``[B, T, F]`` to its first ``target_frames`` frames or append zero frames (AudioMAE)."""
-    missing = target_frames - features.shape[1]
-    if missing > 0:
-        return F.pad(features, (0, 0, 0, missing))
-    return features[:, :target_frames]
-
-
 @transform_registry.register("kaldi_fbank", version="1.0")
 class KaldiFbank(SignalTransform):
     """AudioMAE's front end: ``[B, N]`` waveforms -> ``[B, 1, T, F]`` normalised Kaldi fbanks.
 
-    Each clip has its mean removed, its Kaldi fbank computed, zero frames appended (or frames
-    cropped) to ``target_frames``, then ``(x - mean) / (2 * std)``. ``target_frames=None``
-    keeps every frame; ``mean=None`` or ``std=None`` skips normalisation. Defaults are
-    AudioMAE's ESC-50 settings (AudioSet: ``target_frames=1024, mean=-4.2677393, std=4.5689974``).
+    Each clip has its mean removed, its Kaldi fbank computed, zero frames appended (as
+    AudioMAE does) to a clip shorter than ``target_frames``, a longer one cropped to a window
+    (a random one in ``train()``, the first in ``eval()``, as AudioMAE evaluates), then
+    ``(x - mean) / (2 * std)``. ``target_frames=None`` keeps every frame; ``mean=None`` or
+    ``std=None`` skips normalisation. Defaults are AudioMAE's ESC-50 settings (AudioSet:
+    ``target_frames=1024, mean=-4.2677393, std=4.5689974``).
+
+    ``lengths`` (samples per clip, from the collate of a batch of unequal clips) says where
+    each clip's zero padding starts: the mean is taken over the clip's own samples and only
+    frames of real samples are kept, so a clip's features do not depend on its batch.
+    ``windows()`` covers each whole clip with windows (for embeddings).
     """
 
     input_kind = "audio"
@@ -232,17 +233,41 @@ class KaldiFbank(SignalTransform):
         )
         return (1, frames, self.num_mel_bins)
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def valid_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Whole frames inside clips ``lengths`` samples long (Kaldi's ``snip_edges``)."""
+        lengths = lengths.to(torch.long)
+        frames = 1 + (lengths - self.frame_length).div(
+            self.frame_shift, rounding_mode="floor"
+        )
+        return torch.where(lengths < self.frame_length, 0, frames)
+
+    def padded_share(self, lengths: torch.Tensor) -> float:
+        if self.target_frames is None or lengths.numel() == 0:
+            return 0.0
+        real = self.valid_frames(lengths).clamp(max=self.target_frames)
+        return float(1.0 - real.sum() / (self.target_frames * lengths.numel()))
+
+    def fbanks(self, batch: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Every frame's log fbank ``[B, 1, T, F]``, before windowing and normalisation."""
         self.check_input(batch)
         if self.target_frames is None and batch.shape[1] < self.frame_length:
             raise ValueError(
                 f"kaldi_fbank: {batch.shape[1]} samples is shorter than one {self.frame_length_ms:g} ms frame"
                 f" ({self.frame_length} samples at {self.sample_rate} Hz); pass longer clips or set target_frames"
             )
-        centred = batch - batch.mean(dim=1, keepdim=True)
+        if lengths is None:
+            centred = batch - batch.mean(dim=1, keepdim=True)
+        else:  # the mean of each clip's own samples, not of its padding
+            counts = lengths.to(batch.device, batch.dtype).clamp(min=1)[:, None]
+            centred = batch - batch.sum(dim=1, keepdim=True) / counts
         # On the CPU the work is memory-bound: a clip's frames fit in cache, a batch's do not,
         # so clips go one at a time there (3-4x faster than one big call); on a GPU, all at once.
         chunk = KALDI_CPU_CHUNK if centred.device.type == "cpu" else centred.shape[0]
+        if centred.shape[1] < self.frame_length:  # no whole frame: zero frames only
+            bins = torch.zeros(
+                centred.shape[0], 0, self.num_mel_bins, device=centred.device
+            )
+            return bins.unsqueeze(1)
         features = torch.cat(
             [
                 kaldi_fbank_features(
@@ -257,11 +282,50 @@ class KaldiFbank(SignalTransform):
                 for part in centred.split(max(1, chunk))
             ]
         )
-        if self.target_frames is not None:
-            features = fit_frames(features, self.target_frames)
+        return features.unsqueeze(1)
+
+    def normalise(self, features: torch.Tensor) -> torch.Tensor:
         if self.mean is not None and self.std is not None:
             features = (features - self.mean) / (2.0 * self.std)
-        return features.unsqueeze(1)
+        return features
+
+    def valid_or_all(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None
+    ) -> torch.Tensor:
+        if lengths is None:
+            lengths = torch.full((batch.shape[0],), batch.shape[1], dtype=torch.long)
+        return self.valid_frames(lengths)
+
+    def forward(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        features = self.fbanks(batch, lengths)
+        if self.target_frames is None:
+            return self.normalise(features)
+        valid = self.valid_or_all(batch, lengths)
+        start = "random" if self.training else "start"
+        # AudioMAE appends zero frames to the fbank before normalising it
+        window = fit_windows(
+            self.pad_to_one_frame(features), valid, self.target_frames, start, "pad"
+        )
+        return self.normalise(window)
+
+    def windows(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.target_frames is None:
+            return super().windows(batch, lengths)
+        features = self.pad_to_one_frame(self.fbanks(batch, lengths))
+        valid = self.valid_or_all(batch, lengths)
+        windows, owner = cover_windows(features, valid, self.target_frames, "pad")
+        return self.normalise(windows), owner
+
+    @staticmethod
+    def pad_to_one_frame(features: torch.Tensor) -> torch.Tensor:
+        """A batch without a whole frame gets one zero frame, so windows can index it."""
+        if features.shape[2] > 0:
+            return features
+        return F.pad(features, (0, 0, 0, 1))
 
 
 __all__ = [
@@ -270,7 +334,6 @@ __all__ = [
     "ESC50_FBANK_MEAN",
     "ESC50_FBANK_STD",
     "KaldiFbank",
-    "fit_frames",
     "kaldi_fbank_features",
     "kaldi_frame_sizes",
     "kaldi_high_freq",

@@ -2,7 +2,8 @@
 
 Both run batched on the training device with windows and filter banks cached per
 (device, dtype), and both fit the time axis to a fixed number of frames so a ViT sees a
-constant grid: random crops in ``train()``, centre crops in ``eval()``, tiling for short clips.
+constant grid: random crops in ``train()``, centre crops in ``eval()``, tiling for short clips
+(a clip is never padded with silence that was not in it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from components.registry import transform_registry
 from components.transforms.base import (
     SignalTransform,
+    cover_windows,
+    fit_windows,
     require_positive,
     working_dtype,
 )
@@ -65,37 +68,6 @@ def periodic_hann(
     length: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
     return torch.hann_window(length, periodic=True, dtype=dtype, device=device)
-
-
-def fit_time_axis(
-    features: torch.Tensor, target_frames: int, random_crop: bool
-) -> torch.Tensor:
-    """Crop or tile ``[B, C, T, F]`` to ``target_frames`` along T.
-
-    Short inputs are tiled (repeated) rather than zero-padded, so a model never sees silence
-    that was not in the clip. Random crops draw one offset per item from torch's global RNG.
-    """
-    frames = features.shape[2]
-    if frames < target_frames:
-        features = features.repeat(1, 1, math.ceil(target_frames / frames), 1)[
-            :, :, :target_frames
-        ]
-        return features
-    if frames == target_frames:
-        return features
-    batch = features.shape[0]
-    spare = frames - target_frames
-    if random_crop:
-        offsets = torch.randint(0, spare + 1, (batch,), device=features.device)
-    else:
-        offsets = torch.full((batch,), spare // 2, device=features.device)
-    index = offsets[:, None] + torch.arange(
-        target_frames, device=features.device
-    )  # [B, target]
-    index = index[:, None, :, None].expand(
-        batch, features.shape[1], target_frames, features.shape[3]
-    )
-    return torch.gather(features, 2, index)
 
 
 def stft_output_frames(
@@ -174,7 +146,15 @@ class LogMel(SignalTransform):
         frames = stft_output_frames(num_samples, self.hop_length, self.target_frames)
         return (1, frames, self.n_mels)
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def valid_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames centred on real samples of clips ``lengths`` long (a centred STFT's count)."""
+        return 1 + lengths.to(torch.long) // self.hop_length
+
+    def padded_share(self, lengths: torch.Tensor) -> float:
+        return 0.0  # short clips are tiled
+
+    def log_mels(self, batch: torch.Tensor) -> torch.Tensor:
+        """Every frame's log-mel ``[B, 1, T, n_mels]``, before windowing and standardisation."""
         self.check_input(batch)
         if batch.shape[1] < self.min_num_samples:
             raise ValueError(
@@ -202,12 +182,48 @@ class LogMel(SignalTransform):
             batch.device,
             dtype,
         )
-        mel = torch.log(power.transpose(1, 2) @ filters + self.log_offset).unsqueeze(
-            1
-        )  # [B, 1, T, n_mels]
-        if self.target_frames is not None:
-            mel = fit_time_axis(mel, self.target_frames, random_crop=self.training)
+        return torch.log(power.transpose(1, 2) @ filters + self.log_offset).unsqueeze(1)
+
+    def finish(self, mel: torch.Tensor) -> torch.Tensor:
         return standardize_per_item(mel) if self.standardize else mel
+
+    def log_mels_of_clips(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``log_mels`` of each clip without its padding (the last frames' reflect padding
+        must see the clip's own end), frames then zero-padded to the longest clip's."""
+        if lengths is None or bool((lengths == batch.shape[1]).all()):
+            return self.log_mels(batch)
+        self.check_input(batch)
+        frames = int(self.valid_frames(lengths).max())
+        mel = batch.new_zeros(
+            (batch.shape[0], 1, frames, self.n_mels), dtype=working_dtype(batch)
+        )
+        for length in sorted(set(lengths.tolist())):
+            items = (lengths == length).nonzero().flatten().to(batch.device)
+            part = self.log_mels(batch[items, :length])
+            mel[items, :, : part.shape[2]] = part
+        return mel
+
+    def forward(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mel = self.log_mels_of_clips(batch, lengths)
+        if self.target_frames is None:
+            return self.finish(mel)
+        valid = None if lengths is None else self.valid_frames(lengths)
+        start = "random" if self.training else "centre"
+        return self.finish(fit_windows(mel, valid, self.target_frames, start, "tile"))
+
+    def windows(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.target_frames is None:
+            return super().windows(batch, lengths)
+        mel = self.log_mels_of_clips(batch, lengths)
+        valid = None if lengths is None else self.valid_frames(lengths)
+        features, owner = cover_windows(mel, valid, self.target_frames, "tile")
+        return self.finish(features), owner
 
 
 @transform_registry.register("iq_spectrogram", version="1.0")
@@ -262,7 +278,9 @@ class IQSpectrogram(SignalTransform):
         frames = stft_output_frames(num_samples, self.hop_length, self.target_frames)
         return (self.channels, frames, self.n_fft)
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.check_input(batch)
         if batch.shape[2] < self.min_num_samples:
             raise ValueError(
@@ -294,9 +312,9 @@ class IQSpectrogram(SignalTransform):
             ]
         features = torch.stack(channels, dim=1)
         if self.target_frames is not None:
-            features = fit_time_axis(
-                features, self.target_frames, random_crop=self.training
-            )
+            valid = None if lengths is None else 1 + lengths // self.hop_length
+            start = "random" if self.training else "centre"
+            features = fit_windows(features, valid, self.target_frames, start, "tile")
         if self.standardize and self.mode == "log_magnitude":
             features = standardize_per_item(features)
         elif self.standardize and self.mode == "log_magnitude_phase":
@@ -340,8 +358,10 @@ class IQPatches(SignalTransform):
             return (1, patches, 2 * self.patch_size)
         return (2, patches, self.patch_size)
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        self.check_input(batch)
+    def forward(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        self.check_input(batch)  # RadioML frames all have one length: nothing to window
         dtype = working_dtype(batch)
         batch = batch.to(dtype)
         if self.normalize:
@@ -362,7 +382,6 @@ __all__ = [
     "IQPatches",
     "IQSpectrogram",
     "LogMel",
-    "fit_time_axis",
     "htk_mel_filters",
     "standardize_per_item",
     "stft_output_frames",
