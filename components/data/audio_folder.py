@@ -9,6 +9,7 @@ optionally the folds itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from components.data.audio_files import (
     AudioFileDataset,
@@ -16,7 +17,12 @@ from components.data.audio_files import (
     resolve_under,
 )
 from components.data.audio_io import DataFormatError
-from components.data.base import Record, filter_folds
+from components.data.base import (
+    Record,
+    check_split_settings,
+    filter_folds,
+    split_records,
+)
 from components.registry import data_registry
 
 
@@ -35,8 +41,17 @@ def csv_float(value: str | None, where: str, column: str) -> float | None:
 class AudioFolder(AudioFileDataset):
     """Labelled WAV files from a class-per-folder tree or a CSV, at ``sample_rate``.
 
-    ``clip_seconds`` crops or zero-pads every clip to a fixed length so that batches stack
-    (``None`` keeps natural lengths: use batch size 1 or equal-length files).
+    Every clip keeps its own length; ``clip_seconds`` cuts longer ones (it never pads: the
+    transform makes the model's window from real audio, tiling or padding short clips).
+
+    Folds: ``split="folds"`` (the default) keeps a CSV's ``fold`` column, or deals each
+    class's files, sorted by path, round-robin into ``num_folds`` folds: deterministic, but
+    neighbouring files (often one speaker's or one recording's takes) land in different
+    folds. ``random`` / ``stratified`` deal a ``split_seed``-seeded shuffle instead
+    (stratified: per class). ``group_pattern``, a regex over the file name (its first group,
+    or the whole match, names the group: ``'^([a-z]+)_'`` for a speaker prefix), keeps every
+    group in one fold, so no speaker spans train and test. ``holdout_fraction`` makes two
+    folds instead of ``num_folds``: fold 1 to train on, fold 2 held out.
     """
 
     def __init__(
@@ -46,6 +61,10 @@ class AudioFolder(AudioFileDataset):
         folds: list[int] | None = None,
         csv_file: str | None = None,
         num_folds: int = 5,
+        split: Literal["folds", "random", "stratified"] = "folds",
+        group_pattern: str | None = None,
+        holdout_fraction: float | None = None,
+        split_seed: int = 0,
         clip_seconds: float | None = 10.0,
         skip_bad_files: bool = False,
         cache: bool = True,
@@ -54,10 +73,9 @@ class AudioFolder(AudioFileDataset):
         super().__init__(
             root, sample_rate, clip_seconds, skip_bad_files, cache, cache_dir
         )
-        if num_folds < 1:
-            raise ValueError(
-                f"audio_folder: num_folds must be at least 1, got {num_folds}"
-            )
+        pattern = check_split_settings(
+            "audio_folder", split, num_folds, holdout_fraction, group_pattern
+        )
         self.num_folds = num_folds
         if not self.root.is_dir():
             raise FileNotFoundError(
@@ -70,7 +88,15 @@ class AudioFolder(AudioFileDataset):
             else self.records_from_tree()
         )
         if not records:
-            raise FileNotFoundError(f"audio folder {self.root}: no .wav files found")
+            raise FileNotFoundError(self.no_records_message(bool(csv_file)))
+        records = split_records(
+            records,
+            split,
+            num_folds=num_folds,
+            seed=split_seed,
+            holdout_fraction=holdout_fraction,
+            group_pattern=pattern,
+        )
         self.records = filter_folds(records, folds, str(self.root))
         self.check_files()
 
@@ -86,16 +112,40 @@ class AudioFolder(AudioFileDataset):
         self.class_names = classes
         records: list[Record] = []
         for label, name in enumerate(classes):
+            # A link to a missing file, or a link loop, stays in: check_files names it
+            # (and skip_bad_files counts it as skipped) instead of dropping it silently.
             files = sorted(
                 path
                 for path in (self.root / name).rglob("*")
-                if path.suffix.lower() == ".wav" and path.is_file()
+                if path.suffix.lower() == ".wav"
+                and (path.is_file() or path.is_symlink())
             )
             records += [
                 Record(str(path), label, name, self.round_robin_fold(i))
                 for i, path in enumerate(files)
             ]
         return records
+
+    def no_records_message(self, from_csv: bool) -> str:
+        """Why the folder gave no clips, and the fix."""
+        if from_csv:
+            return f"audio folder {self.root}: the CSV lists no files"
+        loose = [
+            p.name
+            for p in self.root.iterdir()
+            if p.suffix.lower() == ".wav" and not p.is_dir()
+        ]
+        if loose:
+            return (
+                f"audio folder {self.root}: {len(loose)} .wav file(s) lie directly in it"
+                f" (e.g. {sorted(loose)[0]}), but there are no class sub-folders; move"
+                " each class's files into root/<class>/, or list them in a CSV"
+                " (filepath,label[,fold]) passed as csv_file"
+            )
+        return (
+            f"audio folder {self.root}: no .wav files found in class sub-folders"
+            " (root/<class>/*.wav)"
+        )
 
     def records_from_csv(self, path: str) -> list[Record]:
         if not Path(path).is_file():

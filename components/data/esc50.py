@@ -17,10 +17,16 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 from components.data.audio_files import AudioFileDataset, read_csv_rows
 from components.data.audio_io import DataFormatError
-from components.data.base import Record, filter_folds
+from components.data.base import (
+    Record,
+    check_split_settings,
+    filter_folds,
+    split_records,
+)
 from components.registry import data_registry
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/refs/heads/master.zip"
@@ -135,6 +141,10 @@ class ESC50(AudioFileDataset):
     ``class_names`` are the categories ordered by target. ``esc10=True`` keeps the ESC-10
     subset (labels renumbered 0-9 in target order). A CSV row whose file is missing is an
     error unless ``skip_missing=True``; unreadable files likewise with ``skip_bad_files``.
+    ``split="folds"`` keeps the official five folds (the published protocol; clips cut from
+    one recording share a fold); ``random``/``stratified``/``holdout_fraction`` re-deal them
+    as ``audio_folder`` does, and ``group_pattern='^\\d+-(\\d+[A-Z]?)-'`` keeps a source
+    recording's clips together.
     """
 
     def __init__(
@@ -149,8 +159,16 @@ class ESC50(AudioFileDataset):
         cache: bool = True,
         cache_dir: str | None = None,
         url: str = "https://github.com/karolpiczak/ESC-50/archive/refs/heads/master.zip",  # ESC50_URL
+        split: Literal["folds", "random", "stratified"] = "folds",
+        num_folds: int = 5,
+        group_pattern: str | None = None,
+        holdout_fraction: float | None = None,
+        split_seed: int = 0,
     ) -> None:
         super().__init__(root, sample_rate, None, skip_bad_files, cache, cache_dir)
+        pattern = check_split_settings(
+            "esc50", split, num_folds, holdout_fraction, group_pattern
+        )
         meta = self.root / "meta" / "esc50.csv"
         if not meta.is_file() and download:
             download_esc50(self.root, url)
@@ -183,6 +201,14 @@ class ESC50(AudioFileDataset):
             )
             for row in rows
         ]
+        records = split_records(
+            records,
+            split,
+            num_folds=num_folds,
+            seed=split_seed,
+            holdout_fraction=holdout_fraction,
+            group_pattern=pattern,
+        )
         self.records = filter_folds(records, folds, str(meta))
         missing = [
             record.key for record in self.records if not os.path.isfile(record.key)
