@@ -132,3 +132,64 @@ def test_extensible_with_an_unknown_sub_format_names_the_fix(tmp_path: Path) -> 
     with pytest.raises(AudioFileError, match="format tag 2") as error:
         read_wav(path)
     assert str(path) in str(error.value) and "sox" in str(error.value)
+
+
+# ---------------------------------------------------------------- item 5: rates, links, layout
+def header_with_rate(path: Path, rate: int) -> None:
+    """A 1.5 s 16 kHz clip whose header then claims `rate` (byte rate to match)."""
+    write_pcm_wav(path, tone_clip(440.0, 16000, 24000), 16000)
+    data = bytearray(path.read_bytes())
+    data[24:28] = struct.pack("<I", rate)
+    data[28:32] = struct.pack("<I", min(rate * 2, 2**32 - 1))
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("rate", [1, 999, 768001, 4_000_000_000])
+def test_an_absurd_sample_rate_is_a_bad_file(tmp_path: Path, rate: int) -> None:
+    root = folder_with(tmp_path, {})
+    header_with_rate(root / "cat" / "odd.wav", rate)
+    with pytest.raises(AudioFileError, match="implausible sample rate") as error:
+        AudioFolder(root=str(root), cache=False, clip_seconds=None)
+    assert str(root / "cat" / "odd.wav") in str(error.value) and f"{rate} Hz" in str(error.value)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        data = AudioFolder(root=str(root), cache=True, clip_seconds=None, skip_bad_files=True)
+    assert [Path(key).name for key in data.skipped_files] == ["odd.wav"] and len(data) == 2
+    assert not (root / ".sigmae-cache").exists() or not any((root / ".sigmae-cache").iterdir())
+
+
+@pytest.mark.parametrize("rate", [1000, 768000])
+def test_the_edges_of_the_sample_rate_range_are_accepted(tmp_path: Path, rate: int) -> None:
+    root = folder_with(tmp_path, {})
+    header_with_rate(root / "cat" / "edge.wav", rate)
+    assert len(AudioFolder(root=str(root), cache=False, clip_seconds=None)) == 3
+
+
+def test_dangling_and_looping_links_are_counted_as_skipped_files(tmp_path: Path) -> None:
+    root = folder_with(tmp_path, {})
+    os.symlink(root / "cat" / "gone.wav", root / "cat" / "dangling.wav")
+    os.symlink(root / "cat" / "loop.wav", root / "cat" / "loop.wav")
+    os.symlink(root / "cat", root / "cat" / "again")  # a folder loop: not followed
+    with pytest.raises(AudioFileError, match="symbolic link") as error:
+        AudioFolder(root=str(root), cache=False, clip_seconds=None)
+    assert "dangling.wav" in str(error.value) and "loop.wav" in str(error.value)
+    with pytest.warns(UserWarning, match="skipped 2"):
+        data = AudioFolder(root=str(root), cache=False, clip_seconds=None, skip_bad_files=True)
+    assert sorted(Path(key).name for key in data.skipped_files) == ["dangling.wav", "loop.wav"] and len(data) == 2
+
+
+def test_a_link_to_a_good_file_is_read(tmp_path: Path) -> None:
+    root = folder_with(tmp_path, {})
+    os.symlink(root / "dog" / "good.wav", root / "cat" / "linked.wav")
+    assert len(AudioFolder(root=str(root), cache=False, clip_seconds=None)) == 3
+
+
+def test_wav_files_without_class_folders_say_so(tmp_path: Path) -> None:
+    root = tmp_path / "flat"
+    for i in range(3):
+        write_pcm_wav(root / f"clip{i}.WAV", tone_clip(440.0, 16000, 800), 16000)
+    with pytest.raises(FileNotFoundError, match="no class sub-folders") as error:
+        AudioFolder(root=str(root), cache=False)
+    assert "3 .wav file(s)" in str(error.value) and "csv_file" in str(error.value) and str(root) in str(error.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .wav files found"):
+        AudioFolder(root=str(tmp_path / "empty"), cache=False)

@@ -53,6 +53,10 @@ CONVERT_HINT = "convert it to PCM WAV, e.g. `sox in.ext -b 16 out.wav` or `ffmpe
 # One 25 ms analysis frame: the window of the catalog's front ends (Kaldi fbank's and
 # log_mel's 400 samples at 16 kHz). A shorter clip holds no frame of real audio.
 MIN_CLIP_SECONDS = 0.025
+# Sample rates a header may claim; outside them it is damaged (a 1 Hz header would make a
+# 32 KB file decode and resample into gigabytes).
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768000
 
 
 def probe_wav(path: str | os.PathLike[str]) -> WavInfo:
@@ -165,9 +169,15 @@ def check_wav_header(
         raise AudioFileError(
             f"{path}: unsupported sample width of {info.sample_width} bytes; {CONVERT_HINT}"
         )
-    if info.sample_rate <= 0 or info.channels <= 0:
+    if info.channels <= 0:
         raise AudioFileError(
-            f"{path}: invalid header (rate {info.sample_rate} Hz, {info.channels} channels)"
+            f"{path}: invalid header ({info.channels} channels); re-export the file"
+        )
+    if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioFileError(
+            f"{path}: implausible sample rate of {info.sample_rate} Hz in its header"
+            f" (audio is {MIN_SAMPLE_RATE // 1000} kHz to {MAX_SAMPLE_RATE // 1000} kHz);"
+            " the header is damaged: re-export or re-download the file"
         )
     if info.num_frames == 0:
         raise AudioFileError(
