@@ -174,7 +174,9 @@ def test_warmup_cosine_rises_then_decays_to_min(total: int, warmup_share: float,
     warmup = int(total * warmup_share)
     min_lr = base * min_share
     rates = [warmup_cosine_lr(s, base_lr=base, min_lr=min_lr, warmup_steps=warmup, total_steps=total) for s in range(total)]
-    assert all(0 < r <= base * (1 + 1e-9) for r in rates[:warmup])
+    # the official rule (util/lr_sched.py): base * step / warmup, so the first step takes lr 0
+    assert rates[:warmup] == [base * s / warmup for s in range(warmup)]
+    assert all(0 <= r <= base * (1 + 1e-9) for r in rates[:warmup])
     assert all(a <= b + 1e-12 for a, b in zip(rates[:warmup], rates[1:warmup]))
     assert all(a + 1e-12 >= b for a, b in zip(rates[warmup:], rates[warmup + 1 :]))
     assert all(r >= min_lr - 1e-12 for r in rates[warmup:])
@@ -443,18 +445,22 @@ def test_data_dir_and_download_reach_the_data_set_only_if_it_takes_them(tmp_path
     assert received[-1]["folds"] == [2, 3]
 
 
-def test_weight_decay_skips_biases_norms_and_tokens() -> None:
+def test_weight_decay_skips_biases_and_norms_but_decays_tokens() -> None:
     from components.models.audiomae_pp import AudioMAEPlusPlus
     from components.recipes.engine import param_groups_weight_decay
 
     model = AudioMAEPlusPlus(preset="tiny", img_size=(16, 16), patch_size=(4, 8), embed_dim=16, depth=1, num_heads=2,
                              decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
-    decay, no_decay = param_groups_weight_decay(model, 0.05)
+    no_decay, decay = param_groups_weight_decay(model, 0.05)  # timm's order and rule, as official pre-training
     names = {id(p): n for n, p in model.named_parameters()}
     skipped = {names[id(p)] for p in no_decay["params"]}
-    assert {"cls_token", "mask_token", "norm.weight", "norm.bias", "patch_embed.proj.bias"} <= skipped
+    assert {"norm.weight", "norm.bias", "patch_embed.proj.bias"} <= skipped
+    assert {"cls_token", "mask_token"} <= {names[id(p)] for p in decay["params"]}
     assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert len(decay["params"]) + len(no_decay["params"]) == sum(1 for _ in model.parameters())
+    # opt-in: timm's fine-tuning convention leaves the model's tokens undecayed
+    no_decay, _ = param_groups_weight_decay(model, 0.05, model.no_weight_decay())
+    assert {"cls_token", "mask_token"} <= {names[id(p)] for p in no_decay["params"]}
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

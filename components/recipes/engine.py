@@ -40,37 +40,61 @@ from components.runtime import (
 
 
 def warmup_cosine_lr(
-    step: int, *, base_lr: float, min_lr: float, warmup_steps: int, total_steps: int
+    step: float,
+    *,
+    base_lr: float,
+    min_lr: float,
+    warmup_steps: float,
+    total_steps: float,
 ) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then half a cosine to ``min_lr``.
+    """Learning rate at position ``step``: linear warm-up from 0, then half a cosine to ``min_lr``.
 
-    A pure function of the step, so resuming needs no scheduler object to restore.
+    The official MAE / AudioMAE / AudioMAE++ rule (``util/lr_sched.adjust_learning_rate``):
+    ``base_lr * step / warmup_steps`` during warm-up (0 at the very first step), then
+    ``min_lr + (base_lr - min_lr) * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2``.
+    The unit is the caller's: ``WarmupCosineSchedule`` passes fractional epochs, as the
+    official loops do; any one unit for all three arguments gives the same curve. A pure
+    function of the position, so resuming needs no scheduler object to restore.
     """
-    if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+    if step < warmup_steps:
+        return base_lr * step / warmup_steps
     decay_steps = total_steps - warmup_steps
     if decay_steps <= 0:
         return min_lr
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    elapsed = min(step, total_steps) - warmup_steps
+    return min_lr + (base_lr - min_lr) * 0.5 * (
+        1.0 + math.cos(math.pi * elapsed / decay_steps)
+    )
 
 
 @dataclass(frozen=True)
 class WarmupCosineSchedule:
-    """``warmup_cosine_lr`` with the warm-up given in epochs (resolved against the loop's plan)."""
+    """``warmup_cosine_lr`` over fractional epochs, placed by micro-batch as the official loops.
+
+    Optimizer step ``s`` (0-based) of epoch ``e`` starts at micro-batch ``s * accum_steps``
+    of the epoch's ``micro_batches_per_epoch``, so its learning rate is the rule's value at
+    epoch ``e + s * accum_steps / micro_batches_per_epoch`` (AudioMAE's
+    ``data_iter_step / len(data_loader) + epoch``, set on the first micro-batch of each
+    accumulation window). When the micro-batches of an epoch are not a multiple of
+    ``accum_steps``, the last ones are not used (AudioMAE computes and then discards them:
+    ``zero_grad`` at the start of the next epoch) but still count in the epoch's length.
+    """
 
     peak_lr: float
     min_lr: float = 0.0
     warmup_epochs: float = 0.0
 
     def __call__(self, step: int, plan: "LoopPlan") -> float:
-        warmup = int(round(self.warmup_epochs * plan.steps_per_epoch))
+        epoch, within = divmod(step, plan.steps_per_epoch)
+        micro_batches = (
+            plan.micro_batches_per_epoch or plan.steps_per_epoch * plan.accum_steps
+        )
         return warmup_cosine_lr(
-            step,
+            within * plan.accum_steps / micro_batches + epoch,
             base_lr=self.peak_lr,
             min_lr=self.min_lr,
-            warmup_steps=warmup,
-            total_steps=plan.total_steps,
+            warmup_steps=self.warmup_epochs,
+            total_steps=plan.total_steps / plan.steps_per_epoch,
         )
 
 
@@ -87,32 +111,40 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
-def no_decay_parameter_names(model: nn.Module) -> set[str]:
-    """Biases, norm weights (every 1-d parameter) and tokens/position tables take no weight decay."""
-    names = {name for name, p in model.named_parameters() if p.ndim <= 1}
-    names |= {
+def no_decay_parameter_names(
+    model: nn.Module, no_weight_decay_list: tuple[str, ...] | set[str] = ()
+) -> set[str]:
+    """Parameters AdamW does not decay: every 1-d one (biases, norm weights), ``*.bias``, the list.
+
+    timm's ``param_groups_weight_decay`` rule, which the official AudioMAE and AudioMAE++
+    pre-training use with an empty list: tokens (``cls_token``, ``mask_token``) are decayed.
+    """
+    skip = set(no_weight_decay_list)
+    return {
         name
-        for name, _ in model.named_parameters()
-        if name.endswith(("cls_token", "mask_token", "pos_embed", "dist_token"))
+        for name, p in model.named_parameters()
+        if p.ndim <= 1 or name.endswith(".bias") or name in skip
     }
-    skip = getattr(model, "no_weight_decay", None)
-    if callable(skip):
-        names |= set(skip())
-    return names
 
 
 def param_groups_weight_decay(
-    model: nn.Module, weight_decay: float
+    model: nn.Module,
+    weight_decay: float,
+    no_weight_decay_list: tuple[str, ...] | set[str] = (),
 ) -> list[dict[str, Any]]:
-    """Two AdamW groups: decayed matrices, and the rest without decay (MAE / timm convention)."""
-    skip = no_decay_parameter_names(model)
+    """AdamW groups ``[no decay, decay]`` of the trainable parameters (timm / MAE pre-training).
+
+    ``no_weight_decay_list`` names more parameters to leave undecayed, e.g.
+    ``model.no_weight_decay()`` for timm's fine-tuning convention of undecayed tokens.
+    """
+    skip = no_decay_parameter_names(model, no_weight_decay_list)
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (no_decay if name in skip else decay).append(parameter)
     return [
-        {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": weight_decay},
     ]
 
 
@@ -186,6 +218,7 @@ class LoopPlan:
     total_steps: int
     run_until: int
     world_size: int = 1
+    micro_batches_per_epoch: int = 0  # the loader's length; 0: steps * accum_steps
 
     @property
     def samples_per_step(self) -> int:
@@ -212,7 +245,14 @@ class LoopPlan:
         total = steps_per_epoch * settings.epochs
         run_until = total if max_steps is None else min(total, max_steps)
         return cls(
-            batch_size, accum, True, steps_per_epoch, total, run_until, world_size
+            batch_size,
+            accum,
+            True,
+            steps_per_epoch,
+            total,
+            run_until,
+            world_size,
+            micro_batches_per_epoch=batches,
         )
 
 

@@ -1,10 +1,13 @@
 """MAE pre-training: reconstruct masked patches, optionally with InfoNCE and uniformity terms.
 
-AdamW (betas 0.9/0.95, weight decay 0.05 on matrices only), learning rate ``base_lr *
-effective_batch / 256`` unless ``lr`` is given, per-step linear warm-up then cosine decay,
-gradient accumulation and clipping (He et al., 2022; AudioMAE). The auxiliary terms pool the
-visible tokens of two independent maskings of each clip: InfoNCE pulls the two views of a
-clip together against the other clips of the batch, uniformity spreads clips over the sphere.
+AdamW (betas 0.9/0.95, weight decay 0.05 on every parameter with more than one dimension
+except biases, tokens included), learning rate ``base_lr * effective_batch / 256`` unless
+``lr`` is given, per-iteration linear warm-up from 0 then cosine decay, gradient accumulation
+and clipping: the official AudioMAE / AudioMAE++ optimizer step (He et al., 2022; Huang et
+al., 2022; the project's tests/test_recipe_parity.py restates it and checks this recipe).
+The auxiliary terms pool the visible tokens of two independent maskings of each clip:
+InfoNCE pulls the two views of a clip together against the other clips of the batch,
+uniformity spreads clips over the sphere.
 Under DDP both see the global batch (every rank's clips), as one process would.
 """
 
@@ -144,6 +147,7 @@ def mae_pretrain(
     min_lr: float = 0.0,
     warmup_epochs: float = 5.0,
     weight_decay: float = 0.05,
+    skip_token_decay: bool = False,
     beta1: float = 0.9,
     beta2: float = 0.95,
     clip_grad: float | None = None,
@@ -165,6 +169,11 @@ def mae_pretrain(
     ``mask_ratio`` / ``norm_pix_loss`` default to the model's own settings; ``train_folds``
     to every fold (labels are not used). ``plot_every`` (steps, 0 = only at the end) draws
     masked input, reconstruction and target when matplotlib is installed.
+
+    ``skip_token_decay`` (opt-in) leaves the model's tokens (``no_weight_decay()``: CLS and
+    mask tokens) undecayed, timm's fine-tuning convention. The official pre-training decays
+    them (timm's ``param_groups_weight_decay`` with an empty skip list), which over a long
+    schedule shrinks them markedly; the default follows the official recipe.
     """
     check_ranges(
         ctx,
@@ -214,8 +223,11 @@ def mae_pretrain(
     )
     effective_batch = effective_batch_size(ctx, batch_size, accum_steps, len(dataset))
     peak_lr = scaled_learning_rate(lr, base_lr, effective_batch)
+    skipped = model.no_weight_decay() if skip_token_decay else ()
     optimizer = torch.optim.AdamW(
-        param_groups_weight_decay(model, weight_decay), lr=peak_lr, betas=(beta1, beta2)
+        param_groups_weight_decay(model, weight_decay, skipped),
+        lr=peak_lr,
+        betas=(beta1, beta2),
     )
     manager = ctx.checkpoints(keep_last=keep_last)
 
