@@ -24,6 +24,8 @@ from typing import Any, BinaryIO, Callable
 import torch
 
 CHECKPOINT_FORMAT = "sigmae-checkpoint/1"
+# What the training engine reads back on --resume; a checkpoint without one is not resumable.
+RESUME_KEYS = ("model", "optimizer", "scaler", "rng", "step")
 
 
 class CheckpointError(RuntimeError):
@@ -197,11 +199,18 @@ class CheckpointManager:
     model_config: dict[str, Any]
     keep_last: int = 3
     enabled: bool = True
+    resume_keys: tuple[str, ...] = ("model", "step")  # the runtime asks for RESUME_KEYS
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
         if self.keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
+        for link in (self.last_path, self.best_path):
+            if link.is_dir():
+                raise CheckpointError(
+                    f"{link} is a folder, where this run keeps a checkpoint file; move it"
+                    " away, or choose another --out-dir"
+                )
         if self.enabled:
             self.directory.mkdir(parents=True, exist_ok=True)
             for stale in self.directory.glob(
@@ -256,6 +265,13 @@ class CheckpointManager:
             return None
         payload = load_checkpoint_file(self.last_path)
         self.check_compatible(payload, self.last_path)
+        missing = [key for key in self.resume_keys if key not in payload]
+        if missing:
+            raise CheckpointError(
+                f"{self.last_path} has no {', '.join(repr(key) for key in missing)}: it is not"
+                " a resumable checkpoint of this script; rerun without --resume, or choose"
+                " another --out-dir"
+            )
         return payload
 
     def check_compatible(self, payload: dict[str, Any], path: Path) -> None:

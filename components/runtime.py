@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from components.checkpoint import CheckpointError, CheckpointManager
+from components.checkpoint import RESUME_KEYS, CheckpointError, CheckpointManager
 from components.data.base import folds_of, indices_in_folds
 from components.distributed import (
     DistInfo,
@@ -281,7 +281,9 @@ class ShardedEpochSampler(Sampler[int]):
 
     def shard(self) -> list[int]:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            generator = torch.Generator().manual_seed(
+                (self.seed * 100_003 + self.epoch) % (2**63 - 1)  # any --seed fits
+            )
             order = torch.randperm(self.num_items, generator=generator).tolist()
         else:
             order = list(range(self.num_items))
@@ -557,6 +559,7 @@ class RunContext:
             model_config=self.section_config("model"),
             keep_last=keep_last,
             enabled=self.is_main,
+            resume_keys=RESUME_KEYS,
         )
         if not self.resume:
             manager.clear()
@@ -588,7 +591,9 @@ class RunContext:
         )
         # A private generator: creating the iterator must not draw from the global RNG,
         # or a run resumed mid-epoch would draw differently from an uninterrupted one.
-        generator = torch.Generator().manual_seed(self.data_seed + epoch)
+        generator = torch.Generator().manual_seed(
+            (self.data_seed + epoch) % (2**63 - 1)
+        )
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -669,6 +674,25 @@ def run_pipeline(
         shutdown_distributed()
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir``, or say in one line why it cannot be the run's folder."""
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                where = "is" if folder == out_dir else f"lies under {folder}, which is"
+                raise UsageError(
+                    f"--out-dir {out_dir} {where} a file, not a folder; choose another --out-dir"
+                )
+            break
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"--out-dir {out_dir} cannot be created ({error.strerror or error});"
+            " choose a folder you can write to"
+        ) from None
+
+
 def _run_steps(
     pipeline: Pipeline,
     config: Any,
@@ -680,6 +704,7 @@ def _run_steps(
     options: RunOptions = config.run
     default_out = f"runs/{pipeline.name}" + ("-smoke" if options.smoke else "")
     out_dir = Path(options.out_dir or default_out)
+    check_out_dir(out_dir)
     metrics = MetricsLogger(out_dir, enabled=dist_info.is_main)
     plots = Plotter(
         out_dir,
