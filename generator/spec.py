@@ -34,6 +34,8 @@ RESERVED_SECTIONS = frozenset({"run", "data", "transform", "model", "smoke", "re
 # An emitted `<name>.py` must not shadow a module the script (or its tests) imports.
 SHADOWED_MODULES = frozenset(sys.stdlib_module_names) | {"torch", "numpy", "pytest", "hypothesis", "components", "generator", "matplotlib", "conftest"}
 _MAX_NODES = 100_000  # guards alias bombs ("billion laughs") while converting YAML nodes
+_MAX_DEPTH = 100  # nesting of mappings and lists; PyYAML's composer recurses, so it is checked first
+_MAX_EXTENDS = 32  # files in one `extends:` chain
 
 
 class CatalogLookup(Protocol):
@@ -99,9 +101,23 @@ def _mark_location(file: str, mark: Any, line_offset: int = 0, column_offset: in
     return Location(file, mark.line + 1 + line_offset, mark.column + 1 + column_offset)
 
 
+def _check_depth(text: str, file: str, column_offset: int) -> None:
+    """Refuse nesting deeper than `_MAX_DEPTH` from the event stream (the parser does not recurse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                where = _mark_location(file, event.start_mark, column_offset=column_offset)
+                raise where.error(f"the spec is nested more than {_MAX_DEPTH} levels deep; write it out flatter")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def parse_yaml(text: str, file: str, *, column_offset: int = 0) -> Node | None:
     """Parse one YAML document into a positioned `Node` tree (None for an empty document)."""
     try:
+        _check_depth(text, file, column_offset)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         where = _mark_location(file, exc.problem_mark or exc.context_mark, column_offset=column_offset)
@@ -117,7 +133,7 @@ def parse_yaml(text: str, file: str, *, column_offset: int = 0) -> Node | None:
     def convert(node: yaml.Node, depth: int) -> Node:
         loc = _mark_location(file, node.start_mark, column_offset=column_offset)
         budget[0] -= 1
-        if budget[0] < 0 or depth > 100:
+        if budget[0] < 0 or depth > _MAX_DEPTH:
             raise loc.error("the spec is too large or too deeply nested (recursive YAML aliases?); write it out plainly")
         if isinstance(node, yaml.MappingNode):
             if node.tag != "tag:yaml.org,2002:map":
@@ -445,7 +461,14 @@ def _merge(base: Node, child: Node) -> Node:
 
 
 def _read_document(path: Path, display: str, chain: tuple[Path, ...], files: list[SpecFile], extends_loc: Location | None) -> Node:
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError):  # a symbolic link loop (RuntimeError before Python 3.13)
+        where = extends_loc or Location(display, 1, 1)
+        raise where.error(f"spec file {display!r} is a symbolic link loop; point at a real YAML file") from None
+    if len(chain) >= _MAX_EXTENDS:
+        assert extends_loc is not None
+        raise extends_loc.error(f"the extends: chain is longer than {_MAX_EXTENDS} files; let a spec extend a base directly instead of through a chain")
     if resolved in chain:
         cycle = " -> ".join([*(p.name for p in chain), resolved.name])
         assert extends_loc is not None
