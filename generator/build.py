@@ -9,6 +9,7 @@ generated files only.
 
 from __future__ import annotations
 
+import ast
 import re
 import time
 from dataclasses import dataclass, field
@@ -118,6 +119,33 @@ def output_names(name: str) -> tuple[str, ...]:
     return (f"{name}.py", f"{name}.ipynb", f"test_{name}.py", "README.md")
 
 
+def config_body_names(source: str) -> set[str]:
+    """Names the emitted `Config` class body evaluates (its defaults: `field`, the section
+    classes, the runtime's options); annotations are strings there and do not count."""
+    names: set[str] = set()
+    for statement in ast.parse(source).body:
+        if isinstance(statement, ast.ClassDef) and statement.name == "Config":
+            for item in statement.body:
+                value = item.value if isinstance(item, (ast.AnnAssign, ast.Assign)) else None
+                if value is not None:
+                    names.update(node.id for node in ast.walk(value) if isinstance(node, ast.Name))
+    return names
+
+
+def check_step_names(spec: Spec, script: str) -> None:
+    """A step name becomes a field of the emitted `Config` class. One that is also a name the
+    class body evaluates (`field`, a section's config class, the runtime's `RunOptions`)
+    would shadow it there and break the script at import: refuse it at the step's line.
+    (A step named like a module-level function, e.g. `evaluate`, shadows nothing used.)"""
+    taken = config_body_names(script)
+    for choice in spec.steps:
+        if choice.section in taken:
+            raise choice.loc.error(
+                f"step name {choice.section!r} is a name the emitted script's Config class uses, so the script "
+                f"would break at import; set another `name:` on this step (e.g. `name: {choice.section}_step`)"
+            )
+
+
 def render_outputs(compiled: CompiledSpec, *, repo_url: str = DEFAULT_REPO_URL, timings: dict[str, float] | None = None) -> dict[str, str]:
     """Every output file of a build, by file name, rendered in memory."""
     from generator.readme import render_readme
@@ -131,6 +159,7 @@ def render_outputs(compiled: CompiledSpec, *, repo_url: str = DEFAULT_REPO_URL, 
     parts = script_parts(spec, compiled.program, spec_hash=compiled.spec_hash, cache_dir=default_cache_dir(Path(compiled.index.root)))
     spec_ref = spec_reference(spec, Path(compiled.index.root))
     files = {f"{spec.name}.py": render_script(spec, compiled.program, spec_hash=compiled.spec_hash, sources=compiled.sources, parts=parts, spec_ref=spec_ref)}
+    check_step_names(spec, files[f"{spec.name}.py"])
     timings["render_script"] = time.perf_counter() - clock
     if "notebook" in spec.outputs:
         clock = time.perf_counter()
