@@ -765,14 +765,18 @@ def _run_steps(
     record.update(
         spec_name=pipeline.name, spec_hash=pipeline.spec_hash, fixed_config=fixed
     )
+    # A run killed inside its first step has checkpoints but no pipeline state yet.
+    something_to_resume = state_path.is_file() or any(out_dir.rglob("last.pt"))
     dtype_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
         amp_dtype
     ]
     ctx.info(
         f"device {device}, dtype {dtype_name}, world size {dist_info.world_size}, out {out_dir}"
         + (", smoke run" if options.smoke else "")
-        + (", resuming" if options.resume else "")
+        + (", resuming" if options.resume and something_to_resume else "")
     )
+    if options.resume and not something_to_resume:
+        ctx.info(f"--resume: nothing to resume in {out_dir}; starting a new run")
     started = time.time()
     summaries: dict[str, Any] = {}
     try:

@@ -61,3 +61,13 @@ def test_last_pt_that_is_a_folder_is_a_one_line_error(tmp_path: Path, capsys: py
     assert code == 2, output
     assert str(out_dir / "pretrain" / "last.pt") in output and "is a folder" in output and "Traceback" not in output
     assert (out_dir / "pretrain" / "last.pt" / "mine.txt").read_text() == "x"
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 11, item 11 (first part): `--resume` on an empty folder is a new run, and says so."""
+    out_dir = tmp_path / "run"
+    code, output = smoke(capsys, out_dir, "--resume")
+    assert code == 0, output
+    assert "nothing to resume" in output and "starting a new run" in output and ", resuming" not in output
+    code, output = smoke(capsys, out_dir, "--resume", "--steps", "3")
+    assert code == 0 and ", resuming" in output and "nothing to resume" not in output
