@@ -225,6 +225,16 @@ def _type_label(annotation: Any) -> str:
     return text or str(annotation).replace("typing.", "")
 
 
+RUN_FLAGS_EPILOG = """\
+--steps N caps the optimizer steps of each training stage (MAE pre-training, fine-tuning);
+  evaluation stages (k-fold, linear probe, kNN, embed) always run whole. The plan printed at
+  the start of a capped stage says when its lr schedule is longer than the cap;
+  --fit-schedule lays warm-up and cosine over the capped steps instead.
+--<pretrain step>.epochs 0 skips pre-training: later steps use the randomly initialised
+  encoder, the baseline that shows what pre-training adds.
+"""
+
+
 def build_arg_parser(pipeline: Any, config_cls: type) -> argparse.ArgumentParser:
     """argparse over every field of ``config_cls``; defaults are shown, never set (see ``parse_config``)."""
     parser = _ArgumentParser(
@@ -232,6 +242,7 @@ def build_arg_parser(pipeline: Any, config_cls: type) -> argparse.ArgumentParser
         usage="%(prog)s [--smoke] [--resume] [--out-dir DIR] [--data-dir DIR] [--<section>.<field> VALUE ...]",
         description=f"Train and evaluate '{pipeline.name}' (spec hash {pipeline.spec_hash[:12]}). "
         "Flags without a section control the run; --<section>.<field> sets any config field.",
+        epilog=RUN_FLAGS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # "--pretrain.epoch" must not silently mean "--pretrain.epochs"
     )

@@ -61,6 +61,7 @@ class RunOptions:
     seed: int = 0
     deterministic: bool = False
     steps: int | None = None
+    fit_schedule: bool = False
 
 
 @dataclass(frozen=True)
@@ -414,6 +415,10 @@ class RunContext:
 
     def info(self, message: str) -> None:
         self.metrics.info(f"[{self.section or self.pipeline.name}] {message}")
+
+    def warn(self, message: str) -> None:
+        """A result that may mean nothing (see ``components.recipes.guards``): one line."""
+        self.metrics.info(f"[{self.section or self.pipeline.name}] warning: {message}")
 
     def section_config(self, name: str) -> dict[str, Any]:
         return dataclasses.asdict(getattr(self.config, name))

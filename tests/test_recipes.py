@@ -153,28 +153,52 @@ def test_a_fresh_kfold_run_forgets_the_fold_results_of_an_old_run(tmp_path: Path
     assert (tmp_path / "kfold" / "fold_1" / "result.json").is_file()
 
 
-def test_a_linear_probe_cut_short_by_steps_reruns_on_resume_with_another_cap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    steps = (PRETRAIN, ALL_STEPS[4])
-    assert run_main(["--smoke", "--out-dir", str(tmp_path)], steps) == 0  # --smoke caps every stage at 2 steps
-    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--resume", "--steps", "3"], steps) == 0
+def test_steps_caps_training_stages_and_leaves_evaluations_whole(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    steps = (PRETRAIN, FINETUNE, ALL_STEPS[4], ALL_STEPS[5])
+    args = ["--smoke", "--out-dir", str(tmp_path), "--steps", "1", "--kfold.max_folds", "1",
+            "--pretrain.epochs", "3", "--finetune.epochs", "3"]
+    assert run_main(args, steps) == 0
+    summary = _summary(tmp_path)
+    assert summary["pretrain"]["steps"] == summary["finetune"]["steps"] == 1
+    assert summary["pretrain"]["total_steps"] > 1 and summary["finetune"]["total_steps"] > 1
+    assert summary["probe"]["steps"] == summary["probe"]["total_steps"] > 1  # an evaluation: whole
+    fold = summary["kfold"]["per_fold"]["1"]
+    assert fold["steps"] == fold["total_steps"] > 1
     out = capsys.readouterr().out
-    assert "[probe] already completed" not in out
-    summary = _summary(tmp_path)["probe"]
-    assert (summary["steps"], summary["total_steps"]) == (3, 20)
+    # the plan says that the cap stops the stage before its lr schedule ends, and how to fit it
+    assert "[pretrain] --steps 1: pretrain stops at step 1 of" in out and "--fit-schedule" in out
 
 
-def test_kfold_cut_short_by_steps_continues_its_folds_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--smoke", "--out-dir", str(tmp_path), "--kfold.max_folds", "1"]
-    assert run_main([*args, "--steps", "1"], (ALL_STEPS[5],)) == 0
-    assert _summary(tmp_path)["kfold"]["steps"] == 1
-    assert run_main([*args, "--steps", "2", "--resume"], (ALL_STEPS[5],)) == 0
-    out = capsys.readouterr().out
-    assert "[kfold] already completed" not in out and "fold 1 already done" not in out
-    assert f"resumed from {tmp_path / 'kfold' / 'fold_1' / 'last.pt'} at step 1" in out
-    summary = _summary(tmp_path)["kfold"]
-    assert summary["steps"] == summary["per_fold"]["1"]["steps"] == 2
-    assert run_main([*args, "--steps", "2", "--resume"], (ALL_STEPS[5],)) == 0  # the same cap: nothing to do
-    assert "[kfold] already completed" in capsys.readouterr().out
+def test_fit_schedule_lays_warm_up_and_cosine_over_the_capped_steps(tmp_path: Path) -> None:
+    def learning_rates(out_dir: Path, *extra: str) -> list[float]:
+        args = ["--smoke", "--out-dir", str(out_dir), "--steps", "4", "--pretrain.epochs", "4",
+                "--pretrain.warmup_epochs", "2", "--pretrain.log_every", "1", *extra]
+        assert run_main(args, (PRETRAIN,)) == 0
+        return [r["lr"] for r in read_metrics(out_dir / "metrics.jsonl", "pretrain") if r["kind"] == "train"]
+
+    capped, fitted = learning_rates(tmp_path / "capped"), learning_rates(tmp_path / "fitted", "--fit-schedule")
+    assert len(capped) == len(fitted) == 4
+    assert capped == sorted(capped) and capped[-1] < 0.5 * max(fitted)  # still warming up at the cap
+    peak = fitted.index(max(fitted))
+    assert 0 < peak < 3 and fitted[-1] < fitted[peak]  # warm-up, then the cosine, all within 4 steps
+
+
+def test_zero_pretraining_epochs_leave_the_random_encoder_to_the_later_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    steps = (PRETRAIN, EMBED)
+    assert run_main(["--smoke", "--out-dir", str(tmp_path / "zero"), "--pretrain.epochs", "0"], steps) == 0
+    assert "pre-training skipped" in capsys.readouterr().out
+    summary = _summary(tmp_path / "zero")
+    assert summary["pretrain"]["steps"] == summary["pretrain"]["total_steps"] == 0
+    assert summary["embed"]["num_items"] > 0
+    assert run_main(["--smoke", "--out-dir", str(tmp_path / "one"), "--pretrain.epochs", "1"], steps) == 0
+    import torch
+
+    zero, one = (load_checkpoint_file(tmp_path / name / "pretrain" / "last.pt")["model"] for name in ("zero", "one"))
+    assert zero.keys() == one.keys() and any(not torch.equal(zero[k], one[k]) for k in zero)
+    # the same seed gives the same initial encoder as the start of a pre-training run would
+    assert run_main(["--smoke", "--out-dir", str(tmp_path / "again"), "--pretrain.epochs", "0"], steps) == 0
+    again = load_checkpoint_file(tmp_path / "again" / "pretrain" / "last.pt")["model"]
+    assert all(torch.equal(zero[k], again[k]) for k in zero)
 
 
 def test_the_linear_probe_does_not_depend_on_an_embedding_cache_hit(tmp_path: Path) -> None:

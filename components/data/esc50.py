@@ -210,6 +210,8 @@ class ESC50(AudioFileDataset):
             group_pattern=pattern,
         )
         self.records = filter_folds(records, folds, str(meta))
+        # the folds the CSV lists, whether or not their clips are here (kfold reports the absent)
+        self.listed_folds = sorted({record.fold for record in self.records})
         missing = [
             record.key for record in self.records if not os.path.isfile(record.key)
         ]

@@ -35,6 +35,7 @@ from components.models.checkpoints import (
     CheckpointMismatchError,
     load_official_checkpoint,
 )
+from components.recipes.guards import check_embedding_spread, embedding_spread
 from components.registry import recipe_registry
 from components.runtime import RunContext, StopRequested, eval_loader
 from components.transforms.base import mean_by_owner
@@ -239,6 +240,7 @@ def compute_or_load_embeddings(
     )
     if cached is not None and all_hit:
         ctx.info(f"embedding cache hit: {cache.path(key)}")
+        check_embedding_spread(ctx, embedding_spread(cached["embeddings"]), dataset)
         return cached, True
     model = loader.load(path)
     transform = ctx.build_transform()
@@ -268,6 +270,7 @@ def compute_or_load_embeddings(
     ctx.info(
         f"embedded {len(dataset)} items with {path.name} ({embeddings.shape[1]}-d, {pooling} pooling)"
     )
+    check_embedding_spread(ctx, embedding_spread(embeddings), dataset)
     return payload, False
 
 
@@ -316,4 +319,6 @@ def embed(
         "pooling": pooling,
         "checkpoint": payload["checkpoint"],
         "cache_hit": hit,
+        # how much the embeddings vary over the data set (collapsed: all alike, see guards)
+        "spread": embedding_spread(payload["embeddings"]).as_dict(),
     }

@@ -30,6 +30,7 @@ from components.checkpoint import (
 from components.distributed import DistInfo, all_reduce_sum
 from components.flags import UsageError
 from components.metrics import format_progress_line, gpu_memory_gb
+from components.recipes.guards import BatchGuard
 from components.runtime import (
     NonFiniteLossError,
     RunContext,
@@ -78,6 +79,8 @@ class WarmupCosineSchedule:
     accumulation window). When the micro-batches of an epoch are not a multiple of
     ``accum_steps``, the last ones are not used (AudioMAE computes and then discards them:
     ``zero_grad`` at the start of the next epoch) but still count in the epoch's length.
+    Under ``--fit-schedule`` the position runs ``plan.schedule_speed`` times faster, so the
+    whole schedule fits into the ``--steps`` cap.
     """
 
     peak_lr: float
@@ -90,7 +93,7 @@ class WarmupCosineSchedule:
             plan.micro_batches_per_epoch or plan.steps_per_epoch * plan.accum_steps
         )
         return warmup_cosine_lr(
-            within * plan.accum_steps / micro_batches + epoch,
+            (within * plan.accum_steps / micro_batches + epoch) * plan.schedule_speed,
             base_lr=self.peak_lr,
             min_lr=self.min_lr,
             warmup_steps=self.warmup_epochs,
@@ -219,11 +222,35 @@ class LoopPlan:
     run_until: int
     world_size: int = 1
     micro_batches_per_epoch: int = 0  # the loader's length; 0: steps * accum_steps
+    schedule_steps: int = 0  # steps the lr schedule spans; 0: total_steps
 
     @property
     def samples_per_step(self) -> int:
         """Samples per optimizer step over all ranks (the effective batch)."""
         return self.batch_size * self.accum_steps * self.world_size
+
+    @property
+    def schedule_speed(self) -> float:
+        """How much faster than the epochs the lr schedule runs: ``total / cap`` when
+        ``--fit-schedule`` squeezes it into a ``--steps`` cap, else 1."""
+        if not self.schedule_steps or not self.total_steps:
+            return 1.0
+        return self.total_steps / self.schedule_steps
+
+    def describe_cap(self, section: str) -> str | None:
+        """One line when ``--steps`` stops this stage before its schedule ends (None otherwise)."""
+        if self.run_until >= self.total_steps:
+            return None
+        if self.schedule_steps == self.run_until:
+            return (
+                f"--steps {self.run_until}: {section} takes {self.run_until} of its {self.total_steps} "
+                "steps; --fit-schedule squeezes its warm-up and cosine into them"
+            )
+        return (
+            f"--steps {self.run_until}: {section} stops at step {self.run_until} of {self.total_steps}, "
+            "before its lr schedule ends (warm-up and cosine are laid out over all "
+            f"{self.total_steps}); pass --fit-schedule to fit the schedule to the cap"
+        )
 
     @classmethod
     def make(
@@ -232,9 +259,13 @@ class LoopPlan:
         settings: LoopSettings,
         world_size: int,
         max_steps: int | None,
+        fit_schedule: bool = False,
     ) -> "LoopPlan":
-        if settings.batch_size < 1 or settings.accum_steps < 1 or settings.epochs < 1:
-            raise ValueError("batch_size, accum_steps and epochs must be >= 1")
+        """``max_steps`` caps the optimizer steps; ``fit_schedule`` lays the lr schedule over
+        the capped steps instead of over all epochs. ``epochs=0`` plans no step at all.
+        """
+        if settings.batch_size < 1 or settings.accum_steps < 1 or settings.epochs < 0:
+            raise ValueError("batch_size and accum_steps must be >= 1, epochs >= 0")
         # Items per rank as the sampler deals them with drop_last: the remainder over the
         # ranks is dropped, and a set smaller than the world is padded to one item per rank.
         shard = max(1, num_items // world_size)
@@ -253,6 +284,7 @@ class LoopPlan:
             run_until,
             world_size,
             micro_batches_per_epoch=batches,
+            schedule_steps=run_until if fit_schedule else total,
         )
 
 
@@ -286,7 +318,11 @@ class LoopResult:
 
 
 class TrainLoop:
-    """Runs ``objective`` over ``dataset`` for ``settings.epochs`` (or the ``--steps`` cap).
+    """Runs ``objective`` over ``dataset`` for ``settings.epochs``, or ``max_steps`` steps.
+
+    Training stages pass ``ctx.max_steps`` (``--steps``) as ``max_steps``; evaluation
+    protocols that train (k-fold fine-tunes) pass None and run whole. ``epochs=0`` trains
+    nothing and saves the initial weights as the stage's checkpoint.
 
     ``model`` is what checkpoints hold; ``objective`` wraps it (and is what DDP and
     ``torch.compile`` wrap). ``evaluate(epoch)`` runs after every epoch and at the end; when
@@ -311,6 +347,7 @@ class TrainLoop:
         find_unused_parameters: bool = False,
         on_step: Callable[[int], None] | None = None,
         metrics_section: str | None = None,
+        max_steps: int | None = None,
     ) -> None:
         self.ctx, self.model, self.transform, self.optimizer = (
             ctx,
@@ -326,8 +363,11 @@ class TrainLoop:
         )
         self.evaluate, self.best_key, self.on_step = evaluate, best_key, on_step
         self.metrics_section = metrics_section or ctx.section
+        if settings.epochs < 0:
+            raise UsageError(
+                f"--{ctx.section}.epochs must be >= 0, got {settings.epochs}"
+            )
         for name in (
-            "epochs",
             "batch_size",
             "accum_steps",
             "checkpoint_every",
@@ -342,8 +382,15 @@ class TrainLoop:
                 f"--{ctx.section}.num_workers must be >= 0, got {settings.num_workers}"
             )
         self.plan = LoopPlan.make(
-            len(dataset), settings, ctx.dist.world_size, ctx.max_steps
+            len(dataset),
+            settings,
+            ctx.dist.world_size,
+            max_steps,
+            fit_schedule=bool(ctx.options.fit_schedule),
         )
+        cap = self.plan.describe_cap(self.metrics_section)
+        if cap is not None:
+            ctx.info(cap)
         if ctx.dist.enabled and not find_unused_parameters:
             unused = unused_parameter_names(ctx, objective, transform, dataset)
             if unused:
@@ -355,6 +402,7 @@ class TrainLoop:
             ctx.compile(objective), find_unused_parameters=find_unused_parameters
         )
         self.scaler = ctx.grad_scaler()
+        self.guard = BatchGuard(ctx, transform, dataset)
         self.best_metric: float | None = None
         self.last_eval: dict[str, float] = {}
         self.evaluated_at = -1  # step of the last evaluation
@@ -461,6 +509,8 @@ class TrainLoop:
         total_time, total_wait = 0.0, 0.0
         if self.pending_eval:  # the evaluation a SIGTERM at an epoch end postponed
             self._evaluate_and_mark_best(step)
+        if plan.total_steps == 0 and not self.manager.last_path.exists():
+            self._save(0)  # epochs=0: the initial weights are this stage's result
         while step < plan.run_until:
             epoch = step // plan.steps_per_epoch
             seen = (
@@ -537,6 +587,7 @@ class TrainLoop:
                             "cpu_s_per_step": window_cpu / window_steps,
                         },
                     )
+                    self.guard.report(step, self.metrics_section)
                     ctx.metrics.progress(
                         format_progress_line(
                             self.metrics_section,
@@ -614,6 +665,7 @@ class TrainLoop:
             labels = labels.to(ctx.device, non_blocking=True)
             with torch.no_grad():
                 features = self.transform(signals, lengths)
+            self.guard.observe(features, lengths)
             last_micro = micro == plan.accum_steps - 1
             # Only the last micro-batch all-reduces gradients under DDP.
             sync = (

@@ -31,6 +31,7 @@ from components.recipes.engine import (
     effective_batch_size,
     scaled_learning_rate,
 )
+from components.recipes.guards import check_eval_size
 from components.registry import recipe_registry
 from components.runtime import RunContext, eval_loader, split_by_folds
 from components.transforms.augment import mixup, spec_augment
@@ -276,10 +277,19 @@ def train_classifier(
     train_set: Any,
     eval_set: Any,
     subdir: str | None = None,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune on ``train_set``, evaluating on ``eval_set`` after every epoch; returns a summary."""
+    """Fine-tune on ``train_set``, evaluating on ``eval_set`` after every epoch; returns a summary.
+
+    ``max_steps`` caps the optimizer steps (``finetune`` passes ``--steps``; ``kfold``, an
+    evaluation protocol, runs every fold whole).
+    """
     validate_finetune_settings(ctx, settings)
     num_classes = ctx.dataset().num_classes
+    where = "" if subdir is None else f"{subdir}: "
+    check_eval_size(
+        ctx, f"{where}the evaluation set", len(eval_set), num_classes, eval_set
+    )
     classifier, source = build_classifier(ctx, settings, num_classes)
     transform = ctx.build_transform()
     ctx.check_fit(classifier.encoder, transform)
@@ -329,8 +339,8 @@ def train_classifier(
         evaluate=evaluate,
         best_key="accuracy",
         metrics_section=section,
+        max_steps=max_steps,
     )
-    where = "" if subdir is None else f"{subdir}: "
     ctx.info(
         f"{where}{len(train_set)} train / {len(eval_set)} eval items, {num_classes} classes, "
         f"{loop.plan.run_until} of {loop.plan.total_steps} steps, peak lr {peak_lr:.3g}, encoder {source or 'fresh'}"
@@ -346,6 +356,7 @@ def train_classifier(
         "top5_accuracy": result.last_eval.get("top5_accuracy"),
         "eval_loss": result.last_eval.get("loss"),
         "best_accuracy": result.best_metric,
+        "eval_items": len(eval_set),
         "steps": result.step,
         "total_steps": result.total_steps,
         "final_train_loss": (
@@ -411,6 +422,7 @@ def finetune(
         settings,
         split_by_folds(dataset, train_folds),
         split_by_folds(dataset, eval_folds),
+        max_steps=ctx.max_steps,
     )
     summary.update(train_folds=train_folds, eval_folds=eval_folds)
     # Decided from the results, not the file system: every rank must agree.

@@ -15,6 +15,7 @@ from components.data.base import folds_of, leave_one_fold_out
 from components.flags import UsageError
 from components.metrics import write_json_atomic
 from components.recipes.finetune import finetune_settings_from, train_classifier
+from components.recipes.guards import describe_data
 from components.registry import recipe_registry
 from components.runtime import (
     RunContext,
@@ -72,14 +73,16 @@ def kfold(
     settings = finetune_settings_from(locals(), others=("ctx", "folds", "max_folds"))
     dataset = ctx.dataset()
     available = folds_of(dataset.records)
-    chosen = list(folds) if folds is not None else available
-    unknown = sorted(set(chosen) - set(available))
+    # Folds the data set's own listing names (ESC-50's CSV) but that hold no clip here.
+    listed = sorted(set(getattr(dataset, "listed_folds", available)) | set(available))
+    chosen = list(folds) if folds is not None else listed
+    unknown = sorted(set(chosen) - set(listed))
     if unknown and not ctx.smoke:
         raise UsageError(
             f"--{ctx.section}.folds: folds {unknown} do not exist; the data set has folds {available}"
         )
     chosen = [
-        f for f in chosen if f in available
+        f for f in chosen if f in listed
     ] or available  # smoke data has its own folds
     if max_folds is not None:
         if max_folds < 1:
@@ -94,18 +97,27 @@ def kfold(
         for stale in ctx.stage_dir.glob("fold_*/result.json"):
             stale.unlink()
     train_folds_of = {test: train for train, [test] in leave_one_fold_out(available)}
+    skipped = [f for f in chosen if f not in available]
+    if len(skipped) == len(chosen):
+        raise UsageError(
+            f"{ctx.section}: none of folds {chosen} holds an item of {describe_data(dataset)}; "
+            f"the data set has folds {available}"
+        )
+    if skipped:
+        ctx.warn(
+            f"folds {skipped} of {describe_data(dataset)} hold no items: not evaluated "
+            f"(the mean is over {len(chosen) - len(skipped)} of {len(chosen)} folds)"
+        )
     per_fold: dict[str, dict[str, Any]] = {}
-    for held_out in chosen:
+    for held_out in (f for f in chosen if f in available):
         result_path = ctx.stage_dir / f"fold_{held_out}" / "result.json"
         done = (
             json.loads(result_path.read_text(encoding="utf-8"))
             if ctx.resume and result_path.is_file()
             else None
         )
-        # As for whole steps: a fold cut short by --steps continues under another cap.
-        if done is not None and (
-            done["steps"] >= done["total_steps"] or done["steps"] == ctx.max_steps
-        ):
+        # An evaluation protocol: --steps never cuts a fold short, a saved fold is final.
+        if done is not None and done["steps"] >= done["total_steps"]:
             per_fold[str(held_out)] = done
             ctx.info(f"fold {held_out} already done: accuracy {done['accuracy']:.4f}")
             continue
@@ -123,21 +135,42 @@ def kfold(
         per_fold[str(held_out)] = result
         if ctx.is_main:
             write_json_atomic(result, result_path)
-    accuracies = [
-        r["accuracy"] for r in per_fold.values() if r.get("accuracy") is not None
-    ]
-    mean, std = mean_std(accuracies)
-    ctx.info(f"{len(accuracies)}-fold accuracy {mean:.4f} ± {std:.4f}")
+    scored = {f: r for f, r in per_fold.items() if r.get("accuracy") is not None}
+    mean, std = mean_std([r["accuracy"] for r in scored.values()])
+    weighted = weighted_mean(
+        [(r["accuracy"], r.get("eval_items", 0)) for r in scored.values()]
+    )
+    ctx.info(
+        f"{len(scored)}-fold accuracy {mean:.4f} ± {std:.4f} (mean of folds); "
+        f"{weighted:.4f} weighted by fold size ({fold_sizes(scored)})"
+        + (f"; folds {skipped} not evaluated" if skipped else "")
+    )
     return {
         "folds": [int(f) for f in per_fold],
-        # Below total_steps, --steps cut a fold short: the runtime reruns kfold on --resume.
         "steps": sum(r["steps"] for r in per_fold.values()),
         "total_steps": sum(r["total_steps"] for r in per_fold.values()),
         "accuracy_per_fold": {f: r.get("accuracy") for f, r in per_fold.items()},
         "best_accuracy_per_fold": {
             f: r.get("best_accuracy") for f, r in per_fold.items()
         },
+        "eval_items_per_fold": {f: r.get("eval_items") for f, r in per_fold.items()},
         "accuracy_mean": mean,
         "accuracy_std": std,
+        "accuracy_weighted_mean": weighted,
+        "folds_skipped": skipped,
         "per_fold": per_fold,
     }
+
+
+def weighted_mean(values_and_weights: list[tuple[float, int]]) -> float:
+    """The mean of values weighted by their item counts (the accuracy over all held-out items)."""
+    total = sum(weight for _, weight in values_and_weights)
+    if total <= 0:
+        return float("nan")
+    return sum(value * weight for value, weight in values_and_weights) / total
+
+
+def fold_sizes(per_fold: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(
+        f"fold {f}: {r.get('eval_items', '?')}" for f, r in per_fold.items()
+    )

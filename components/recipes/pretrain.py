@@ -254,11 +254,18 @@ def mae_pretrain(
         lr_at=WarmupCosineSchedule(peak_lr, min_lr, warmup_epochs),
         manager=manager,
         on_step=on_step,
+        max_steps=ctx.max_steps,
     )
-    ctx.info(
-        f"{len(dataset)} items, {loop.plan.steps_per_epoch} steps/epoch, {loop.plan.run_until} of {loop.plan.total_steps} steps, "
-        f"effective batch {effective_batch}, peak lr {peak_lr:.3g}"
-    )
+    if epochs == 0:
+        ctx.info(
+            f"--{ctx.section}.epochs 0: pre-training skipped; later steps use the randomly "
+            f"initialised encoder (--seed {ctx.options.seed}), a baseline for what pre-training adds"
+        )
+    else:
+        ctx.info(
+            f"{len(dataset)} items, {loop.plan.steps_per_epoch} steps/epoch, {loop.plan.run_until} of {loop.plan.total_steps} steps, "
+            f"effective batch {effective_batch}, peak lr {peak_lr:.3g}"
+        )
     result = loop.run()
     plot_reconstruction(
         ctx,

@@ -26,6 +26,7 @@ from components.recipes.engine import (
     warmup_cosine_lr,
 )
 from components.recipes.finetune import resolve_split
+from components.recipes.guards import check_eval_size
 from components.registry import recipe_registry
 from components.runtime import RunContext
 
@@ -97,6 +98,14 @@ def load_probe_data(
     )
     folds = payload["folds"]
     train, held_out = fold_mask(folds, train_folds), fold_mask(folds, eval_folds)
+    num_classes = len(payload["class_names"])
+    check_eval_size(
+        ctx,
+        f"evaluation folds {eval_folds}",
+        int(held_out.sum()),
+        num_classes,
+        ctx.dataset(),
+    )
     x, y = payload["embeddings"], payload["labels"]
     return ProbeData(
         train_x=x[train],
@@ -105,7 +114,7 @@ def load_probe_data(
         eval_y=y[held_out],
         train_folds=train_folds,
         eval_folds=eval_folds,
-        num_classes=len(payload["class_names"]),
+        num_classes=num_classes,
         cache_hit=hit,
     )
 
@@ -125,6 +134,7 @@ def _report(
             if labels.numel()
             else float("nan")
         ),
+        "eval_items": int(labels.numel()),
         "confusion_matrix": matrix.tolist(),
     }
 
@@ -258,14 +268,13 @@ def linear_probe(
     batch = min(batch_size, train_x.shape[0])
     steps_per_epoch = max(1, train_x.shape[0] // batch)
     total = epochs * steps_per_epoch
-    run_until = total if ctx.max_steps is None else min(total, ctx.max_steps)
     warmup = int(round(warmup_epochs * steps_per_epoch))
     probe.train()
     step, loss_value = 0, float("nan")
-    while step < run_until:
+    while step < total:  # an evaluation: --steps caps training stages only
         order = torch.randperm(train_x.shape[0], generator=generator)
         for start in range(0, steps_per_epoch * batch, batch):
-            if step >= run_until:
+            if step >= total:
                 break
             index = order[start : start + batch]
             set_learning_rate(
