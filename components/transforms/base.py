@@ -181,7 +181,9 @@ class SignalTransform(nn.Module):
         return features, torch.arange(features.shape[0], device=features.device)
 
     def padded_share(self, lengths: torch.Tensor) -> float:
-        """Share of the model's windows that is padding rather than audio, for clips of ``lengths`` samples."""
+        """Share of the model's windows that is padding rather than audio, for clips of
+        ``lengths`` samples (0 for transforms that tile short clips or have no window).
+        """
         return 0.0
 
     def output_shape(

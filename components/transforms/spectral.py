@@ -150,9 +150,6 @@ class LogMel(SignalTransform):
         """Frames centred on real samples of clips ``lengths`` long (a centred STFT's count)."""
         return 1 + lengths.to(torch.long) // self.hop_length
 
-    def padded_share(self, lengths: torch.Tensor) -> float:
-        return 0.0  # short clips are tiled
-
     def log_mels(self, batch: torch.Tensor) -> torch.Tensor:
         """Every frame's log-mel ``[B, 1, T, n_mels]``, before windowing and standardisation."""
         self.check_input(batch)
