@@ -377,6 +377,9 @@ class RunContext:
     state: dict[str, Any] = field(default_factory=dict)
     section: str = ""
     stage_index: int = 0
+    rerun: bool = (
+        False  # this step finished before, but an earlier step ran again since
+    )
     _dataset: Any = None
 
     # -- options
@@ -390,7 +393,8 @@ class RunContext:
 
     @property
     def resume(self) -> bool:
-        return bool(self.options.resume)
+        """``--resume``, except for a finished step run again because an earlier one changed."""
+        return bool(self.options.resume) and not self.rerun
 
     @property
     def max_steps(self) -> int | None:
@@ -784,18 +788,31 @@ def _run_steps(
         ctx.info(f"--resume: nothing to resume in {out_dir}; starting a new run")
     started = time.time()
     summaries: dict[str, Any] = {}
+    upstream_ran = False  # a step ran in this session: the results after it are stale
     try:
         for index, step in enumerate(pipeline.steps):
             ctx.section, ctx.stage_index = step.section, index
             done = record["completed"].get(step.section)
             # A stage cut short by --steps continues when resumed with another cap.
-            if done is not None and (
-                not done.get("capped", False) or done.get("steps_cap") == options.steps
+            if (
+                done is not None
+                and not upstream_ran
+                and (
+                    not done.get("capped", False)
+                    or done.get("steps_cap") == options.steps
+                )
             ):
                 ctx.state.update(done["state"])
                 summaries[step.section] = done["summary"]
                 ctx.info("already completed; skipped (--resume)")
                 continue
+            # (a stage cut short by --steps continues from its checkpoint unless one before it ran)
+            ctx.rerun = done is not None and upstream_ran
+            if ctx.rerun:
+                ctx.info(
+                    "an earlier step ran again since this one finished: running it afresh"
+                )
+            upstream_ran = True
             seed_everything(ctx.stage_seed)
             before = dict(ctx.state)
             kwargs = ctx.section_config(step.section)

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from components.contracts.data import tone_clip, write_pcm_wav
@@ -42,21 +42,23 @@ def test_a_group_never_spans_two_folds(
     speakers: int, per_speaker: list[int], classes: int, split: str, num_folds: int, holdout: float | None, seed: int
 ) -> None:
     records = speaker_records(speakers, per_speaker, classes)
+    expected = 2 if holdout is not None else num_folds
+    if speakers < expected:  # too few groups to fill every fold: said, not a silently empty fold
+        with pytest.raises(ValueError, match=f"{speakers} groups cannot fill {expected} folds"):
+            split_records(records, split, num_folds=num_folds, seed=seed, holdout_fraction=holdout, group_pattern=SPEAKER)
+        return
     out = split_records(records, split, num_folds=num_folds, seed=seed, holdout_fraction=holdout, group_pattern=SPEAKER)
     folds_of_speaker: dict[str, set[int]] = {}
     for record in out:
         folds_of_speaker.setdefault(SPEAKER.match(Path(record.key).name).group(1), set()).add(record.fold)
     assert all(len(folds) == 1 for folds in folds_of_speaker.values()), folds_of_speaker
     assert {r.key for r in out} == {r.key for r in records} and len(out) == len(records)
-    expected = 2 if holdout is not None else num_folds
-    assert {r.fold for r in out} <= set(range(1, expected + 1))
-    if speakers >= expected:
-        assert len({r.fold for r in out}) == expected  # no fold left empty while groups remain
+    assert {r.fold for r in out} == set(range(1, expected + 1))  # no fold left empty
     assert out == split_records(records, split, num_folds=num_folds, seed=seed, holdout_fraction=holdout, group_pattern=SPEAKER)
 
 
 @settings(deadline=None)
-@given(n=st.integers(1, 200), num_folds=st.integers(2, 7), seed=st.integers(0, 10**6))
+@given(n=st.integers(7, 200), num_folds=st.integers(2, 7), seed=st.integers(0, 10**6))
 def test_random_folds_are_equal_in_size(n: int, num_folds: int, seed: int) -> None:
     records = [Record(f"/d/{i}.wav", i % 3, "c", 1) for i in range(n)]
     counted = Counter(r.fold for r in split_records(records, "random", num_folds=num_folds, seed=seed))
@@ -67,6 +69,7 @@ def test_random_folds_are_equal_in_size(n: int, num_folds: int, seed: int) -> No
 @settings(deadline=None)
 @given(counts=st.lists(st.integers(1, 40), min_size=1, max_size=6), num_folds=st.integers(2, 6), seed=st.integers(0, 10**6))
 def test_stratified_folds_keep_each_class_balanced(counts: list[int], num_folds: int, seed: int) -> None:
+    assume(sum(counts) >= num_folds)
     records = [Record(f"/d/{c}_{i}.wav", c, f"c{c}", 1) for c, n in enumerate(counts) for i in range(n)]
     out = split_records(records, "stratified", num_folds=num_folds, seed=seed)
     for label, n in enumerate(counts):
@@ -86,6 +89,8 @@ def test_holdout_fraction_holds_out_that_share(n: int, fraction: float, seed: in
 def test_seeds_give_different_random_splits_and_folds_keeps_the_data_sets_own() -> None:
     records = [Record(f"/d/{i}.wav", i % 2, "c", (i % 3) + 1) for i in range(60)]
     assert split_records(records, "folds", num_folds=5) == records
+    held = split_records(records, "folds", num_folds=5, holdout_fraction=0.25)  # hold-out applies to folds too
+    assert sum(r.fold == 2 for r in held) == 15 and {r.fold for r in held} == {1, 2}
     first, second = (split_records(records, "random", num_folds=5, seed=s) for s in (0, 1))
     assert [r.fold for r in first] != [r.fold for r in second]
 

@@ -155,3 +155,16 @@ def test_an_evaluation_on_no_items_is_an_error_and_on_few_a_warning(tmp_path: Pa
     assert out.count("warning") == 1 and "evaluation folds [2] of PartialFolds holds 1 item (fewer than 10" in out
     check_eval_size(ctx, "fold 3", 16, 50, data)  # fewer items than classes
     assert "holds 16 items (fewer than 50 for 50 classes)" in capsys.readouterr().out
+
+
+def test_a_clip_shorter_than_the_fft_beside_longer_ones_is_tiled_not_a_crash() -> None:
+    from components.runtime import collate_signals
+    from components.transforms.spectral import LogMel
+
+    generator = torch.Generator().manual_seed(0)
+    short, long = torch.randn(120, generator=generator), torch.randn(16000, generator=generator)
+    signals, _, lengths = collate_signals([(short, 0), (long, 1)])
+    features = LogMel(target_frames=50).eval()(signals, lengths)
+    assert features.shape == (2, 1, 50, 80) and torch.isfinite(features).all()
+    assert features[0].std() > 0.1  # the short clip's own frame, tiled: not padding
+    torch.testing.assert_close(features[1], LogMel(target_frames=50).eval()(long[None])[0])

@@ -208,3 +208,38 @@ def test_the_linear_probe_does_not_depend_on_an_embedding_cache_hit(tmp_path: Pa
     hit, miss = _summary(tmp_path / "hit")["probe"], _summary(tmp_path / "miss")["probe"]
     assert (hit["cache_hit"], miss["cache_hit"]) == (True, False)
     assert hit["final_loss"] == miss["final_loss"] and hit["accuracy"] == miss["accuracy"]
+
+
+def test_a_step_after_one_that_ran_again_runs_afresh_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    steps = (PRETRAIN, ALL_STEPS[4])
+    args = ["--smoke", "--out-dir", str(tmp_path), "--pretrain.epochs", "3"]
+    assert run_main(args, steps) == 0  # --smoke caps pre-training at 2 of its steps
+    first = _summary(tmp_path)["probe"]
+    capsys.readouterr()
+    assert run_main([*args, "--resume", "--steps", "4"], steps) == 0  # pre-training continues
+    out = capsys.readouterr().out
+    assert "[probe] already completed" not in out and "[probe] an earlier step ran again" in out
+    assert "embedding cache hit" not in out  # the probe embedded with the new encoder
+    summary = _summary(tmp_path)
+    assert summary["pretrain"]["steps"] == 4 and summary["probe"]["steps"] == first["steps"]
+    assert run_main([*args, "--resume", "--steps", "4"], steps) == 0  # nothing changed: nothing runs
+    assert capsys.readouterr().out.count("already completed; skipped") == 2
+
+
+def test_zero_epochs_on_resume_give_the_fresh_encoder_not_the_folders_training(tmp_path: Path) -> None:
+    import torch
+
+    a = ["--smoke", "--out-dir", str(tmp_path / "a")]
+    assert run_main([*a, "--pretrain.epochs", "3"], (PRETRAIN,)) == 0  # 2 steps trained, the stage capped
+    assert run_main([*a, "--resume", "--steps", "3", "--pretrain.epochs", "0"], (PRETRAIN,)) == 0
+    assert run_main(["--smoke", "--out-dir", str(tmp_path / "b"), "--pretrain.epochs", "0"], (PRETRAIN,)) == 0
+    resumed, fresh = (load_checkpoint_file(tmp_path / name / "pretrain" / "last.pt")["model"] for name in ("a", "b"))
+    assert all(torch.equal(resumed[k], fresh[k]) for k in fresh)
+
+
+def test_resuming_under_another_fitted_schedule_says_the_lr_jumps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--smoke", "--out-dir", str(tmp_path), "--pretrain.epochs", "4", "--fit-schedule"]
+    assert run_main([*args, "--steps", "2"], (PRETRAIN,)) == 0
+    capsys.readouterr()
+    assert run_main([*args, "--steps", "4", "--resume"], (PRETRAIN,)) == 0
+    assert "warning: pretrain: the lr schedule was laid over 2 steps and is now laid over 4" in capsys.readouterr().out

@@ -55,11 +55,21 @@ def test_registry_interface_pads_with_zero_frames_before_normalising() -> None:
     assert transform.output_shape(wave.shape[1]) == (1, 512, 128)
 
 
-def test_crop_keeps_the_first_frames() -> None:
+def test_evaluation_keeps_the_first_frames_and_training_a_window_of_them() -> None:
     case = golden_cases()["bursts_16k"]
     wave = (case["pcm"].to(torch.float32) / 32768.0).unsqueeze(0)
-    out = KaldiFbank(sample_rate=16000, target_frames=50, mean=None, std=None)(wave)
+    transform = KaldiFbank(sample_rate=16000, target_frames=50, mean=None, std=None)
+    out = transform.eval()(wave)
     torch.testing.assert_close(out[0, 0], case["fbank"][:50], atol=1e-3, rtol=0)
+    frames = case["fbank"].shape[0]
+    starts = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        window = transform.train()(wave)[0, 0]
+        start = min(range(frames - 49), key=lambda s: float((case["fbank"][s : s + 50] - window).abs().max()))
+        torch.testing.assert_close(window, case["fbank"][start : start + 50], atol=1e-3, rtol=0)
+        starts.add(start)
+    assert len(starts) > 1  # random windows, not always the first
 
 
 def test_mean_is_removed_per_clip() -> None:

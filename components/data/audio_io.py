@@ -324,13 +324,6 @@ def load_audio(
     return samples
 
 
-def fit_length(waveform: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """Crop to the first ``num_samples`` or zero-pad at the end."""
-    if waveform.shape[-1] >= num_samples:
-        return waveform[..., :num_samples]
-    return torch.nn.functional.pad(waveform, (0, num_samples - waveform.shape[-1]))
-
-
 __all__ = [
     "AudioFileError",
     "DataFormatError",
@@ -338,7 +331,6 @@ __all__ = [
     "WaveformCache",
     "check_duration",
     "tensor_bytes",
-    "fit_length",
     "load_audio",
     "pcm_to_float",
     "probe_wav",

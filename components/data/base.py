@@ -166,7 +166,7 @@ def split_records(
     that fraction of the data, held out. With ``group_pattern`` (a regex over file names, e.g.
     a speaker prefix) a group is dealt as a unit, so no group spans train and test.
     """
-    if split == "folds" and group_pattern is None:
+    if split == "folds" and group_pattern is None and holdout_fraction is None:
         return list(records)
     shares = (
         [1.0 - holdout_fraction, holdout_fraction]
@@ -177,6 +177,11 @@ def split_records(
     for index, record in enumerate(records):
         key = group_of(record, group_pattern) if group_pattern else str(index)
         units.setdefault(key, []).append(index)
+    if len(units) < len(shares):
+        raise ValueError(
+            f"{len(units)} {'groups' if group_pattern else 'items'} cannot fill {len(shares)} folds;"
+            " lower num_folds or use a finer group_pattern"
+        )
     order = sorted(units)
     if split != "folds":
         random.Random(seed).shuffle(order)

@@ -40,7 +40,7 @@ from components.registry import recipe_registry
 from components.runtime import RunContext, StopRequested, eval_loader
 from components.transforms.base import mean_by_owner
 
-EMBEDDING_FORMAT = "sigmae-embeddings/1"
+EMBEDDING_FORMAT = "sigmae-embeddings/2"  # 2: own-length clips, mean over windows
 
 
 @dataclass
@@ -240,7 +240,7 @@ def compute_or_load_embeddings(
     )
     if cached is not None and all_hit:
         ctx.info(f"embedding cache hit: {cache.path(key)}")
-        check_embedding_spread(ctx, embedding_spread(cached["embeddings"]), dataset)
+        check_embedding_spread(ctx, cached["spread"], dataset)
         return cached, True
     model = loader.load(path)
     transform = ctx.build_transform()
@@ -264,13 +264,14 @@ def compute_or_load_embeddings(
         "checkpoint": str(path),
         "checkpoint_sha256": checkpoint_hash,
         "pooling": pooling,
+        "spread": embedding_spread(embeddings).as_dict(),
     }
     cache.put(key, payload)
     barrier(ctx.dist)
     ctx.info(
         f"embedded {len(dataset)} items with {path.name} ({embeddings.shape[1]}-d, {pooling} pooling)"
     )
-    check_embedding_spread(ctx, embedding_spread(embeddings), dataset)
+    check_embedding_spread(ctx, payload["spread"], dataset)
     return payload, False
 
 
@@ -320,5 +321,5 @@ def embed(
         "checkpoint": payload["checkpoint"],
         "cache_hit": hit,
         # how much the embeddings vary over the data set (collapsed: all alike, see guards)
-        "spread": embedding_spread(payload["embeddings"]).as_dict(),
+        "spread": payload["spread"],
     }

@@ -418,6 +418,7 @@ class TrainLoop:
             "scheduler": {
                 "name": "warmup_cosine",
                 "total_steps": self.plan.total_steps,
+                "schedule_steps": self.plan.schedule_steps,
                 "next_step": step,
             },
             "epoch": step // self.plan.steps_per_epoch,
@@ -446,6 +447,13 @@ class TrainLoop:
         self.last_eval = dict(payload.get("last_eval") or {})
         self.evaluated_at = int(payload.get("evaluated_at", -1))
         self.pending_eval = bool(payload.get("pending_eval", False))
+        laid_out = (payload.get("scheduler") or {}).get("schedule_steps")
+        if laid_out is not None and laid_out != self.plan.schedule_steps:
+            self.ctx.warn(
+                f"{self.metrics_section}: the lr schedule was laid over {laid_out} steps and is now laid "
+                f"over {self.plan.schedule_steps} (another --steps or --fit-schedule): the learning "
+                "rate jumps at the resumed step"
+            )
         states = payload["rng"]
         if len(states) == self.ctx.dist.world_size:
             restore_rng_state(states[self.ctx.dist.rank])
@@ -493,7 +501,8 @@ class TrainLoop:
 
     def run(self) -> LoopResult:
         ctx, plan, settings = self.ctx, self.plan, self.settings
-        start_step = self._restore()
+        # epochs=0 is a fresh start by definition: a folder's earlier pre-training is not it
+        start_step = self._restore() if plan.total_steps else 0
         step = start_step
         self.objective.train()
         self.transform.train()
@@ -509,7 +518,7 @@ class TrainLoop:
         total_time, total_wait = 0.0, 0.0
         if self.pending_eval:  # the evaluation a SIGTERM at an epoch end postponed
             self._evaluate_and_mark_best(step)
-        if plan.total_steps == 0 and not self.manager.last_path.exists():
+        if plan.total_steps == 0:
             self._save(0)  # epochs=0: the initial weights are this stage's result
         while step < plan.run_until:
             epoch = step // plan.steps_per_epoch

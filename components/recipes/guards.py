@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from components.distributed import all_reduce_sum
 from components.flags import UsageError
 from components.runtime import RunContext
 
@@ -71,16 +72,28 @@ class BatchGuard:
             self.padded_batches += 1
 
     def report(self, step: int, section: str) -> None:
+        """Every rank calls this at the same step: the counts are summed over ranks."""
         where = describe_data(self.dataset)
-        flat = int(self.flat)
+        counts = all_reduce_sum(
+            torch.tensor(
+                [
+                    float(self.flat),
+                    float(self.items),
+                    self.padded_sum,
+                    float(self.padded_batches),
+                ]
+            ),
+            self.ctx.dist,
+        ).tolist()
+        flat, items, padded_sum, padded_batches = counts
         if flat and "flat" not in self.warned:
             self.warned.add("flat")
             self.ctx.warn(
-                f"{section} step {step}: {flat} of {self.items} items of {where} had (near-)constant "
+                f"{section} step {step}: {int(flat)} of {int(items)} items of {where} had (near-)constant "
                 "features (silence or pure padding): the model learns nothing from them"
             )
-        if self.padded_batches and "padded" not in self.warned:
-            share = self.padded_sum / self.padded_batches
+        if padded_batches and "padded" not in self.warned:
+            share = padded_sum / padded_batches
             if share > PADDED_SHARE_LIMIT:
                 self.warned.add("padded")
                 self.ctx.warn(
@@ -139,8 +152,11 @@ def embedding_spread(embeddings: torch.Tensor) -> EmbeddingSpread:
 
 
 def check_embedding_spread(
-    ctx: RunContext, spread: EmbeddingSpread, dataset: Any
+    ctx: RunContext, spread: EmbeddingSpread | dict[str, Any], dataset: Any
 ) -> None:
+    """Warn when embeddings collapsed; ``spread`` as measured or as an embedding file holds it."""
+    if isinstance(spread, dict):
+        spread = EmbeddingSpread(**spread)
     if spread.collapsed:
         ctx.warn(
             f"the embeddings of {describe_data(dataset)} collapsed: {spread.distinct} distinct of "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any, Literal
 
 from components.data.base import folds_of, leave_one_fold_out
@@ -137,12 +138,13 @@ def kfold(
             write_json_atomic(result, result_path)
     scored = {f: r for f, r in per_fold.items() if r.get("accuracy") is not None}
     mean, std = mean_std([r["accuracy"] for r in scored.values()])
+    held_out_items = Counter(record.fold for record in dataset.records)
     weighted = weighted_mean(
-        [(r["accuracy"], r.get("eval_items", 0)) for r in scored.values()]
+        [(r["accuracy"], held_out_items[int(f)]) for f, r in scored.items()]
     )
     ctx.info(
         f"{len(scored)}-fold accuracy {mean:.4f} ± {std:.4f} (mean of folds); "
-        f"{weighted:.4f} weighted by fold size ({fold_sizes(scored)})"
+        f"{weighted:.4f} weighted by fold size ({fold_sizes(scored, held_out_items)})"
         + (f"; folds {skipped} not evaluated" if skipped else "")
     )
     return {
@@ -153,7 +155,7 @@ def kfold(
         "best_accuracy_per_fold": {
             f: r.get("best_accuracy") for f, r in per_fold.items()
         },
-        "eval_items_per_fold": {f: r.get("eval_items") for f, r in per_fold.items()},
+        "eval_items_per_fold": {f: held_out_items[int(f)] for f in per_fold},
         "accuracy_mean": mean,
         "accuracy_std": std,
         "accuracy_weighted_mean": weighted,
@@ -170,7 +172,5 @@ def weighted_mean(values_and_weights: list[tuple[float, int]]) -> float:
     return sum(value * weight for value, weight in values_and_weights) / total
 
 
-def fold_sizes(per_fold: dict[str, dict[str, Any]]) -> str:
-    return ", ".join(
-        f"fold {f}: {r.get('eval_items', '?')}" for f, r in per_fold.items()
-    )
+def fold_sizes(per_fold: dict[str, Any], items: Counter[int]) -> str:
+    return ", ".join(f"fold {f}: {items[int(f)]}" for f in per_fold)

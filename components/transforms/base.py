@@ -70,15 +70,18 @@ def gather_windows(
     index: torch.Tensor,
     real: torch.Tensor,
     pad_value: float = 0.0,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``features[b, :, index[b], :]`` for ``[B, C, T, F]`` features; frames not ``real`` become ``pad_value``."""
-    batch, channels, _, bins = features.shape
+    """``features[rows[w], :, index[w], :]`` for ``[B, C, T, F]`` features (``rows`` default:
+    one window per item); frames not ``real`` become ``pad_value``. Gathers only the window
+    frames, never a copy of a whole clip per window."""
     index = index.to(features.device)
-    gathered = torch.gather(
-        features,
-        2,
-        index[:, None, :, None].expand(batch, channels, index.shape[1], bins),
-    )
+    if rows is None:
+        rows = torch.arange(features.shape[0], device=features.device)
+    gathered = features[
+        rows.to(features.device)[:, None], :, index
+    ]  # [W, target, C, F]
+    gathered = gathered.permute(0, 2, 1, 3)
     if bool(real.all()):
         return gathered
     keep = real.to(features.device)[:, None, :, None]
@@ -134,7 +137,7 @@ def cover_windows(
     index, real = window_index(item_valid, target, "start", short)
     long_enough = (item_valid >= target)[:, None]
     index = torch.where(long_enough, offsets[:, None] + positions[None, :], index)
-    return gather_windows(features[owner], index, real, pad_value), owner
+    return gather_windows(features, index, real, pad_value, rows=owner), owner
 
 
 def mean_by_owner(

@@ -221,9 +221,7 @@ class KaldiFbank(SignalTransform):
         self.min_num_samples = 1 if target_frames is not None else self.frame_length
 
     def num_frames(self, num_samples: int) -> int:
-        if num_samples < self.frame_length:
-            return 0
-        return 1 + (num_samples - self.frame_length) // self.frame_shift
+        return int(self.valid_frames(torch.tensor([num_samples]))[0])
 
     def output_shape(self, num_samples: int) -> tuple[int, int, int]:
         frames = (
@@ -264,9 +262,7 @@ class KaldiFbank(SignalTransform):
         # so clips go one at a time there (3-4x faster than one big call); on a GPU, all at once.
         chunk = KALDI_CPU_CHUNK if centred.device.type == "cpu" else centred.shape[0]
         if centred.shape[1] < self.frame_length:  # no whole frame: zero frames only
-            bins = torch.zeros(
-                centred.shape[0], 0, self.num_mel_bins, device=centred.device
-            )
+            bins = centred.new_zeros((centred.shape[0], 0, self.num_mel_bins))
             return bins.unsqueeze(1)
         features = torch.cat(
             [
@@ -289,20 +285,13 @@ class KaldiFbank(SignalTransform):
             features = (features - self.mean) / (2.0 * self.std)
         return features
 
-    def valid_or_all(
-        self, batch: torch.Tensor, lengths: torch.Tensor | None
-    ) -> torch.Tensor:
-        if lengths is None:
-            lengths = torch.full((batch.shape[0],), batch.shape[1], dtype=torch.long)
-        return self.valid_frames(lengths)
-
     def forward(
         self, batch: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
         features = self.fbanks(batch, lengths)
         if self.target_frames is None:
             return self.normalise(features)
-        valid = self.valid_or_all(batch, lengths)
+        valid = None if lengths is None else self.valid_frames(lengths)
         start = "random" if self.training else "start"
         # AudioMAE appends zero frames to the fbank before normalising it
         window = fit_windows(
@@ -316,7 +305,7 @@ class KaldiFbank(SignalTransform):
         if self.target_frames is None:
             return super().windows(batch, lengths)
         features = self.pad_to_one_frame(self.fbanks(batch, lengths))
-        valid = self.valid_or_all(batch, lengths)
+        valid = None if lengths is None else self.valid_frames(lengths)
         windows, owner = cover_windows(features, valid, self.target_frames, "pad")
         return self.normalise(windows), owner
 

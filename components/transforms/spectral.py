@@ -71,9 +71,10 @@ def periodic_hann(
 
 
 def stft_output_frames(
-    num_samples: int, hop_length: int, target_frames: int | None
-) -> int:
-    """Frames out of a centred STFT (``1 + N // hop``), or ``target_frames`` when the time axis is fitted."""
+    num_samples: int | torch.Tensor, hop_length: int, target_frames: int | None
+) -> int | torch.Tensor:
+    """Frames out of a centred STFT (``1 + N // hop``, also per clip of a lengths tensor), or
+    ``target_frames`` when the time axis is fitted."""
     return 1 + num_samples // hop_length if target_frames is None else target_frames
 
 
@@ -148,7 +149,7 @@ class LogMel(SignalTransform):
 
     def valid_frames(self, lengths: torch.Tensor) -> torch.Tensor:
         """Frames centred on real samples of clips ``lengths`` long (a centred STFT's count)."""
-        return 1 + lengths.to(torch.long) // self.hop_length
+        return stft_output_frames(lengths.to(torch.long), self.hop_length, None)
 
     def log_mels(self, batch: torch.Tensor) -> torch.Tensor:
         """Every frame's log-mel ``[B, 1, T, n_mels]``, before windowing and standardisation."""
@@ -198,7 +199,13 @@ class LogMel(SignalTransform):
         )
         for length in sorted(set(lengths.tolist())):
             items = (lengths == length).nonzero().flatten().to(batch.device)
-            part = self.log_mels(batch[items, :length])
+            part = batch[items, :length]
+            if length < self.min_num_samples:  # too short to reflect-pad: tile it first
+                part = part.repeat(1, -(-self.min_num_samples // max(1, length)))
+                part = part[:, : self.min_num_samples]
+            part = self.log_mels(part)[
+                :, :, : int(self.valid_frames(lengths[items[:1].cpu()]))
+            ]
             mel[items, :, : part.shape[2]] = part
         return mel
 
@@ -309,7 +316,11 @@ class IQSpectrogram(SignalTransform):
             ]
         features = torch.stack(channels, dim=1)
         if self.target_frames is not None:
-            valid = None if lengths is None else 1 + lengths // self.hop_length
+            valid = (
+                None
+                if lengths is None
+                else stft_output_frames(lengths, self.hop_length, None)
+            )
             start = "random" if self.training else "centre"
             features = fit_windows(features, valid, self.target_frames, start, "tile")
         if self.standardize and self.mode == "log_magnitude":
