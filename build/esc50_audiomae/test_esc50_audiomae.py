@@ -1034,6 +1034,86 @@ def check_batch_equals_items(factory: TransformFactory) -> None:
     run()
 
 
+def padded_batch(
+    transform: SignalTransform, lengths: list[int], seed: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Clips of ``lengths`` samples zero-padded to the longest (as the collate does), their
+    lengths, and the clips themselves."""
+    clips = [
+        make_signal_batch(transform, 1, length, seed + i)[0]
+        for i, length in enumerate(lengths)
+    ]
+    longest = max(lengths)
+    batch = torch.stack(
+        [torch.nn.functional.pad(clip, (0, longest - clip.shape[-1])) for clip in clips]
+    )
+    return batch, torch.tensor(lengths), clips
+
+
+def unequal_lengths(
+    factory: TransformFactory,
+) -> st.SearchStrategy[tuple[int | None, list[int], int]]:
+    """Draws ``(rate, lengths, seed)``: two to three clips of unequal lengths."""
+
+    def with_lengths(
+        case: tuple[int | None, int, int, int],
+    ) -> st.SearchStrategy[tuple[int | None, list[int], int]]:
+        rate, _, length, seed = case
+        return st.tuples(
+            st.just(rate),
+            st.lists(st.integers(length, 4 * length), min_size=2, max_size=3),
+            st.just(seed),
+        )
+
+    return transform_inputs(factory).flatmap(with_lengths)
+
+
+@applies_to("kaldi_fbank", "log_mel")
+def check_padded_batch_equals_items(factory: TransformFactory) -> None:
+    """In ``eval()``, clips of unequal length padded into one batch, with their ``lengths``,
+    give each clip's features computed alone: the padding never reaches the model."""
+
+    @settings(deadline=None)
+    @given(case=unequal_lengths(factory))
+    def run(case: tuple[int | None, list[int], int]) -> None:
+        rate, lengths, seed = case
+        transform = build_transform(factory, rate)
+        batch, lengths_tensor, clips = padded_batch(transform, lengths, seed)
+        together = transform(batch, lengths_tensor)
+        alone = torch.cat([transform(clip[None]) for clip in clips])
+        torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+    run()
+
+
+def check_windows_hold_audio(factory: TransformFactory) -> None:
+    """``windows()`` gives every clip at least one window, in clip order, and none of a noise
+    clip's windows is pure padding (each varies)."""
+
+    @settings(deadline=None)
+    @given(case=unequal_lengths(factory))
+    def run(case: tuple[int | None, list[int], int]) -> None:
+        rate, lengths, seed = case
+        transform = build_transform(factory, rate)
+        if transform.input_kind == "iq":
+            lengths = [max(lengths)] * len(lengths)  # IQ frames share one length
+        batch, lengths_tensor, _ = padded_batch(transform, lengths, seed)
+        windows, owner = transform.windows(batch, lengths_tensor)
+        assert windows.shape[0] == owner.shape[0] and windows.shape[1:] == (
+            transform(batch, lengths_tensor).shape[1:]
+        ), (windows.shape, owner.shape)
+        assert owner.tolist() == sorted(owner.tolist()), owner.tolist()
+        assert set(owner.tolist()) == set(range(len(lengths))), owner.tolist()
+        # a clip with at least one whole frame (Kaldi's 25 ms) holds audio
+        shortest_audio = getattr(transform, "frame_length", 1)
+        spread = windows.flatten(1).std(dim=1)
+        for window, item in enumerate(owner.tolist()):
+            if lengths[item] >= shortest_audio:
+                assert spread[window] > 1e-6, (item, lengths, float(spread[window]))
+
+    run()
+
+
 def check_eval_is_deterministic(factory: TransformFactory) -> None:
     """In ``eval()``, the same input gives the same output."""
 
@@ -1403,6 +1483,18 @@ def test_transform_kaldi_fbank_finite_on_extreme_inputs(tmp_path: Path) -> None:
 def test_transform_kaldi_fbank_batch_equals_items(tmp_path: Path) -> None:
     """Contract check_batch_equals_items holds for transform 'kaldi_fbank' (KaldiFbank)."""
     check_batch_equals_items(make_factory(KaldiFbank, kaldi_fbank_fixture(tmp_path)))
+
+
+def test_transform_kaldi_fbank_padded_batch_equals_items(tmp_path: Path) -> None:
+    """Contract check_padded_batch_equals_items holds for transform 'kaldi_fbank' (KaldiFbank)."""
+    check_padded_batch_equals_items(
+        make_factory(KaldiFbank, kaldi_fbank_fixture(tmp_path))
+    )
+
+
+def test_transform_kaldi_fbank_windows_hold_audio(tmp_path: Path) -> None:
+    """Contract check_windows_hold_audio holds for transform 'kaldi_fbank' (KaldiFbank)."""
+    check_windows_hold_audio(make_factory(KaldiFbank, kaldi_fbank_fixture(tmp_path)))
 
 
 def test_transform_kaldi_fbank_eval_is_deterministic(tmp_path: Path) -> None:
