@@ -87,6 +87,9 @@ def test_embedding_cache_is_hit_then_invalidated_by_a_new_checkpoint(tmp_path: P
     c = torch.load(tmp_path / "e3" / "embed" / "embeddings.pt", weights_only=True)
     assert torch.equal(a["embeddings"], b["embeddings"]) and not torch.equal(a["embeddings"], c["embeddings"])
     assert a["keys"][:2] == ["index:0", "index:1"] and a["labels"].shape == (32,) and a["folds"].min() >= 1
+    # the embed output's interface: embeddings, labels, paths (and the spread of the embeddings)
+    assert a["paths"] == a["keys"] and a["embeddings"].shape[0] == len(a["paths"])
+    assert set(a["spread"]) == {"items", "dims", "mean_std", "collapsed_dims", "distinct"}
 
 
 def test_embed_without_a_checkpoint_says_how_to_get_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -260,6 +260,7 @@ def compute_or_load_embeddings(
             [record.fold for record in dataset.records], dtype=torch.long
         ),
         "keys": [record.key for record in dataset.records],
+        "paths": [record.key for record in dataset.records],  # file path, or "index:<i>"
         "class_names": list(dataset.class_names),
         "checkpoint": str(path),
         "checkpoint_sha256": checkpoint_hash,
