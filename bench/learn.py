@@ -318,6 +318,7 @@ def plan_steps(
     train_items: int,
     eval_items: int,
     threads: int,
+    extra_runs: int = 0,
 ) -> Plan:
     """Half of the time left to pre-training, a quarter to each fine-tuning run.
 
@@ -328,13 +329,15 @@ def plan_steps(
     speed = max(1.0, threads * 0.75) / LOOP_OVERHEAD
     total_items = train_items + eval_items
     per_run = 10.0 + total_items * rates.embed_s_per_item / speed  # start + data + one embedding
-    training = max(0.0, seconds_left - 2 * per_run)
-    notes = []
     pre, fine = recipe_settings(spec, flags, "pretrain"), recipe_settings(spec, flags, "finetune")
     spe_p = steps_per_epoch(train_items, int(pre["batch_size"]))
+    spe_f = steps_per_epoch(train_items, int(fine["batch_size"]))
+    # the extra random-init seeds: a run each, with a one-epoch fine-tuning that is not reported
+    extra = extra_runs * (per_run + (spe_f * rates.finetune_s + eval_items * rates.embed_s_per_item) / speed)
+    training = max(0.0, seconds_left - 2 * per_run - extra)
+    notes = []
     pretrain_steps = 0.5 * training * speed / rates.pretrain_s
     pretrain_epochs = max(1, round(pretrain_steps / spe_p))
-    spe_f = steps_per_epoch(train_items, int(fine["batch_size"]))
     epoch_s = (spe_f * rates.finetune_s + eval_items * rates.embed_s_per_item) / speed
     finetune_epochs = max(1, math.floor(0.25 * training / epoch_s))
     if pretrain_steps < spe_p or 0.25 * training < epoch_s:
@@ -347,6 +350,7 @@ def plan_steps(
 
     estimated = (
         2 * per_run
+        + extra
         + pretrain_epochs * spe_p * rates.pretrain_s / speed
         + 2 * finetune_epochs * epoch_s
     )
@@ -585,6 +589,19 @@ def goal_checks(rows: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]
     ]
 
 
+def init_spread(random_row: dict[str, Any], seed_rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any] | None:
+    """Min and max of the random-init probe, logistic regression and k-NN over the seeds run."""
+    if not seed_rows:
+        return None
+    every = [random_row] + seed_rows
+    out: dict[str, Any] = {"seeds": [seed] + [r["seed"] for r in seed_rows], "range": {}}
+    for key, name in (("probe", "probe"), ("logreg", "logistic regression"), ("knn", "k-NN")):
+        values = [r[key] for r in every if r.get(key) is not None]
+        if values:
+            out["range"][name] = (min(values), max(values))
+    return out
+
+
 def encoder_row(name: str, arm: Arm, train_folds: list[int], eval_folds: list[int], num_classes: int) -> dict[str, Any]:
     import torch
 
@@ -617,6 +634,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-voices", type=int, default=4, help="voices held out for evaluation (default 4)")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads of the script")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-seeds", type=int, default=2, metavar="K",
+                        help="extra random-init runs (seeds seed+1..seed+K) whose probe and k-NN show how much "
+                        "the initialisation alone moves them (default 2; 0 = off)")
     parser.add_argument("--flag", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="a flag for the emitted script (both runs; pretrain.* only reaches the MAE run)")
     parser.add_argument("--pretrain-epochs", type=int, help="fix the pre-training epochs instead of planning them")
@@ -690,7 +710,8 @@ def bench(args: argparse.Namespace, work: Path, started: float, budget: float) -
     threads = max(1, args.threads)
     rates = time_steps(spec, flags)
     plan = plan_steps(spec, flags, rates, seconds_left=budget - (time.perf_counter() - started),
-                      train_items=len(train_clips), eval_items=len(eval_clips), threads=threads)
+                      train_items=len(train_clips), eval_items=len(eval_clips), threads=threads,
+                      extra_runs=args.init_seeds)
     pre, fine = recipe_settings(spec, flags, "pretrain"), recipe_settings(spec, flags, "finetune")
     if args.pretrain_epochs is not None:
         plan.pretrain_epochs = args.pretrain_epochs
@@ -723,6 +744,16 @@ def bench(args: argparse.Namespace, work: Path, started: float, budget: float) -
         "--pretrain.epochs", str(plan.pretrain_epochs), "--pretrain.warmup_epochs", str(plan.pretrain_warmup),
         *flag_args({"pretrain": flags.get("pretrain", {})})], work, threads)
 
+    seed_rows = []
+    for extra in range(1, args.init_seeds + 1):
+        seed = args.seed + extra
+        arm = run_arm(f"random-seed{seed}", script, common + pretrain_common + [
+            "--pretrain.epochs", "0", "--seed", str(seed), "--finetune.epochs", "1"], work, threads)
+        seed_rows.append({"seed": seed, **encoder_row(f"random-init, seed {seed}", arm, train_folds, eval_folds,
+                                                      len(words))})
+        seed_rows[-1].pop("finetune", None)  # one epoch: a by-product, not a result
+        seed_rows[-1].pop("finetune_best", None)
+
     rows = {
         "logmel": logmel_row,
         "random": encoder_row("random-init encoder (fine-tune: from scratch)", random_arm, train_folds, eval_folds,
@@ -749,8 +780,22 @@ def bench(args: argparse.Namespace, work: Path, started: float, budget: float) -
     shown = sample_curve(curve)
     print("pre-training loss (step: loss): " + ", ".join(f"{s}: {v:.3f}" for s, v in shown)
           + (f"  [{png}]" if plotted else "  (pip install matplotlib for a PNG)"))
+    spread = init_spread(rows["random"], seed_rows, args.seed)
+    if spread:
+        print("random-init encoder over seeds " + ", ".join(str(s) for s in spread["seeds"]) + ": " + "; ".join(
+            f"{name} {percent(low)}-{percent(high)}" for name, (low, high) in spread["range"].items())
+              + " (differences inside these ranges are the initialisation's, not pre-training's)")
+    inside = {}
+    if spread:
+        for key, name in (("probe", "probe"), ("knn", "k-NN")):
+            low, high = spread["range"].get(name, (None, None))
+            value = rows["mae"].get(key)
+            if value is not None and low is not None:
+                inside[key] = low <= value <= high
     for claim, ok in checks:
-        print(f"  {'yes' if ok else 'NO ' if ok is not None else ' ? '}  {claim}")
+        key = "probe" if "linear probe" in claim else "knn" if "k-NN" in claim else None
+        caveat = " (but inside the random-init seed range)" if ok and inside.get(key) else ""
+        print(f"  {'yes' if ok else 'NO ' if ok is not None else ' ? '}  {claim}{caveat}")
     for arm in (random_arm, mae_arm):
         for note in arm.notes:
             print(f"note ({arm.name}): {note}")
@@ -772,6 +817,8 @@ def bench(args: argparse.Namespace, work: Path, started: float, budget: float) -
         "rates_cpu_s_per_step": vars(rates),
         "plan": vars(plan),
         "rows": rows,
+        "init_seeds": seed_rows,
+        "init_spread": spread,
         "goal": [{"claim": claim, "holds": ok} for claim, ok in checks],
         "pretrain_loss_curve": curve,
         "runs": {arm.name: {"argv": arm.argv, "returncode": arm.returncode, "wall_s": round(arm.wall_s, 1),

@@ -131,3 +131,12 @@ def test_flags_reach_the_script_as_its_own_flags() -> None:
     assert learn.section_settings(learn.load_spec(), flags, "model")["depth"] == 2
     with pytest.raises(SystemExit):
         learn.parse_flags(["depth=2"])
+
+
+def test_init_spread_covers_the_main_seed_and_the_extra_ones() -> None:
+    main = {"probe": 0.7, "logreg": 0.72, "knn": 0.5}
+    extra = [{"seed": 1, "probe": 0.6, "logreg": 0.65, "knn": 0.55}, {"seed": 2, "probe": 0.66, "knn": 0.4}]
+    spread = learn.init_spread(main, extra, seed=0)
+    assert spread["seeds"] == [0, 1, 2]
+    assert spread["range"] == {"probe": (0.6, 0.7), "logistic regression": (0.65, 0.72), "k-NN": (0.4, 0.55)}
+    assert learn.init_spread(main, []) is None
