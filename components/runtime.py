@@ -702,6 +702,39 @@ def check_out_dir(out_dir: Path) -> None:
         ) from None
 
 
+# Step settings that name folds of the data set (mae_pretrain, finetune, linear_probe, knn, kfold).
+FOLD_SETTINGS = ("folds", "train_folds", "eval_folds")
+
+
+def check_step_folds(ctx: RunContext, steps: Sequence[Step]) -> None:
+    """Each step's fold settings (``--probe.eval_folds 9``) name folds of the data set.
+
+    Checked before the first step runs, not after hours of pre-training. Under ``--smoke``
+    the synthetic data has folds of its own and the recipes fall back to their default
+    split (as ``resolve_split`` does), so nothing is checked there.
+    """
+    if ctx.smoke:
+        return
+    wanted = [
+        (step.section, name, value)
+        for step in steps
+        for name, value in ctx.section_config(step.section).items()
+        if name in FOLD_SETTINGS and isinstance(value, (list, tuple))
+    ]
+    if not wanted:
+        return
+    dataset = ctx.dataset()
+    available = folds_of(dataset.records)
+    # Folds the data set's own listing names (ESC-50's CSV) but that hold no clip here.
+    known = set(available) | set(getattr(dataset, "listed_folds", ()))
+    for section, name, value in wanted:
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise UsageError(
+                f"--{section}.{name}: folds {unknown} do not exist; the data set has folds {available}"
+            )
+
+
 def _run_steps(
     pipeline: Pipeline,
     config: Any,
@@ -790,6 +823,7 @@ def _run_steps(
     summaries: dict[str, Any] = {}
     upstream_ran = False  # a step ran in this session: the results after it are stale
     try:
+        check_step_folds(ctx, pipeline.steps)
         for index, step in enumerate(pipeline.steps):
             ctx.section, ctx.stage_index = step.section, index
             done = record["completed"].get(step.section)

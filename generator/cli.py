@@ -73,6 +73,7 @@ def build(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path, check: boo
     from generator.build import build_spec
 
     index = _index(ctx)
+    _refuse_shared_names(specs, overrides, out_dir)
     drifted = 0
     for spec_path in specs:
         result = build_spec(spec_path, out_dir, overrides=overrides, check=check, index=index, repo_url=repo_url)
@@ -87,6 +88,29 @@ def build(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path, check: boo
             click.echo(f"out of date: {result.out_dir} (rebuild with `sigmae-gen build {spec_path}`)", err=True)
             click.echo(drift.diff.rstrip("\n"), err=True)
     return 1 if drifted else 0
+
+
+def _refuse_shared_names(specs: Sequence[Path], overrides: Sequence[str], out_dir: Path) -> None:
+    """Two specs of one `name` would build into one folder, the second over the first: refuse
+    before anything is written. A spec that does not load is left to its own build to report."""
+    from generator.spec import load_document
+
+    seen: dict[str, Path] = {}
+    for spec_path in specs:
+        try:
+            root, _ = load_document(spec_path, overrides)
+        except SigmaeError:
+            continue
+        name_node = root.value.get("name") if root.is_mapping else None
+        name = name_node.value if name_node is not None else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            raise UserError(
+                f"{seen[name]} and {spec_path} both have name {name!r}, so both would build into {out_dir / name}; "
+                "give one of them another name: (or build them in separate calls with different -o)"
+            )
+        seen[name] = spec_path
 
 
 @cli.command()

@@ -515,6 +515,11 @@ def apply_override(root: Node, override: str) -> Node:
     keys = path_text.strip().split(".")
     if not path_text.strip() or any(not key for key in keys):
         raise start.error(f"--set key path {path_text!r} is empty or has an empty part; write it like model.with.embed_dim")
+    if keys[0] == "extends":
+        raise start.error(
+            "--set cannot change extends: (the extends: chain is read before --set applies); "
+            "edit the spec's extends: line, or write a spec that extends the one you want"
+        )
     value_column = len(path_text) + 1
     if "\n" in value_text or "\r" in value_text:
         raise Location(file, 1, value_column + 1).error("--set values must be one line; use a spec file for longer values")
@@ -696,12 +701,41 @@ def check_value(node: Node, param: Param, component: Component) -> Any:
     """A spec value converted to the parameter's annotation, or a SpecError saying what fits."""
     value = node.plain()
     try:
-        return conform(value, param.annotation)
+        typed = conform(value, param.annotation)
     except _Mismatch:
         raise node.loc.error(
             f"{param.name} of {component.kind} {component.name!r} must be {_expected(param.annotation)}, got {_describe(value)}; "
             f"write {_expected(param.annotation)} there (signature: {component.path.as_posix()}:{param.lineno})"
         ) from None
+    if _non_finite(typed, allow_infinity=_infinite_default(component, param)):
+        raise node.loc.error(
+            f"{param.name} of {component.kind} {component.name!r} must be a finite number, got {_describe(value)}; "
+            f"write a finite number there (signature: {component.path.as_posix()}:{param.lineno})"
+        )
+    return typed
+
+
+def _non_finite(value: Any, *, allow_infinity: bool = False) -> bool:
+    """Whether `value` is, or holds, NaN (or an infinity, unless `allow_infinity`)."""
+    if isinstance(value, float):
+        return math.isnan(value) or (math.isinf(value) and not allow_infinity)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(item, allow_infinity=allow_infinity) for item in value)
+    if isinstance(value, dict):
+        return any(_non_finite(item, allow_infinity=allow_infinity) for item in value.values())
+    return False
+
+
+def _infinite_default(component: Component, param: Param) -> bool:
+    """Whether the signature default holds an infinity (`limit: float = float("inf")`): there
+    an infinity is a meaningful value; elsewhere a number must be finite."""
+    if param.required:
+        return False
+    try:
+        default = default_value(component, param)
+    except SpecError:
+        return False
+    return _non_finite(default)
 
 
 def _expected(annotation: str | None) -> str:

@@ -102,8 +102,15 @@ class WarmupCosineSchedule:
 
 
 def check_ranges(ctx: RunContext, checks: dict[str, tuple[Any, bool]]) -> None:
-    """``{name: (value, is_valid)}``: an invalid value is a user error naming its flag."""
+    """``{name: (value, is_valid)}``: an invalid value is a user error naming its flag.
+
+    A float must also be finite: ``inf`` passes ``lr > 0`` and would train into NaN.
+    """
     for name, (value, valid) in checks.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(
+                f"--{ctx.section}.{name} must be a finite number, got {value!r}"
+            )
         if not valid:
             raise UsageError(f"--{ctx.section}.{name} is out of range: {value!r}")
 
