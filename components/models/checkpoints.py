@@ -18,14 +18,25 @@ Layouts handled:
 
 Missing, unexpected and wrongly shaped keys are reported by name; strict loading raises
 ``CheckpointMismatchError`` listing them.
+
+Files are read with ``torch.load(weights_only=True)``. Both official repos' training code
+(``misc.save_model``) saves ``{"model", "optimizer", "epoch", "scaler", "args"}``, where ``args``
+is an ``argparse.Namespace`` and, in AudioMAE++ (``train_mae_spec.py``), ``args.config`` an
+``ml_collections.ConfigDict``: exactly these two classes are allow-listed for the load (the
+ConfigDict read as ``OfficialConfigDict``, without that package); a file that pickles anything
+else is refused, naming what it holds, before any of it is built.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,6 +51,8 @@ __all__ = [
     "ours_to_audiomae_pp",
     "compare_state_dict",
     "load_official_checkpoint",
+    "read_official_checkpoint",
+    "OfficialConfigDict",
     "export_official_state_dict",
     "official_audiomae_pos_embed",
     "crop_official_audiomae_pos_embed",
@@ -75,6 +88,10 @@ _PP_PREFIXES = (
 )
 _FIXED_TABLES = ("pos_embed", "decoder_pos_embed")
 _NORM3 = re.compile(r"^(.*blocks\.\d+\.)norm3\.(weight|bias)$")
+# decoder keys in our naming (a classifier's carry the "encoder." prefix)
+_DECODER = re.compile(r"^(encoder\.)?(decoder_|mask_token)")
+# where ml_collections defines ConfigDict: the name an AudioMAE++ training checkpoint pickles
+_CONFIG_DICT_GLOBAL = "ml_collections.config_dict.config_dict.ConfigDict"
 
 
 class CheckpointMismatchError(ValueError):
@@ -256,7 +273,11 @@ def compare_state_dict(
 def convert_to_ours(
     model: nn.Module, state: Mapping[str, torch.Tensor], decoder: bool = True
 ) -> tuple[dict[str, torch.Tensor], CheckpointReport]:
-    """Any known layout -> our key names for ``model``, with a report (nothing is loaded)."""
+    """Any known layout -> our key names for ``model``, with a report (nothing is loaded).
+
+    ``decoder=False`` leaves every decoder key of ``state`` out (reported as dropped) and does
+    not expect the model's decoder in it: the model keeps its own.
+    """
     state = _unwrap(state)
     layout = detect_layout(state)
     dropped: list[str] = []
@@ -286,16 +307,18 @@ def convert_to_ours(
     state = dict(state)
     for key in list(state):
         bare = key.split(".")[-1]
-        if bare in _FIXED_TABLES and key not in expected:
+        if not decoder and _DECODER.match(key):
+            # encoder only: the model keeps its own decoder, even where names and shapes
+            # coincide (the released AS-2M Swin decoder's blocks match a global decoder's)
+            dropped.append(f"{key} (decoder, not loaded)")
+            del state[key]
+        elif bare in _FIXED_TABLES and key not in expected:
             dropped.append(
                 f"{key} (fixed position table; this model uses RoPE or has no decoder)"
             )
             del state[key]
         elif not decoder or hasattr(model, "encoder"):
-            if (
-                re.match(r"^(encoder\.)?(decoder_|mask_token)", key)
-                and key not in expected
-            ):
+            if _DECODER.match(key) and key not in expected:
                 dropped.append(f"{key} (decoder, not loaded)")
                 del state[key]
             elif re.match(r"^(encoder\.)?norm\.", key) and key not in expected:
@@ -316,6 +339,9 @@ def convert_to_ours(
                     )
                     state[key] = cropped
     report = compare_state_dict(model, state, layout, dropped)
+    if not decoder:
+        # the model's own decoder is kept, so the checkpoint need not hold one
+        report.missing = [k for k in report.missing if not _DECODER.match(k)]
     if pretrained_into_classifier:
         # pre-training weights into a classifier: the head is new by design
         report.fresh = [k for k in report.missing if not k.startswith("encoder.")]
@@ -349,25 +375,93 @@ def crop_official_audiomae_pos_embed(
     )
 
 
-def _read(
-    source: str | Path | Mapping[str, torch.Tensor],
-) -> Mapping[str, torch.Tensor]:
-    if isinstance(source, Mapping):
-        return source
-    path = Path(source)
+class OfficialConfigDict:
+    """An AudioMAE++ training checkpoint's ``args.config`` (an ``ml_collections.ConfigDict``), as read here.
+
+    No ``ml_collections`` is needed: unpickling fills this empty stand-in's ``__dict__`` with the
+    pickled state (``_fields`` maps names to values; nested configs are stand-ins too). It is kept
+    for inspection only: nothing of it is run or used to build the model.
+    """
+
+
+def official_safe_globals() -> list[Any]:
+    """What the official training checkpoints pickle besides tensors and plain containers.
+
+    The ConfigDict is allowed under its own name as ``OfficialConfigDict``: torch >= 2.6 only.
+    """
+    allowed: list[Any] = [argparse.Namespace]
+    version = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    if version >= (2, 6):
+        allowed.append((OfficialConfigDict, _CONFIG_DICT_GLOBAL))
+    return allowed
+
+
+def _refused_globals(path: Path, message: str) -> list[str]:
+    """The pickled classes / functions a weights-only load refused, read off the file, never imported."""
+    names = set(
+        re.findall(r"GLOBAL (\S+) (?:was not an allowed|whose module)", message)
+    )
+    find = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if find is not None:
+        try:
+            names.update(find(path))
+        except Exception:  # not a zip checkpoint: the message's name is all there is
+            pass
+    return sorted(names)
+
+
+def read_official_checkpoint(path: str | Path) -> Mapping[str, Any]:
+    """A checkpoint file's content, loaded with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Beside tensors and plain containers, exactly what the official training checkpoints hold is
+    allowed (``official_safe_globals``: ``argparse.Namespace``, AudioMAE++'s ConfigDict), for this
+    load only (torch >= 2.5; torch 2.4 reads plain state dicts only). A file that pickles anything
+    else raises a one-line ``CheckpointMismatchError`` naming it; none of it is run.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; download it or pass the right path"
         )
+    allow = getattr(torch.serialization, "safe_globals", None)
+    allowed = (
+        allow(official_safe_globals())
+        if allow is not None
+        else contextlib.nullcontext()
+    )
+    refused: list[str] = []
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a torn file, or one holding pickled objects
+        with allowed:
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as error:
+                refused = _refused_globals(path, str(error))
+                raise
+    except Exception as error:  # a torn file, or one holding other pickled objects
+        if refused:
+            raise CheckpointMismatchError(
+                f"checkpoint {path} holds {', '.join(refused)}: refused unrun, since a checkpoint may"
+                " hold only tensors, plain containers and the argparse.Namespace / ml_collections"
+                " ConfigDict of the official training checkpoints"
+            ) from None
         # only torch's first sentence: the rest advises weights_only=False, which runs code
         reason = str(error).split(". ")[0].splitlines()[0] if str(error) else ""
         raise CheckpointMismatchError(
             f"cannot load checkpoint {path} ({type(error).__name__}: {reason}); expected a state dict of"
-            " tensors (an official AudioMAE / AudioMAE++ release or torch.save(model.state_dict()))"
+            " tensors (an official AudioMAE / AudioMAE++ release or training checkpoint, or"
+            " torch.save(model.state_dict()))"
         ) from None
+    if not isinstance(payload, Mapping):
+        raise CheckpointMismatchError(
+            f"checkpoint {path} holds a {type(payload).__name__}, not a state dict or a training checkpoint"
+        )
+    return payload
+
+
+def _read(
+    source: str | Path | Mapping[str, torch.Tensor],
+) -> Mapping[str, Any]:
+    return source if isinstance(source, Mapping) else read_official_checkpoint(source)
 
 
 def load_official_checkpoint(
@@ -378,19 +472,13 @@ def load_official_checkpoint(
 ) -> CheckpointReport:
     """Load an official (or our own) checkpoint file / state dict into ``model``.
 
-    ``decoder=False`` takes only the encoder (e.g. AudioMAE's released Swin-decoder checkpoint).
-    With ``strict`` any missing, unexpected or mis-shaped key raises ``CheckpointMismatchError``
-    naming them all; otherwise what fits is loaded and the report says what did not.
+    A file may be an official training checkpoint (``read_official_checkpoint``).
+    ``decoder=False`` takes only the encoder (e.g. AudioMAE's released Swin-decoder checkpoint):
+    every decoder tensor of ``model`` stays as it was. With ``strict`` any missing, unexpected or
+    mis-shaped key raises ``CheckpointMismatchError`` naming them all; otherwise what fits is
+    loaded and the report says what did not.
     """
     state, report = convert_to_ours(model, _read(source), decoder=decoder)
-    if not decoder:
-        # encoder only: the model keeps its own decoder, whatever the checkpoint holds there
-        is_decoder = re.compile(r"^(decoder_|mask_token)")
-        report.missing = [k for k in report.missing if not is_decoder.match(k)]
-        for key in [k for k in report.shape_mismatches if is_decoder.match(k)]:
-            del report.shape_mismatches[key]
-            report.dropped.append(f"{key} (decoder, shape differs; not loaded)")
-            del state[key]
     if strict and not report.ok:
         raise CheckpointMismatchError(
             f"checkpoint does not fit {type(model).__name__}:\n{report.describe()}"

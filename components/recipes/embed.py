@@ -26,7 +26,6 @@ from components.checkpoint import (
     CheckpointError,
     atomic_torch_save,
     file_sha256,
-    load_checkpoint_file,
     load_model_weights,
 )
 from components.distributed import all_reduce_sum, barrier
@@ -34,6 +33,7 @@ from components.flags import UsageError
 from components.models.checkpoints import (
     CheckpointMismatchError,
     load_official_checkpoint,
+    read_official_checkpoint,
 )
 from components.recipes.guards import check_embedding_spread, embedding_spread
 from components.registry import recipe_registry
@@ -65,10 +65,14 @@ class CheckpointLoader:
         """The spec's model with the checkpoint's weights, on the run's device.
 
         A checkpoint of this script's runs is loaded as it is; any other state dict (an
-        official AudioMAE / AudioMAE++ release, e.g. AudioSet pre-training) goes through the
-        catalog's converter, encoder weights only, and must fit exactly.
+        official AudioMAE / AudioMAE++ release, e.g. AudioSet pre-training, also as the official
+        training code saves it, with its ``args``) goes through the catalog's converter, encoder
+        weights only, and must fit exactly. Files are read with ``weights_only=True``.
         """
-        payload = load_checkpoint_file(path, require_format=False)
+        try:
+            payload = dict(read_official_checkpoint(path))
+        except (CheckpointMismatchError, FileNotFoundError) as error:
+            raise CheckpointError(str(error)) from None
         model = self.ctx.build_model(**model_overrides)
         if payload.get("format") == CHECKPOINT_FORMAT:
             load_model_weights(model, payload, path)
@@ -260,7 +264,9 @@ def compute_or_load_embeddings(
             [record.fold for record in dataset.records], dtype=torch.long
         ),
         "keys": [record.key for record in dataset.records],
-        "paths": [record.key for record in dataset.records],  # file path, or "index:<i>"
+        "paths": [
+            record.key for record in dataset.records
+        ],  # file path, or "index:<i>"
         "class_names": list(dataset.class_names),
         "checkpoint": str(path),
         "checkpoint_sha256": checkpoint_hash,
