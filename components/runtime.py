@@ -702,6 +702,56 @@ def check_out_dir(out_dir: Path) -> None:
         ) from None
 
 
+# Step settings that cannot change a result: a changed one does not make --resume run a step again.
+RESULT_NEUTRAL_SETTINGS = frozenset(
+    {"num_workers", "log_every", "checkpoint_every", "keep_last", "plot_every"}
+)
+_UNSET = object()
+
+
+def json_form(value: Any) -> Any:
+    """``value`` as pipeline_state.json holds it (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def result_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's settings without those that cannot change its result."""
+    return {k: v for k, v in settings.items() if k not in RESULT_NEUTRAL_SETTINGS}
+
+
+def setting_changes(previous: Any, current: Any, prefix: str = "") -> list[str]:
+    """``["model.depth: 1 -> 2", ...]``: each setting that differs, with its old and new value."""
+    if isinstance(previous, dict) and isinstance(current, dict):
+        changes: list[str] = []
+        for key in sorted(set(previous) | set(current)):
+            changes += setting_changes(
+                previous.get(key, _UNSET), current.get(key, _UNSET), f"{prefix}{key}."
+            )
+        return changes
+    if previous == current:
+        return []
+    shown = [
+        "(unset)" if value is _UNSET else repr(value) for value in (previous, current)
+    ]
+    shown = [text if len(text) <= 80 else text[:77] + "..." for text in shown]
+    return [f"{prefix.rstrip('.')}: {shown[0]} -> {shown[1]}"]
+
+
+def move_aside(folder: Path) -> Path | None:
+    """Rename ``folder`` to the first free ``<folder>.old-<n>`` (nothing is deleted); None if absent."""
+    if not (folder.exists() or folder.is_symlink()):
+        return None
+    n = 1
+    while (
+        folder.with_name(f"{folder.name}.old-{n}").exists()
+        or folder.with_name(f"{folder.name}.old-{n}").is_symlink()
+    ):
+        n += 1
+    target = folder.with_name(f"{folder.name}.old-{n}")
+    folder.rename(target)
+    return target
+
+
 # Step settings that name folds of the data set (mae_pretrain, finetune, linear_probe, knn, kfold).
 FOLD_SETTINGS = ("folds", "train_folds", "eval_folds")
 
@@ -781,27 +831,31 @@ def _run_steps(
     # Those are the data, transform and model sections; recipe sections are per step (a notebook
     # that runs one step per cell passes pipelines with fewer steps, so the step set varies).
     # In their JSON form (tuples become lists), as pipeline_state.json holds the previous run's.
-    fixed = json.loads(
-        json.dumps(
-            {
-                name: dataclasses.asdict(getattr(config, name))
-                for name in ("data", "transform", "model")
-                if hasattr(config, name)
-            }
-        )
+    fixed = json_form(
+        {
+            name: dataclasses.asdict(getattr(config, name))
+            for name in ("data", "transform", "model")
+            if hasattr(config, name)
+        }
     )
+    if (
+        not options.smoke
+        and options.data_dir is not None
+        and "root" in fixed.get("data", {})
+    ):
+        fixed["data"]["root"] = options.data_dir  # where the data set is read from
     fixed["smoke"] = options.smoke
     previous = record.get("fixed_config")
     if previous is not None and previous != fixed:
-        changed = sorted(
-            f"{section}.{key}"
-            for section, values in fixed.items()
-            if isinstance(values, dict)
-            for key in values
-            if previous.get(section, {}).get(key) != values[key]
-        ) or ["--smoke"]
+        changed = setting_changes(
+            {key: value for key, value in previous.items() if key != "smoke"},
+            {key: value for key, value in fixed.items() if key != "smoke"},
+        )
+        if bool(previous.get("smoke")) != options.smoke:
+            was, now = ("on", "off") if previous.get("smoke") else ("off", "on")
+            changed.append(f"--smoke: {was} -> {now}")
         raise UsageError(
-            f"{out_dir} holds a run with other settings ({', '.join(changed)}); resume with the same flags, "
+            f"{out_dir} holds a run with other settings ({'; '.join(changed)}); resume with the same flags, "
             "or choose another --out-dir"
         )
     record.update(
@@ -821,31 +875,80 @@ def _run_steps(
         ctx.info(f"--resume: nothing to resume in {out_dir}; starting a new run")
     started = time.time()
     summaries: dict[str, Any] = {}
+    # Each step's record from the previous run, its settings now, and which of its own
+    # settings (those that can change a result) differ from the ones it finished with.
+    plan = []
+    for step in pipeline.steps:
+        done = record["completed"].get(step.section)
+        settings = json_form(ctx.section_config(step.section))
+        changes = (
+            setting_changes(
+                result_settings(done["config"]),
+                result_settings(settings),
+                f"{step.section}.",
+            )
+            if done is not None and "config" in done
+            else []
+        )
+        plan.append((step, done, settings, changes))
+
+    def reusable(done: dict[str, Any] | None, changes: list[str]) -> bool:
+        # A stage cut short by --steps continues when resumed with another cap.
+        return (
+            done is not None
+            and not done.get("stale", False)
+            and not changes
+            and (
+                not done.get("capped", False) or done.get("steps_cap") == options.steps
+            )
+        )
+
     upstream_ran = False  # a step ran in this session: the results after it are stale
     try:
-        check_step_folds(ctx, pipeline.steps)
-        for index, step in enumerate(pipeline.steps):
+        first = next(
+            (
+                i
+                for i, (_, done, _, changes) in enumerate(plan)
+                if not reusable(done, changes)
+            ),
+            len(plan),
+        )
+        check_step_folds(ctx, pipeline.steps[first:])
+        for index, (step, done, settings, changes) in enumerate(plan):
             ctx.section, ctx.stage_index = step.section, index
-            done = record["completed"].get(step.section)
-            # A stage cut short by --steps continues when resumed with another cap.
-            if (
-                done is not None
-                and not upstream_ran
-                and (
-                    not done.get("capped", False)
-                    or done.get("steps_cap") == options.steps
-                )
-            ):
+            if not upstream_ran and reusable(done, changes):
+                assert done is not None
                 ctx.state.update(done["state"])
                 summaries[step.section] = done["summary"]
                 ctx.info("already completed; skipped (--resume)")
                 continue
-            # (a stage cut short by --steps continues from its checkpoint unless one before it ran)
-            ctx.rerun = done is not None and upstream_ran
+            # A finished step runs again, afresh, when its settings changed or one before it ran
+            # (a stage cut short by --steps continues from its checkpoint otherwise); what it
+            # wrote is moved aside, never deleted.
+            ctx.rerun = done is not None and (
+                upstream_ran or bool(changes) or bool(done.get("stale", False))
+            )
             if ctx.rerun:
+                moved = move_aside(ctx.stage_dir) if ctx.is_main else None
                 ctx.info(
-                    "an earlier step ran again since this one finished: running it afresh"
+                    (
+                        f"its settings changed since it finished ({'; '.join(changes)})"
+                        if changes
+                        else "an earlier step ran again since this one finished"
+                    )
+                    + ": running it afresh"
+                    + (f"; its earlier outputs are in {moved}" if moved else "")
                 )
+            # While it runs, its record and those of the steps after it are out of date: a run
+            # stopped now resumes this step and runs the later ones afresh.
+            record["completed"].pop(step.section, None)
+            earlier = {s.section for s in pipeline.steps[:index]}
+            for section, entry in record["completed"].items():
+                if section not in earlier:
+                    entry["stale"] = True
+            if ctx.is_main:
+                write_json_atomic(record, state_path)
+            barrier(dist_info)
             upstream_ran = True
             seed_everything(ctx.stage_seed)
             before = dict(ctx.state)
@@ -866,6 +969,7 @@ def _run_steps(
                 "state": exported,
                 "capped": capped,
                 "steps_cap": options.steps,
+                "config": settings,
             }
             if ctx.is_main:
                 write_json_atomic(record, state_path)

@@ -276,7 +276,7 @@ def test_resume_with_another_model_config_is_a_user_error(tmp_path: Path, capsys
     assert run_main(["--smoke", "--out-dir", str(tmp_path), "--steps", "1"], PRETRAIN_ONLY) == 0
     code = run_main(["--smoke", "--out-dir", str(tmp_path), "--resume", "--model.embed_dim", "64"], PRETRAIN_ONLY)
     err = capsys.readouterr().err
-    assert code == 2 and "holds a run with other settings (model.embed_dim)" in err and "Traceback" not in err
+    assert code == 2 and "holds a run with other settings (model.embed_dim: 32 -> 64)" in err and "Traceback" not in err
 
 
 def test_resume_of_another_specs_run_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
