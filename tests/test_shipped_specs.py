@@ -36,7 +36,7 @@ def index():
 
 
 def test_every_spec_is_shipped_with_its_committed_build() -> None:
-    assert NAMES == ["esc50_audiomae", "esc50_baseline", "folder_audio", "radioml_audiomae"]
+    assert NAMES == ["esc50_audiomae", "esc50_baseline", "esc50_finetune_official", "folder_audio", "radioml_audiomae"]
     for name in NAMES:
         folder = ROOT / "build" / name
         assert sorted(p.name for p in folder.iterdir()) == sorted(
