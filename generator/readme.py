@@ -62,6 +62,7 @@ def render_readme(compiled: CompiledSpec, files: Mapping[str, str], *, repo_url:
         has_tests=f"test_{spec.name}.py" in files,
         colab_url=notebook_colab_url(spec, repo_url),
         can_download=can_download(spec),
+        audio_cache=any(param.name == "cache_dir" for param in spec.data.params),
         choices=choices,
         smoke_rows=smoke_rows,
         flags=flags,

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 from hypothesis import HealthCheck, settings
+
+# Decoded-audio caches of the tests' data sets go to a scratch folder, not the user's
+# ~/.cache/sigmae-gen (subprocesses inherit it); tests of the default location unset it.
+os.environ["SIGMAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="sigmae-test-cache-")
 
 settings.register_profile(
     "fast",

@@ -81,7 +81,8 @@ def test_esc50_interface(tmp_path: Path) -> None:
     assert len(fold4) == 8 and {r.fold for r in fold4.records} == {4}
     esc10 = ESC50(root=str(root), esc10=True)
     assert esc10.class_names == ["dog", "rain"] and {r.label for r in esc10.records} == {0, 1}
-    assert (root / ".sigmae-cache").is_dir() and not (root / "audio" / ".sigmae-cache").exists()
+    # The decoded-audio cache is outside the data folder (tests/test_data_safety_cache.py).
+    assert not (root / ".sigmae-cache").exists() and not (root / "audio" / ".sigmae-cache").exists()
 
 
 def test_esc50_k_fold_protocol() -> None:
@@ -200,14 +201,13 @@ def test_audio_folder_from_csv_with_folds_and_coordinates(tmp_path: Path) -> Non
         AudioFolder(root=str(root), csv_file="bad.csv")
 
 
-def test_nothing_but_the_cache_is_written_to_the_data_folder(tmp_path: Path) -> None:
+def test_nothing_is_written_to_the_data_folder(tmp_path: Path) -> None:
     root = write_esc50_folder(tmp_path / "ESC-50-master")
     before = {p for p in root.rglob("*")}
     ds = ESC50(root=str(root))
     for i in range(len(ds)):
         ds[i]
-    added = {p for p in root.rglob("*")} - before
-    assert added and all(".sigmae-cache" in p.parts for p in added)
+    assert {p for p in root.rglob("*")} == before and ds.cache is not None and ds.cache.directory.is_dir()
 
 
 def test_literal_defaults_match_the_named_constants() -> None:

@@ -15,6 +15,7 @@ from components.data.audio_io import (
     DataFormatError,
     WaveformCache,
     check_duration,
+    default_audio_cache_dir,
     load_audio,
     probe_wav,
 )
@@ -56,8 +57,10 @@ class AudioFileDataset(SignalDataset):
         self.skipped_files: list[str] = []
         self.cache: WaveformCache | None = None
         if cache:
+            # Under the user cache directory, one folder per data root (never in the data
+            # folder); ``cache_dir`` overrides it.
             self.cache = WaveformCache(
-                cache_dir if cache_dir is not None else self.root / ".sigmae-cache"
+                cache_dir if cache_dir is not None else default_audio_cache_dir(root)
             )
 
     def check_files(self) -> None:

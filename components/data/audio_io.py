@@ -9,6 +9,8 @@ Decoding a 5 s 44.1 kHz clip and resampling it costs milliseconds, which adds up
 per epoch, so decoded waveforms at the target rate are cached on disk: one raw float32 file
 per clip, keyed by the source's path, size, mtime and the rate, written
 atomically (temporary file + rename) so a killed run never leaves a half-written entry.
+By default the cache lives in the user cache directory, one folder per data root
+(``default_audio_cache_dir``), so nothing is written into the user's data folder.
 """
 
 from __future__ import annotations
@@ -245,6 +247,29 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
     return samples, info.sample_rate
 
 
+def user_cache_dir() -> Path:
+    """sigmae-gen's folder in the user cache directory.
+
+    ``$SIGMAE_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/sigmae-gen`` (an absolute
+    ``XDG_CACHE_HOME``, as the XDG spec says), else ``~/.cache/sigmae-gen``.
+    """
+    own = os.environ.get("SIGMAE_CACHE_DIR", "")
+    if own:
+        return Path(own)
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sigmae-gen"
+
+
+def default_audio_cache_dir(root: str | os.PathLike[str]) -> Path:
+    """Where decoded clips of the data set at ``root`` are cached unless ``cache_dir`` says:
+    ``user_cache_dir()/audio/<hash of the resolved root>``, never inside the data folder.
+    """
+    key = hashlib.sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:16]
+    return user_cache_dir() / "audio" / key
+
+
 class WaveformCache:
     """Decoded waveforms at a given rate, one raw float32 file per source file."""
 
@@ -330,9 +355,11 @@ __all__ = [
     "WavInfo",
     "WaveformCache",
     "check_duration",
+    "default_audio_cache_dir",
     "tensor_bytes",
     "load_audio",
     "pcm_to_float",
     "probe_wav",
     "read_wav",
+    "user_cache_dir",
 ]
