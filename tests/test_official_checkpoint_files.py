@@ -3,9 +3,10 @@
 ``misc.save_model`` in facebookresearch/AudioMAE (util/misc.py) and in
 SarthakYadav/audiomae-plusplus-official (src/misc.py) saves
 ``{"model", "optimizer", "epoch", "scaler", "args"}`` with ``args`` an ``argparse.Namespace``;
-AudioMAE++'s train_mae_spec.py sets ``args.config`` to its ``ml_collections.ConfigDict``.
-``load_official_checkpoint`` reads them with ``torch.load(weights_only=True)`` and an
-allow-list of exactly those two classes; anything else is refused before it is built.
+AudioMAE's submitit_pretrain.py (the launcher of its AS-2M pre-training) stores
+``pathlib.PosixPath`` folders in it, AudioMAE++'s train_mae_spec.py its ``ml_collections.ConfigDict``
+as ``args.config``. ``load_official_checkpoint`` reads them with ``torch.load(weights_only=True)``
+and an allow-list of exactly those three classes; anything else is refused before it is built.
 The fake ``ConfigDict`` below pickles to the same bytes as ml_collections 1.1.0's for the same
 values (compared once, by hand), without the package being installed.
 """
@@ -13,11 +14,11 @@ values (compared once, by hand), without the package being installed.
 from __future__ import annotations
 
 import argparse
-import pickle
+import json
 import re
 import sys
 import types
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import torch
@@ -26,6 +27,7 @@ from components.models import AudioMAE, AudioMAEPlusPlus
 from components.models.checkpoints import (
     CheckpointMismatchError,
     OfficialConfigDict,
+    convert_to_ours,
     export_official_state_dict,
     load_official_checkpoint,
     official_audiomae_pos_embed,
@@ -48,11 +50,13 @@ def randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def official_args(**extra: object) -> argparse.Namespace:
-    """``args`` as main_pretrain.py leaves it: parsed flags plus init_distributed_mode's fields."""
+    """``args`` as submitit_pretrain.py hands it to main_pretrain.py: flags, its folders as paths, ranks."""
+    folder = Path("/checkpoint/user/experiments/419909")
     return argparse.Namespace(
-        batch_size=64, epochs=33, accum_iter=1, model="mae_vit_base_patch16", input_size=224, mask_ratio=0.8,
-        norm_pix_loss=False, weight_decay=0.0001, lr=0.0002, blr=0.0002, min_lr=0.0, warmup_epochs=3,
-        data_path="/datasets01/imagenet_full_size/061417/", output_dir="./output_dir", log_dir="./output_dir",
+        batch_size=8, epochs=33, accum_iter=1, model="mae_vit_base_patch16", input_size=224, mask_ratio=0.8,
+        norm_pix_loss=True, weight_decay=0.0001, lr=0.0002, blr=0.0002, min_lr=0.0, warmup_epochs=3,
+        data_path="/datasets01/imagenet_full_size/061417/", output_dir=folder, log_dir=folder, job_dir=folder.parent / "%j",
+        ngpus=8, nodes=8, timeout=4320, partition="learnlab", use_volta32=True, comment="",
         device="cuda", seed=0, resume="", start_epoch=0, num_workers=10, pin_mem=True, world_size=64,
         local_rank=-1, dist_on_itp=False, dist_url="env://", audio_exp=True, freqm=0, timem=0, mixup=0.0,
         dataset="audioset", decoder_mode=1, mask_t_prob=0.7, mask_f_prob=0.3, mask_2d=False,
@@ -107,6 +111,8 @@ def test_an_official_audiomae_training_file_loads_strict_and_clean(tmp_path: Pat
         torch.load(path, weights_only=True)
     payload = read_official_checkpoint(path)
     assert type(payload["args"]) is argparse.Namespace and payload["args"].decoder_mode == 1
+    folder = payload["args"].output_dir  # a pure path: no file-system methods came with the file
+    assert type(folder) is PurePosixPath and folder == PurePosixPath("/checkpoint/user/experiments/419909")
     assert payload["epoch"] == 32 and payload["scaler"]["_growth_tracker"] == 7
     assert len(payload["optimizer"]["param_groups"]) == 2
 
@@ -173,11 +179,12 @@ def test_a_file_holding_anything_else_is_refused_without_running_it(tmp_path: Pa
     assert "\n" not in str(error.value)
 
 
-def _official_swin_decoder(dim: int, embed_dim: int, patch_values: int, tokens: int, heads: int = 16) -> dict[str, torch.Tensor]:
-    """The released AS-2M checkpoint's local decoder (decoder_mode=1): 16 Swin-v2 blocks whose
-    norm1/attn.qkv/attn.proj/mlp/norm2 names and shapes coincide with a global decoder block's."""
+def _official_swin_decoder(dim: int, embed_dim: int, patch_values: int, tokens: int, heads: int = 16, meta: bool = False) -> dict[str, torch.Tensor]:
+    """The released AS-2M checkpoint's local decoder (models_mae.py decoder_mode=1: 16 blocks of
+    timm_patch/swin_transformer.py's SwinTransformerBlock), whose norm1/attn.qkv/attn.proj/mlp/norm2
+    names and shapes coincide with a global decoder block's."""
     g = torch.Generator().manual_seed(9)
-    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    r = (lambda *shape: torch.empty(*shape, device="meta")) if meta else (lambda *shape: torch.randn(*shape, generator=g))  # noqa: E731
     state = {"decoder_embed.weight": r(dim, embed_dim), "decoder_embed.bias": r(dim), "mask_token": r(1, 1, dim),
              "decoder_pos_embed": r(1, tokens, dim), "decoder_norm.weight": r(dim), "decoder_norm.bias": r(dim),
              "decoder_pred.weight": r(patch_values, dim), "decoder_pred.bias": r(patch_values)}
@@ -228,3 +235,19 @@ def test_encoder_only_loading_keeps_an_audiomae_pp_decoder_too() -> None:
     assert report.ok, report.describe()
     assert all(torch.equal(_decoder_of(target)[k], v) for k, v in own_decoder.items())
     assert torch.equal(target.blocks[0].ffn2.fc2.weight, source.blocks[0].ffn2.fc2.weight)
+
+
+def test_the_released_as2m_layout_fits_the_vit_b_of_the_esc50_spec_encoder_only() -> None:
+    """Full size, on the meta device: the manifest's encoder keys at 1024x128 plus the 512-d Swin
+    decoder, into the ViT-B at 512x128 of specs/esc50_finetune_official.yaml."""
+    keys = json.loads((Path(__file__).parent / "data" / "model_official_audiomae_vitb_1024x128_global8.json").read_text())["keys"]
+    state = {k: torch.empty(shape, device="meta") for k, shape in keys.items() if not DECODER.match(k)}
+    state |= _official_swin_decoder(512, 768, 16 * 16, 513, meta=True)
+    with torch.device("meta"):
+        model = AudioMAE(preset="base", img_size=(512, 128), patch_size=(16, 16))
+    with pytest.raises(CheckpointMismatchError, match="decoder_blocks.8.norm1.weight"):
+        load_official_checkpoint(model, state)  # with its decoder: the Swin blocks do not fit
+    converted, report = convert_to_ours(model, state, decoder=False)
+    assert report.ok, report.describe()
+    assert not any(DECODER.match(k) for k in converted) and converted["pos_embed"].shape == (1, 257, 768)
+    assert sum("(decoder, not loaded)" in line for line in report.dropped) == 8 + 16 * 17

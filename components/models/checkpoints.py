@@ -21,16 +21,19 @@ Missing, unexpected and wrongly shaped keys are reported by name; strict loading
 
 Files are read with ``torch.load(weights_only=True)``. Both official repos' training code
 (``misc.save_model``) saves ``{"model", "optimizer", "epoch", "scaler", "args"}``, where ``args``
-is an ``argparse.Namespace`` and, in AudioMAE++ (``train_mae_spec.py``), ``args.config`` an
-``ml_collections.ConfigDict``: exactly these two classes are allow-listed for the load (the
-ConfigDict read as ``OfficialConfigDict``, without that package); a file that pickles anything
-else is refused, naming what it holds, before any of it is built.
+is an ``argparse.Namespace``; AudioMAE's SLURM launcher (``submitit_pretrain.py``, which its
+AS-2M pre-training script uses) puts ``pathlib.PosixPath`` folders in it, and AudioMAE++'s
+``train_mae_spec.py`` an ``ml_collections.ConfigDict`` (``args.config``). Exactly these three
+classes are allow-listed for the load (the path read as a ``PurePosixPath``, the ConfigDict as
+``OfficialConfigDict``, without that package); a file that pickles anything else is refused,
+naming what it holds, before any of it is built.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import pathlib
 import pickle
 import re
 from collections.abc import Mapping
@@ -387,12 +390,17 @@ class OfficialConfigDict:
 def official_safe_globals() -> list[Any]:
     """What the official training checkpoints pickle besides tensors and plain containers.
 
-    The ConfigDict is allowed under its own name as ``OfficialConfigDict``: torch >= 2.6 only.
+    Under their pickled names, read as inert stand-ins (torch >= 2.6): ``pathlib.PosixPath`` as a
+    ``PurePosixPath`` (no file-system methods, loads on any OS), the ConfigDict as
+    ``OfficialConfigDict``. Older torch allows ``argparse.Namespace`` and ``PosixPath`` only.
     """
     allowed: list[Any] = [argparse.Namespace]
     version = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
     if version >= (2, 6):
+        allowed.append((pathlib.PurePosixPath, "pathlib.PosixPath"))
         allowed.append((OfficialConfigDict, _CONFIG_DICT_GLOBAL))
+    else:
+        allowed.append(pathlib.PosixPath)
     return allowed
 
 
@@ -414,7 +422,7 @@ def read_official_checkpoint(path: str | Path) -> Mapping[str, Any]:
     """A checkpoint file's content, loaded with ``torch.load(weights_only=True)`` onto the CPU.
 
     Beside tensors and plain containers, exactly what the official training checkpoints hold is
-    allowed (``official_safe_globals``: ``argparse.Namespace``, AudioMAE++'s ConfigDict), for this
+    allowed (``official_safe_globals``: ``argparse.Namespace``, ``PosixPath``, a ConfigDict), for this
     load only (torch >= 2.5; torch 2.4 reads plain state dicts only). A file that pickles anything
     else raises a one-line ``CheckpointMismatchError`` naming it; none of it is run.
     """
@@ -441,8 +449,8 @@ def read_official_checkpoint(path: str | Path) -> Mapping[str, Any]:
         if refused:
             raise CheckpointMismatchError(
                 f"checkpoint {path} holds {', '.join(refused)}: refused unrun, since a checkpoint may"
-                " hold only tensors, plain containers and the argparse.Namespace / ml_collections"
-                " ConfigDict of the official training checkpoints"
+                " hold only tensors, plain containers and the argparse.Namespace, pathlib.PosixPath"
+                " and ml_collections ConfigDict of the official training checkpoints"
             ) from None
         # only torch's first sentence: the rest advises weights_only=False, which runs code
         reason = str(error).split(". ")[0].splitlines()[0] if str(error) else ""
