@@ -83,3 +83,11 @@ def test_the_emitted_script_refuses_a_checkpoint_that_holds_code(script: Path, t
     assert not marker.exists(), "the checkpoint's code ran"
     assert "Traceback" not in completed.stderr and len(completed.stderr.strip().splitlines()) == 1, completed.stderr
     assert f"planted.pth holds {open.__module__}.open: refused unrun" in completed.stderr, completed.stderr
+
+
+def test_the_build_readme_says_where_the_checkpoint_is_and_what_the_paper_reports(script: Path) -> None:
+    readme = (script.parent / "README.md").read_text()
+    for text in ("https://github.com/facebookresearch/AudioMAE", "1ni_DV4dRf7GxM8k-Eirx71WP9Gg89wwu", "ckpt/pretrained.pth",
+                 "--kfold.checkpoint PATH", "94.1 %", "93.6 %"):
+        assert text in readme, text
+    assert "| `--kfold.checkpoint` | `'ckpt/pretrained.pth'` |" in readme
