@@ -20,6 +20,23 @@ from components.data.audio_io import (
     probe_wav,
 )
 from components.data.base import Record, SignalDataset
+from components.flags import UsageError
+
+
+class AudioFileChangedError(UsageError):
+    """A file that was readable when the data set opened and is not any more (deleted,
+    truncated or replaced mid-run): a user error, one line naming the file (exit 2).
+
+    A DataLoader worker's exception reaches the main process rebuilt as this class from a
+    "Caught ... in DataLoader worker process N. Original Traceback ..." text; the constructor
+    keeps only the original message, its last line.
+    """
+
+    def __init__(self, message: str) -> None:
+        if "\nOriginal Traceback" in message:
+            last = message.rstrip().rsplit("\n", 1)[-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(message)
 
 
 class AudioFileDataset(SignalDataset):
@@ -54,7 +71,7 @@ class AudioFileDataset(SignalDataset):
             None if clip_seconds is None else int(round(clip_seconds * sample_rate))
         )
         self.skip_bad_files = skip_bad_files
-        self.skipped_files: list[str] = []
+        self.skipped_files: list[str] = []  # at opening, and (per process) mid-run
         self.cache: WaveformCache | None = None
         if cache:
             # Under the user cache directory, one folder per data root (never in the data
@@ -98,10 +115,53 @@ class AudioFileDataset(SignalDataset):
     def load(self, index: int) -> torch.Tensor:
         """The clip at its own length, cut to ``clip_seconds`` when set (never padded to it:
         the transform makes the model's window, from real audio only)."""
-        waveform = load_audio(self.records[index].key, self.sample_rate, self.cache)
+        key = self.records[index].key
+        try:
+            waveform = load_audio(key, self.sample_rate, self.cache)
+        except (AudioFileError, OSError) as error:
+            problem = (
+                str(error)
+                if isinstance(error, AudioFileError)
+                else f"{key}: cannot be read ({error.strerror or error})"
+            )
+            raise AudioFileChangedError(
+                f"{' '.join(problem.split())} (it was readable when the data set was opened:"
+                " deleted or changed during the run?); restore it and resume with --resume,"
+                " or pass --data.skip_bad_files to skip such files"
+            ) from None
         if self.clip_samples is not None:
             waveform = waveform[..., : self.clip_samples]
         return waveform
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """``(clip, label)``. With ``skip_bad_files``, a file that became unreadable since the
+        data set opened is skipped (warned about once, added to ``skipped_files``) and the
+        next readable record stands in for it, with its own label, so a batch keeps its size.
+        """
+        count = len(self.records)
+        if not self.skip_bad_files or not -count <= index < count:
+            return super().__getitem__(index)
+        index %= count
+        gone = set(self.skipped_files)
+        for offset in range(count):
+            candidate = (index + offset) % count
+            key = self.records[candidate].key
+            if key in gone:
+                continue
+            try:
+                return super().__getitem__(candidate)
+            except AudioFileChangedError as error:
+                self.skipped_files.append(key)
+                gone.add(key)
+                warnings.warn(
+                    f"{type(self).__name__}: skipped a file that became unreadable mid-run"
+                    f" ({len(gone)} skipped in this process so far): "
+                    + str(error).split(" (it was readable", 1)[0],
+                    stacklevel=2,
+                )
+        raise AudioFileChangedError(
+            f"{type(self).__name__} at {self.root}: none of its {count} files can be read any more"
+        )
 
 
 def resolve_under(root: Path, name: str) -> str:
@@ -129,4 +189,9 @@ def read_csv_rows(
         return list(reader)
 
 
-__all__ = ["AudioFileDataset", "read_csv_rows", "resolve_under"]
+__all__ = [
+    "AudioFileChangedError",
+    "AudioFileDataset",
+    "read_csv_rows",
+    "resolve_under",
+]
