@@ -29,7 +29,6 @@ writes everything to ``<work>/learn_results.json`` (and ``--json PATH``).
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import math
@@ -107,13 +106,45 @@ def voice_slug(voice: str) -> str:
 def synthesize_clip(text: str, voice: str, speed: int, pitch: int, out: Path) -> None:
     """espeak-ng -> sox: mono 16-bit 16 kHz, leading and trailing silence trimmed."""
     speech = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+        [
+            "espeak-ng",
+            "-v",
+            voice,
+            "-s",
+            str(speed),
+            "-p",
+            str(pitch),
+            "--stdout",
+            text,
+        ],
         check=True,
         capture_output=True,
     ).stdout
     subprocess.run(
-        ["sox", "-q", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-b", "16", "-c", "1", str(out),
-         "silence", "1", "0.01", "-45d", "reverse", "silence", "1", "0.01", "-45d", "reverse"],
+        [
+            "sox",
+            "-q",
+            "-t",
+            "wav",
+            "-",
+            "-r",
+            str(SAMPLE_RATE),
+            "-b",
+            "16",
+            "-c",
+            "1",
+            str(out),
+            "silence",
+            "1",
+            "0.01",
+            "-45d",
+            "reverse",
+            "silence",
+            "1",
+            "0.01",
+            "-45d",
+            "reverse",
+        ],
         input=speech,
         check=True,
         capture_output=True,
@@ -164,7 +195,9 @@ def read_wav(path: Path):
 def split_voices(num_voices: int, eval_voices: int) -> tuple[list[int], list[int]]:
     """Folds (= voices) to train on and to evaluate on: every k-th voice is held out."""
     if not 1 <= eval_voices < num_voices:
-        raise ValueError(f"need 1 <= eval voices < voices, got {eval_voices} of {num_voices}")
+        raise ValueError(
+            f"need 1 <= eval voices < voices, got {eval_voices} of {num_voices}"
+        )
     stride = num_voices / eval_voices
     held = sorted({num_voices - int(i * stride) for i in range(eval_voices)})
     return [f for f in range(1, num_voices + 1) if f not in held], held
@@ -199,14 +232,18 @@ def typed(value: str) -> Any:
     return yaml.safe_load(value)
 
 
-def section_settings(spec: dict[str, Any], flags: dict[str, dict[str, str]], section: str) -> dict[str, Any]:
+def section_settings(
+    spec: dict[str, Any], flags: dict[str, dict[str, str]], section: str
+) -> dict[str, Any]:
     """A component section's ``with:`` block with the ``--flag`` overrides applied (typed)."""
     settings = dict(spec[section].get("with") or {})
     settings.update({k: typed(v) for k, v in flags.get(section, {}).items()})
     return settings
 
 
-def recipe_settings(spec: dict[str, Any], flags: dict[str, dict[str, str]], name: str) -> dict[str, Any]:
+def recipe_settings(
+    spec: dict[str, Any], flags: dict[str, dict[str, str]], name: str
+) -> dict[str, Any]:
     for step in spec["recipe"]:
         if step.get("name", step["use"]) == name:
             settings = dict(step.get("with") or {})
@@ -224,7 +261,9 @@ class Rates:
     embed_s_per_item: float
 
 
-def time_steps(spec: dict[str, Any], flags: dict[str, dict[str, str]], repeats: int = 4) -> Rates:
+def time_steps(
+    spec: dict[str, Any], flags: dict[str, dict[str, str]], repeats: int = 4
+) -> Rates:
     """CPU seconds of one pre-training / fine-tuning step (front end, forward, backward, AdamW).
 
     Measured on one thread, in CPU time, the fastest of ``repeats`` steps: on a shared machine
@@ -240,7 +279,9 @@ def time_steps(spec: dict[str, Any], flags: dict[str, dict[str, str]], repeats: 
         torch.set_num_threads(threads)
 
 
-def _time_steps(spec: dict[str, Any], flags: dict[str, dict[str, str]], repeats: int) -> Rates:
+def _time_steps(
+    spec: dict[str, Any], flags: dict[str, dict[str, str]], repeats: int
+) -> Rates:
     import torch
 
     from components.models.audiomae_pp import AudioMAEPlusPlus
@@ -286,7 +327,9 @@ def _time_steps(spec: dict[str, Any], flags: dict[str, dict[str, str]], repeats:
     return Rates(pretrain_s, finetune_s, embed_s)
 
 
-LOOP_OVERHEAD = 1.4  # the emitted loop's CPU s per step over the bare step timed in-process
+LOOP_OVERHEAD = (
+    1.4  # the emitted loop's CPU s per step over the bare step timed in-process
+)
 
 
 @dataclass
@@ -328,12 +371,19 @@ def plan_steps(
     """
     speed = max(1.0, threads * 0.75) / LOOP_OVERHEAD
     total_items = train_items + eval_items
-    per_run = 10.0 + total_items * rates.embed_s_per_item / speed  # start + data + one embedding
-    pre, fine = recipe_settings(spec, flags, "pretrain"), recipe_settings(spec, flags, "finetune")
+    per_run = (
+        10.0 + total_items * rates.embed_s_per_item / speed
+    )  # start + data + one embedding
+    pre, fine = recipe_settings(spec, flags, "pretrain"), recipe_settings(
+        spec, flags, "finetune"
+    )
     spe_p = steps_per_epoch(train_items, int(pre["batch_size"]))
     spe_f = steps_per_epoch(train_items, int(fine["batch_size"]))
     # the extra random-init seeds: a run each, with a one-epoch fine-tuning that is not reported
-    extra = extra_runs * (per_run + (spe_f * rates.finetune_s + eval_items * rates.embed_s_per_item) / speed)
+    extra = extra_runs * (
+        per_run
+        + (spe_f * rates.finetune_s + eval_items * rates.embed_s_per_item) / speed
+    )
     training = max(0.0, seconds_left - 2 * per_run - extra)
     notes = []
     pretrain_steps = 0.5 * training * speed / rates.pretrain_s
@@ -345,7 +395,9 @@ def plan_steps(
 
     def warmup(settings: dict[str, Any], epochs: int) -> float:
         # the spec's warm-up share of its own epochs, applied to the chosen epochs
-        share = float(settings.get("warmup_epochs", 0.0)) / max(1, int(settings.get("epochs", 1)))
+        share = float(settings.get("warmup_epochs", 0.0)) / max(
+            1, int(settings.get("epochs", 1))
+        )
         return round(share * epochs, 3)
 
     estimated = (
@@ -371,7 +423,12 @@ def plan_steps(
 # ---------------------------------------------------------------------------------------------
 
 
-def logmel_features(data_dir: Path, clips: list[Clip], spec: dict[str, Any], flags: dict[str, dict[str, str]]):
+def logmel_features(
+    data_dir: Path,
+    clips: list[Clip],
+    spec: dict[str, Any],
+    flags: dict[str, dict[str, str]],
+):
     """``[N, n_mels]``: the catalog's ``LogMel`` (the spec's settings) over each whole clip, mean over time."""
     import torch
 
@@ -383,12 +440,16 @@ def logmel_features(data_dir: Path, clips: list[Clip], spec: dict[str, Any], fla
     rows = []
     with torch.no_grad():
         for clip in clips:
-            features = transform(read_wav(data_dir / clip.path).unsqueeze(0))  # [1, 1, T, F]
+            features = transform(
+                read_wav(data_dir / clip.path).unsqueeze(0)
+            )  # [1, 1, T, F]
             rows.append(features[0, 0].mean(dim=0))
     return torch.stack(rows)
 
 
-def logistic_regression(train_x, train_y, eval_x, eval_y, num_classes: int, l2: float = 1e-3) -> float:
+def logistic_regression(
+    train_x, train_y, eval_x, eval_y, num_classes: int, l2: float = 1e-3
+) -> float:
     """Accuracy of a multinomial logistic regression (standardised inputs, L2, full-batch L-BFGS)."""
     import torch
 
@@ -396,12 +457,20 @@ def logistic_regression(train_x, train_y, eval_x, eval_y, num_classes: int, l2: 
     x, q = (train_x - mean) / std, (eval_x - mean) / std
     weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
     bias = torch.zeros(num_classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=500, history_size=20,
-                                  line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=500,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weight + bias, train_y) + l2 * weight.square().sum()
+        loss = (
+            torch.nn.functional.cross_entropy(x @ weight + bias, train_y)
+            + l2 * weight.square().sum()
+        )
         loss.backward()
         return loss
 
@@ -410,7 +479,9 @@ def logistic_regression(train_x, train_y, eval_x, eval_y, num_classes: int, l2: 
         return float(((q @ weight + bias).argmax(dim=-1) == eval_y).float().mean())
 
 
-def knn_accuracy(train_x, train_y, eval_x, eval_y, num_classes: int, k: int = 20) -> float:
+def knn_accuracy(
+    train_x, train_y, eval_x, eval_y, num_classes: int, k: int = 20
+) -> float:
     """The catalog's weighted cosine k-NN (what the script's ``knn`` step runs)."""
     from components.recipes.probe import knn_predict
 
@@ -427,8 +498,13 @@ def build_script(work: Path) -> Path:
     """``sigmae-gen build bench/learn_words.yaml`` into ``work/build``; the emitted script's path."""
     cli = Path(sys.executable).with_name("sigmae-gen")
     command = [str(cli)] if cli.is_file() else [sys.executable, "-m", "generator.cli"]
-    subprocess.run(command + ["build", str(SPEC), "-o", str(work / "build")], check=True,
-                   cwd=ROOT, capture_output=True, text=True)
+    subprocess.run(
+        command + ["build", str(SPEC), "-o", str(work / "build")],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     return work / "build" / "learn_words" / "learn_words.py"
 
 
@@ -436,7 +512,9 @@ def flag_args(flags: dict[str, dict[str, str]]) -> list[str]:
     out: list[str] = []
     for section, values in flags.items():
         for name, value in values.items():
-            out += [f"--{section}.{name}"] + (value.replace(",", " ").split() or [value])
+            out += [f"--{section}.{name}"] + (
+                value.replace(",", " ").split() or [value]
+            )
     return out
 
 
@@ -458,12 +536,24 @@ class Arm:
         return (self.summary.get("steps") or {}).get(section) or {}
 
 
-def run_script(script: Path, argv: list[str], out_dir: Path, threads: int, log: Path) -> tuple[int, float]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+def run_script(
+    script: Path, argv: list[str], out_dir: Path, threads: int, log: Path
+) -> tuple[int, float]:
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        PYTHONUNBUFFERED="1",
+    )
     started = time.perf_counter()
     with open(log, "w") as handle:
-        process = subprocess.run([sys.executable, str(script), *argv, "--out-dir", str(out_dir)],
-                                 stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=out_dir.parent)
+        process = subprocess.run(
+            [sys.executable, str(script), *argv, "--out-dir", str(out_dir)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=out_dir.parent,
+        )
     return process.returncode, time.perf_counter() - started
 
 
@@ -474,22 +564,42 @@ def tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_arm(name: str, script: Path, argv: list[str], work: Path, threads: int,
-            fallback: list[str] | None = None, verbose: bool = True) -> Arm:
+def run_arm(
+    name: str,
+    script: Path,
+    argv: list[str],
+    work: Path,
+    threads: int,
+    fallback: list[str] | None = None,
+    verbose: bool = True,
+) -> Arm:
     """Run the script once (reusing an earlier identical run in ``work``); ``fallback``: argv if it fails."""
-    key = hashlib.sha256(("\0".join(argv) + "\0" + script.read_text()).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        ("\0".join(argv) + "\0" + script.read_text()).encode()
+    ).hexdigest()[:16]
     out_dir = work / "runs" / f"{name}-{key}"
     summary_path, log = out_dir / "summary.json", work / "runs" / f"{name}-{key}.log"
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if summary_path.is_file():
-        return Arm(name, argv, 0, 0.0, json.loads(summary_path.read_text()), tail(log), str(out_dir), reused=True)
+        return Arm(
+            name,
+            argv,
+            0,
+            0.0,
+            json.loads(summary_path.read_text()),
+            tail(log),
+            str(out_dir),
+            reused=True,
+        )
     if verbose:
         print(f"[learn] {name}: {script.name} {' '.join(argv)}", flush=True)
     code, wall = run_script(script, argv, out_dir, threads, log)
     if code != 0 and fallback is not None:
         why = tail(log, 3)
         arm = run_arm(name, script, fallback, work, threads, None, verbose)
-        arm.notes.append(f"{' '.join(argv[-2:])} failed (exit {code}: {why.splitlines()[-1] if why else '?'}); ran the fallback")
+        arm.notes.append(
+            f"{' '.join(argv[-2:])} failed (exit {code}: {why.splitlines()[-1] if why else '?'}); ran the fallback"
+        )
         return arm
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if code != 0 and verbose:
@@ -514,7 +624,11 @@ def loss_curve(arm: Arm, section: str = "pretrain") -> list[tuple[int, float]]:
     if path.is_file():
         for line in path.read_text().splitlines():
             row = json.loads(line)
-            if row.get("section") == section and row.get("kind") == "train" and "loss" in row:
+            if (
+                row.get("section") == section
+                and row.get("kind") == "train"
+                and "loss" in row
+            ):
                 curve.append((int(row["step"]), float(row["loss"])))
     return curve
 
@@ -539,13 +653,17 @@ def plot_curve(curve: list[tuple[int, float]], path: Path) -> bool:
     return True
 
 
-def sample_curve(curve: list[tuple[int, float]], points: int = 10) -> list[tuple[int, float]]:
+def sample_curve(
+    curve: list[tuple[int, float]], points: int = 10
+) -> list[tuple[int, float]]:
     """About ``points`` (step, loss) pairs, evenly spaced, each the mean of its stretch (noise)."""
     if not curve:
         return []
     size = max(1, math.ceil(len(curve) / points))
-    return [(chunk[-1][0], round(sum(v for _, v in chunk) / len(chunk), 4))
-            for chunk in (curve[i:i + size] for i in range(0, len(curve), size))]
+    return [
+        (chunk[-1][0], round(sum(v for _, v in chunk) / len(chunk), 4))
+        for chunk in (curve[i : i + size] for i in range(0, len(curve), size))
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,27 +700,50 @@ def goal_checks(rows: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]
 
     mae, random, logmel = rows["mae"], rows["random"], rows["logmel"]
     return [
-        ("MAE encoder beats random-init on the linear probe", above(mae.get("probe"), random.get("probe"))),
-        ("MAE encoder beats random-init on k-NN", above(mae.get("knn"), random.get("knn"))),
-        ("fine-tuning from MAE beats fine-tuning from scratch", above(mae.get("finetune"), random.get("finetune"))),
-        ("fine-tuning from MAE beats the log-mel probe", above(mae.get("finetune"), logmel.get("logreg"))),
+        (
+            "MAE encoder beats random-init on the linear probe",
+            above(mae.get("probe"), random.get("probe")),
+        ),
+        (
+            "MAE encoder beats random-init on k-NN",
+            above(mae.get("knn"), random.get("knn")),
+        ),
+        (
+            "fine-tuning from MAE beats fine-tuning from scratch",
+            above(mae.get("finetune"), random.get("finetune")),
+        ),
+        (
+            "fine-tuning from MAE beats the log-mel probe",
+            above(mae.get("finetune"), logmel.get("logreg")),
+        ),
     ]
 
 
-def init_spread(random_row: dict[str, Any], seed_rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any] | None:
+def init_spread(
+    random_row: dict[str, Any], seed_rows: list[dict[str, Any]], seed: int = 0
+) -> dict[str, Any] | None:
     """Min and max of the random-init probe, logistic regression and k-NN over the seeds run."""
     if not seed_rows:
         return None
     every = [random_row] + seed_rows
-    out: dict[str, Any] = {"seeds": [seed] + [r["seed"] for r in seed_rows], "range": {}}
-    for key, name in (("probe", "probe"), ("logreg", "logistic regression"), ("knn", "k-NN")):
+    out: dict[str, Any] = {
+        "seeds": [seed] + [r["seed"] for r in seed_rows],
+        "range": {},
+    }
+    for key, name in (
+        ("probe", "probe"),
+        ("logreg", "logistic regression"),
+        ("knn", "k-NN"),
+    ):
         values = [r[key] for r in every if r.get(key) is not None]
         if values:
             out["range"][name] = (min(values), max(values))
     return out
 
 
-def encoder_row(name: str, arm: Arm, train_folds: list[int], eval_folds: list[int], num_classes: int) -> dict[str, Any]:
+def encoder_row(
+    name: str, arm: Arm, train_folds: list[int], eval_folds: list[int], num_classes: int
+) -> dict[str, Any]:
     import torch
 
     row: dict[str, Any] = {"name": name}
@@ -615,7 +756,9 @@ def encoder_row(name: str, arm: Arm, train_folds: list[int], eval_folds: list[in
         x, y, folds = found
         train = torch.isin(folds, torch.tensor(train_folds))
         held = torch.isin(folds, torch.tensor(eval_folds))
-        row["logreg"] = logistic_regression(x[train], y[train], x[held], y[held], num_classes)
+        row["logreg"] = logistic_regression(
+            x[train], y[train], x[held], y[held], num_classes
+        )
         row["embedding_spread"] = float(x[train].std(dim=0).mean())
     return row
 
@@ -626,26 +769,81 @@ def encoder_row(name: str, arm: Arm, train_folds: list[int], eval_folds: list[in
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall-time budget of the whole bench (default 10)")
-    parser.add_argument("--words", type=int, default=12, help=f"how many words (classes), at most {len(WORDS)}")
-    parser.add_argument("--voices", type=int, default=12, help=f"how many voices (speakers), at most {len(VOICES)}")
-    parser.add_argument("--eval-voices", type=int, default=4, help="voices held out for evaluation (default 4)")
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads of the script")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=10.0,
+        help="wall-time budget of the whole bench (default 10)",
+    )
+    parser.add_argument(
+        "--words",
+        type=int,
+        default=12,
+        help=f"how many words (classes), at most {len(WORDS)}",
+    )
+    parser.add_argument(
+        "--voices",
+        type=int,
+        default=12,
+        help=f"how many voices (speakers), at most {len(VOICES)}",
+    )
+    parser.add_argument(
+        "--eval-voices",
+        type=int,
+        default=4,
+        help="voices held out for evaluation (default 4)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="torch threads of the script",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init-seeds", type=int, default=2, metavar="K",
-                        help="extra random-init runs (seeds seed+1..seed+K) whose probe and k-NN show how much "
-                        "the initialisation alone moves them (default 2; 0 = off)")
-    parser.add_argument("--flag", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="a flag for the emitted script (both runs; pretrain.* only reaches the MAE run)")
-    parser.add_argument("--pretrain-epochs", type=int, help="fix the pre-training epochs instead of planning them")
-    parser.add_argument("--finetune-epochs", type=int, help="fix the fine-tuning epochs instead of planning them")
-    parser.add_argument("--work", type=Path, help="data, build and runs (default: a temporary folder, removed "
-                        "unless --keep); an existing one is reused: same clips, same finished runs")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
-    parser.add_argument("--out", type=Path, default=Path("runs/learn"),
-                        help="results: learn_results.json, table.md, pretrain_loss.png (default runs/learn)")
+    parser.add_argument(
+        "--init-seeds",
+        type=int,
+        default=2,
+        metavar="K",
+        help="extra random-init runs (seeds seed+1..seed+K) whose probe and k-NN show how much "
+        "the initialisation alone moves them (default 2; 0 = off)",
+    )
+    parser.add_argument(
+        "--flag",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="a flag for the emitted script (both runs; pretrain.* only reaches the MAE run)",
+    )
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        help="fix the pre-training epochs instead of planning them",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        help="fix the fine-tuning epochs instead of planning them",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="data, build and runs (default: a temporary folder, removed "
+        "unless --keep); an existing one is reused: same clips, same finished runs",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary work folder"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/learn"),
+        help="results: learn_results.json, table.md, pretrain_loss.png (default runs/learn)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results JSON here")
     args = parser.parse_args(argv)
     if not 2 <= args.words <= len(WORDS):
@@ -661,12 +859,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     missing = tool_missing()
     if missing:
-        print(f"error: {missing} is not installed (Debian: apt-get install espeak-ng sox)", file=sys.stderr)
+        print(
+            f"error: {missing} is not installed (Debian: apt-get install espeak-ng sox)",
+            file=sys.stderr,
+        )
         return 2
     started = time.perf_counter()
     budget = args.minutes * 60
     temporary = args.work is None
-    work = Path(tempfile.mkdtemp(prefix="sigmae-learn-")) if temporary else args.work.resolve()
+    work = (
+        Path(tempfile.mkdtemp(prefix="sigmae-learn-"))
+        if temporary
+        else args.work.resolve()
+    )
     work.mkdir(parents=True, exist_ok=True)
     try:
         return bench(args, work, started, budget)
@@ -689,77 +894,167 @@ def bench(args: argparse.Namespace, work: Path, started: float, budget: float) -
     train_folds, eval_folds = split_voices(len(voices), args.eval_voices)
     train_clips = [c for c in clips if c.fold in train_folds]
     eval_clips = [c for c in clips if c.fold in eval_folds]
-    print(f"[learn] {len(clips)} clips: {len(words)} words x {len(voices)} voices x {len(SPEEDS)} speeds x "
-          f"{len(PITCHES)} pitches ({'synthesised in %.0f s' % synth_s if synth_s else 'reused'}); "
-          f"train voices {train_folds}, held-out voices {eval_folds}", flush=True)
+    print(
+        f"[learn] {len(clips)} clips: {len(words)} words x {len(voices)} voices x {len(SPEEDS)} speeds x "
+        f"{len(PITCHES)} pitches ({'synthesised in %.0f s' % synth_s if synth_s else 'reused'}); "
+        f"train voices {train_folds}, held-out voices {eval_folds}",
+        flush=True,
+    )
 
     # the bench's own baseline
     labels = torch.tensor([words.index(c.word) for c in clips])
     folds = torch.tensor([c.fold for c in clips])
     features = logmel_features(data_dir, clips, spec, flags)
-    train, held = torch.isin(folds, torch.tensor(train_folds)), torch.isin(folds, torch.tensor(eval_folds))
+    train, held = torch.isin(folds, torch.tensor(train_folds)), torch.isin(
+        folds, torch.tensor(eval_folds)
+    )
     mean, std = features[train].mean(dim=0), features[train].std(dim=0).clamp_min(1e-6)
     standardised = (features - mean) / std
     logmel_row = {
         "name": f"log-mel mean over time ({features.shape[1]}-d)",
-        "logreg": logistic_regression(features[train], labels[train], features[held], labels[held], len(words)),
-        "knn": knn_accuracy(standardised[train], labels[train], standardised[held], labels[held], len(words)),
+        "logreg": logistic_regression(
+            features[train], labels[train], features[held], labels[held], len(words)
+        ),
+        "knn": knn_accuracy(
+            standardised[train],
+            labels[train],
+            standardised[held],
+            labels[held],
+            len(words),
+        ),
     }
 
     script = build_script(work)
     threads = max(1, args.threads)
     rates = time_steps(spec, flags)
-    plan = plan_steps(spec, flags, rates, seconds_left=budget - (time.perf_counter() - started),
-                      train_items=len(train_clips), eval_items=len(eval_clips), threads=threads,
-                      extra_runs=args.init_seeds)
-    pre, fine = recipe_settings(spec, flags, "pretrain"), recipe_settings(spec, flags, "finetune")
+    plan = plan_steps(
+        spec,
+        flags,
+        rates,
+        seconds_left=budget - (time.perf_counter() - started),
+        train_items=len(train_clips),
+        eval_items=len(eval_clips),
+        threads=threads,
+        extra_runs=args.init_seeds,
+    )
+    pre, fine = recipe_settings(spec, flags, "pretrain"), recipe_settings(
+        spec, flags, "finetune"
+    )
     if args.pretrain_epochs is not None:
         plan.pretrain_epochs = args.pretrain_epochs
-        plan.pretrain_steps = args.pretrain_epochs * steps_per_epoch(len(train_clips), int(pre["batch_size"]))
+        plan.pretrain_steps = args.pretrain_epochs * steps_per_epoch(
+            len(train_clips), int(pre["batch_size"])
+        )
         share = float(pre.get("warmup_epochs", 0)) / max(1, int(pre.get("epochs", 1)))
         plan.pretrain_warmup = round(share * args.pretrain_epochs, 3)
     if args.finetune_epochs is not None:
         plan.finetune_epochs = args.finetune_epochs
-        plan.finetune_steps = args.finetune_epochs * steps_per_epoch(len(train_clips), int(fine["batch_size"]))
+        plan.finetune_steps = args.finetune_epochs * steps_per_epoch(
+            len(train_clips), int(fine["batch_size"])
+        )
         share = float(fine.get("warmup_epochs", 0)) / max(1, int(fine.get("epochs", 1)))
         plan.finetune_warmup = round(share * args.finetune_epochs, 3)
-    print(f"[learn] plan: pre-training {plan.pretrain_epochs} epochs ({plan.pretrain_steps} steps, "
-          f"{rates.pretrain_s:.3f} CPU s/step), fine-tuning {plan.finetune_epochs} epochs ({plan.finetune_steps} "
-          f"steps, {rates.finetune_s:.3f} CPU s/step) per run; estimated {plan.estimated_s:.0f} s of runs"
-          + "".join(f"; {note}" for note in plan.notes), flush=True)
+    print(
+        f"[learn] plan: pre-training {plan.pretrain_epochs} epochs ({plan.pretrain_steps} steps, "
+        f"{rates.pretrain_s:.3f} CPU s/step), fine-tuning {plan.finetune_epochs} epochs ({plan.finetune_steps} "
+        f"steps, {rates.finetune_s:.3f} CPU s/step) per run; estimated {plan.estimated_s:.0f} s of runs"
+        + "".join(f"; {note}" for note in plan.notes),
+        flush=True,
+    )
 
-    folds_arg = lambda section: [f"--{section}.train_folds", *map(str, train_folds),  # noqa: E731
-                                 f"--{section}.eval_folds", *map(str, eval_folds)]
+    folds_arg = lambda section: [
+        f"--{section}.train_folds",
+        *map(str, train_folds),  # noqa: E731
+        f"--{section}.eval_folds",
+        *map(str, eval_folds),
+    ]
     shared_flags = {s: v for s, v in flags.items() if s != "pretrain"}
     common = [
-        "--data-dir", str(data_dir), "--seed", str(args.seed), "--device", "cpu",
-        *folds_arg("probe"), *folds_arg("knn"), *folds_arg("finetune"),
-        "--finetune.epochs", str(plan.finetune_epochs), "--finetune.warmup_epochs", str(plan.finetune_warmup),
+        "--data-dir",
+        str(data_dir),
+        "--seed",
+        str(args.seed),
+        "--device",
+        "cpu",
+        *folds_arg("probe"),
+        *folds_arg("knn"),
+        *folds_arg("finetune"),
+        "--finetune.epochs",
+        str(plan.finetune_epochs),
+        "--finetune.warmup_epochs",
+        str(plan.finetune_warmup),
         *flag_args(shared_flags),
     ]
     pretrain_common = ["--pretrain.train_folds", *map(str, train_folds)]
-    random_arm = run_arm("random", script, common + pretrain_common + ["--pretrain.epochs", "0"], work, threads,
-                         fallback=common + pretrain_common + ["--pretrain.epochs", "1", "--pretrain.lr", "1e-12"])
-    mae_arm = run_arm("mae", script, common + pretrain_common + [
-        "--pretrain.epochs", str(plan.pretrain_epochs), "--pretrain.warmup_epochs", str(plan.pretrain_warmup),
-        *flag_args({"pretrain": flags.get("pretrain", {})})], work, threads)
+    random_arm = run_arm(
+        "random",
+        script,
+        common + pretrain_common + ["--pretrain.epochs", "0"],
+        work,
+        threads,
+        fallback=common
+        + pretrain_common
+        + ["--pretrain.epochs", "1", "--pretrain.lr", "1e-12"],
+    )
+    mae_arm = run_arm(
+        "mae",
+        script,
+        common
+        + pretrain_common
+        + [
+            "--pretrain.epochs",
+            str(plan.pretrain_epochs),
+            "--pretrain.warmup_epochs",
+            str(plan.pretrain_warmup),
+            *flag_args({"pretrain": flags.get("pretrain", {})}),
+        ],
+        work,
+        threads,
+    )
 
     seed_rows = []
     for extra in range(1, args.init_seeds + 1):
         seed = args.seed + extra
-        arm = run_arm(f"random-seed{seed}", script, common + pretrain_common + [
-            "--pretrain.epochs", "0", "--seed", str(seed), "--finetune.epochs", "1"], work, threads)
-        seed_rows.append({"seed": seed, **encoder_row(f"random-init, seed {seed}", arm, train_folds, eval_folds,
-                                                      len(words))})
+        arm = run_arm(
+            f"random-seed{seed}",
+            script,
+            common
+            + pretrain_common
+            + ["--pretrain.epochs", "0", "--seed", str(seed), "--finetune.epochs", "1"],
+            work,
+            threads,
+        )
+        seed_rows.append(
+            {
+                "seed": seed,
+                **encoder_row(
+                    f"random-init, seed {seed}",
+                    arm,
+                    train_folds,
+                    eval_folds,
+                    len(words),
+                ),
+            }
+        )
         seed_rows[-1].pop("finetune", None)  # one epoch: a by-product, not a result
         seed_rows[-1].pop("finetune_best", None)
 
     rows = {
         "logmel": logmel_row,
-        "random": encoder_row("random-init encoder (fine-tune: from scratch)", random_arm, train_folds, eval_folds,
-                              len(words)),
-        "mae": encoder_row("MAE-pretrained encoder (fine-tune: from MAE)", mae_arm, train_folds, eval_folds,
-                           len(words)),
+        "random": encoder_row(
+            "random-init encoder (fine-tune: from scratch)",
+            random_arm,
+            train_folds,
+            eval_folds,
+            len(words),
+        ),
+        "mae": encoder_row(
+            "MAE-pretrained encoder (fine-tune: from MAE)",
+            mae_arm,
+            train_folds,
+            eval_folds,
+            len(words),
+        ),
     }
     table = format_table(list(rows.values()))
     curve = loss_curve(mae_arm)
@@ -770,21 +1065,35 @@ def bench(args: argparse.Namespace, work: Path, started: float, budget: float) -
     wall = time.perf_counter() - started
 
     print()
-    print(f"Spoken words, speaker-disjoint: {len(train_clips)} train clips ({len(train_folds)} voices), "
-          f"{len(eval_clips)} held-out clips ({len(eval_folds)} voices), {len(words)} classes "
-          f"(chance {100 / len(words):.1f} %); accuracy in % on the held-out voices")
+    print(
+        f"Spoken words, speaker-disjoint: {len(train_clips)} train clips ({len(train_folds)} voices), "
+        f"{len(eval_clips)} held-out clips ({len(eval_folds)} voices), {len(words)} classes "
+        f"(chance {100 / len(words):.1f} %); accuracy in % on the held-out voices"
+    )
     print(table)
-    print(f"pre-training: {mae_arm.step('pretrain').get('steps')} steps; fine-tuning: "
-          f"{mae_arm.step('finetune').get('steps')} steps from MAE, {random_arm.step('finetune').get('steps')} "
-          f"from scratch; wall {wall:.0f} s (budget {budget:.0f} s)")
+    print(
+        f"pre-training: {mae_arm.step('pretrain').get('steps')} steps; fine-tuning: "
+        f"{mae_arm.step('finetune').get('steps')} steps from MAE, {random_arm.step('finetune').get('steps')} "
+        f"from scratch; wall {wall:.0f} s (budget {budget:.0f} s)"
+    )
     shown = sample_curve(curve)
-    print("pre-training loss (step: loss): " + ", ".join(f"{s}: {v:.3f}" for s, v in shown)
-          + (f"  [{png}]" if plotted else "  (pip install matplotlib for a PNG)"))
+    print(
+        "pre-training loss (step: loss): "
+        + ", ".join(f"{s}: {v:.3f}" for s, v in shown)
+        + (f"  [{png}]" if plotted else "  (pip install matplotlib for a PNG)")
+    )
     spread = init_spread(rows["random"], seed_rows, args.seed)
     if spread:
-        print("random-init encoder over seeds " + ", ".join(str(s) for s in spread["seeds"]) + ": " + "; ".join(
-            f"{name} {percent(low)}-{percent(high)}" for name, (low, high) in spread["range"].items())
-              + " (differences inside these ranges are the initialisation's, not pre-training's)")
+        print(
+            "random-init encoder over seeds "
+            + ", ".join(str(s) for s in spread["seeds"])
+            + ": "
+            + "; ".join(
+                f"{name} {percent(low)}-{percent(high)}"
+                for name, (low, high) in spread["range"].items()
+            )
+            + " (differences inside these ranges are the initialisation's, not pre-training's)"
+        )
     inside = {}
     if spread:
         for key, name in (("probe", "probe"), ("knn", "k-NN")):
@@ -794,13 +1103,19 @@ def bench(args: argparse.Namespace, work: Path, started: float, budget: float) -
                 inside[key] = low <= value <= high
     for claim, ok in checks:
         key = "probe" if "linear probe" in claim else "knn" if "k-NN" in claim else None
-        caveat = " (but inside the random-init seed range)" if ok and inside.get(key) else ""
-        print(f"  {'yes' if ok else 'NO ' if ok is not None else ' ? '}  {claim}{caveat}")
+        caveat = (
+            " (but inside the random-init seed range)" if ok and inside.get(key) else ""
+        )
+        print(
+            f"  {'yes' if ok else 'NO ' if ok is not None else ' ? '}  {claim}{caveat}"
+        )
     for arm in (random_arm, mae_arm):
         for note in arm.notes:
             print(f"note ({arm.name}): {note}")
         if arm.returncode != 0:
-            print(f"warning: the {arm.name} run failed (exit {arm.returncode}); its log ends:\n{arm.log_tail}")
+            print(
+                f"warning: the {arm.name} run failed (exit {arm.returncode}); its log ends:\n{arm.log_tail}"
+            )
 
     results = {
         "format": "sigmae-learn/1",
@@ -821,11 +1136,20 @@ def bench(args: argparse.Namespace, work: Path, started: float, budget: float) -
         "init_spread": spread,
         "goal": [{"claim": claim, "holds": ok} for claim, ok in checks],
         "pretrain_loss_curve": curve,
-        "runs": {arm.name: {"argv": arm.argv, "returncode": arm.returncode, "wall_s": round(arm.wall_s, 1),
-                            "reused": arm.reused, "notes": arm.notes,
-                            "steps": {k: {kk: vv for kk, vv in v.items() if kk != "confusion_matrix"}
-                                      for k, v in (arm.summary.get("steps") or {}).items()}}
-                 for arm in (random_arm, mae_arm)},
+        "runs": {
+            arm.name: {
+                "argv": arm.argv,
+                "returncode": arm.returncode,
+                "wall_s": round(arm.wall_s, 1),
+                "reused": arm.reused,
+                "notes": arm.notes,
+                "steps": {
+                    k: {kk: vv for kk, vv in v.items() if kk != "confusion_matrix"}
+                    for k, v in (arm.summary.get("steps") or {}).items()
+                },
+            }
+            for arm in (random_arm, mae_arm)
+        },
         "table": table,
     }
     text = json.dumps(results, indent=2, default=str)
