@@ -170,7 +170,8 @@ def test_a_file_holding_anything_else_is_refused_without_running_it(tmp_path: Pa
         load_official_checkpoint(AudioMAE(**TINY_BASE), planted)
     message = str(error.value)
     assert not marker.exists(), "the checkpoint's code ran"
-    assert "\n" not in message and "planted.pth" in message and f"{__name__}._plant" in message, message
+    # one line naming exactly the refused global (not the allowed Namespace around it)
+    assert "\n" not in message and f"planted.pth holds {__name__}._plant: refused unrun" in message, message
     assert "weights_only=False" not in message
 
     odd = training_file(tmp_path / "odd.pth", weights, official_args(note=Unexpected()))
