@@ -501,7 +501,74 @@ def _read_document(path: Path, display: str, chain: tuple[Path, ...], files: lis
     base_display = str(Path(display).parent / extends.value) if Path(display).parent != Path(".") else extends.value
     base = _read_document(base_path, base_display, (*chain, resolved), files, extends.loc)
     own = Node({k: v for k, v in root.value.items() if k != "extends"}, root.loc, {k: v for k, v in root.key_locs.items() if k != "extends"})
-    return _merge(base, own)  # `base` is already merged with its own bases: it holds no `extends`
+    return _merge_document(base, own)  # `base` is already merged with its own bases: it holds no `extends`
+
+
+def _step_name(item: Node) -> Any:
+    """A recipe step's name as written (`name:`, else `use:`), None when it has neither."""
+    if not item.is_mapping:
+        return None
+    name_node = item.value.get("name") or item.value.get("use")
+    return name_node.value if name_node is not None else None
+
+
+def _merge_document(base: Node, own: Node) -> Node:
+    """A spec over its `extends:` base (components/README.md §4, "extends:").
+
+    Sections merge as `_merge` does. `recipe:` as a list replaces the base's whole list; as a
+    mapping `{step name: null | {with: ...}}` it edits the base's steps by name: `null` removes
+    the step, a mapping merges into it (the base's order is kept). Either way, the base's
+    `smoke:` entries for steps the result no longer has are dropped.
+    """
+    base_recipe = base.value.get("recipe")
+    own_recipe = own.value.get("recipe")
+    if own_recipe is not None and own_recipe.is_mapping:
+        own = Node({**own.value, "recipe": _edit_steps(base_recipe, own_recipe, own.key_locs["recipe"])}, own.loc, own.key_locs)
+    merged = _merge(base, own)
+    base_steps = {_step_name(item) for item in base_recipe.value} if base_recipe is not None and base_recipe.is_sequence else set()
+    recipe = merged.value.get("recipe")
+    steps = {_step_name(item) for item in recipe.value} if recipe is not None and recipe.is_sequence else set()
+    gone = base_steps - steps
+    smoke = merged.value.get("smoke")
+    base_smoke = base.value.get("smoke")
+    own_smoke = own.value.get("smoke")
+    if gone and smoke is not None and smoke.is_mapping and base_smoke is not None and base_smoke.is_mapping:
+        own_keys = set(own_smoke.value) if own_smoke is not None and own_smoke.is_mapping else set()
+        dropped = {key for key in smoke.value if key in gone and key in base_smoke.value and key not in own_keys}
+        if dropped:
+            kept = Node({k: v for k, v in smoke.value.items() if k not in dropped}, smoke.loc, {k: v for k, v in smoke.key_locs.items() if k not in dropped})
+            merged = Node({**merged.value, "smoke": kept}, merged.loc, merged.key_locs)
+    return merged
+
+
+def _edit_steps(base_recipe: Node | None, edits: Node, where: Location) -> Node:
+    """The base's recipe list with `edits` (step name -> null or changes) applied by name."""
+    if base_recipe is None or not base_recipe.is_sequence:
+        raise where.error("recipe: as a mapping (step name: null or changes) edits the extends: base's steps, but the base has no recipe: list; write recipe: as a list of steps")
+    items = list(base_recipe.value)
+    names = [_step_name(item) for item in items]
+    shown = ", ".join(str(name) for name in names) or "(none)"
+    for name, change in edits.value.items():
+        loc = edits.key_locs[name]
+        if name not in names:
+            verb = "remove" if change.value is None else "change"
+            raise loc.error(
+                f"recipe: cannot {verb} step {name!r}: the extends: base has no step of that name.{did_you_mean(name, [str(n) for n in names])} "
+                f"Its steps: {shown} (to add steps, write recipe: as the whole list)"
+            )
+        position = names.index(name)
+        if change.value is None:
+            del items[position], names[position]
+            continue
+        if not change.is_mapping:
+            raise change.loc.error(f"recipe.{name} must be null (remove the step) or a mapping like {{with: {{epochs: 5}}}}, got {_describe(change.plain())}")
+        renamed = change.value.get("name")
+        if renamed is not None and renamed.value != name:
+            raise renamed.loc.error(f"recipe.{name} cannot rename the step (to {renamed.value!r}); write recipe: as the whole list to rename steps")
+        items[position] = _merge(items[position], change)
+    if not items:
+        raise where.error("recipe: removes every step of the extends: base; keep at least one, or write recipe: as a list")
+    return Node(items, edits.loc)
 
 
 def apply_override(root: Node, override: str) -> Node:
@@ -590,7 +657,12 @@ def validate(root: Node, index: CatalogLookup, *, path: Path, files: tuple[SpecF
     doc = root.value
     for key in doc:
         if key not in TOP_LEVEL_KEYS:
-            raise root.key_locs[key].error(f"unknown section {key!r}.{did_you_mean(key, TOP_LEVEL_KEYS)} Allowed: {', '.join(TOP_LEVEL_KEYS)}")
+            recipe = doc.get("recipe")
+            if recipe is not None and recipe.is_sequence and key in {_step_name(item) for item in recipe.value}:
+                hint = f" {key!r} is a recipe step: change it under recipe: (with extends:, `recipe: {{{key}: null}}` removes it, `recipe: {{{key}: {{with: ...}}}}` changes it)."
+            else:
+                hint = did_you_mean(key, TOP_LEVEL_KEYS)
+            raise root.key_locs[key].error(f"unknown section {key!r}.{hint} Allowed: {', '.join(TOP_LEVEL_KEYS)}")
 
     name_node = _required(root, "name", "name: my_experiment  # a Python identifier; names the output files")
     name = name_node.value
@@ -755,6 +827,11 @@ _SCALAR_WORDS = {"int": "an integer (int)", "float": "a number (float)", "bool":
 
 def _recipe_steps(root: Node, index: CatalogLookup) -> tuple[Choice, ...]:
     node = _required(root, "recipe", "recipe: [{use: <recipe name>, name: <step name>, with: {...}}]")
+    if node.is_mapping:
+        raise node.loc.error(
+            "recipe: as a mapping (step name: null or changes) only edits the steps of an extends: base, "
+            "and this spec has none; write recipe: as a list of steps like - {use: mae_pretrain, name: pretrain}"
+        )
     if not node.is_sequence or not node.value:
         raise node.loc.error(f"recipe: must be a non-empty list of steps like - {{use: mae_pretrain, name: pretrain}}, got {_describe(node.plain())}")
     steps: list[Choice] = []
