@@ -227,7 +227,7 @@ def linear_probe(
 ) -> dict[str, Any]:
     """Train a linear classifier on frozen embeddings (SGD with momentum, warm-up + cosine).
 
-    Runs identically on every rank (it is cheap), so all ranks agree; ``--steps`` caps it too.
+    Runs identically on every rank (it is cheap), so all ranks agree; an evaluation, it always runs whole (``--steps`` caps training stages only).
     """
     check_ranges(
         ctx,
@@ -309,7 +309,7 @@ def linear_probe(
     return {
         **summary,
         "steps": step,
-        "total_steps": total,  # below it, --steps cut the probe short (rerun on --resume)
+        "total_steps": total,
         "final_loss": loss_value,
         "train_folds": data.train_folds,
         "eval_folds": data.eval_folds,
