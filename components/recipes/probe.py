@@ -227,7 +227,8 @@ def linear_probe(
 ) -> dict[str, Any]:
     """Train a linear classifier on frozen embeddings (SGD with momentum, warm-up + cosine).
 
-    Runs identically on every rank (it is cheap), so all ranks agree; an evaluation, it always runs whole (``--steps`` caps training stages only).
+    Runs identically on every rank (it is cheap), so all ranks agree. An evaluation: it
+    always runs whole (``--steps`` caps training stages only).
     """
     check_ranges(
         ctx,
