@@ -36,6 +36,7 @@ from components.models.checkpoints import (
     read_official_checkpoint,
 )
 from components.recipes.guards import check_embedding_spread, embedding_spread
+from components.recipes.hear import hear_module_name, write_hear_module
 from components.registry import recipe_registry
 from components.runtime import RunContext, StopRequested, eval_loader
 from components.transforms.base import mean_by_owner
@@ -292,11 +293,15 @@ def embed(
     batch_size: int = 64,
     num_workers: int = 4,
     cache_dir: str | None = None,
+    hear_module: bool = False,
 ) -> dict[str, Any]:
     """Save the embeddings of every item (with labels, folds and keys) to ``<out>/<step>/embeddings.pt``.
 
     ``checkpoint`` defaults to the encoder of an earlier ``mae_pretrain`` step; results are
     cached by checkpoint content and data set (``cache_dir``, default ``<out>/embedding_cache``).
+    ``hear_module`` also writes ``<out>/<step>/hear_<spec>.py``, a standalone HEAR 2021 API
+    module (standard library + torch) serving this encoder; its ``load_model`` takes the
+    checkpoint (see ``components.recipes.hear``).
     """
     if batch_size < 1 or num_workers < 0:
         raise UsageError(
@@ -320,7 +325,19 @@ def embed(
             f"{ctx.section}_pca.png",
         )
     ctx.state["embeddings"] = str(output)
+    hear_path = ctx.stage_dir / f"{hear_module_name(ctx.pipeline.name)}.py"
+    if hear_module and ctx.is_main:
+        write_hear_module(
+            hear_path,
+            weights=payload["checkpoint"],
+            model_class=ctx.pipeline.model,
+            model_config=ctx.section_config("model"),
+            transform_class=ctx.pipeline.transform,
+            transform_config=ctx.section_config("transform"),
+        )
+        ctx.info(f"HEAR module {hear_path} (weights: {payload['checkpoint']})")
     return {
+        "hear_module": str(hear_path) if hear_module else None,
         "embeddings": str(output),
         "num_items": int(payload["embeddings"].shape[0]),
         "dim": int(payload["embeddings"].shape[1]),
