@@ -10,15 +10,15 @@ generated files only.
 from __future__ import annotations
 
 import ast
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from generator.ir import InlinedProgram, Resolution
-from generator.notebook import DEFAULT_REPO_URL, render_notebook
+from generator.notebook import render_notebook
 from generator.render import provenance_hash, render_script, script_parts, skeleton_names, spec_reference, spec_roots
+from generator.repository import colab_badge
 from generator.spec import Spec, load_spec
 from generator.write import Drift, compare_outputs, write_outputs
 
@@ -47,6 +47,7 @@ class BuildResult:
     written: bool
     drift: Drift | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # for the CLI to print once (e.g. why the notebook has no Colab badge)
 
     @property
     def up_to_date(self) -> bool:
@@ -86,30 +87,6 @@ def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=
     return CompiledSpec(spec, index, resolution, program, provenance_hash(spec, {path: source_hashes[path] for path in sources}), sources)
 
 
-def project_repo_url() -> str:
-    """`[tool.sigmae-gen] repo-url` of the project's pyproject.toml, else a placeholder.
-
-    Every caller (the CLI, `build_spec`, the drift tests) takes the default from here, so a
-    URL set in pyproject.toml cannot make the CLI's output differ from a checked build.
-    Read line by line rather than with tomllib, which Python 3.10 lacks: the same file must
-    give the same URL on every supported Python.
-    """
-    try:
-        text = (PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    except OSError:
-        return DEFAULT_REPO_URL
-    table = ""
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            table = line
-        elif table == "[tool.sigmae-gen]" and line.startswith("repo-url"):
-            match = re.fullmatch(r'repo-url\s*=\s*"([^"]+)"\s*(#.*)?', line)
-            if match:
-                return match.group(1)
-    return DEFAULT_REPO_URL
-
-
 def output_names(name: str) -> tuple[str, ...]:
     """Every file name a build of spec `name` may write (which of them depends on its `outputs`).
 
@@ -146,8 +123,8 @@ def check_step_names(spec: Spec, script: str) -> None:
             )
 
 
-def render_outputs(compiled: CompiledSpec, *, repo_url: str = DEFAULT_REPO_URL, timings: dict[str, float] | None = None) -> dict[str, str]:
-    """Every output file of a build, by file name, rendered in memory."""
+def render_outputs(compiled: CompiledSpec, *, colab_url: str | None = None, timings: dict[str, float] | None = None) -> dict[str, str]:
+    """Every output file of a build, by file name, rendered in memory (`colab_url`: the notebook's badge, None for none)."""
     from generator.readme import render_readme
     from generator.testsuite import render_tests
 
@@ -163,13 +140,13 @@ def render_outputs(compiled: CompiledSpec, *, repo_url: str = DEFAULT_REPO_URL, 
     timings["render_script"] = time.perf_counter() - clock
     if "notebook" in spec.outputs:
         clock = time.perf_counter()
-        files[f"{spec.name}.ipynb"] = render_notebook(spec, parts, spec_hash=compiled.spec_hash, repo_url=repo_url)
+        files[f"{spec.name}.ipynb"] = render_notebook(spec, parts, spec_hash=compiled.spec_hash, colab_url=colab_url)
         timings["render_notebook"] = time.perf_counter() - clock
     if "tests" in spec.outputs:
         clock = time.perf_counter()
         files[f"test_{spec.name}.py"] = render_tests(compiled)
         timings["render_tests"] = time.perf_counter() - clock
-    files["README.md"] = render_readme(compiled, files, repo_url=repo_url)
+    files["README.md"] = render_readme(compiled, files, colab_url=colab_url)
     return files
 
 
@@ -183,19 +160,26 @@ def build_spec(
     catalog_root: str | Path | None = None,
     repo_url: str | None = None,
 ) -> BuildResult:
-    """Build one spec into `out_dir/<name>/` (atomically), or with `check` compare without writing."""
+    """Build one spec into `out_dir/<name>/` (atomically), or with `check` compare without writing.
+
+    The notebook's Colab badge links its GitHub address (generator/repository.py: `repo_url`,
+    else the output's repository's `[tool.sigmae-gen] repo-url`, else its GitHub remote); without
+    one there is no badge and `warnings` says why.
+    """
     timings: dict[str, float] = {}
     start = time.perf_counter()
     compiled = compile_spec(spec_path, overrides=overrides, index=index, catalog_root=catalog_root, timings=timings)
-    files = render_outputs(compiled, repo_url=repo_url or project_repo_url(), timings=timings)
+    badge = colab_badge(out_dir, compiled.spec.name, repo_url) if "notebook" in compiled.spec.outputs else None
+    warnings = (badge.warning,) if badge is not None and badge.warning else ()
+    files = render_outputs(compiled, colab_url=badge.url if badge is not None else None, timings=timings)
     dest = Path(out_dir) / compiled.spec.name
     stale = output_names(compiled.spec.name)
     if check:
         drift = compare_outputs(dest, files, stale=stale)
         timings["total"] = time.perf_counter() - start
-        return BuildResult(compiled.spec.name, dest, files, written=False, drift=drift, timings=timings)
+        return BuildResult(compiled.spec.name, dest, files, written=False, drift=drift, timings=timings, warnings=warnings)
     clock = time.perf_counter()
     write_outputs(out_dir, compiled.spec.name, files, stale=stale)
     timings["write"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - start
-    return BuildResult(compiled.spec.name, dest, files, written=True, timings=timings)
+    return BuildResult(compiled.spec.name, dest, files, written=True, timings=timings, warnings=warnings)

@@ -66,7 +66,12 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=Path("build"), show_default=True, help="Builds go to OUT_DIR/<spec name>/.")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff when the files on disk differ from a fresh build.")
 @set_option
-@click.option("--repo-url", default=None, help="GitHub URL for the notebook's Open-in-Colab badge.")
+@click.option(
+    "--repo-url",
+    default=None,
+    help="GitHub URL of the repository holding OUT_DIR, for the notebook's Open-in-Colab badge "
+    "(default: [tool.sigmae-gen] repo-url of its pyproject.toml, else its GitHub remote origin; none: no badge).",
+)
 @click.pass_context
 def build(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path, check: bool, overrides: tuple[str, ...], repo_url: str | None) -> int:
     """Build each SPEC into OUT_DIR/<name>/ (script, notebook, tests, README)."""
@@ -75,8 +80,13 @@ def build(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path, check: boo
     index = _index(ctx)
     _refuse_shared_names(specs, overrides, out_dir)
     drifted = 0
+    warned: set[str] = set()
     for spec_path in specs:
         result = build_spec(spec_path, out_dir, overrides=overrides, check=check, index=index, repo_url=repo_url)
+        for warning in result.warnings:
+            if warning not in warned:  # one line per reason, not one per spec
+                warned.add(warning)
+                click.echo(f"warning: {warning}", err=True)
         if not check:
             click.echo(f"built {result.out_dir} ({', '.join(sorted(result.files))}) in {result.timings['total']:.2f} s")
         elif result.up_to_date:

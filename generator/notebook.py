@@ -3,9 +3,9 @@
 The code cells hold exactly the script's pieces (`render.ScriptParts`): the imports, one cell
 per catalog module (each after a markdown cell naming the module and summarising its
 docstring), and the Config/PIPELINE/main cell; executing them defines the same names as
-importing the script. Around them: a title with an "Open in Colab" badge, a set-up cell that
-reports the accelerator, a `parameters`-tagged cell (papermill's convention), a run cell and
-a plot cell. Cell ids are derived from positions, so rebuilds are byte-identical.
+importing the script. Around them: a title (with an "Open in Colab" badge when the notebook
+has a GitHub address: generator/repository.py), a set-up cell that reports the accelerator,
+a `parameters`-tagged cell (papermill's convention), a run cell and a plot cell. Cell ids are derived from positions, so rebuilds are byte-identical.
 
 Cells are plain nbformat v4.5 dictionaries serialised the way `nbformat.writes` does (sorted
 keys, one-space indent, sources split into lines): importing nbformat and validating every
@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlparse
 
 import generator
 from generator.errors import OutputError
 from generator.render import ScriptParts, docstring_summary, environment, literal_source
+from generator.repository import DEFAULT_BRANCH, github_repository, shown
 from generator.spec import Spec
 
-DEFAULT_REPO_URL = "https://github.com/OWNER/sigmae-gen"
-DEFAULT_BRANCH = "main"
 # Names the notebook defines beyond the script's own (set-up, parameters, run and plot cells).
 NOTEBOOK_ONLY_NAMES = frozenset(
     {"importlib", "sys", "IN_COLAB", "report_accelerator", "SMOKE", "DOWNLOAD", "OUT_DIR", "EXTRA_ARGS", "ARGV", "run_steps", "dataclasses", "Path", "Image", "display", "png", "metrics"}
@@ -32,18 +30,12 @@ NOTEBOOK_ONLY_NAMES = frozenset(
 
 
 def colab_url(repo_url: str, notebook_path: str, branch: str = DEFAULT_BRANCH) -> str:
-    """Colab's URL for a notebook committed to a GitHub repository."""
-    parsed = urlparse(repo_url)
-    parts = [part for part in parsed.path.split("/") if part]
-    if parsed.scheme != "https" or parsed.netloc != "github.com" or len(parts) != 2:
-        raise OutputError(f"repo URL {repo_url!r} must look like https://github.com/OWNER/REPO (Colab opens notebooks from GitHub); pass --repo-url")
-    owner, repo = parts[0], parts[1].removesuffix(".git")
+    """Colab's URL for a notebook committed to a GitHub repository (generator/repository.py finds both)."""
+    repository = github_repository(repo_url)
+    if repository is None:
+        raise OutputError(f"repo URL {shown(repo_url)!r} must look like https://github.com/OWNER/REPO (Colab opens notebooks from GitHub); pass --repo-url")
+    owner, repo = repository
     return f"https://colab.research.google.com/github/{owner}/{repo}/blob/{branch}/{notebook_path.lstrip('/')}"
-
-
-def notebook_colab_url(spec: Spec, repo_url: str, build_dir: str = "build") -> str:
-    """Colab's URL for the build's notebook as committed under `build_dir/` (notebook and README badge)."""
-    return colab_url(repo_url, f"{build_dir.strip('/')}/{spec.name}/{spec.name}.ipynb")
 
 
 def can_download(spec: Spec) -> bool:
@@ -73,15 +65,15 @@ def code_cell(text: str, tags: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"cell_type": "code", "execution_count": None, "metadata": metadata, "outputs": [], "source": text}
 
 
-def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, repo_url: str = DEFAULT_REPO_URL, build_dir: str = "build") -> str:
-    """The notebook as nbformat v4.5 JSON text."""
+def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, colab_url: str | None = None) -> str:
+    """The notebook as nbformat v4.5 JSON text; its title has an Open-in-Colab badge when `colab_url` is known."""
     context = {"name": spec.name, "can_download": can_download(spec)}
     cells = [
         markdown_cell(
             _render(
                 "notebook_title.md.j2",
                 description=spec_description(spec),
-                colab_url=notebook_colab_url(spec, repo_url, build_dir),
+                colab_url=colab_url,
                 version=generator.__version__,
                 spec_hash=spec_hash,
                 **context,

@@ -11,7 +11,7 @@ import ast
 from typing import TYPE_CHECKING, Mapping
 
 import generator
-from generator.notebook import DEFAULT_REPO_URL, can_download, notebook_colab_url, spec_description
+from generator.notebook import can_download, spec_description
 from generator.render import RUNTIME_MODULE, environment, literal_source, spec_reference
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").replace("`", "'")
 
 
-def render_readme(compiled: CompiledSpec, files: Mapping[str, str], *, repo_url: str = DEFAULT_REPO_URL) -> str:
+def render_readme(compiled: CompiledSpec, files: Mapping[str, str], *, colab_url: str | None = None) -> str:
     spec = compiled.spec
     flags = [(flag, _cell(default)) for flag, default in run_option_flags(compiled.index)]
     for choice in spec.sections:
@@ -60,7 +60,7 @@ def render_readme(compiled: CompiledSpec, files: Mapping[str, str], *, repo_url:
         spec_hash=compiled.spec_hash,
         has_notebook=f"{spec.name}.ipynb" in files,
         has_tests=f"test_{spec.name}.py" in files,
-        colab_url=notebook_colab_url(spec, repo_url),
+        colab_url=colab_url,
         can_download=can_download(spec),
         audio_cache=any(param.name == "cache_dir" for param in spec.data.params),
         choices=choices,

@@ -22,8 +22,9 @@ TOY = HERE / "fixture_specs" / "toy.yaml"
 
 @pytest.fixture(scope="module")
 def toy_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    return build_spec(TOY, out, index=build_index(CATALOG), repo_url="https://github.com/example/sigmae-gen").out_dir
+    repository = tmp_path_factory.mktemp("repository")
+    (repository / ".git").mkdir()  # the badge links the notebook's path in its repository
+    return build_spec(TOY, repository / "build", index=build_index(CATALOG), repo_url="https://github.com/example/sigmae-gen").out_dir
 
 
 def read(build: Path) -> nbformat.NotebookNode:
@@ -110,13 +111,12 @@ def test_colab_url_needs_a_github_repository() -> None:
         colab_url("ftp://example.org/x", "build/x/x.ipynb")
 
 
-def test_repo_url_for_the_badge_comes_from_pyproject_on_every_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import generator.build as build_module
+def test_repo_url_for_the_badge_comes_from_pyproject_on_every_python(tmp_path: Path) -> None:
+    from generator.repository import pyproject_repo_url
 
-    monkeypatch.setattr(build_module, "PROJECT_ROOT", tmp_path)
-    assert build_module.project_repo_url() == build_module.DEFAULT_REPO_URL  # no pyproject.toml
+    assert pyproject_repo_url(tmp_path) is None  # no pyproject.toml
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "x"\nrepo-url = "https://github.com/wrong/table"\n\n'
-        '[tool.sigmae-gen]\nrepo-url = "https://github.com/acme/sigmae-gen"  # the badge\n'
+        '[tool.sigmae-gen]  # settings\nrepo-url = "https://github.com/acme/sigmae-gen"  # the badge\n'
     )
-    assert build_module.project_repo_url() == "https://github.com/acme/sigmae-gen"
+    assert pyproject_repo_url(tmp_path) == "https://github.com/acme/sigmae-gen"
