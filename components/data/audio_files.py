@@ -17,7 +17,7 @@ from components.data.audio_io import (
     check_duration,
     default_audio_cache_dir,
     load_audio,
-    probe_wav,
+    probe_audio,
 )
 from components.data.base import Record, SignalDataset
 from components.flags import UsageError
@@ -87,7 +87,7 @@ class AudioFileDataset(SignalDataset):
         problems: list[str] = []
         for record in self.records:
             try:
-                check_duration(record.key, probe_wav(record.key))
+                check_duration(record.key, probe_audio(record.key))
             except AudioFileError as error:
                 bad_keys.append(record.key)
                 problems.append(str(error))

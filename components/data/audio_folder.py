@@ -16,7 +16,7 @@ from components.data.audio_files import (
     read_csv_rows,
     resolve_under,
 )
-from components.data.audio_io import DataFormatError
+from components.data.audio_io import AUDIO_SUFFIXES, DataFormatError
 from components.data.base import (
     Record,
     check_split_settings,
@@ -117,7 +117,7 @@ class AudioFolder(AudioFileDataset):
             files = sorted(
                 path
                 for path in (self.root / name).rglob("*")
-                if path.suffix.lower() == ".wav"
+                if path.suffix.lower() in AUDIO_SUFFIXES
                 and (path.is_file() or path.is_symlink())
             )
             records += [

@@ -4,6 +4,9 @@
 24- and 32-bit integer or 32/64-bit float samples, plain or WAVE_FORMAT_EXTENSIBLE (what sox
 and libsndfile write for 24-bit and multichannel files). Anything else (compressed WAV,
 non-WAV files, truncated data) raises ``AudioFileError`` naming the file and the fix.
+FLAC, OGG/Vorbis and MP3 files (by suffix, ``SOUNDFILE_SUFFIXES``) are decoded by libsndfile
+through the optional ``soundfile`` package, imported when such a file is first read; without
+it they raise ``ModuleNotFoundError`` naming the file and ``pip install soundfile``.
 
 Decoding a 5 s 44.1 kHz clip and resampling it costs milliseconds, which adds up to seconds
 per epoch, so decoded waveforms at the target rate are cached on disk: one raw float32 file
@@ -23,7 +26,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 
@@ -59,6 +62,9 @@ MIN_CLIP_SECONDS = 0.025
 # 32 KB file decode and resample into gigabytes).
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768000
+# Compressed formats read through ``soundfile`` (libsndfile); every other file is read as WAV.
+SOUNDFILE_SUFFIXES = (".flac", ".ogg", ".oga", ".mp3")
+AUDIO_SUFFIXES = (".wav", *SOUNDFILE_SUFFIXES)
 
 
 def probe_wav(path: str | os.PathLike[str]) -> WavInfo:
@@ -247,6 +253,101 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
     return samples, info.sample_rate
 
 
+def needs_soundfile(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a FLAC, OGG or MP3 file (by suffix), read through ``soundfile``."""
+    return os.path.splitext(os.fspath(path))[1].lower() in SOUNDFILE_SUFFIXES
+
+
+def import_soundfile(path: str | os.PathLike[str]) -> Any:
+    """The ``soundfile`` module, or one clear error naming ``path`` and the package to install."""
+    try:
+        import soundfile
+    except (ImportError, OSError):  # OSError: installed, but its libsndfile cannot load
+        suffix = os.path.splitext(os.fspath(path))[1].lower()
+        raise ModuleNotFoundError(
+            f"{path}: reading {suffix[1:].upper()} files needs the soundfile package:"
+            " pip install soundfile (or convert the files to PCM WAV)"
+        ) from None
+    return soundfile
+
+
+def _soundfile_error(path: str | os.PathLike[str], error: Exception) -> AudioFileError:
+    reason = " ".join(str(getattr(error, "error_string", "") or error).split())
+    return AudioFileError(
+        f"{path}: cannot be decoded by libsndfile ({reason}); re-export or re-download the file"
+    )
+
+
+def probe_soundfile(path: str | os.PathLike[str]) -> WavInfo:
+    """Rate, channels and length of a FLAC/OGG/MP3 file from its header, through ``soundfile``."""
+    soundfile = import_soundfile(path)
+    try:
+        if os.path.getsize(path) == 0:
+            raise AudioFileError(f"{path}: the file is empty")
+        with soundfile.SoundFile(os.fspath(path)) as handle:
+            rate, channels, frames = handle.samplerate, handle.channels, handle.frames
+            # The last frame must decode: a cut-off FLAC fails here, a cut-off MP3 reads
+            # nothing (a cut-off OGG is just shorter). One seek, not a decode of the file.
+            if frames > 0:
+                try:
+                    handle.seek(frames - 1)
+                    last = len(handle.read(1))
+                except RuntimeError:
+                    last = 0
+                if last != 1:
+                    raise AudioFileError(
+                        f"{path}: truncated: the header announces {frames} frames but the last"
+                        " of them cannot be decoded; re-download or re-export the file"
+                    )
+    except AudioFileError:
+        raise
+    except OSError as error:
+        raise AudioFileError(
+            f"{path}: cannot be read ({error.strerror or error})"
+        ) from None
+    except RuntimeError as error:  # soundfile.LibsndfileError
+        raise _soundfile_error(path, error) from None
+    info = WavInfo(rate, channels, 4, frames, True, 4 * channels)
+    if info.channels <= 0 or not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioFileError(
+            f"{path}: invalid header ({info.channels} channels at {info.sample_rate} Hz);"
+            " re-export or re-download the file"
+        )
+    if info.num_frames <= 0:
+        raise AudioFileError(
+            f"{path}: holds no audio (0 frames); re-export the file or remove it"
+        )
+    return info
+
+
+def read_soundfile(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
+    """Decode a FLAC/OGG/MP3 file to a mono float32 waveform ``[N]`` and its rate."""
+    soundfile = import_soundfile(path)
+    try:
+        data, rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
+    except OSError as error:
+        raise AudioFileError(
+            f"{path}: cannot be read ({error.strerror or error})"
+        ) from None
+    except RuntimeError as error:  # soundfile.LibsndfileError
+        raise _soundfile_error(path, error) from None
+    if data.shape[0] == 0:
+        raise AudioFileError(
+            f"{path}: holds no audio (0 frames); re-export the file or remove it"
+        )
+    return torch.from_numpy(data).mean(dim=1), int(rate)
+
+
+def probe_audio(path: str | os.PathLike[str]) -> WavInfo:
+    """The checked header of an audio file: FLAC/OGG/MP3 through ``soundfile``, else WAV."""
+    return probe_soundfile(path) if needs_soundfile(path) else probe_wav(path)
+
+
+def read_audio(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
+    """Mono float32 waveform and rate: FLAC/OGG/MP3 through ``soundfile``, else PCM WAV."""
+    return read_soundfile(path) if needs_soundfile(path) else read_wav(path)
+
+
 def user_cache_dir() -> Path:
     """sigmae-gen's folder in the user cache directory.
 
@@ -338,7 +439,7 @@ def load_audio(
         cached = cache.get(path, sample_rate)
         if cached is not None:
             return cached
-    samples, rate = read_wav(path)
+    samples, rate = read_audio(path)
     if rate != sample_rate:
         samples = resample(samples, rate, sample_rate)
     if cache is not None:
@@ -350,6 +451,7 @@ def load_audio(
 
 
 __all__ = [
+    "AUDIO_SUFFIXES",
     "AudioFileError",
     "DataFormatError",
     "WavInfo",
@@ -359,7 +461,9 @@ __all__ = [
     "tensor_bytes",
     "load_audio",
     "pcm_to_float",
+    "probe_audio",
     "probe_wav",
+    "read_audio",
     "read_wav",
     "user_cache_dir",
 ]
