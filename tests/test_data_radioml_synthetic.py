@@ -1,10 +1,9 @@
-"""RadioML readers (canonical split, SNR filter, bad layouts, lazy HDF5) and the synthetic sets."""
+"""RadioML readers (canonical split, SNR filter, bad layouts, lazy HDF5 through the real h5py) and the synthetic sets."""
 
 from __future__ import annotations
 
 import pickle
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -86,44 +85,49 @@ def test_radioml2018_without_h5py_says_what_to_install(tmp_path: Path, monkeypat
         RadioML2018(root=str(tmp_path))
 
 
-def fake_h5py(files: dict[str, dict[str, object]]) -> types.ModuleType:
-    """An h5py stand-in serving numpy arrays, so the reader's logic is tested without h5py."""
-
-    class File(dict):
-        def __init__(self, path: object, mode: str) -> None:
-            super().__init__(files[str(path)])
-            self.closed = False
-
-        def close(self) -> None:
-            self.closed = True
-
-    module = types.ModuleType("h5py")
-    module.File = File  # type: ignore[attr-defined]
-    return module
+def write_radioml2018(path: Path, x: object, y: object, z: object) -> Path:
+    """An HDF5 file as DeepSig ships 2018.01A: datasets X, Y, Z at the root (real h5py)."""
+    h5py = pytest.importorskip("h5py")  # in the dev extra: make venv installs it
+    with h5py.File(path, "w") as out:
+        out.create_dataset("X", data=x)
+        out.create_dataset("Y", data=y)
+        out.create_dataset("Z", data=z)
+    return path
 
 
-def test_radioml2018_reads_labels_snrs_and_frames_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    classes, per_group, snrs = len(RADIOML2018_CLASSES), 4, (-6, 12)
-    n = classes * len(snrs) * per_group
+def radioml2018_arrays(per_group: int, snrs: tuple[int, ...]) -> tuple[object, object, object]:
+    """The real layout: X float32 [n, 1024, 2], Y int64 one-hot [n, 24], Z int64 SNR [n, 1]."""
+    classes = len(RADIOML2018_CLASSES)
     labels = np.repeat(np.arange(classes), len(snrs) * per_group)
-    x = np.random.default_rng(0).standard_normal((n, 32, 2)).astype(np.float32)
-    path = tmp_path / "GOLD_XYZ_OSC.0001_1024.hdf5"
-    path.write_bytes(b"")
-    arrays = {"X": x, "Y": np.eye(classes, dtype=np.int64)[labels], "Z": np.tile(np.repeat(snrs, per_group), classes)[:, None]}
-    monkeypatch.setitem(sys.modules, "h5py", fake_h5py({str(path): arrays}))
-    ds = RadioML2018(root=str(path), snr_min=0)
-    assert ds.class_names[:4] == ["OOK", "4ASK", "8ASK", "BPSK"] and len(ds) == n // 2
-    assert set(ds.snrs) == {12}
+    x = np.random.default_rng(0).standard_normal((labels.size, 1024, 2)).astype(np.float32)
+    return x, np.eye(classes, dtype=np.int64)[labels], np.tile(np.repeat(snrs, per_group), classes)[:, None].astype(np.int64)
+
+
+def test_radioml2018_reads_labels_snrs_and_frames_lazily(tmp_path: Path) -> None:
+    per_group, snrs = 4, (-6, 12)
+    x, y, z = radioml2018_arrays(per_group, snrs)
+    path = write_radioml2018(tmp_path / "GOLD_XYZ_OSC.0001_1024.hdf5", x, y, z)
+    ds = RadioML2018(root=str(tmp_path), snr_min=0)  # the folder holding the file works too
+    assert ds.class_names[:4] == ["OOK", "4ASK", "8ASK", "BPSK"] and len(ds) == x.shape[0] // 2
+    assert set(ds.snrs) == {12} and ds._file is None  # labels read, file closed again
     signal, label = ds[3]
     row = ds.rows[3]
-    assert label == labels[row] and signal.shape == (2, 32)
+    assert label == int(y[row].argmax()) and signal.shape == (2, 1024) and signal.dtype == torch.float32
     torch.testing.assert_close(signal, torch.from_numpy(x[row]).T)
     folds = [r.fold for r in ds.records if r.label == 0]
     assert sorted(folds) == [1, 1, 2, 2]  # a stratified half per (class, SNR)
-    bad = dict(arrays, Y=arrays["Y"][:, :10])
-    monkeypatch.setitem(sys.modules, "h5py", fake_h5py({str(path): bad}))
+    # DataLoader workers reopen the file in their own process (h5py handles do not pickle)
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2)
+    frames = torch.cat([batch for batch, _ in loader])
+    torch.testing.assert_close(frames, torch.stack([torch.from_numpy(x[r]).T for r in ds.rows]))
+    ds.close()
+    write_radioml2018(path, x, y[:, :10], z)
     with pytest.raises(DataFormatError, match=r"expected X \[n, L, 2\], Y \[n, 24\]"):
         RadioML2018(root=str(path))
+    path.write_bytes(b"\x89HDF not really" * 64)
+    with pytest.raises(DataFormatError, match="not a readable HDF5 file") as error:
+        RadioML2018(root=str(path))
+    assert str(path) in str(error.value)
 
 
 def nearest_centroid_accuracy(features: torch.Tensor, labels: torch.Tensor, train: torch.Tensor) -> float:

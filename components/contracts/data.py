@@ -3,8 +3,8 @@
 Each ``check_<property>(factory)`` takes ``factory(**overrides) -> data set`` building a small
 instance. Fixtures write tiny, real data folders under ``workdir``: an ESC-50-shaped folder
 whose WAVs are written with the standard library ``wave`` module, a class-per-folder audio
-tree, a RadioML-shaped pickle (numpy) and HDF5 file (h5py; the fixture raises
-``ModuleNotFoundError`` where h5py is absent).
+tree, a RadioML-shaped pickle (numpy) and an HDF5 file in the real 2018.01A layout (h5py; the
+fixture raises ``ModuleNotFoundError`` where h5py is absent).
 """
 
 from __future__ import annotations
@@ -265,30 +265,39 @@ def radioml2016_fixture(workdir: Path) -> dict[str, Any]:
 
 @fixture_registry.register("data/radioml2018")
 def radioml2018_fixture(workdir: Path) -> dict[str, Any]:
-    import h5py  # optional: the toolkit's tests skip this fixture where h5py is absent
+    """A file in the real 2018.01A layout, written with h5py: ``X`` float32 [n, 1024, 2],
+    ``Y`` one-hot int64 [n, 24], ``Z`` int64 SNR [n, 1] (h5py missing: ModuleNotFoundError).
+    """
+    import h5py
     import numpy
 
-    per_group, snrs, length = 2, (-10, 10), 64
+    per_group, snrs, length = 2, (-10, 10), 1024
     n = len(RADIOML2018_CLASSES) * len(snrs) * per_group
     labels = torch.arange(len(RADIOML2018_CLASSES)).repeat_interleave(
         len(snrs) * per_group
     )
     path = workdir / "GOLD_XYZ_OSC.0001_1024.hdf5"
     with h5py.File(path, "w") as out:
-        out["X"] = torch.randn(
-            n, length, 2, generator=torch.Generator().manual_seed(0)
-        ).numpy()
-        out["Y"] = (
-            torch.nn.functional.one_hot(labels, len(RADIOML2018_CLASSES))
+        out.create_dataset(
+            "X",
+            data=torch.randn(n, length, 2, generator=torch.Generator().manual_seed(0))
             .numpy()
-            .astype(numpy.int64)
+            .astype(numpy.float32),
         )
-        out["Z"] = (
-            torch.tensor(snrs)
+        out.create_dataset(
+            "Y",
+            data=torch.nn.functional.one_hot(labels, len(RADIOML2018_CLASSES))
+            .numpy()
+            .astype(numpy.int64),
+        )
+        out.create_dataset(
+            "Z",
+            data=torch.tensor(snrs)
             .repeat_interleave(per_group)
             .repeat(len(RADIOML2018_CLASSES))
             .view(n, 1)
             .numpy()
+            .astype(numpy.int64),
         )
     return {"root": str(path)}
 
