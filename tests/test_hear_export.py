@@ -262,3 +262,43 @@ def test_the_real_hear_validator_accepts_the_module(export: dict) -> None:
                                cwd=export["work"], env=clean_env(), capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "Looks good!" in completed.stdout
+
+
+def test_audiomae_with_kaldi_fbanks_from_the_catalog(tmp_path: Path) -> None:
+    """AudioMAE at its window (16-frame tokens: 160 ms, 8 x 192 wide), written from the catalog
+    (a module that imports the catalog: the standalone one needs an emitted script)."""
+    import importlib
+
+    from components.checkpoint import CHECKPOINT_FORMAT
+    from components.models import AudioMAE
+    from components.recipes.hear import write_hear_module
+    from components.transforms import KaldiFbank
+
+    model_config = dict(preset="tiny", img_size=(64, 128), depth=2, decoder_depth=1)
+    transform_config = dict(sample_rate=16000, num_mel_bins=128, target_frames=64)
+    torch.manual_seed(3)
+    weights = tmp_path / "ckpt.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": AudioMAE(**model_config).state_dict()}, weights)
+    path = write_hear_module(tmp_path / "hear_catalog_mae.py", weights=weights, model_class=AudioMAE,
+                             model_config=model_config, transform_class=KaldiFbank, transform_config=transform_config)
+    assert path.read_text().startswith("# HEAR 2021 API module hear_catalog_mae (imports the sigmae-gen catalog")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module("hear_catalog_mae")
+    finally:
+        sys.path.remove(str(tmp_path))
+    model = module.load_model()
+    assert (model.sample_rate, model.scene_embedding_size, model.timestamp_embedding_size) == (16000, 8 * 192, 8 * 192)
+    for samples in (0, 399, 16000, 5 * 16000 + 37):
+        audio = torch.rand(3, samples, generator=torch.Generator().manual_seed(samples)) * 2 - 1
+        emb, ts = module.get_timestamp_embeddings(audio, model)
+        frames = 1 + (max(samples, 400) - 400) // 160  # Kaldi's whole 25 ms frames; shorter clips padded to one
+        tokens = math.ceil(frames / 16)
+        assert emb.shape == (3, tokens, 8 * 192) and ts.shape == (3, tokens) and emb.dtype == torch.float32
+        assert torch.isfinite(emb).all()
+        assert torch.allclose(ts[0], torch.arange(tokens) * (1000.0 * samples / 16000 / tokens))
+        scene = module.get_scene_embeddings(audio, model)
+        assert torch.allclose(scene, emb.mean(dim=1)) and scene.shape == (3, 8 * 192)
+        alone = module.get_scene_embeddings(audio[1:2], model)
+        assert torch.allclose(alone[0], scene[1], atol=1e-4)
+    assert tokens == 32 and float(ts[0, 1]) == pytest.approx(160.0, rel=0.05)  # the 5 s clip
