@@ -13,6 +13,13 @@ wide); tokens that lie wholly in the padding dropped. Token ``i`` is stamped
 ``i * duration / tokens`` ms (evenly spaced; AudioMAE++ 40 ms apart, AudioMAE 160 ms) and
 the scene embedding is the mean of the timestamp embeddings.
 
+Where the official runtime is wrong, this one differs: its ``forward_features`` regroups the
+time-major tokens with ``rearrange("b (f t) d -> b t (f d)")``, i.e. as if they were
+frequency-major, so its row ``t`` joins tokens of five different times (0.4 s apart in a
+2 s window) and its scene embedding's block ``f`` averages a time span instead of frequency
+band ``f``. Here row ``t`` is time step ``t``'s frequency tokens, and block ``f`` of the scene
+embedding is band ``f`` averaged over the clip.
+
 ``write_hear_module`` writes the module: the emitted script's own text (standard library
 and torch only, so the module is too; it does not import the script) followed by
 ``load_model``, ``get_scene_embeddings`` and ``get_timestamp_embeddings``, with the model's
