@@ -20,6 +20,7 @@ from generator.notebook import render_notebook
 from generator.render import provenance_hash, render_script, script_parts, skeleton_names, spec_reference, spec_roots
 from generator.repository import colab_badge
 from generator.spec import Spec, load_spec
+from generator.errors import OutputError
 from generator.write import Drift, compare_outputs, write_outputs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds components/ (the catalog) and templates/
@@ -150,6 +151,16 @@ def render_outputs(compiled: CompiledSpec, *, colab_url: str | None = None, timi
     return files
 
 
+def refuse_output_inside_catalog(out_dir: str | Path, catalog: Path) -> None:
+    """An output folder inside the catalog package would make its scripts look like catalog modules."""
+    target, package = Path(out_dir).resolve(), catalog.resolve()
+    if target == package or package in target.parents:
+        raise OutputError(
+            f"-o {out_dir} lies inside the catalog ({catalog}): the generated script would be read as a catalog "
+            "module by every later build; choose a folder outside it (the default is build/)"
+        )
+
+
 def build_spec(
     spec_path: str | Path,
     out_dir: str | Path = "build",
@@ -168,6 +179,7 @@ def build_spec(
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    refuse_output_inside_catalog(out_dir, index.root / index.package if index is not None else Path(catalog_root or PROJECT_ROOT) / "components")
     compiled = compile_spec(spec_path, overrides=overrides, index=index, catalog_root=catalog_root, timings=timings)
     badge = colab_badge(out_dir, compiled.spec.name, repo_url) if "notebook" in compiled.spec.outputs else None
     warnings = (badge.warning,) if badge is not None and badge.warning else ()

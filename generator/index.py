@@ -36,6 +36,7 @@ from generator.analysis import (  # CatalogError is re-exported: the error type 
 )
 from generator.cache import content_key, default_cache_dir, load_pickle, store_pickle
 from generator.ir import Component, Definition, DefinitionKey, Param
+from generator.write import GENERATED_MARK
 
 # Cached analyses depend on the analysis rules and records: the sources' own hash keys the
 # cache, so an edited generator never reuses records written by an older one.
@@ -133,9 +134,19 @@ def _catalog_files(root: Path, package: str) -> list[str]:
         dirs[:] = [d for d in dirs if d.isidentifier() and d != "__pycache__"]  # importable packages only
         prefix = os.path.relpath(folder, root).replace(os.sep, "/")
         for name in names:
-            if name.endswith(".py") and name[:-3].isidentifier():
+            if name.endswith(".py") and name[:-3].isidentifier() and not _is_generated(Path(folder) / name):
                 files.append(f"{prefix}/{name}")
     return sorted(files)
+
+
+def _is_generated(path: Path) -> bool:
+    """A script or test module a build wrote (its header says so) is output, never catalog code."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return False  # unreadable: the analysis reports it with its name
+    return GENERATED_MARK in head.lower()
 
 
 class ComponentEntry(NamedTuple):
