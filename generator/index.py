@@ -134,19 +134,14 @@ def _catalog_files(root: Path, package: str) -> list[str]:
         dirs[:] = [d for d in dirs if d.isidentifier() and d != "__pycache__"]  # importable packages only
         prefix = os.path.relpath(folder, root).replace(os.sep, "/")
         for name in names:
-            if name.endswith(".py") and name[:-3].isidentifier() and not _is_generated(Path(folder) / name):
+            if name.endswith(".py") and name[:-3].isidentifier():
                 files.append(f"{prefix}/{name}")
     return sorted(files)
 
 
-def _is_generated(path: Path) -> bool:
+def _is_generated(data: bytes) -> bool:
     """A script or test module a build wrote (its header says so) is output, never catalog code."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(512)
-    except OSError:
-        return False  # unreadable: the analysis reports it with its name
-    return GENERATED_MARK in head.lower()
+    return GENERATED_MARK in data[:512].lower()
 
 
 class ComponentEntry(NamedTuple):
@@ -315,6 +310,8 @@ def build_index(root: Path, package: str = "components", *, cache_dir: Path | No
             refresh = refresh or (recorded is not None and recorded[0] == signature)
             with open(full, "rb") as handle:
                 data = handle.read()
+            if _is_generated(data):  # never recorded, so it is read (and skipped) each time
+                continue
             key = content_key(ANALYSIS_VERSION, python, module, relative, data)
         entry = cached.get(key)
         if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], ModuleSummary):
