@@ -896,6 +896,7 @@ def _run_steps(
         # A stage cut short by --steps continues when resumed with another cap.
         return (
             done is not None
+            and not done.get("running", False)
             and not done.get("stale", False)
             and not changes
             and (
@@ -925,24 +926,26 @@ def _run_steps(
             # A finished step runs again, afresh, when its settings changed or one before it ran
             # (a stage cut short by --steps continues from its checkpoint otherwise); what it
             # wrote is moved aside, never deleted.
-            ctx.rerun = done is not None and (
-                upstream_ran or bool(changes) or bool(done.get("stale", False))
+            # (also a step stopped part-way: its checkpoint was trained after the old results)
+            ctx.rerun = upstream_ran or (
+                done is not None and (bool(changes) or bool(done.get("stale", False)))
             )
-            if ctx.rerun:
+            if ctx.rerun and done is not None:
                 moved = move_aside(ctx.stage_dir) if ctx.is_main else None
                 ctx.info(
                     (
-                        f"its settings changed since it finished ({'; '.join(changes)})"
+                        f"its settings changed since it {'started' if done.get('running') else 'finished'} ({'; '.join(changes)})"
                         if changes
-                        else "an earlier step ran again since this one finished"
+                        else "an earlier step ran again since this one "
+                        + ("started" if done.get("running") else "finished")
                     )
                     + ": running it afresh"
                     + (f"; its earlier outputs are in {moved}" if moved else "")
                 )
-            # While it runs, its record and those of the steps after it are out of date: a run
-            # stopped now resumes this step and runs the later ones afresh.
-            record["completed"].pop(step.section, None)
-            earlier = {s.section for s in pipeline.steps[:index]}
+            # While it runs, its record says so with the settings it runs with (a run stopped now
+            # resumes it only with the same settings), and the steps after it are out of date.
+            record["completed"][step.section] = {"running": True, "config": settings}
+            earlier = {s.section for s in pipeline.steps[: index + 1]}
             for section, entry in record["completed"].items():
                 if section not in earlier:
                     entry["stale"] = True

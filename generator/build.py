@@ -179,8 +179,11 @@ def build_spec(
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    refuse_output_inside_catalog(out_dir, index.root / index.package if index is not None else Path(catalog_root or PROJECT_ROOT) / "components")
+    catalog = index.root / index.package if index is not None else Path(catalog_root or PROJECT_ROOT) / "components"
+    refuse_output_inside_catalog(out_dir, catalog)
     compiled = compile_spec(spec_path, overrides=overrides, index=index, catalog_root=catalog_root, timings=timings)
+    # the build's own folder too: `--set name=components -o .` must not write into the catalog
+    refuse_output_inside_catalog(Path(out_dir) / compiled.spec.name, catalog)
     badge = colab_badge(out_dir, compiled.spec.name, repo_url) if "notebook" in compiled.spec.outputs else None
     warnings = (badge.warning,) if badge is not None and badge.warning else ()
     files = render_outputs(compiled, colab_url=badge.url if badge is not None else None, timings=timings)

@@ -88,7 +88,7 @@ def github_repository(url: str) -> tuple[str, str] | None:
 
 def shown(url: str) -> str:
     """A URL as a warning may print it: without credentials."""
-    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url.strip())
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url.strip(), flags=re.IGNORECASE)
 
 
 def git_remote_url(folder: Path) -> str | None:

@@ -509,7 +509,9 @@ def _step_name(item: Node) -> Any:
     if not item.is_mapping:
         return None
     name_node = item.value.get("name") or item.value.get("use")
-    return name_node.value if name_node is not None else None
+    if name_node is None or not isinstance(name_node.value, str):
+        return None  # not a name: validation reports it at its place
+    return name_node.value
 
 
 def _merge_document(base: Node, own: Node) -> Node:

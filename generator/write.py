@@ -100,7 +100,9 @@ def build_lock(out_root: Path, name: str, timeout: float = LOCK_TIMEOUT_S) -> It
         except OSError as error:
             os.close(fd)
             if error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                yield  # this file system has no locks
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # this file system has no locks: leave no lock file behind
+                yield
                 return
             if time.monotonic() >= deadline:
                 raise OutputError(

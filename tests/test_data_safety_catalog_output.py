@@ -32,6 +32,12 @@ def test_an_output_folder_inside_the_catalog_is_refused_and_nothing_is_written(
         assert code == 2, err
         assert "lies inside the catalog" in err and err.count("\n") == 1, err
         assert not (inside / "toy").exists() and not (catalog / "components" / "out").exists()
+    readme = (catalog / "components").joinpath("README.md")
+    readme.write_text("the catalog's own notes\n")
+    # a build named like the catalog package, into the folder that holds it
+    code = main(["--catalog", str(catalog), "build", str(TOY), "--set", "name=components", "-o", str(catalog)])
+    assert code == 2 and capsys.readouterr().err.count("\n") == 1  # (the name itself is refused first)
+    assert readme.read_text() == "the catalog's own notes\n" and not (catalog / "components" / "components.py").exists()
     assert main(["--catalog", str(catalog), "build", str(TOY), "-o", str(catalog / "build")]) == 0  # beside it: fine
 
 

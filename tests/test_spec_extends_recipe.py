@@ -127,3 +127,16 @@ def test_the_shipped_esc50_spec_can_be_extended_with_its_own_recipe_or_without_k
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: bad.yaml:4:3: recipe: cannot remove step 'fold'"), err
     assert "Did you mean 'kfold'?" in err[0] and "Its steps: pretrain, kfold" in err[0]
+
+
+@pytest.mark.parametrize("bad_name", ["{x: 1}", "[a, b]"])
+def test_a_step_name_that_is_not_a_string_is_a_located_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad_name: str
+) -> None:
+    base = (HERE / "fixture_specs" / "toy.yaml").read_text().replace("name: pretrain", f"name: {bad_name}")
+    (tmp_path / "base.yaml").write_text(base + "foo: 1\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\n")
+    for spec in ("base.yaml", "child.yaml"):
+        code = main(["--catalog", str(CATALOG), "check", str(tmp_path / spec)])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err and "base.yaml:" in err, err
