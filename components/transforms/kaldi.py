@@ -261,9 +261,9 @@ class KaldiFbank(SignalTransform):
         # On the CPU the work is memory-bound: a clip's frames fit in cache, a batch's do not,
         # so clips go one at a time there (3-4x faster than one big call); on a GPU, all at once.
         chunk = KALDI_CPU_CHUNK if centred.device.type == "cpu" else centred.shape[0]
-        if centred.shape[1] < self.frame_length:  # no whole frame: zero frames only
-            bins = centred.new_zeros((centred.shape[0], 0, self.num_mel_bins))
-            return bins.unsqueeze(1)
+        if centred.shape[1] < self.frame_length:
+            # no whole frame: one zero frame (all padding), so that windows can index it
+            return centred.new_zeros((centred.shape[0], 1, 1, self.num_mel_bins))
         features = torch.cat(
             [
                 kaldi_fbank_features(
@@ -294,9 +294,7 @@ class KaldiFbank(SignalTransform):
         valid = None if lengths is None else self.valid_frames(lengths)
         start = "random" if self.training else "start"
         # AudioMAE appends zero frames to the fbank before normalising it
-        window = fit_windows(
-            self.pad_to_one_frame(features), valid, self.target_frames, start, "pad"
-        )
+        window = fit_windows(features, valid, self.target_frames, start, "pad")
         return self.normalise(window)
 
     def windows(
@@ -304,17 +302,10 @@ class KaldiFbank(SignalTransform):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.target_frames is None:
             return super().windows(batch, lengths)
-        features = self.pad_to_one_frame(self.fbanks(batch, lengths))
+        features = self.fbanks(batch, lengths)
         valid = None if lengths is None else self.valid_frames(lengths)
         windows, owner = cover_windows(features, valid, self.target_frames, "pad")
         return self.normalise(windows), owner
-
-    @staticmethod
-    def pad_to_one_frame(features: torch.Tensor) -> torch.Tensor:
-        """A batch without a whole frame gets one zero frame, so windows can index it."""
-        if features.shape[2] > 0:
-            return features
-        return F.pad(features, (0, 0, 0, 1))
 
 
 __all__ = [

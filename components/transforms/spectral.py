@@ -204,7 +204,7 @@ class LogMel(SignalTransform):
                 part = part.repeat(1, -(-self.min_num_samples // max(1, length)))
                 part = part[:, : self.min_num_samples]
             part = self.log_mels(part)[
-                :, :, : int(self.valid_frames(lengths[items[:1].cpu()]))
+                :, :, : stft_output_frames(length, self.hop_length, None)
             ]
             mel[items, :, : part.shape[2]] = part
         return mel
