@@ -140,6 +140,11 @@ def cover_windows(
     return gather_windows(features, index, real, pad_value, rows=owner), owner
 
 
+def full_frames(features: torch.Tensor) -> torch.Tensor:
+    """Frame counts ``[B]`` of ``[B, C, T, F]`` features whose every frame is the clip's own."""
+    return torch.full((features.shape[0],), features.shape[2], dtype=torch.long)
+
+
 def mean_by_owner(
     values: torch.Tensor, owner: torch.Tensor, items: int
 ) -> torch.Tensor:
@@ -164,6 +169,9 @@ class SignalTransform(nn.Module):
     sample_rate: int | None = None
     # the shortest input (samples per channel) that yields at least one output frame
     min_num_samples: int = 1
+    # Its registry name, kept where there is no registry (the emitted script): precomputed
+    # features record it, and are checked against it. Set by transforms with ``features()``.
+    registered_name: str | None = None
 
     def forward(
         self, batch: torch.Tensor, lengths: torch.Tensor | None = None
@@ -182,6 +190,39 @@ class SignalTransform(nn.Module):
         """
         features = self(batch, lengths)
         return features, torch.arange(features.shape[0], device=features.device)
+
+    # Precomputed features: ``forward`` = ``from_features(*features(batch, lengths))`` and
+    # ``windows`` = ``windows_from_features(*features(batch, lengths))``, so a features step
+    # can store ``features()`` once and training runs only the rest, with the same code.
+    def features(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-length features ``[B, C, T, F]`` and each clip's frame count ``[B]``.
+
+        The part of ``forward`` that depends only on the signal: no window, no
+        normalisation, nothing that ``train()``/``eval()`` changes.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot precompute its features (it has no features() /"
+            " from_features() split)"
+        )
+
+    def from_features(
+        self, features: torch.Tensor, frames: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover - interface
+        """What ``forward`` does after ``features()``: the model's window, normalisation."""
+        raise NotImplementedError(f"{type(self).__name__} has no from_features()")
+
+    def windows_from_features(
+        self, features: torch.Tensor, frames: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``windows`` does after ``features()``."""
+        out = self.from_features(features, frames)
+        return out, torch.arange(out.shape[0], device=out.device)
+
+    def padded_share_of_frames(self, frames: torch.Tensor) -> float:
+        """``padded_share`` for clips of ``frames`` feature frames."""
+        return 0.0
 
     def padded_share(self, lengths: torch.Tensor) -> float:
         """Share of the model's windows that is padding rather than audio, for clips of
@@ -223,6 +264,7 @@ __all__ = [
     "WindowStart",
     "cover_windows",
     "fit_windows",
+    "full_frames",
     "gather_windows",
     "mean_by_owner",
     "require_positive",

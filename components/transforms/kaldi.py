@@ -26,6 +26,7 @@ from components.transforms.base import (
     SignalTransform,
     cover_windows,
     fit_windows,
+    full_frames,
     require_positive,
     working_dtype,
 )
@@ -183,6 +184,7 @@ class KaldiFbank(SignalTransform):
     """
 
     input_kind = "audio"
+    registered_name = "kaldi_fbank"
 
     def __init__(
         self,
@@ -240,10 +242,13 @@ class KaldiFbank(SignalTransform):
         return torch.where(lengths < self.frame_length, 0, frames)
 
     def padded_share(self, lengths: torch.Tensor) -> float:
-        if self.target_frames is None or lengths.numel() == 0:
+        return self.padded_share_of_frames(self.valid_frames(lengths))
+
+    def padded_share_of_frames(self, frames: torch.Tensor) -> float:
+        if self.target_frames is None or frames.numel() == 0:
             return 0.0
-        real = self.valid_frames(lengths).clamp(max=self.target_frames)
-        return float(1.0 - real.sum() / (self.target_frames * lengths.numel()))
+        real = frames.clamp(max=self.target_frames)
+        return float(1.0 - real.sum() / (self.target_frames * frames.numel()))
 
     def fbanks(self, batch: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """Every frame's log fbank ``[B, 1, T, F]``, before windowing and normalisation."""
@@ -285,27 +290,48 @@ class KaldiFbank(SignalTransform):
             features = (features - self.mean) / (2.0 * self.std)
         return features
 
+    def features(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.fbanks(batch, lengths)
+        frames = (
+            full_frames(features) if lengths is None else self.valid_frames(lengths)
+        )
+        return features, frames
+
+    def from_features(
+        self, features: torch.Tensor, frames: torch.Tensor
+    ) -> torch.Tensor:
+        if self.target_frames is None:
+            return self.normalise(features)
+        if (
+            features.shape[2] == 0
+        ):  # no whole frame in the batch: its one all-padding frame
+            features = features.new_zeros((*features.shape[:2], 1, features.shape[3]))
+        start = "random" if self.training else "start"
+        # AudioMAE appends zero frames to the fbank before normalising it
+        window = fit_windows(features, frames, self.target_frames, start, "pad")
+        return self.normalise(window)
+
+    def windows_from_features(
+        self, features: torch.Tensor, frames: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.target_frames is None:
+            return super().windows_from_features(features, frames)
+        if features.shape[2] == 0:
+            features = features.new_zeros((*features.shape[:2], 1, features.shape[3]))
+        windows, owner = cover_windows(features, frames, self.target_frames, "pad")
+        return self.normalise(windows), owner
+
     def forward(
         self, batch: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
-        features = self.fbanks(batch, lengths)
-        if self.target_frames is None:
-            return self.normalise(features)
-        valid = None if lengths is None else self.valid_frames(lengths)
-        start = "random" if self.training else "start"
-        # AudioMAE appends zero frames to the fbank before normalising it
-        window = fit_windows(features, valid, self.target_frames, start, "pad")
-        return self.normalise(window)
+        return self.from_features(*self.features(batch, lengths))
 
     def windows(
         self, batch: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.target_frames is None:
-            return super().windows(batch, lengths)
-        features = self.fbanks(batch, lengths)
-        valid = None if lengths is None else self.valid_frames(lengths)
-        windows, owner = cover_windows(features, valid, self.target_frames, "pad")
-        return self.normalise(windows), owner
+        return self.windows_from_features(*self.features(batch, lengths))
 
 
 __all__ = [

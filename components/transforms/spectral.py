@@ -19,6 +19,7 @@ from components.transforms.base import (
     SignalTransform,
     cover_windows,
     fit_windows,
+    full_frames,
     require_positive,
     working_dtype,
 )
@@ -97,6 +98,7 @@ class LogMel(SignalTransform):
     """
 
     input_kind = "audio"
+    registered_name = "log_mel"
 
     def __init__(
         self,
@@ -209,25 +211,35 @@ class LogMel(SignalTransform):
             mel[items, :, : part.shape[2]] = part
         return mel
 
+    def features(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mel = self.log_mels_of_clips(batch, lengths)
+        return mel, full_frames(mel) if lengths is None else self.valid_frames(lengths)
+
+    def from_features(self, mel: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        if self.target_frames is None:
+            return self.finish(mel)
+        start = "random" if self.training else "centre"
+        return self.finish(fit_windows(mel, frames, self.target_frames, start, "tile"))
+
+    def windows_from_features(
+        self, mel: torch.Tensor, frames: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.target_frames is None:
+            return super().windows_from_features(mel, frames)
+        features, owner = cover_windows(mel, frames, self.target_frames, "tile")
+        return self.finish(features), owner
+
     def forward(
         self, batch: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
-        mel = self.log_mels_of_clips(batch, lengths)
-        if self.target_frames is None:
-            return self.finish(mel)
-        valid = None if lengths is None else self.valid_frames(lengths)
-        start = "random" if self.training else "centre"
-        return self.finish(fit_windows(mel, valid, self.target_frames, start, "tile"))
+        return self.from_features(*self.features(batch, lengths))
 
     def windows(
         self, batch: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.target_frames is None:
-            return super().windows(batch, lengths)
-        mel = self.log_mels_of_clips(batch, lengths)
-        valid = None if lengths is None else self.valid_frames(lengths)
-        features, owner = cover_windows(mel, valid, self.target_frames, "tile")
-        return self.finish(features), owner
+        return self.windows_from_features(*self.features(batch, lengths))
 
 
 @transform_registry.register("iq_spectrogram", version="1.0")
@@ -243,6 +255,7 @@ class IQSpectrogram(SignalTransform):
     """
 
     input_kind = "iq"
+    registered_name = "iq_spectrogram"
 
     def __init__(
         self,
@@ -282,9 +295,9 @@ class IQSpectrogram(SignalTransform):
         frames = stft_output_frames(num_samples, self.hop_length, self.target_frames)
         return (self.channels, frames, self.n_fft)
 
-    def forward(
+    def features(
         self, batch: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(batch)
         if batch.shape[2] < self.min_num_samples:
             raise ValueError(
@@ -315,14 +328,18 @@ class IQSpectrogram(SignalTransform):
                 for part in (spec.real, spec.imag)
             ]
         features = torch.stack(channels, dim=1)
+        if lengths is None:
+            return features, full_frames(features)
+        return features, stft_output_frames(
+            lengths.to(torch.long), self.hop_length, None
+        )
+
+    def from_features(
+        self, features: torch.Tensor, frames: torch.Tensor
+    ) -> torch.Tensor:
         if self.target_frames is not None:
-            valid = (
-                None
-                if lengths is None
-                else stft_output_frames(lengths, self.hop_length, None)
-            )
             start = "random" if self.training else "centre"
-            features = fit_windows(features, valid, self.target_frames, start, "tile")
+            features = fit_windows(features, frames, self.target_frames, start, "tile")
         if self.standardize and self.mode == "log_magnitude":
             features = standardize_per_item(features)
         elif self.standardize and self.mode == "log_magnitude_phase":
@@ -330,6 +347,11 @@ class IQSpectrogram(SignalTransform):
                 [standardize_per_item(features[:, :1]), features[:, 1:]], dim=1
             )
         return features
+
+    def forward(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.from_features(*self.features(batch, lengths))
 
 
 @transform_registry.register("iq_patches", version="1.0")
