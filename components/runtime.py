@@ -255,6 +255,9 @@ class ShardedEpochSampler(Sampler[int]):
     The order is a pure function of ``(seed, epoch)``, so a resumed run rebuilds it and skips
     the first ``start`` indices. The epoch is padded (by wrapping) or truncated to a multiple
     of ``world_size`` and dealt round-robin, so every rank sees the same number of samples.
+    With ``epoch_order`` (a data set's own ``epoch_order(seed, epoch)``, e.g. tar shards read
+    shard by shard) that order is used when shuffling, and each rank takes a contiguous
+    block of it instead, so it reads about 1/world of the shards.
     """
 
     def __init__(
@@ -268,9 +271,12 @@ class ShardedEpochSampler(Sampler[int]):
         shuffle: bool = True,
         drop_last: bool = False,
         start: int = 0,
+        epoch_order: Callable[[int, int], Sequence[int]] | None = None,
     ) -> None:
         if num_items < 1:
             raise ValueError("cannot sample from an empty data set")
+        self.epoch_order = epoch_order
+        self._order: tuple[tuple[int, int], list[int]] | None = None
         self.num_items, self.rank, self.world_size = num_items, rank, world_size
         self.seed, self.epoch, self.shuffle, self.drop_last, self.start = (
             seed,
@@ -281,6 +287,8 @@ class ShardedEpochSampler(Sampler[int]):
         )
 
     def shard(self) -> list[int]:
+        if self.epoch_order is not None:
+            return self._contiguous_block()
         if self.shuffle:
             generator = torch.Generator().manual_seed(
                 (self.seed * 100_003 + self.epoch) % (2**63 - 1)  # any --seed fits
@@ -295,11 +303,49 @@ class ShardedEpochSampler(Sampler[int]):
             order = order + (order * (padding // len(order) + 1))[:padding]
         return order[self.rank :: self.world_size]
 
+    def _contiguous_block(self) -> list[int]:
+        """This rank's contiguous block of the data set's own order (computed once per epoch)."""
+        assert self.epoch_order is not None
+        if self._order is None or self._order[0] != (self.seed, self.epoch):
+            if self.shuffle:
+                order = list(self.epoch_order(self.seed, self.epoch))
+                if sorted(order) != list(range(self.num_items)):
+                    raise ValueError("epoch_order must return each index exactly once")
+            else:
+                order = list(range(self.num_items))
+            self._order = ((self.seed, self.epoch), order)
+        order = self._order[1]
+        if self.drop_last and self.num_items >= self.world_size:
+            order = order[: self.num_items - self.num_items % self.world_size]
+        else:
+            padding = (-self.num_items) % self.world_size
+            order = order + (order * (padding // len(order) + 1))[:padding]
+        per_rank = len(order) // self.world_size
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+
     def __iter__(self) -> Iterator[int]:
         return iter(self.shard()[self.start :])
 
     def __len__(self) -> int:
         return max(0, len(self.shard()) - self.start)
+
+
+def epoch_order_of(dataset: Any) -> Callable[[int, int], list[int]] | None:
+    """``dataset``'s own ``epoch_order(seed, epoch)`` (sharded data: shard-local reads), for a
+    ``Subset`` (a fold) the parent's order restricted to it; None for other data sets.
+    """
+    own = getattr(dataset, "epoch_order", None)
+    if own is not None or not isinstance(dataset, Subset):
+        return own
+    parent = epoch_order_of(dataset.dataset)
+    position = {index: i for i, index in enumerate(dataset.indices)}
+    if parent is None or len(position) != len(dataset.indices):
+        return None  # a subset that repeats indices keeps the plain order
+
+    def order(seed: int, epoch: int) -> list[int]:
+        return [position[i] for i in parent(seed, epoch) if i in position]
+
+    return order
 
 
 def collate_signals(
@@ -597,6 +643,7 @@ class RunContext:
             shuffle=shuffle,
             drop_last=drop_last,
             start=start,
+            epoch_order=epoch_order_of(dataset),
         )
         # A private generator: creating the iterator must not draw from the global RNG,
         # or a run resumed mid-epoch would draw differently from an uninterrupted one.

@@ -10,8 +10,11 @@ fixture raises ``ModuleNotFoundError`` where h5py is absent).
 from __future__ import annotations
 
 import csv
+import io
+import json
 import math
 import pickle
+import tarfile
 import wave
 from pathlib import Path
 from typing import Any, Callable
@@ -300,6 +303,45 @@ def radioml2018_fixture(workdir: Path) -> dict[str, Any]:
             .astype(numpy.int64),
         )
     return {"root": str(path)}
+
+
+def write_tar_shard(path: Path, members: dict[str, bytes]) -> Path:
+    """A tar shard of ``members`` (name -> bytes), in order, as webdataset's ``TarWriter`` lays it out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@fixture_registry.register("data/audio_shards")
+def audio_shards_fixture(workdir: Path) -> dict[str, Any]:
+    """Two shards of 8 kHz WAVs: one labelled by ``.json`` (index, category, fold), one by ``.cls``."""
+    names = ("birds", "engine", "voice")
+    for shard in range(2):
+        members: dict[str, bytes] = {}
+        for i in range(6):
+            label, key = i % 3, f"take.{shard}/clip{i:02d}"
+            wav = workdir / "wav" / f"{shard}-{i}.wav"
+            write_pcm_wav(
+                wav, tone_clip(300.0 * (label + 1) + 13 * i, 8000, 480 + 40 * i), 8000
+            )
+            members[f"{key}.wav"] = wav.read_bytes()
+            if shard == 0:
+                tags = {"label": label, "category": names[label], "fold": i % 2 + 1}
+                members[f"{key}.json"] = json.dumps(tags).encode()
+            else:
+                members[f"{key}.cls"] = str(label).encode()
+        write_tar_shard(workdir / "shards" / f"part-{shard:03d}.tar", members)
+    return {
+        "shards": str(workdir / "shards" / "part-{000..001}.tar"),
+        "sample_rate": 16000,
+        "clip_seconds": 0.05,
+        "num_folds": 2,
+        "cache_dir": str(workdir / "cache"),
+    }
 
 
 @fixture_registry.register("data/synthetic_audio")

@@ -13,12 +13,14 @@ from components.data.audio_io import (
 from components.data.base import Record, SignalDataset, filter_folds, leave_one_fold_out
 from components.data.esc50 import ESC50, download_esc50
 from components.data.radioml import RadioML2016, RadioML2018
+from components.data.shards import AudioShards
 from components.data.synthetic import SyntheticAudio, SyntheticIQ
 
 __all__ = [
     "ESC50",
     "AudioFileError",
     "AudioFolder",
+    "AudioShards",
     "DataFormatError",
     "RadioML2016",
     "RadioML2018",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import os
 import struct
 import sys
@@ -238,6 +239,31 @@ def float_samples(data: bytes, sample_width: int) -> torch.Tensor:
 def read_wav(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
     """Decode a PCM WAV file to a mono float32 waveform ``[N]`` (channels averaged) and its rate."""
     info, data = open_wav(path, read_samples=True)
+    return decode_wav(path, info, data)
+
+
+def probe_wav_stream(name: str, handle: BinaryIO, size: int) -> WavInfo:
+    """The checked header of a WAV of ``size`` bytes read from ``handle`` (a tar member, a
+    buffer) from its current position; ``name`` names it in errors, as a path would."""
+    if size == 0:
+        raise AudioFileError(f"{name}: the file is empty")
+    start = handle.tell()
+    info = read_wav_header(name, handle)
+    check_wav_header(name, info, handle.tell() - start, size)
+    return info
+
+
+def read_wav_bytes(name: str, data: bytes) -> tuple[torch.Tensor, int]:
+    """Decode a PCM WAV held in memory (e.g. read from a tar shard) like ``read_wav``."""
+    handle = io.BytesIO(data)
+    info = probe_wav_stream(name, handle, len(data))
+    return decode_wav(name, info, handle.read(info.num_frames * info.block_align))
+
+
+def decode_wav(
+    path: str | os.PathLike[str], info: WavInfo, data: bytes
+) -> tuple[torch.Tensor, int]:
+    """The sample bytes of a checked WAV header as a mono float32 waveform and its rate."""
     expected = info.num_frames * info.channels * info.sample_width
     if len(data) != expected:
         raise AudioFileError(
@@ -278,13 +304,20 @@ def _soundfile_error(path: str | os.PathLike[str], error: Exception) -> AudioFil
     )
 
 
-def probe_soundfile(path: str | os.PathLike[str]) -> WavInfo:
-    """Rate, channels and length of a FLAC/OGG/MP3 file from its header, through ``soundfile``."""
+def probe_soundfile(
+    path: str | os.PathLike[str], source: BinaryIO | None = None
+) -> WavInfo:
+    """Rate, channels and length of a FLAC/OGG/MP3 file from its header, through ``soundfile``.
+
+    ``source``: a seekable file object to read instead (a tar member), ``path`` naming it.
+    """
     soundfile = import_soundfile(path)
     try:
-        if os.path.getsize(path) == 0:
+        if source is None and os.path.getsize(path) == 0:
             raise AudioFileError(f"{path}: the file is empty")
-        with soundfile.SoundFile(os.fspath(path)) as handle:
+        with soundfile.SoundFile(
+            os.fspath(path) if source is None else source
+        ) as handle:
             rate, channels, frames = handle.samplerate, handle.channels, handle.frames
             # The last frame must decode: a cut-off FLAC fails here, a cut-off MP3 reads
             # nothing (a cut-off OGG is just shorter). One seek, not a decode of the file.
@@ -320,11 +353,18 @@ def probe_soundfile(path: str | os.PathLike[str]) -> WavInfo:
     return info
 
 
-def read_soundfile(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
-    """Decode a FLAC/OGG/MP3 file to a mono float32 waveform ``[N]`` and its rate."""
+def read_soundfile(
+    path: str | os.PathLike[str], source: BinaryIO | None = None
+) -> tuple[torch.Tensor, int]:
+    """Decode a FLAC/OGG/MP3 file (or ``source``, a file object ``path`` names) to a mono
+    float32 waveform ``[N]`` and its rate."""
     soundfile = import_soundfile(path)
     try:
-        data, rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
+        data, rate = soundfile.read(
+            os.fspath(path) if source is None else source,
+            dtype="float32",
+            always_2d=True,
+        )
     except OSError as error:
         raise AudioFileError(
             f"{path}: cannot be read ({error.strerror or error})"
@@ -461,9 +501,15 @@ __all__ = [
     "tensor_bytes",
     "load_audio",
     "pcm_to_float",
+    "decode_wav",
+    "needs_soundfile",
     "probe_audio",
+    "probe_soundfile",
     "probe_wav",
+    "probe_wav_stream",
     "read_audio",
+    "read_soundfile",
     "read_wav",
+    "read_wav_bytes",
     "user_cache_dir",
 ]
