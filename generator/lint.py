@@ -1,21 +1,18 @@
-"""A small pyflakes stand-in for emitted code: compiles, no unused imports or definitions, no undefined names.
+"""Checks of emitted code: it compiles, pyflakes finds nothing, and no definition is dead.
 
-pyflakes is not a dependency, and emitted files are simple (module-level definitions only),
-so three checks cover what matters: every module-level import and definition is used
-somewhere in the file (tree shaking left nothing dead), and every name a scope reads is
-bound somewhere (tree shaking left nothing out). `symtable` gives the compiler's own view of
-which names each scope reads from the module; annotations (strings under
-`from __future__ import annotations`) are checked with `ast`.
+pyflakes (a test dependency: the generator itself never lints at build time) reports unused
+imports, undefined names (annotations included, which ``typing.get_type_hints`` evaluates
+when argparse is built from ``Config``) and the rest of its list. What it does not report is
+what tree shaking must guarantee on top: every module-level definition is used somewhere in
+the file. A use is a name that is read (``ast.Name`` in a load context), an entry of
+``__all__``, or a name inside a quoted annotation; a string that merely looks like an
+identifier (``{"optimizer": 0}``) is not a use of ``def optimizer()``.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
-import symtable
 from dataclasses import dataclass
-
-BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__builtins__", "__loader__", "__package__"}
 
 
 @dataclass(frozen=True)
@@ -27,35 +24,36 @@ class Problem:
         return f"{self.line}: {self.message}"
 
 
-def _module_bindings(tree: ast.Module) -> dict[str, int]:
-    """Module-level names bound by imports, defs, classes and assignments, with their lines."""
-    bound: dict[str, int] = {}
+def _target_names(node: ast.expr) -> list[str]:
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return [name for element in node.elts for name in _target_names(element)]
+    if isinstance(node, ast.Starred):
+        return _target_names(node.value)
+    return []
 
-    def targets(node: ast.expr) -> list[str]:
-        if isinstance(node, ast.Name):
-            return [node.id]
-        if isinstance(node, (ast.Tuple, ast.List)):
-            return [name for element in node.elts for name in targets(element)]
-        if isinstance(node, ast.Starred):
-            return targets(node.value)
-        return []
+
+def module_definitions(tree: ast.Module) -> dict[str, int]:
+    """Module-level names bound by defs, classes and assignments, with their first lines.
+
+    Imports are pyflakes' to judge. Statements under a module-level ``if``/``try`` count as
+    module level (``try: import x except ImportError: x = None``).
+    """
+    bound: dict[str, int] = {}
 
     def visit(statements: list[ast.stmt]) -> None:
         for node in statements:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for alias in node.names:
-                    if alias.name != "*" and not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
-                        bound.setdefault(alias.asname or alias.name.split(".")[0], node.lineno)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 bound.setdefault(node.name, node.lineno)
             elif isinstance(node, ast.Assign):
                 for target in node.targets:
-                    for name in targets(target):
+                    for name in _target_names(target):
                         bound.setdefault(name, node.lineno)
             elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-                for name in targets(node.target):
+                for name in _target_names(node.target):
                     bound.setdefault(name, node.lineno)
-            elif isinstance(node, (ast.If, ast.Try)):  # `try: import x except ImportError: x = None`
+            elif isinstance(node, (ast.If, ast.Try)):
                 visit(node.body)
                 visit(node.orelse)
                 for handler in getattr(node, "handlers", []):
@@ -66,66 +64,81 @@ def _module_bindings(tree: ast.Module) -> dict[str, int]:
     return bound
 
 
-def _loaded_names(tree: ast.Module) -> set[str]:
-    """Every name read anywhere, string annotations included, plus `__all__` entries."""
-    loaded: set[str] = set()
+def _dunder_all(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__all__"
+            for target in node.targets
+        ):
+            if isinstance(node.value, (ast.List, ast.Tuple)):
+                names |= {
+                    element.value
+                    for element in node.value.elts
+                    if isinstance(element, ast.Constant)
+                    and isinstance(element.value, str)
+                }
+    return names
+
+
+def _annotation_nodes(tree: ast.Module) -> list[ast.expr]:
+    found: list[ast.expr] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Load, ast.Del)):
-            loaded.add(node.id)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
-            loaded.add(node.value)  # `__all__` entries and quoted forward references
-    for node in ast.walk(tree):
-        annotation = getattr(node, "annotation", None) or getattr(node, "returns", None)
-        for item in (annotation,) if annotation is not None else ():
-            if isinstance(item, ast.Constant) and isinstance(item.value, str):
+        if isinstance(node, (ast.arg, ast.AnnAssign)) and node.annotation is not None:
+            found.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
+            found.append(node.returns)
+    return found
+
+
+def used_names(tree: ast.Module) -> set[str]:
+    """Names the module reads: loads, ``__all__`` entries, names in quoted annotations."""
+    used = {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Load, ast.Del))
+    }
+    used |= _dunder_all(tree)
+    for annotation in _annotation_nodes(tree):
+        for node in ast.walk(annotation):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 try:
-                    inner = ast.parse(item.value, mode="eval")
+                    inner = ast.parse(node.value, mode="eval")
                 except SyntaxError:
                     continue
-                loaded |= {n.id for n in ast.walk(inner) if isinstance(n, ast.Name)}
-    return loaded
+                used |= {n.id for n in ast.walk(inner) if isinstance(n, ast.Name)}
+    return used
 
 
-def _undefined(table: symtable.SymbolTable, module_names: set[str], problems: list[Problem]) -> None:
-    for symbol in table.get_symbols():
-        name = symbol.get_name()
-        if not symbol.is_referenced():
-            continue
-        reads_module = table.get_type() == "module" or symbol.is_global()
-        if reads_module and not symbol.is_assigned() and name not in module_names and name not in BUILTINS:
-            problems.append(Problem(table.get_lineno(), f"undefined name {name!r} (in {table.get_name()})"))
-    for child in table.get_children():
-        _undefined(child, module_names, problems)
+def pyflakes_problems(tree: ast.Module, filename: str) -> list[Problem]:
+    """Everything pyflakes reports about the module."""
+    try:
+        from pyflakes.checker import Checker
+    except ImportError:  # pragma: no cover - pyflakes is in the dev extra
+        raise RuntimeError(
+            "generator.lint needs pyflakes: pip install -e '.[dev]'"
+        ) from None
+    checker = Checker(tree, filename)
+    return [
+        Problem(message.lineno, message.message % message.message_args)
+        for message in sorted(checker.messages, key=lambda m: (m.lineno, m.col))
+    ]
 
 
-def lint(source: str, filename: str = "<emitted>", *, entry_points: tuple[str, ...] = ("main",)) -> list[Problem]:
+def lint(
+    source: str,
+    filename: str = "<emitted>",
+    *,
+    entry_points: tuple[str, ...] = ("main",),
+) -> list[Problem]:
     """Problems of an emitted module (empty when it is clean). Raises SyntaxError when it does not compile."""
     compile(source, filename, "exec", dont_inherit=True)
     tree = ast.parse(source, filename)
-    bound = _module_bindings(tree)
-    loaded = _loaded_names(tree)
-    problems: list[Problem] = []
-    for name, line in sorted(bound.items(), key=lambda item: item[1]):
+    problems = pyflakes_problems(tree, filename)
+    used = used_names(tree)
+    for name, line in sorted(module_definitions(tree).items(), key=lambda x: x[1]):
         if name in entry_points or name.startswith("__") or name.startswith("test_"):
             continue
-        if name not in loaded:
-            problems.append(Problem(line, f"{name!r} is bound but never used"))
-    _undefined(symtable.symtable(source, filename, "exec"), set(bound), problems)
-    # Annotations are not evaluated under `from __future__ import annotations`, but
-    # typing.get_type_hints (argparse from Config) evaluates them: their names must exist too.
-    for node in ast.walk(tree):
-        for annotation in (getattr(node, "annotation", None), getattr(node, "returns", None)):
-            if annotation is None:
-                continue
-            for name in (n.id for n in ast.walk(annotation) if isinstance(n, ast.Name)):
-                if name not in bound and name not in BUILTINS and not _is_local_type(tree, name):
-                    problems.append(Problem(getattr(node, "lineno", 0), f"annotation name {name!r} is undefined"))
-    return problems
-
-
-def _is_local_type(tree: ast.Module, name: str) -> bool:
-    """Type parameters / names bound only inside functions (e.g. TYPE_CHECKING-free local aliases)."""
-    return any(
-        isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name
-        for node in ast.walk(tree)
-    )
+        if name not in used:
+            problems.append(Problem(line, f"{name!r} is defined but never used"))
+    return sorted(problems, key=lambda problem: problem.line)
