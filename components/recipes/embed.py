@@ -35,10 +35,30 @@ from components.models.checkpoints import (
     load_official_checkpoint,
     read_official_checkpoint,
 )
-from components.recipes.guards import check_embedding_spread, embedding_spread
+from components.metrics import write_json_atomic
+from components.recipes.fiftyone_export import (
+    check_fiftyone_name,
+    export_fiftyone,
+    import_fiftyone,
+)
+from components.recipes.guards import (
+    check_embedding_spread,
+    check_eval_size,
+    describe_data,
+    embedding_spread,
+)
 from components.recipes.hear import hear_module_name, write_hear_module
+from components.recipes.similarity import (
+    NeighbourAgreement,
+    QueryTarget,
+    describe_search,
+    load_query_clip,
+    nearest_neighbour_agreement,
+    resolve_query,
+    search_report,
+)
 from components.registry import recipe_registry
-from components.runtime import RunContext, StopRequested, eval_loader
+from components.runtime import RunContext, StopRequested, collate_signals, eval_loader
 from components.transforms.base import mean_by_owner
 
 EMBEDDING_FORMAT = "sigmae-embeddings/2"  # 2: own-length clips, mean over windows
@@ -120,6 +140,17 @@ class EmbeddingGenerator:
         )
 
     @torch.no_grad()
+    def embed_batch(self, signals: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` float32 embeddings (on the CPU) of a padded batch of clips."""
+        self.model.eval()
+        self.transform.eval()
+        # A clip longer than the model's window is the mean of windows covering it.
+        windows, owner = self.transform.windows(signals.to(self.ctx.device), lengths)
+        with self.ctx.autocast():
+            embedding = self.model.get_embedding(windows, pooling_mode=self.pooling)
+        return mean_by_owner(embedding.float(), owner, signals.shape[0]).cpu()
+
+    @torch.no_grad()
     def __call__(self, dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
         ctx = self.ctx
         self.model.eval()
@@ -133,12 +164,7 @@ class EmbeddingGenerator:
                 raise StopRequested(
                     f"{ctx.section}: stopped by {ctx.stop.signal_name} while embedding; nothing to save"
                 )
-            # A clip longer than the model's window is the mean of windows covering it.
-            windows, owner = self.transform.windows(signals.to(ctx.device), lengths)
-            with ctx.autocast():
-                embedding = self.model.get_embedding(windows, pooling_mode=self.pooling)
-            embedding = mean_by_owner(embedding.float(), owner, signals.shape[0])
-            chunks.append(embedding.cpu())
+            chunks.append(self.embed_batch(signals, lengths))
             labels.append(batch_labels)
         local = (
             indices,
@@ -283,6 +309,59 @@ def compute_or_load_embeddings(
     return payload, False
 
 
+def report_agreement(ctx: RunContext, payload: dict[str, Any]) -> NeighbourAgreement:
+    """Per-class nearest-neighbour agreement of the embeddings, printed in one line."""
+    agreement = nearest_neighbour_agreement(
+        payload["embeddings"], payload["labels"], payload["class_names"]
+    )
+    dataset = ctx.dataset()
+    if agreement.overall is None:
+        ctx.warn(
+            f"{describe_data(dataset)} holds {agreement.items} item(s): no nearest-neighbour agreement"
+        )
+    else:
+        check_eval_size(
+            ctx,
+            "nearest-neighbour agreement",
+            agreement.items,
+            len(payload["class_names"]),
+            dataset,
+        )
+    ctx.info(agreement.describe())
+    return agreement
+
+
+def search_similar(
+    ctx: RunContext,
+    payload: dict[str, Any],
+    target: QueryTarget,
+    clip: torch.Tensor | None,
+    k: int,
+    output: Path,
+) -> dict[str, Any]:
+    """Print the ``k`` clips most similar to the query and write them to ``output`` (JSON).
+
+    A query outside the data set (``clip``) is embedded as the data set's clips were: the same
+    checkpoint, transform and pooling.
+    """
+    if clip is None:
+        query_embedding = payload["embeddings"][target.index]
+    else:
+        model = CheckpointLoader(ctx).load(Path(payload["checkpoint"]))
+        transform = ctx.build_transform()
+        generator = EmbeddingGenerator(
+            ctx, model, transform, pooling=payload["pooling"]
+        )
+        signals, _, lengths = collate_signals([(clip, 0)])
+        query_embedding = generator.embed_batch(signals, lengths)[0]
+    report = search_report(payload, target, query_embedding, k)
+    for line in describe_search(report):
+        ctx.info(line)
+    write_json_atomic(report, output)
+    ctx.info(f"similar clips: {output}")
+    return report
+
+
 @recipe_registry.register("embed", version="1.0")
 def embed(
     ctx: RunContext,
@@ -294,6 +373,10 @@ def embed(
     num_workers: int = 4,
     cache_dir: str | None = None,
     hear_module: bool = False,
+    query: str | None = None,
+    query_k: int = 10,
+    fiftyone: str | None = None,
+    fiftyone_persistent: bool = False,
 ) -> dict[str, Any]:
     """Save the embeddings of every item (with labels, folds and keys) to ``<out>/<step>/embeddings.pt``.
 
@@ -302,11 +385,46 @@ def embed(
     ``hear_module`` also writes ``<out>/<step>/hear_<spec>.py``, a standalone HEAR 2021 API
     module (standard library + torch) serving this encoder; its ``load_model`` takes the
     checkpoint (see ``components.recipes.hear``).
+
+    The summary reports per-class nearest-neighbour agreement (cosine; see
+    ``components.recipes.similarity``). ``query`` prints the ``query_k`` clips most similar
+    to one clip and writes them to ``<out>/<step>/similar.json``; ``fiftyone`` exports the
+    clips to a FiftyOne dataset (needs ``pip install fiftyone``; see
+    ``components.recipes.fiftyone_export``).
+
+    Args:
+        checkpoint: Encoder checkpoint to embed with (this script's or an official
+            file); None takes the encoder of an earlier mae_pretrain step, else a
+            random one.
+        pooling: How the encoder's tokens become one embedding: mean or max over the
+            patch tokens, or the CLS token.
+        batch_size: Clips per batch while computing the embeddings.
+        num_workers: Data-loader worker processes for computing the embeddings.
+        cache_dir: Folder of the embedding cache (keyed by checkpoint content and data
+            set); None uses <out>/embedding_cache.
+        hear_module: Also write <out>/<step>/hear_<spec>.py, a standalone HEAR 2021 API
+            module serving this encoder (its load_model takes the checkpoint).
+        query: A clip to search from: its index in the data set, or a file path (a file outside the data set is embedded on the fly).
+        query_k: How many of the most similar clips the query prints (the query itself excluded).
+        fiftyone: Name of a FiftyOne dataset to export the clips to (spectrogram images, labels, embeddings, similarity index); off when unset.
+        fiftyone_persistent: Keep the FiftyOne dataset in FiftyOne's database after the run (else it lasts the session).
     """
     if batch_size < 1 or num_workers < 0:
         raise UsageError(
             f"--{ctx.section}.batch_size must be >= 1 and --{ctx.section}.num_workers >= 0"
         )
+    if query_k < 1:
+        raise UsageError(f"--{ctx.section}.query_k must be >= 1, got {query_k}")
+    target = clip = None
+    if query is not None:  # a bad query fails before anything is computed
+        dataset = ctx.dataset()
+        flag = f"--{ctx.section}.query"
+        target = resolve_query(query, [r.key for r in dataset.records], flag)
+        if target.index is None:
+            clip = load_query_clip(dataset, target, flag)
+    if fiftyone is not None:  # so is a missing package or a bad name
+        check_fiftyone_name(fiftyone, f"--{ctx.section}.fiftyone")
+        import_fiftyone(f"--{ctx.section}.fiftyone")
     payload, hit = compute_or_load_embeddings(
         ctx,
         checkpoint=checkpoint,
@@ -336,8 +454,25 @@ def embed(
             transform_config=ctx.section_config("transform"),
         )
         ctx.info(f"HEAR module {hear_path} (weights: {payload['checkpoint']})")
+    agreement = report_agreement(ctx, payload)
+    similar_path = ctx.stage_dir / "similar.json"
+    if target is not None and ctx.is_main:
+        search_similar(ctx, payload, target, clip, query_k, similar_path)
+    exported = None
+    if fiftyone is not None and ctx.is_main:
+        exported = export_fiftyone(
+            ctx,
+            payload,
+            name=fiftyone,
+            persistent=fiftyone_persistent,
+            cache_dir=Path(cache_dir) if cache_dir else ctx.out_dir / "embedding_cache",
+        )
     return {
         "hear_module": str(hear_path) if hear_module else None,
+        "similar": str(similar_path) if target is not None else None,
+        "fiftyone": exported,
+        # per class, the share of items whose nearest other item (cosine) has its class
+        "nn_agreement": agreement.as_dict(),
         "embeddings": str(output),
         "num_items": int(payload["embeddings"].shape[0]),
         "dim": int(payload["embeddings"].shape[1]),
