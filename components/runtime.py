@@ -512,9 +512,13 @@ class RunContext:
 
     def build_transform(self) -> nn.Module:
         kwargs = self.section_config("transform")
-        return self._construct("transform", self.pipeline.transform, kwargs).to(
-            self.device
-        )
+        transform = self._construct("transform", self.pipeline.transform, kwargs)
+        # Precomputed features (feature_shards): the data set checks that this transform made
+        # them and leaves only its part after the features to run.
+        adapt = getattr(self.dataset(), "adapt_transform", None)
+        if adapt is not None:
+            transform = adapt(transform, kwargs)
+        return transform.to(self.device)
 
     @staticmethod
     def _construct(section: str, cls: type, kwargs: dict[str, Any]) -> Any:

@@ -42,7 +42,7 @@ __all__ = [
 def check_records_and_labels(factory: DataFactory) -> None:
     """Records are ``Record`` s with labels in ``class_names``, matching categories and folds >= 1."""
     ds = factory()
-    assert ds.signal_kind in ("audio", "iq"), ds.signal_kind
+    assert ds.signal_kind in ("audio", "iq", "features"), ds.signal_kind
     assert len(ds) == len(ds.records) > 0
     assert ds.num_classes == len(ds.class_names) > 0
     assert all(isinstance(name, str) for name in ds.class_names) and len(
@@ -58,7 +58,8 @@ def check_records_and_labels(factory: DataFactory) -> None:
 
 
 def check_items_match_records(factory: DataFactory) -> None:
-    """``ds[i]`` is ``(float32 signal, label)``: ``[N]`` for audio, ``[2, L]`` for IQ; out of range raises IndexError."""
+    """``ds[i]`` is ``(float32 signal, label)``: ``[N]`` for audio, ``[2, L]`` for IQ (precomputed
+    features: time-last ``[C, F, T]``); out of range raises IndexError."""
     ds = factory()
 
     @settings(deadline=None)
@@ -70,6 +71,8 @@ def check_items_match_records(factory: DataFactory) -> None:
         )
         if ds.signal_kind == "audio":
             assert signal.dim() == 1 and signal.shape[0] > 0, signal.shape
+        elif ds.signal_kind == "features":
+            assert signal.dim() == 3 and signal.shape[2] > 0, signal.shape
         else:
             assert (
                 signal.dim() == 2 and signal.shape[0] == 2 and signal.shape[1] > 0
@@ -342,6 +345,54 @@ def audio_shards_fixture(workdir: Path) -> dict[str, Any]:
         "num_folds": 2,
         "cache_dir": str(workdir / "cache"),
     }
+
+
+def write_tensor_shards(workdir: Path, tensors: list[torch.Tensor]) -> str:
+    """Two shards of ``<key>.pth`` tensors with ``.json`` labels (3 classes, 2 folds); their pattern."""
+    for shard in range(2):
+        members: dict[str, bytes] = {}
+        for i, tensor in enumerate(tensors[shard::2]):
+            label = i % 3
+            buffer = io.BytesIO()
+            torch.save(tensor, buffer)
+            members[f"item{shard}{i:02d}.pth"] = buffer.getvalue()
+            tags = {"label": label, "category": f"class{label}", "fold": i % 2 + 1}
+            members[f"item{shard}{i:02d}.json"] = json.dumps(tags).encode()
+        write_tar_shard(workdir / "tensors" / f"part-{shard:03d}.tar", members)
+    return str(workdir / "tensors" / "part-{000..001}.tar")
+
+
+@fixture_registry.register("data/iq_shards")
+def iq_shards_fixture(workdir: Path) -> dict[str, Any]:
+    frames = [
+        torch.randn(2, 64, generator=torch.Generator().manual_seed(i))
+        for i in range(12)
+    ]
+    return {
+        "shards": write_tensor_shards(workdir, frames),
+        "cache_dir": str(workdir / "cache"),
+    }
+
+
+@fixture_registry.register("data/feature_shards")
+def feature_shards_fixture(workdir: Path) -> dict[str, Any]:
+    """Kaldi-fbank-shaped features ``[1, T, 16]`` of unequal lengths, with their manifest."""
+    features = [
+        torch.randn(1, 20 + 3 * i, 16, generator=torch.Generator().manual_seed(i))
+        for i in range(12)
+    ]
+    pattern = write_tensor_shards(workdir, features)
+    made_by = {
+        "name": "kaldi_fbank",
+        "settings": {"sample_rate": 16000, "num_mel_bins": 16},
+    }
+    manifest = {
+        "transform": made_by,
+        "sample_rate": 16000,
+        "feature_shape": [1, None, 16],
+    }
+    (workdir / "tensors" / "manifest.json").write_text(json.dumps(manifest))
+    return {"shards": pattern, "cache_dir": str(workdir / "cache")}
 
 
 @fixture_registry.register("data/synthetic_audio")

@@ -12,6 +12,7 @@ from components.data.audio_io import (
 )
 from components.data.base import Record, SignalDataset, filter_folds, leave_one_fold_out
 from components.data.esc50 import ESC50, download_esc50
+from components.data.feature_shards import FeatureShards, IQShards
 from components.data.radioml import RadioML2016, RadioML2018
 from components.data.shards import AudioShards
 from components.data.synthetic import SyntheticAudio, SyntheticIQ
@@ -22,6 +23,8 @@ __all__ = [
     "AudioFolder",
     "AudioShards",
     "DataFormatError",
+    "FeatureShards",
+    "IQShards",
     "RadioML2016",
     "RadioML2018",
     "Record",

@@ -172,6 +172,9 @@ class SignalTransform(nn.Module):
     # Its registry name, kept where there is no registry (the emitted script): precomputed
     # features record it, and are checked against it. Set by transforms with ``features()``.
     registered_name: str | None = None
+    # Settings that act only after ``features()`` (window, normalisation): precomputed
+    # features stay valid when they change.
+    post_feature_settings: tuple[str, ...] = ()
 
     def forward(
         self, batch: torch.Tensor, lengths: torch.Tensor | None = None

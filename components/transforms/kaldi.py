@@ -185,6 +185,7 @@ class KaldiFbank(SignalTransform):
 
     input_kind = "audio"
     registered_name = "kaldi_fbank"
+    post_feature_settings = ("target_frames", "mean", "std")
 
     def __init__(
         self,

@@ -99,6 +99,7 @@ class LogMel(SignalTransform):
 
     input_kind = "audio"
     registered_name = "log_mel"
+    post_feature_settings = ("target_frames", "standardize")
 
     def __init__(
         self,
@@ -256,6 +257,7 @@ class IQSpectrogram(SignalTransform):
 
     input_kind = "iq"
     registered_name = "iq_spectrogram"
+    post_feature_settings = ("target_frames", "standardize")
 
     def __init__(
         self,
