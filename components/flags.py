@@ -7,6 +7,10 @@ are strings (``from __future__ import annotations``), so they are resolved with
 ``typing.get_type_hints``. Defaults are shown in ``--help`` but never set by argparse, so
 ``parse_config`` knows which flags were given and can apply, in order: the dataclass
 defaults, the spec's ``--smoke`` overrides, then the explicit flags.
+
+A flag's help is its field's ``metadata["help"]``, else the field's entry in the ``Args:``
+section of its section class's docstring. A boolean reads ``--smoke`` / ``--no-smoke``
+(``--smoke false`` still works).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -24,6 +30,38 @@ DEFAULT_SMOKE_STEPS = 2
 
 class UsageError(Exception):
     """A mistake the user can fix (flag value, data location, checkpoint): exit 2, no traceback."""
+
+
+_ARGS_HEADERS = ("Args:", "Arguments:")
+_ARG_ENTRY = re.compile(
+    r"\*{0,2}(?P<name>[A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:(?:\s+(?P<text>.*))?$"
+)
+
+
+def docstring_args(doc: str | None) -> dict[str, str]:
+    """Field name -> its one-line description, from a Google-style ``Args:`` section.
+
+    An entry is ``name: text`` at the section's first indentation; deeper lines continue
+    it; the section ends at the first line indented no deeper than its ``Args:`` header.
+    """
+    found: dict[str, str] = {}
+    header = entry = None
+    current = None
+    for line in inspect.cleandoc(doc or "").splitlines():
+        stripped, indent = line.strip(), len(line) - len(line.lstrip())
+        if header is None:
+            header = indent if stripped in _ARGS_HEADERS else None
+        elif stripped and indent <= header:
+            break
+        elif stripped:
+            entry = indent if entry is None else entry
+            match = _ARG_ENTRY.match(stripped) if indent == entry else None
+            if match is not None:
+                current = match["name"]
+                found[current] = (match["text"] or "").strip()
+            elif current is not None and indent > entry:
+                found[current] = f"{found[current]} {stripped}".strip()
+    return found
 
 
 def _resolve_hints(cls: type) -> dict[str, Any]:
@@ -94,6 +132,7 @@ class FlagSpec:
     name: str
     annotation: Any
     default: Any
+    help: str = ""
 
     @property
     def dest(self) -> str:
@@ -104,6 +143,32 @@ class FlagSpec:
         if self.section == "run":
             return "--" + self.name.replace("_", "-")
         return f"--{self.section}.{self.name}"
+
+    @property
+    def is_bool(self) -> bool:
+        return _strip_optional(self.annotation)[0] is bool
+
+    @property
+    def metavar(self) -> str:
+        """What the value is: N, X, DIR, PATH, TEXT, or the field's name (Literal, tuples: V)."""
+        inner, _ = _strip_optional(self.annotation)
+        if typing.get_origin(inner) in (tuple, list):
+            return "V"
+        if inner is int:
+            return "N"
+        if inner is float:
+            return "X"
+        if inner is str:
+            if self.name.endswith("dir"):
+                return "DIR"
+            if self.name == "root" or self.name.endswith(
+                ("path", "file", "checkpoint")
+            ):
+                return "PATH"
+            if self.name.endswith("url"):
+                return "URL"
+            return "TEXT"
+        return self.name.upper()
 
     def convert(self, tokens: list[str]) -> Any:
         """Turn the tokens after the flag into a value of the field's type."""
@@ -161,14 +226,52 @@ class _FlagAction(argparse.Action):
         tokens = (
             [] if values is None else (values if isinstance(values, list) else [values])
         )
-        if not tokens and _strip_optional(self.spec.annotation)[0] is bool:
-            value: Any = True  # a bare "--smoke" means true
+        try:
+            value = self.spec.convert(tokens)
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentError(self, str(error)) from None
+        setattr(namespace, self.dest, value)
+
+
+class _BoolFlagAction(argparse.BooleanOptionalAction):
+    """``--smoke`` / ``--no-smoke``; ``--smoke true|false`` (and ``none`` when optional) still parse."""
+
+    def __init__(
+        self, option_strings: list[str], dest: str, spec: FlagSpec, **kwargs: Any
+    ) -> None:
+        kwargs.pop("nargs", None)
+        kwargs.pop("metavar", None)
+        super().__init__(option_strings, dest, **kwargs)
+        self.nargs = (
+            "?"  # an optional value: "--compile false" from older command lines
+        )
+        self.spec = spec
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: Any,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        negative = option_string is not None and option_string.startswith("--no-")
+        if values is None:
+            value: Any = not negative
+        elif negative:
+            raise argparse.ArgumentError(self, f"{option_string} takes no value")
         else:
             try:
-                value = self.spec.convert(tokens)
+                value = self.spec.convert([values])
             except argparse.ArgumentTypeError as error:
                 raise argparse.ArgumentError(self, str(error)) from None
         setattr(namespace, self.dest, value)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, _BoolFlagAction):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -209,9 +312,13 @@ def flag_specs(config_cls: type) -> list[FlagSpec]:
     for section, section_cls in config_sections(config_cls).items():
         hints = _resolve_hints(section_cls)
         defaults = section_cls()
+        described = docstring_args(section_cls.__doc__)
         for f in dataclasses.fields(section_cls):
+            text = f.metadata.get("help") or described.get(f.name, "")
             specs.append(
-                FlagSpec(section, f.name, hints[f.name], getattr(defaults, f.name))
+                FlagSpec(
+                    section, f.name, hints[f.name], getattr(defaults, f.name), text
+                )
             )
     return specs
 
@@ -243,7 +350,7 @@ def build_arg_parser(pipeline: Any, config_cls: type) -> argparse.ArgumentParser
         description=f"Train and evaluate '{pipeline.name}' (spec hash {pipeline.spec_hash[:12]}). "
         "Flags without a section control the run; --<section>.<field> sets any config field.",
         epilog=RUN_FLAGS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
         allow_abbrev=False,  # "--pretrain.epoch" must not silently mean "--pretrain.epochs"
     )
     groups: dict[str, Any] = {}
@@ -253,26 +360,30 @@ def build_arg_parser(pipeline: Any, config_cls: type) -> argparse.ArgumentParser
             group = groups[spec.section] = parser.add_argument_group(
                 f"{spec.section} options"
             )
-        inner, _ = _strip_optional(spec.annotation)
-        origin = typing.get_origin(inner)
-        nargs: Any = (
-            "+" if origin in (tuple, list) else ("?" if inner is bool else None)
-        )
-        choices = typing.get_args(inner) if origin is Literal else None
-        help_text = f"{_type_label(spec.annotation)} (default: {spec.default!r})"
-        if choices:
-            help_text += f"; one of {', '.join(map(str, choices))}"
+        origin = typing.get_origin(_strip_optional(spec.annotation)[0])
         group.add_argument(
             spec.flag,
             dest=spec.dest,
-            action=_FlagAction,
+            action=_BoolFlagAction if spec.is_bool else _FlagAction,
             spec=spec,
-            nargs=nargs,
+            nargs="+" if origin in (tuple, list) else None,
             default=argparse.SUPPRESS,
-            metavar=spec.name.upper() if origin not in (tuple, list) else "V",
-            help=help_text,
+            metavar=spec.metavar,
+            help=help_line(spec).replace("%", "%%"),  # argparse %-formats help
         )
     return parser
+
+
+def help_line(spec: FlagSpec) -> str:
+    """``Folder of ... (str, default: 'data')``: the description, then type and default."""
+    inner, optional = _strip_optional(spec.annotation)
+    if typing.get_origin(inner) is Literal:
+        choices = ", ".join(map(str, typing.get_args(inner)))
+        kind = f"one of {choices}{' or none' if optional else ''};"
+    else:
+        kind = f"{_type_label(spec.annotation)},"
+    facts = f"({kind} default: {spec.default!r})"
+    return f"{spec.help} {facts}" if spec.help else facts
 
 
 def _set_field(config: Any, spec: FlagSpec, value: Any) -> None:

@@ -54,6 +54,12 @@ def masked_reconstruction_loss(
 
     Computed in float32 (bf16 squares lose too much precision); with nothing masked it falls
     back to the mean over all patches so that a zero mask ratio still trains.
+
+    Args:
+        norm_pix: Normalise each target patch to zero mean and unit variance before the
+            MSE (MAE's norm_pix_loss).
+        eps: Added to the per-patch variance in that normalisation so constant patches
+            stay finite.
     """
     if pred.shape != target.shape or mask.shape != pred.shape[:2]:
         raise ValueError(
@@ -91,6 +97,14 @@ def info_nce_loss(
     For identical, mutually orthogonal pairs the value is
     ``log(1 + (B - 1) exp(-1 / temperature))``: the analytic check
     ``check_identical_orthogonal_pairs_are_analytic`` in ``components/contracts/losses.py``.
+
+    Args:
+        temperature: Divides the cosine similarities before the softmax; lower values
+            sharpen the contrast between positives and negatives.
+        symmetric: Average the z1-to-z2 and z2-to-z1 directions (CLIP style) instead of
+            z1-to-z2 only.
+        cross_rank: Under DDP, use every rank's rows as negatives (the global batch);
+            False keeps them to this rank's batch.
     """
     if z1.dim() != 2 or z1.shape != z2.shape:
         raise ValueError(
@@ -122,6 +136,12 @@ def uniformity_loss(
     ``log exp(-t * 2B/(B-1))`` for B points whose mean is the origin (a regular simplex).
     Under DDP the pairs span every rank's rows (module docstring); ``cross_rank=False``
     keeps them to this rank's batch.
+
+    Args:
+        t: Scale t in log mean exp(-t ||zi - zj||^2); larger values weigh close pairs
+            more.
+        cross_rank: Under DDP, form pairs over every rank's rows (the global batch);
+            False keeps them to this rank's batch.
     """
     if z.dim() != 2:
         raise ValueError(f"uniformity_loss expects [B, D], got {tuple(z.shape)}")
@@ -148,6 +168,10 @@ def soft_target_cross_entropy(
 
     Label smoothing mixes the target with the uniform distribution: ``(1 - s) * y + s / K``,
     as ``F.cross_entropy`` does for index targets, so both target kinds agree.
+
+    Args:
+        label_smoothing: Share s of the target mixed with the uniform distribution, (1 -
+            s) y + s / K; 0 = no smoothing.
     """
     num_classes = logits.shape[-1]
     if targets.dim() == 1:

@@ -48,7 +48,33 @@ from components.plots import Plotter
 # --------------------------------------------------------------------------- records
 @dataclass
 class RunOptions:
-    """Flags without a section: ``--smoke --data-dir --download --out-dir --resume`` etc."""
+    """Flags without a section: ``--smoke --data-dir --download --out-dir --resume`` etc.
+
+    Args:
+        smoke: Tiny run on the spec's synthetic smoke data with its smoke overrides (and
+            --steps 2 unless given): checks the whole pipeline in seconds on a CPU.
+        data_dir: Where the data set lives: replaces the data section's root (a folder
+            or file, as the data set expects).
+        download: Fetch the data set into its root first when it is missing (data sets
+            with a public download only).
+        out_dir: Folder for checkpoints, metrics and plots; default runs/<spec name>
+            (runs/<spec name>-smoke with --smoke).
+        resume: Continue the run in --out-dir from its last checkpoints; finished steps
+            with unchanged settings are skipped.
+        device: auto (this rank's GPU, else mps, else cpu), cpu, cuda, cuda:N or mps.
+        dtype: Autocast precision: auto (bf16 on GPUs and CPUs with native bf16, else
+            fp32), bf16, fp16 or fp32.
+        compile: Compile the model with torch.compile (faster steps on GPUs after a slow
+            first one).
+        seed: Seed of every random draw (model initialisation, masking, data order);
+            each rank and step derives its own from it.
+        deterministic: Use deterministic kernels and no TF32 matmuls, for
+            bit-reproducible runs (slower).
+        steps: Cap the optimizer steps of each training step (pre-training, fine-tuning)
+            for a short run; evaluation steps always run whole.
+        fit_schedule: With --steps: lay the warm-up and cosine schedule over the capped
+            steps instead of the full schedule.
+    """
 
     smoke: bool = False
     data_dir: str | None = None

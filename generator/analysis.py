@@ -15,7 +15,10 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import dataclasses
 import hashlib
+import inspect
+import re
 from dataclasses import dataclass
 from typing import Iterable, Literal, NamedTuple
 
@@ -415,6 +418,51 @@ class _UsesCollector:
                 self._misc(child, scope, eager)
 
 
+# --------------------------------------------------------------------------- docstrings
+
+ARGS_HEADERS = ("Args:", "Arguments:")
+_ARG_ENTRY = re.compile(r"\*{0,2}(?P<name>[A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:(?:\s+(?P<text>.*))?$")
+
+
+def docstring_args(doc: str | None) -> dict[str, str]:
+    """Parameter name -> its description, on one line, from a Google-style ``Args:`` section.
+
+    An entry is ``name: text`` (or ``name (type): text``) at the section's first indentation;
+    deeper-indented lines continue it; the section ends at the first line indented no deeper
+    than its header. components/flags.py reads emitted docstrings by the same rule.
+    """
+    found: dict[str, str] = {}
+    header: int | None = None
+    entry: int | None = None
+    current: str | None = None
+    for line in inspect.cleandoc(doc or "").splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if header is None:
+            header = indent if stripped in ARGS_HEADERS else None
+            continue
+        if not stripped:
+            continue
+        if indent <= header:
+            break
+        entry = indent if entry is None else entry
+        match = _ARG_ENTRY.match(stripped) if indent == entry else None
+        if match is not None:
+            current = match["name"]
+            found[current] = (match["text"] or "").strip()
+        elif current is not None and indent > entry:
+            found[current] = f"{found[current]} {stripped}".strip()
+    return found
+
+
+def with_descriptions(params: tuple[Param, ...], doc: str | None, *, keep: bool = False) -> tuple[Param, ...]:
+    """``params`` with each one's ``Args:`` entry of ``doc`` (``keep``: entries ``doc`` lacks stay)."""
+    described = docstring_args(doc)
+    return tuple(
+        dataclasses.replace(p, description=described.get(p.name, p.description if keep else "")) for p in params
+    )
+
+
 # --------------------------------------------------------------------------- per-file analysis
 
 
@@ -676,6 +724,8 @@ def _top_level(
             bases = tuple(source.segment(b) for b in node.bases)
         else:
             params = _function_params(node.args, source, skip_first=False)
+        if params is not None:
+            params = with_descriptions(params, doc)
     elif isinstance(node, ast.Assign):
         kind = "constant"
         names = tuple(n for t in node.targets for n in _assigned_names(t, where))

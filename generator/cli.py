@@ -144,7 +144,7 @@ def check(ctx: click.Context, specs: tuple[Path, ...], overrides: tuple[str, ...
 @click.option("--kind", default=None, help="Only this kind (model, data, transform, recipe, loss, fixture).")
 @click.pass_context
 def list_components(ctx: click.Context, kind: str | None) -> int:
-    """List catalog components with versions and parameters (defaults shown)."""
+    """List catalog components with versions and parameters (defaults and descriptions shown)."""
     from generator.spec import did_you_mean
 
     index = _index(ctx)
@@ -155,10 +155,16 @@ def list_components(ctx: click.Context, kind: str | None) -> int:
         click.echo(f"{each}:")
         for component in index.components_of(each):
             click.echo(f"  {component.name}  v{component.version}  ({component.path.as_posix()}:{component.lineno}, {component.qualname})")
+            signatures = []
             for param in component.params:
                 annotation = f": {param.annotation}" if param.annotation else ""
                 default = "  (required)" if param.required else f" = {param.default}"
-                click.echo(f"      {param.name}{annotation}{default}")
+                signatures.append(f"{param.name}{annotation}{default}")
+            # Descriptions (the docstring's `Args:` entries) in one column after the signatures.
+            width = min(max(map(len, signatures), default=0), 44)
+            for signature, param in zip(signatures, component.params):
+                line = f"      {signature:<{width}}  {param.description}" if param.description else f"      {signature}"
+                click.echo(line.rstrip())
     return 0
 
 

@@ -33,6 +33,7 @@ from generator.analysis import (  # CatalogError is re-exported: the error type 
     Registration,
     TopLevel,
     analyze_module,
+    with_descriptions,
 )
 from generator.cache import content_key, default_cache_dir, load_pickle, store_pickle
 from generator.ir import Component, Definition, DefinitionKey, Param
@@ -382,6 +383,8 @@ def _assemble(
             if params is None:
                 statement = index.statements[(summary.module, entry.qualname)]
                 params = _inherited_params(index, summary.module, statement, set())
+                # The subclass's own `Args:` entries describe what it inherits, where it has them.
+                params = None if params is None else with_descriptions(params, entry.doc, keep=True)
             components[(reg.kind, reg.name)] = Component(
                 kind=reg.kind,
                 name=reg.name,

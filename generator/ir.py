@@ -32,6 +32,7 @@ class Param:
     annotation: str | None  # source text, e.g. "tuple[int, int]"; None when unannotated
     default: str | None  # source text of the default; None when the parameter is required
     lineno: int
+    description: str = ""  # its `Args:` entry in the component's docstring, on one line
 
     @property
     def required(self) -> bool:

@@ -16,6 +16,7 @@ import ast
 import builtins
 import hashlib
 import math
+import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -164,10 +165,43 @@ def shadows_field(choice: Choice) -> bool:
     return any(param.name == "field" for param in choice.params)
 
 
+# Data-set parameters the runtime sets from a run flag (`--download`): no `--data.<name>` twin.
+RUN_FLAG_PARAMS = frozenset({"download"})
+
+
+def config_params(choice: Choice) -> tuple[Param, ...]:
+    """The parameters of `choice` that become fields (and `--<section>.<field>` flags) of its section."""
+    if choice.section != "data":
+        return choice.params
+    for param in choice.params:
+        if param.name in RUN_FLAG_PARAMS and param.name in choice.from_spec:
+            raise SigmaeError(
+                f"data.with.{param.name}: the script's --{param.name} flag sets it at run time; remove it from the spec",
+                choice.loc.file,
+                choice.loc.line,
+                choice.loc.column,
+            )
+    return tuple(param for param in choice.params if param.name not in RUN_FLAG_PARAMS)
+
+
+def section_docstring(summary: str, params: Sequence[Param]) -> str:
+    """A section class's docstring: `summary`, then an `Args:` entry per described field
+    (components/flags.py reads these for `--help`)."""
+    entries = [
+        textwrap.fill(
+            f"{p.name}: {p.description}", 88, initial_indent=" " * 8, subsequent_indent=" " * 12,
+            break_long_words=False, break_on_hyphens=False,
+        )
+        for p in params
+        if p.description
+    ]
+    return summary + ("\n\n    Args:\n" + "\n".join(entries) if entries else "")
+
+
 def section_spec(choice: Choice, program: InlinedProgram | None = None) -> SectionSpec:
     fields = []
     factory = "dataclasses.field" if shadows_field(choice) else "field"
-    for param in choice.params:
+    for param in config_params(choice):
         value = choice.values[param.name]
         default = literal_source(value)
         if is_mutable(value):
@@ -175,6 +209,7 @@ def section_spec(choice: Choice, program: InlinedProgram | None = None) -> Secti
         fields.append(FieldSpec(param.name, field_annotation(choice, param, program), default))
     component = choice.component
     doc = f"`{choice.section}` section: {component.kind} {component.name!r} v{component.version}; each field is a `--{choice.section}.<field>` flag."
+    doc = section_docstring(doc, config_params(choice))
     return SectionSpec(choice.section, section_class_name(choice.section), docstring_source(doc), tuple(fields))
 
 

@@ -47,7 +47,7 @@ def test_help_lists_every_flag_with_its_default(capsys: pytest.CaptureFixture[st
     for flag in ("--smoke", "--data-dir", "--download", "--out-dir", "--resume", "--device", "--dtype", "--compile",
                  "--seed", "--deterministic", "--steps", "--model.img_size", "--pretrain.epochs", "--kfold.max_folds"):
         assert flag in out, flag
-    assert "--pretrain.epochs EPOCHS int (default: 2)" in out
+    assert "--pretrain.epochs N (int, default: 2)" in out
     assert "--model.preset PRESET" in out and "one of tiny, base, large" in out
 
 

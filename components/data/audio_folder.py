@@ -52,6 +52,36 @@ class AudioFolder(AudioFileDataset):
     or the whole match, names the group: ``'^([a-z]+)_'`` for a speaker prefix), keeps every
     group in one fold, so no speaker spans train and test. ``holdout_fraction`` makes two
     folds instead of ``num_folds``: fold 1 to train on, fold 2 held out.
+
+    Args:
+        root: Folder holding one sub-folder of audio files per class, or the files a
+            `csv_file` lists.
+        sample_rate: Sample rate in Hz that every clip is resampled to; must match the
+            transform's sample_rate.
+        folds: Folds to load (e.g. [1, 2, 3]); None loads every fold. Recipes pick their
+            train and evaluation folds from these.
+        csv_file: CSV with columns filepath,label[,fold] (paths relative to `root`)
+            listing the clips instead of the class folders; None reads the folder tree.
+        num_folds: Number of folds the files are dealt into when there is no fold column
+            (ignored with `holdout_fraction`).
+        split: How folds are made: `folds` keeps the CSV's fold column or deals each
+            class's sorted files round-robin, `random` deals a seeded shuffle into
+            `num_folds` folds, `stratified` does so per class.
+        group_pattern: Regex over the file name whose first group (or whole match) names
+            a group kept in one fold, e.g. a speaker or source-recording prefix; None
+            deals files one by one.
+        holdout_fraction: Fraction (0-1) of the data re-dealt into a held-out fold 2
+            (fold 1 trains); None keeps `num_folds` folds.
+        split_seed: Seed of the `random`/`stratified` shuffle; change it to draw another
+            split.
+        clip_seconds: Longest clip in seconds: longer files are cut to it (shorter ones
+            are never padded); None keeps whole files.
+        skip_bad_files: Skip files that cannot be decoded (each one is reported) instead
+            of stopping with an error.
+        cache: Keep decoded waveforms in an on-disk cache so later epochs and runs skip
+            decoding; turn off when disk space is short.
+        cache_dir: Folder of the decoded-audio cache; None uses the user cache
+            directory ($SIGMAE_CACHE_DIR or ~/.cache/sigmae-gen/audio/<hash of root>).
     """
 
     def __init__(

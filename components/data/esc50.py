@@ -145,6 +145,39 @@ class ESC50(AudioFileDataset):
     one recording share a fold); ``random``/``stratified``/``holdout_fraction`` re-deal them
     as ``audio_folder`` does, and ``group_pattern='^\\d+-(\\d+[A-Z]?)-'`` keeps a source
     recording's clips together.
+
+    Args:
+        root: The ESC-50-master folder of the ESC-50 download (holds meta/esc50.csv and
+            audio/); --data-dir overrides it.
+        sample_rate: Sample rate in Hz that every clip is resampled to; must match the
+            transform's sample_rate. ESC-50 is recorded at 44.1 kHz.
+        folds: Official folds (1-5) to load; None loads all five. Recipes pick their
+            train and evaluation folds from these.
+        download: Fetch and unpack the official zip into `root` when meta/esc50.csv is
+            missing (the script's --download flag).
+        esc10: Keep only the ESC-10 subset (10 classes, 400 clips; labels renumbered
+            0-9).
+        skip_missing: Use the clips that are there when files listed in the CSV are
+            missing, instead of stopping with an error.
+        skip_bad_files: Skip files that cannot be decoded (each one is reported) instead
+            of stopping with an error.
+        cache: Keep decoded waveforms in an on-disk cache so later epochs and runs skip
+            decoding; turn off when disk space is short.
+        cache_dir: Folder of the decoded-audio cache; None uses the user cache
+            directory ($SIGMAE_CACHE_DIR or ~/.cache/sigmae-gen/audio/<hash of root>).
+        url: Where --download fetches the ESC-50 zip from; point it at a mirror when
+            GitHub is unreachable.
+        split: `folds` keeps the official five folds (the published protocol);
+            `random`/`stratified` re-deal the clips into `num_folds` folds.
+        num_folds: Number of folds for a `random`/`stratified` split (the official split
+            always has 5).
+        group_pattern: Regex over the file name whose first group (or whole match) names
+            a group kept in one fold, e.g. the freesound clip id, so clips cut from one
+            recording stay together; None deals files one by one.
+        holdout_fraction: Fraction (0-1) of the data re-dealt into a held-out fold 2
+            (fold 1 trains); None keeps `num_folds` folds.
+        split_seed: Seed of the `random`/`stratified` shuffle; change it to draw another
+            split.
     """
 
     def __init__(

@@ -158,7 +158,21 @@ class RadioMLBase(SignalDataset):
 
 @data_registry.register("radioml2016", version="1.0")
 class RadioML2016(RadioMLBase):
-    """RML2016.10a/10b frames ``[2, 128]``; classes are the sorted modulation names."""
+    """RML2016.10a/10b frames ``[2, 128]``; classes are the sorted modulation names.
+
+    Args:
+        root: Path of RML2016.10a_dict.pkl or RML2016.10b.dat from deepsig.ai (or the
+            folder holding it); --data-dir overrides it.
+        folds: Folds to load: 1 is the training half, 2 the test half; None loads both.
+        snr_min: Drop frames below this SNR in dB (the data spans -20 to 18); None keeps
+            the lowest.
+        snr_max: Drop frames above this SNR in dB; None keeps the highest.
+        split: `canonical` reproduces O'Shea's seeded train/test permutation;
+            `stratified` draws the training share per (class, SNR).
+        split_seed: Seed of the train/test draw (2016 gives the canonical split).
+        train_fraction: Share of frames (0-1, exclusive) that goes to training fold 1;
+            the rest is fold 2.
+    """
 
     def __init__(
         self,
@@ -282,6 +296,18 @@ class RadioML2018(RadioMLBase):
     Labels and SNRs are read once (in chunks); frames are read on demand, with the file opened
     per process so data-loader workers do not share an h5py handle. The split is a seeded
     stratified half per (class, SNR) (there is no canonical one).
+
+    Args:
+        root: Path of GOLD_XYZ_OSC.0001_1024.hdf5 from deepsig.ai (or the folder holding
+            it); needs h5py; --data-dir overrides it.
+        folds: Folds to load: 1 is the training half, 2 the test half; None loads both.
+        snr_min: Drop frames below this SNR in dB (the data spans -20 to 30); None keeps
+            the lowest.
+        snr_max: Drop frames above this SNR in dB; None keeps the highest.
+        split_seed: Seed of the stratified train/test draw per (class, SNR); change it
+            to draw another split.
+        train_fraction: Share of frames (0-1, exclusive) per (class, SNR) that goes to
+            training fold 1; the rest is fold 2.
     """
 
     def __init__(

@@ -50,6 +50,19 @@ class SyntheticAudio(SignalDataset):
 
     Class ``k`` is family ``k % 4`` centred on a pitch spaced logarithmically between 200 Hz and
     0.35 x the sample rate; items vary in phase, exact pitch (+-3 %), level and background noise.
+
+    Args:
+        num_classes: Number of classes (sound families cycle every 4 classes, pitches
+            differ per class).
+        num_items: Number of clips in the data set, dealt evenly over classes and folds.
+        num_samples: Length of every clip in samples (16000 = 1 s at 16 kHz).
+        sample_rate: Sample rate in Hz of the generated clips; match it to the
+            transform's.
+        num_folds: Number of folds the clips are dealt into.
+        seed: Seed of the generator: the same seed gives the same clips.
+        folds: Folds to keep; None keeps every fold.
+        noise_level: Standard deviation of the white Gaussian noise added to every clip
+            (0 = clean); raise it to make the task harder.
     """
 
     signal_kind = "audio"
@@ -202,6 +215,23 @@ class SyntheticIQ(SignalDataset):
     ``class_offsets=True`` (default) each class also gets its own carrier offset, which makes
     classes separable from a magnitude spectrogram alone (quick smoke/accuracy tests); set it
     False for the realistic task where only the constellation differs.
+
+    Args:
+        num_classes: Number of classes; class k uses the (k mod 8)-th modulation.
+        num_items: Number of IQ frames in the data set, dealt evenly over classes and
+            folds.
+        num_samples: Samples per frame (128 like RML2016, 1024 like RML2018).
+        num_folds: Number of folds the frames are dealt into.
+        seed: Seed of the generator: the same seed gives the same frames.
+        folds: Folds to keep; None keeps every fold.
+        snr_db: Signal-to-noise ratio of the added white Gaussian noise, in dB; lower it
+            to make the task harder.
+        samples_per_symbol: Oversampling of the raised-cosine pulses (samples per
+            symbol).
+        rolloff: Roll-off factor (0-1) of the raised-cosine pulse shaping.
+        class_offsets: Give each class its own carrier offset, which makes classes
+            separable from a magnitude spectrogram alone; False leaves only the
+            constellation to tell them apart.
     """
 
     signal_kind = "iq"

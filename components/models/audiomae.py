@@ -36,6 +36,36 @@ class AudioMAE(MaskedAutoencoderViT):
 
     ViT-B at 512x128: encoder 85,254,144 trainable parameters, 110,999,808 with the 8-layer
     512-d decoder (the official count; the decoder does not depend on the input size).
+
+    Args:
+        preset: ViT encoder size: tiny (192-d), small (384-d), base (768-d, ViT-B, the
+            paper's) or large (1024-d, 24 blocks); explicit keywords override it.
+        img_size: Input size (frames, frequency bins) of one window; must equal the
+            transform's output (target_frames and mel bins).
+        patch_size: Patch size (frames, bins); each patch is one token, so smaller
+            patches mean more tokens and more compute. Must divide img_size.
+        in_chans: Input channels of the features (1 for a log-mel or fbank, 2 for a
+            two-channel IQ spectrogram).
+        embed_dim: Encoder width (token dimension); None takes the preset's.
+        depth: Number of encoder blocks; None takes the preset's.
+        num_heads: Attention heads per encoder block (must divide embed_dim); None takes
+            the preset's.
+        decoder_embed_dim: Decoder width (AudioMAE uses 512 for every encoder size).
+        decoder_depth: Number of decoder blocks (AudioMAE: 8; the official checkpoint's
+            local Swin decoder is not built).
+        decoder_num_heads: Attention heads per decoder block (must divide
+            decoder_embed_dim).
+        mlp_ratio: Hidden width of each block's feed-forward layer as a multiple of its
+            embed_dim.
+        mask_ratio: Share of patch tokens hidden from the encoder during pre-training
+            (0-1); MAE-style models use 0.75-0.8.
+        mask_mode: Which tokens are masked: `random` tokens, or whole `time` rows or
+            `freq` columns together (AudioMAE's structured masking).
+        norm_pix_loss: Reconstruct each patch normalised to zero mean and unit variance
+            (MAE's norm_pix_loss) instead of the raw features.
+        qkv_bias: Give the attention's query/key/value projection a bias, as ViT does.
+        drop_path_rate: Stochastic-depth rate of the last encoder block (rising linearly
+            from 0 at the first); a regulariser, mostly for fine-tuning.
     """
 
     published_parameter_counts = (

@@ -60,6 +60,48 @@ class AudioMAEPlusPlus(MaskedAutoencoderViT):
     tiny 20,859,200 / base 154,014,272 / large 525,575,504 with our own LN3, and
     20,851,520 / 153,992,768 / 525,522,256 with ``share_ffn2_norm=True`` (the official
     model's count minus its unused ``norm3``).
+
+    Args:
+        preset: Size of the released configuration to start from: tiny (192-d, 12
+            blocks), base (768-d) or large (1024-d, 24 blocks); explicit keywords
+            override it.
+        img_size: Input size (frames, frequency bins) of one window; must equal the
+            transform's output (target_frames and mel bins).
+        patch_size: Patch size (frames, bins); each patch is one token, so smaller
+            patches mean more tokens and more compute. Must divide img_size.
+        in_chans: Input channels of the features (1 for a log-mel or fbank, 2 for a
+            two-channel IQ spectrogram).
+        embed_dim: Encoder width (token dimension); None takes the preset's.
+        depth: Number of encoder blocks; None takes the preset's.
+        num_heads: Attention heads per encoder block (must divide embed_dim); None takes
+            the preset's.
+        decoder_embed_dim: Decoder width; None takes the preset's (384 for tiny and
+            base, 512 for large).
+        decoder_depth: Number of decoder blocks; None takes the preset's (4).
+        decoder_num_heads: Attention heads per decoder block; None takes the preset's
+            (8).
+        mlp_ratio: Hidden width of each block's feed-forward layer as a multiple of its
+            embed_dim.
+        mask_ratio: Share of patch tokens hidden from the encoder during pre-training
+            (0-1); MAE-style models use 0.75-0.8.
+        mask_mode: Which tokens are masked: `random` tokens, or whole `time` rows or
+            `freq` columns together (AudioMAE's structured masking).
+        norm_pix_loss: Reconstruct each patch normalised to zero mean and unit variance
+            (MAE's norm_pix_loss) instead of the raw features.
+        qkv_bias: Give the attention's query/key/value projection a bias, as ViT does.
+        drop_path_rate: Stochastic-depth rate of the last encoder block (rising linearly
+            from 0 at the first); a regulariser, mostly for fine-tuning.
+        use_macaron: Use Macaron blocks (half feed-forward, attention, feed-forward) as
+            AudioMAE++ does; False gives plain pre-norm ViT blocks.
+        use_swiglu: Use SwiGLU (AudioMAE++) for the blocks' (second) feed-forward layer
+            instead of an MLP (SiLU in Macaron blocks, GELU in plain ones).
+        use_rope: Use 2-D axial rotary position embeddings over each token's (time,
+            frequency) position instead of the additive sin-cos tables.
+        rope_theta: Base frequency of the rotary embeddings (only with use_rope); larger
+            values give slower-turning, longer-range positions.
+        share_ffn2_norm: Use the official wiring, in which the second feed-forward
+            reuses norm2 (norm3 goes unused): needed to reproduce the official model's
+            outputs from its released weights.
     """
 
     published_parameter_counts = (

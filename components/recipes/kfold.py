@@ -70,6 +70,58 @@ def kfold(
     """Fine-tune once per held-out fold (``folds``, default all; ``max_folds`` keeps the first n).
 
     The other parameters are ``finetune``'s. Returns per-fold accuracies and their mean ± std.
+
+    Args:
+        folds: Folds to hold out in turn (one fine-tuning run each); None takes every
+            fold of the data set.
+        max_folds: Run only the first n of those folds (a quicker estimate); None runs
+            them all.
+        epochs: Passes over the training folds in each fold's run; the lr schedule spans
+            them (k-fold always runs whole: --steps does not cap it).
+        batch_size: Clips per optimizer step and process (per GPU under torchrun),
+            before accumulation.
+        accum_steps: Batches whose gradients are summed before each optimizer step:
+            raises the effective batch without more memory.
+        base_lr: Learning rate per 256 clips of effective batch: the peak lr is base_lr
+            x effective batch / 256 unless lr is set.
+        lr: Peak learning rate, used as given instead of the base_lr rule; None applies
+            the rule.
+        min_lr: Learning rate the cosine decay ends at.
+        warmup_epochs: Epochs (fractions allowed) of linear warm-up from 0 to the peak
+            lr before the cosine decay.
+        weight_decay: AdamW weight decay on weight matrices (biases and norms are not
+            decayed).
+        layer_decay: Layer-wise lr decay (0-1]: each block nearer the input gets this
+            factor more; 1 trains every layer at the same lr.
+        label_smoothing: Label smoothing of the cross-entropy (0 = hard targets).
+        mixup_alpha: Beta(alpha, alpha) parameter of mixup between clips of a batch; 0
+            turns mixup off.
+        freq_mask: SpecAugment frequency-mask width in bins (largest band masked per
+            clip); 0 = off.
+        time_mask: SpecAugment time-mask width in frames (largest span masked per clip);
+            0 = off.
+        mask_t_prob: Share of time rows of the token grid dropped in training
+            (AudioMAE's fine-tuning masking; also faster), 0-1.
+        mask_f_prob: Share of frequency columns of the token grid dropped in training,
+            0-1.
+        drop_path: Stochastic-depth rate of the encoder's last block while fine-tuning
+            (rising from 0 at the first).
+        head_dropout: Dropout before the classification head, 0-1.
+        clip_grad: Clip the gradient norm to this value before each step; None does not
+            clip.
+        pooling: How the encoder's tokens become one vector for the head: mean of the
+            patch tokens, or the CLS token.
+        pretrained: Start from the encoder an earlier mae_pretrain step saved; False (or
+            no such step) trains from random initialisation.
+        checkpoint: Encoder checkpoint to start from (this script's or an official
+            AudioMAE / AudioMAE++ file); overrides the mae_pretrain step's.
+        num_workers: Data-loader worker processes per process (0 loads in the main
+            process, simplest for debugging).
+        checkpoint_every: Optimizer steps between checkpoints (one is also written at
+            every epoch end and when the run stops).
+        keep_last: Number of most recent checkpoints kept per fold (older ones are
+            deleted).
+        log_every: Optimizer steps between progress lines and metrics records.
     """
     settings = finetune_settings_from(locals(), others=("ctx", "folds", "max_folds"))
     dataset = ctx.dataset()

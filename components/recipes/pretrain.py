@@ -174,6 +174,50 @@ def mae_pretrain(
     mask tokens) undecayed, timm's fine-tuning convention. The official pre-training decays
     them (timm's ``param_groups_weight_decay`` with an empty skip list), which over a long
     schedule shrinks them markedly; the default follows the official recipe.
+
+    Args:
+        epochs: Passes over the training folds; the lr schedule spans them (--steps caps
+            a short run).
+        batch_size: Clips per optimizer step and process (per GPU under torchrun),
+            before accumulation.
+        accum_steps: Batches whose gradients are summed before each optimizer step:
+            raises the effective batch without more memory.
+        base_lr: Learning rate per 256 clips of effective batch: the peak lr is base_lr
+            x effective batch / 256 unless lr is set.
+        lr: Peak learning rate, used as given instead of the base_lr rule; None applies
+            the rule.
+        min_lr: Learning rate the cosine decay ends at.
+        warmup_epochs: Epochs (fractions allowed) of linear warm-up from 0 to the peak
+            lr before the cosine decay.
+        weight_decay: AdamW weight decay on weight matrices (biases and norms are not
+            decayed).
+        skip_token_decay: Exempt the CLS and mask tokens from weight decay (timm's
+            fine-tuning convention); the official pre-training decays them.
+        beta1: AdamW's first-moment decay (beta1).
+        beta2: AdamW's second-moment decay (beta2; MAE uses 0.95).
+        clip_grad: Clip the gradient norm to this value before each step; None does not
+            clip.
+        mask_ratio: Share of patches masked in pre-training (0-1); None takes the
+            model's mask_ratio.
+        norm_pix_loss: Reconstruct per-patch normalised targets; None takes the model's
+            norm_pix_loss.
+        infonce_weight: Weight of an InfoNCE term between two maskings of each clip,
+            added to the reconstruction loss; 0 = off.
+        infonce_temperature: Temperature of that InfoNCE term (lower = sharper
+            contrast).
+        uniformity_weight: Weight of a uniformity term that spreads clip embeddings over
+            the sphere; 0 = off.
+        uniformity_t: Scale t of the uniformity term, log mean exp(-t ||zi - zj||^2).
+        train_folds: Folds to pre-train on (labels are not used); None takes every fold.
+        num_workers: Data-loader worker processes per process (0 loads in the main
+            process, simplest for debugging).
+        checkpoint_every: Optimizer steps between checkpoints (one is also written at
+            every epoch end and when the run stops).
+        keep_last: Number of most recent checkpoints kept on disk (older ones are
+            deleted).
+        log_every: Optimizer steps between progress lines and metrics records.
+        plot_every: Optimizer steps between reconstruction plots (masked input,
+            reconstruction, target; needs matplotlib); 0 plots only at the end.
     """
     check_ranges(
         ctx,

@@ -154,7 +154,25 @@ def knn(
     num_workers: int = 4,
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Weighted k-NN accuracy of frozen embeddings (evaluation folds default to the last fold)."""
+    """Weighted k-NN accuracy of frozen embeddings (evaluation folds default to the last fold).
+
+    Args:
+        k: Number of nearest training embeddings (by cosine similarity) that vote for
+            each evaluation clip.
+        temperature: Temperature of the votes' weights exp(similarity / temperature);
+            lower trusts the nearest neighbours more.
+        checkpoint: Encoder checkpoint to embed with (this script's or an official
+            file); None takes the encoder of an earlier mae_pretrain step, else a random
+            one.
+        pooling: How the encoder's tokens become one embedding: mean or max over the
+            patch tokens, or the CLS token.
+        train_folds: Folds the probe learns from; None takes every fold not evaluated.
+        eval_folds: Folds it is scored on; None takes the last fold.
+        batch_size: Clips per batch while computing embeddings.
+        num_workers: Data-loader worker processes for computing the embeddings.
+        cache_dir: Folder of the embedding cache (keyed by checkpoint content and data
+            set); None uses <out>/embedding_cache.
+    """
     check_ranges(
         ctx,
         {
@@ -229,6 +247,25 @@ def linear_probe(
 
     Runs identically on every rank (it is cheap), so all ranks agree. An evaluation: it
     always runs whole (``--steps`` caps training stages only).
+
+    Args:
+        epochs: Passes of the linear classifier over the training embeddings.
+        batch_size: Embeddings per SGD step of the linear classifier.
+        lr: Peak learning rate of SGD with momentum (warm-up, then cosine decay).
+        weight_decay: Weight decay of the linear classifier.
+        warmup_epochs: Epochs of linear warm-up before the cosine decay.
+        label_smoothing: Label smoothing of the cross-entropy (0 = hard targets).
+        checkpoint: Encoder checkpoint to embed with (this script's or an official
+            file); None takes the encoder of an earlier mae_pretrain step, else a random
+            one.
+        pooling: How the encoder's tokens become one embedding: mean or max over the
+            patch tokens, or the CLS token.
+        train_folds: Folds the probe learns from; None takes every fold not evaluated.
+        eval_folds: Folds it is scored on; None takes the last fold.
+        embed_batch_size: Clips per batch while computing the embeddings.
+        num_workers: Data-loader worker processes for computing the embeddings.
+        cache_dir: Folder of the embedding cache (keyed by checkpoint content and data
+            set); None uses <out>/embedding_cache.
     """
     check_ranges(
         ctx,

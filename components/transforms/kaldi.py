@@ -181,6 +181,24 @@ class KaldiFbank(SignalTransform):
     each clip's zero padding starts: the mean is taken over the clip's own samples and only
     frames of real samples are kept, so a clip's features do not depend on its batch.
     ``windows()`` covers each whole clip with windows (for embeddings).
+
+    Args:
+        sample_rate: Sample rate in Hz of the incoming waveforms; must match the data
+            set's.
+        num_mel_bins: Number of mel filters (the feature's frequency bins); AudioMAE
+            uses 128.
+        target_frames: Frames (10 ms each by default) of one window: shorter clips are
+            zero-padded, longer ones cropped; None keeps every frame.
+        mean: Data-set mean of the fbank features, subtracted before dividing by 2 x
+            std; None skips normalisation.
+        std: Data-set standard deviation of the fbank features; None skips
+            normalisation.
+        frame_length_ms: Analysis window length in milliseconds (Kaldi's frame_length).
+        frame_shift_ms: Hop between frames in milliseconds (Kaldi's frame_shift): 10 ms
+            gives 100 frames per second.
+        low_freq: Lower edge of the mel filter bank in Hz.
+        high_freq: Upper edge of the mel filter bank in Hz; 0 or negative is an offset
+            from Nyquist (Kaldi's convention), so 0 means Nyquist.
     """
 
     input_kind = "audio"

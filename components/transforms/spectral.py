@@ -95,6 +95,23 @@ class LogMel(SignalTransform):
     (random in training, centre in evaluation) or tile to ``target_frames``, then per-clip
     standardisation (``standardize=False`` keeps raw log-mels). ``target_frames=None`` keeps
     every frame.
+
+    Args:
+        sample_rate: Sample rate in Hz of the incoming waveforms; must match the data
+            set's.
+        n_fft: FFT size in samples (400 = 25 ms at 16 kHz); gives n_fft // 2 + 1
+            frequency bins before the mel filters.
+        win_length: Hann window length in samples (at most n_fft).
+        hop_length: Hop between frames in samples (160 = 10 ms at 16 kHz).
+        n_mels: Number of mel filters (the feature's frequency bins); must match the
+            model's img_size[1].
+        f_min: Lowest mel filter edge in Hz.
+        f_max: Highest mel filter edge in Hz (capped at Nyquist).
+        target_frames: Frames of one window: longer clips are cropped (random in
+            training, centre in evaluation), shorter ones tiled; None keeps every frame.
+        log_offset: Added to the mel power before the log so silence stays finite.
+        standardize: Standardise each clip's log-mels to zero mean and unit variance;
+            False keeps raw log-mels.
     """
 
     input_kind = "audio"
@@ -253,6 +270,17 @@ class IQSpectrogram(SignalTransform):
     (C=2, signed-log of real and imaginary parts). Default sizes suit RML2016's 128-sample
     frames (33 frames of 32 bins, cropped to 32); for RML2018's 1024 samples use e.g.
     ``n_fft=64, hop_length=16, target_frames=64``.
+
+    Args:
+        n_fft: FFT size in samples; the two-sided spectrogram has n_fft frequency bins.
+        hop_length: Hop between STFT frames in samples.
+        mode: Channels: `log_magnitude` (1), `log_magnitude_phase` (2, phase / pi) or
+            `real_imag` (2, signed log of the real and imaginary parts).
+        target_frames: Frames of one window (cropped or tiled to it); None keeps every
+            frame. 32 suits RML2016's 128-sample frames.
+        standardize: Standardise each item's log-magnitude channel to zero mean and unit
+            variance.
+        log_offset: Added to the magnitude before the log so zero bins stay finite.
     """
 
     input_kind = "iq"
@@ -364,6 +392,12 @@ class IQPatches(SignalTransform):
     then its Q samples, so a ``(1, 2P)`` patch embedding sees one time patch);
     ``layout="channels"``: ``[B, 2, L / P, P]``. A partial last patch is zero-padded.
     ``normalize=True`` scales each item to unit RMS power (RadioML power varies with SNR).
+
+    Args:
+        patch_size: Samples per 1-D patch; a partial last patch is zero-padded.
+        layout: `rows`: [B, 1, L / P, 2P] (I then Q samples of a patch in one row);
+            `channels`: [B, 2, L / P, P] with I and Q as channels.
+        normalize: Scale each item to unit RMS power (RadioML power varies with SNR).
     """
 
     input_kind = "iq"
