@@ -438,7 +438,7 @@ def class_names_of(tags: list[Tagged], classes: list[str] | None) -> list[str]:
             if named.setdefault(tag.index, tag.name) != tag.name:
                 raise DataFormatError(
                     f"audio_shards: class index {tag.index} is named both {named[tag.index]!r}"
-                    f" and {tag.name!r}; fix the labels or pass classes=[...]"
+                    f" and {tag.name!r}; fix the labels or set classes (--data.classes)"
                 )
             names[tag.index] = tag.name
     return names
@@ -450,14 +450,14 @@ def label_of(tag: Tagged, class_names: list[str], index_of: dict[str, int]) -> i
         if tag.index >= len(class_names):
             raise DataFormatError(
                 f"label {tag.index} is out of range for the {len(class_names)} classes;"
-                " pass classes=[...] naming them all"
+                " set classes (--data.classes) to name them all"
             )
         return tag.index
     assert tag.name is not None
     if tag.name not in index_of:
         shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
         raise DataFormatError(
-            f"unknown class name {tag.name!r} (the classes are {shown}); pass classes=[...]"
+            f"unknown class name {tag.name!r} (the classes are {shown}); set classes (--data.classes)"
             " naming every class"
         )
     return index_of[tag.name]
