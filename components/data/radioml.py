@@ -17,6 +17,7 @@ Folds: 1 = training half, 2 = test half.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import random
@@ -230,12 +231,10 @@ class RadioML2016(RadioMLBase):
 
     @staticmethod
     def read_pickle(path: Path) -> dict[tuple[str, int], torch.Tensor]:
-        try:
-            import numpy  # noqa: F401  (the pickle's arrays are numpy arrays)
-        except ModuleNotFoundError:
+        if importlib.util.find_spec("numpy") is None:  # the pickle's arrays are numpy's
             raise ModuleNotFoundError(
                 f"{path}: reading a RadioML 2016 pickle needs numpy: pip install numpy"
-            ) from None
+            )
         try:
             with open(path, "rb") as handle:
                 table = NumpyOnlyUnpickler(handle, encoding="latin1").load()
