@@ -1,6 +1,7 @@
 """The inliner: reached catalog definitions -> one flat, self-contained program.
 
-Definitions are emitted in the resolver's order, grouped by source module, with their
+Definitions are emitted in reader order (generator/sections.py: configuration records, model,
+objective, data, recipes, support), grouped by source module inside each section, with their
 comments and docstrings. Catalog imports disappear (the code they name is right there),
 registry decorators are dropped, stdlib/torch imports are merged into one sorted block of
 only what the emitted code uses, and names that would collide in the single namespace are
@@ -22,6 +23,7 @@ from generator.analysis import BUILTIN_NAMES, CatalogError, ImportBinding, TopLe
 from generator.index import CatalogIndex
 from generator.ir import DefinitionKey, InlinedProgram, ModuleChunk, Resolution
 from generator.resolve import dependencies, resolve
+from generator.sections import Placed, reading_order
 
 # Cached output depends on this file's rules: its own hash is part of every cache key, so
 # an edited inliner never reuses text produced by an older one.
@@ -54,6 +56,7 @@ def inline(
     reserved: Collection[str] = (),
     provided: Collection[DefinitionKey] | Mapping[DefinitionKey, str] = (),
     cache_dir: Path | None = None,
+    early: Collection[DefinitionKey] = (),
 ) -> InlinedProgram:
     """Emit ``resolution`` as imports + one black-formatted chunk per source module.
 
@@ -61,7 +64,9 @@ def inline(
     catalog definitions with those names are renamed. ``provided``: definitions imported
     from elsewhere instead of emitted (what only they need is not emitted either); a
     mapping fixes the name each is imported under. ``names`` of the result maps every
-    reached definition, provided ones included, to its name in the program.
+    reached definition, provided ones included, to its name in the program. Chunks come in
+    reader order (generator/sections.py); ``early``: definitions the template needs when its
+    `Config` is defined (default: the catalog's `sections.CONFIG_RECORDS`).
     """
     cache_dir = default_cache_dir(index.root) if cache_dir is None else Path(cache_dir)
     fixed_provided = dict(provided) if isinstance(provided, Mapping) else {}
@@ -76,7 +81,7 @@ def inline(
 
     emitted = _emit_all(index, statements, names, externals, cache_dir)
     chunks: list[ModuleChunk] = []
-    for module, group in _group_by_module(statements):
+    for section, module, group in _group_by_section(reading_order(index, statements, early=early)):
         pieces = [emitted[(s.module, s.index)] for s in group]
         chunks.append(
             ModuleChunk(
@@ -84,6 +89,7 @@ def inline(
                 path=index.modules[module].path.as_posix(),
                 docstring=index.modules[module].docstring,
                 code=_join(group, pieces),
+                section=section,
             )
         )
     imports = _import_block(externals)
@@ -309,15 +315,18 @@ def _apply(code: str, rewrite: _Rewrite, where: str, package: str) -> str:
     )
 
 
-def _group_by_module(statements: list[TopLevel]) -> list[tuple[str, list[TopLevel]]]:
-    groups: list[tuple[str, list[TopLevel]]] = []
-    for statement in statements:
-        if groups and groups[-1][0] == statement.module:
-            groups[-1][1].append(statement)
+def _group_by_section(placed: list[Placed]) -> list[tuple[str, str, list[TopLevel]]]:
+    """Runs of one module inside one section (a module whose definitions stand in two sections
+    gives two chunks: e.g. the runtime's `RunOptions` beside `Config`, the rest in support)."""
+    groups: list[tuple[str, str, list[TopLevel]]] = []
+    for item in placed:
+        statement = item.statement
+        if groups and groups[-1][:2] == (item.section, statement.module):
+            groups[-1][2].append(statement)
         else:
-            if any(module == statement.module for module, _ in groups):
-                raise CatalogError(f"{statement.module}: resolution order is not grouped by module")
-            groups.append((statement.module, [statement]))
+            if any(group[:2] == (item.section, statement.module) for group in groups):
+                raise CatalogError(f"{statement.module}: reading order is not grouped by module")
+            groups.append((item.section, statement.module, [statement]))
     return groups
 
 

@@ -98,6 +98,7 @@ class ModuleChunk:
     path: str  # "components/models/blocks.py"
     docstring: str | None
     code: str  # black-formatted definitions, without imports
+    section: str = "support"  # reader-order section it stands in (generator/sections.py)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Emit the Colab notebook: the script's code as cells, plus set-up, parameters, run and plots.
 
-The code cells hold exactly the script's pieces (`render.ScriptParts`): the imports, one cell
-per catalog module (each after a markdown cell naming the module and summarising its
-docstring), and the Config/PIPELINE/main cell; executing them defines the same names as
-importing the script. Around them: a title (with an "Open in Colab" badge when the notebook
+The code cells hold exactly the script's pieces (`render.ScriptParts`), in the script's reader
+order: the imports, then per section (configuration, model, objective, data, recipes, main,
+support) a markdown cell saying what a user edits there and one cell per catalog module (each
+after a markdown cell naming the module and summarising its docstring); support cells are
+collapsed. Executing them defines the same names as importing the script. Around them: a title (with an "Open in Colab" badge when the notebook
 has a GitHub address: generator/repository.py), a set-up cell that reports the accelerator,
 a `parameters`-tagged cell (papermill's convention), a run cell and a plot cell. Cell ids are derived from positions, so rebuilds are byte-identical.
 
@@ -21,6 +22,7 @@ import generator
 from generator.errors import OutputError
 from generator.render import ScriptParts, docstring_summary, environment, literal_source
 from generator.repository import DEFAULT_BRANCH, github_repository, shown
+from generator.sections import SUPPORT
 from generator.spec import Spec
 
 # Names the notebook defines beyond the script's own (set-up, parameters, run and plot cells).
@@ -60,9 +62,28 @@ def markdown_cell(text: str) -> dict[str, Any]:
     return {"cell_type": "markdown", "metadata": {}, "source": text}
 
 
-def code_cell(text: str, tags: tuple[str, ...] = ()) -> dict[str, Any]:
-    metadata = {"tags": list(tags)} if tags else {}
+def code_cell(text: str, tags: tuple[str, ...] = (), *, collapsed: bool = False) -> dict[str, Any]:
+    """A code cell; ``collapsed``: its source hidden (Colab's form view, Jupyter's ``source_hidden``)."""
+    metadata: dict[str, Any] = {"tags": list(tags)} if tags else {}
+    if collapsed:
+        metadata.update({"cellView": "form", "jupyter": {"source_hidden": True}})
     return {"cell_type": "code", "execution_count": None, "metadata": metadata, "outputs": [], "source": text}
+
+
+def section_cells(parts: ScriptParts) -> list[dict[str, Any]]:
+    """The script's code in reader order: per section a heading saying what a user edits there,
+    then a markdown and a code cell per chunk; support cells are collapsed."""
+    cells = []
+    for section in parts.sections():
+        cells.append(markdown_cell(f"## {section.title}\n\n{section.edits}"))
+        collapsed = section.name == SUPPORT
+        for chunk in section.chunks:
+            if chunk.generated:
+                cells.append(markdown_cell(f"### {chunk.path}"))
+            else:
+                cells.append(markdown_cell(_render("notebook_module.md.j2", path=chunk.path, summary=docstring_summary(chunk.docstring))))
+            cells.append(code_cell(chunk.code, collapsed=collapsed))
+    return cells
 
 
 def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, colab_url: str | None = None) -> str:
@@ -82,14 +103,10 @@ def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, colab_url
         markdown_cell(_render("notebook_setup.md.j2", **context)),
         code_cell(_render("notebook_setup.py.j2", **context)),
         code_cell(_render("notebook_parameters.py.j2", out_dir=literal_source(f"runs/{spec.name}"), **context), tags=("parameters",)),
-        markdown_cell("## Code\n\nThe imports, then the catalog code of the script, one cell per source module."),
+        markdown_cell("## Code\n\nThe imports, then the code of the script in its order, one cell per catalog module."),
         code_cell("from __future__ import annotations\n\n" + "\n".join(parts.imports)),
+        *section_cells(parts),
     ]
-    for chunk in parts.chunks:
-        cells.append(markdown_cell(_render("notebook_module.md.j2", path=chunk.path, summary=docstring_summary(chunk.docstring))))
-        cells.append(code_cell(chunk.code))
-    cells.append(markdown_cell("## Configuration\n\n`Config` holds every setting with the spec's values as defaults; `PIPELINE` names the components and steps."))
-    cells.append(code_cell(parts.skeleton))
     steps = [{"section": c.section, "use": c.component.name, "summary": docstring_summary(c.component.doc)} for c in spec.steps]
     cells.append(markdown_cell(_render("notebook_run.md.j2", steps=steps, **context)))
     cells.append(code_cell(_render("notebook_run.py.j2", run_pipeline=parts.run_pipeline, **context)))

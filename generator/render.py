@@ -28,6 +28,9 @@ import generator
 from generator.errors import SigmaeError
 from generator.formatting import merge_imports
 from generator.ir import DefinitionKey, InlinedProgram, Param
+from generator.sections import EDITS as SECTION_EDITS
+from generator.sections import SECTIONS, SUPPORT, SUPPORT_BANNER
+from generator.sections import TITLES as SECTION_TITLES
 from generator.spec import Choice, Spec, section_class_name
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -215,7 +218,7 @@ def section_spec(choice: Choice, program: InlinedProgram | None = None) -> Secti
 
 def skeleton_names(spec: Spec) -> tuple[str, ...]:
     """Top-level names the skeleton defines: the inliner must not emit catalog code under them."""
-    return ("Config", "PIPELINE", "main", *(section_class_name(choice.section) for choice in spec.sections))
+    return ("Config", "build_pipeline", "main", *(section_class_name(choice.section) for choice in spec.sections))
 
 
 def runtime_roots() -> tuple[DefinitionKey, ...]:
@@ -324,6 +327,8 @@ class ChunkView:
     comments: tuple[str, ...]
     code: str
     docstring: str = ""
+    section: str = "support"  # reader-order section (generator/sections.py)
+    generated: bool = False  # skeleton code from the spec (Config, main), not catalog code
 
     @property
     def opens_with_definition(self) -> bool:
@@ -335,13 +340,33 @@ class ChunkView:
 def chunk_views(program: InlinedProgram) -> list[ChunkView]:
     """The program's module chunks as the templates lay them out (the `# %%` marker is theirs)."""
     return [
-        ChunkView(chunk.path, chunk.module, tuple(comment_lines(chunk.docstring or "")), chunk.code.strip("\n"), chunk.docstring or "")
+        ChunkView(chunk.path, chunk.module, tuple(comment_lines(chunk.docstring or "")), chunk.code.strip("\n"), chunk.docstring or "", chunk.section)
         for chunk in program.chunks
     ]
 
 
+@dataclass(frozen=True)
+class SectionView:
+    """One reader-order section of the script: its banner, then its chunks."""
+
+    name: str  # a `sections.SECTIONS` name, or "main"
+    title: str
+    edits: str  # one sentence: what a user edits here
+    chunks: tuple[ChunkView, ...]
+
+    @property
+    def banner(self) -> list[str]:
+        rule = "# " + "=" * 86
+        heading = SUPPORT_BANNER if self.name == SUPPORT else f"# {self.title.upper()}"
+        return [rule, *comment_lines(f"{heading.removeprefix('# ')}. {self.edits}"), rule]
+
+    @property
+    def opens_with_definition(self) -> bool:
+        return bool(self.chunks) and self.chunks[0].opens_with_definition
+
+
 def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> str:
-    """Config dataclasses, PIPELINE and main(), black-formatted (without imports)."""
+    """The section dataclasses and Config, black-formatted (without imports)."""
     names = {name: emitted_name(program, (RUNTIME_MODULE, name)) for name in RUNTIME_NAMES}
     steps = [(choice.section, emitted_name(program, choice.component.key)) for choice in spec.steps]
     smoke_data = emitted_name(program, spec.smoke_data.component.key) if spec.smoke_data else "None"
@@ -357,6 +382,25 @@ def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str, cach
         model=emitted_name(program, spec.model.component.key),
         steps=[(literal_source(section), function) for section, function in steps],
         smoke_data=smoke_data,
+        smoke=literal_source(spec.smoke),
+    )
+    return format_code(source, cache_dir)
+
+
+def render_entry(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> str:
+    """`build_pipeline()` and `main()`, black-formatted: they stand after the recipes, and build
+    the runtime's records only when called, so the support section can come after them."""
+    names = {name: emitted_name(program, (RUNTIME_MODULE, name)) for name in RUNTIME_NAMES}
+    steps = [(literal_source(choice.section), emitted_name(program, choice.component.key)) for choice in spec.steps]
+    source = environment().get_template("main.py.j2").render(
+        rt=names,
+        name_literal=literal_source(spec.name),
+        hash_literal=literal_source(spec_hash),
+        data=emitted_name(program, spec.data.component.key),
+        transform=emitted_name(program, spec.transform.component.key),
+        model=emitted_name(program, spec.model.component.key),
+        steps=steps,
+        smoke_data=emitted_name(program, spec.smoke_data.component.key) if spec.smoke_data else "None",
         smoke=literal_source(spec.smoke),
     )
     return format_code(source, cache_dir)
@@ -396,8 +440,26 @@ class ScriptParts:
     docstring: str  # string literal source
     imports: tuple[str, ...]
     chunks: tuple[ChunkView, ...]
-    skeleton: str  # Config dataclasses, PIPELINE, main() (no `__main__` guard)
+    skeleton: str  # the section dataclasses and Config
     run_pipeline: str = "run_pipeline"  # emitted name of the runtime's entry point
+    entry: str = ""  # build_pipeline() and main() (no `__main__` guard)
+
+    def sections(self) -> list[SectionView]:
+        """Reader order: configuration (records, then Config), model, objective, data, recipes,
+        main(), support; a section with nothing in it is left out."""
+        generated = {
+            "config": ChunkView("Config (generated from the spec)", "", (), self.skeleton, section="config", generated=True),
+            "main": ChunkView("build_pipeline() and main() (generated from the spec)", "", (), self.entry, section="main", generated=True),
+        }
+        names = [*SECTIONS[:-1], "main", SUPPORT]
+        views = []
+        for name in names:
+            chunks = [chunk for chunk in self.chunks if chunk.section == name]
+            if name in generated and generated[name].code:
+                chunks.append(generated[name])
+            if chunks:
+                views.append(SectionView(name, SECTION_TITLES[name], SECTION_EDITS[name], tuple(chunks)))
+        return views
 
 
 def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> ScriptParts:
@@ -410,6 +472,7 @@ def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_d
         chunks=tuple(chunk_views(program)),
         skeleton=render_skeleton(spec, program, spec_hash=spec_hash, cache_dir=cache_dir).strip("\n"),
         run_pipeline=emitted_name(program, (RUNTIME_MODULE, "run_pipeline")),
+        entry=render_entry(spec, program, spec_hash=spec_hash, cache_dir=cache_dir).strip("\n"),
     )
 
 
@@ -434,7 +497,6 @@ def render_script(
         sources=[repr(s) for s in sorted(sources)],
         docstring=parts.docstring,
         imports=parts.imports,
-        chunks=parts.chunks,
-        skeleton=parts.skeleton,
+        sections=parts.sections(),
     )
     return text.rstrip("\n") + "\n"

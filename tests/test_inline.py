@@ -94,13 +94,14 @@ def test_cyclic_catalog_inlines_into_a_program_that_runs(tmp_path):
 
 def test_chunks_are_grouped_by_module_with_docstrings(demo):
     index, program, _ = demo
-    assert [c.path for c in program.chunks] == [
-        "components/base.py",
-        "components/util.py",
-        "components/layers/blocks.py",
-        "components/models.py",
+    # Reader order: the model first, then the support modules in dependency order.
+    assert [(c.section, c.path) for c in program.chunks] == [
+        ("model", "components/models.py"),
+        ("support", "components/base.py"),
+        ("support", "components/util.py"),
+        ("support", "components/layers/blocks.py"),
     ]
-    assert program.chunks[1].docstring == "Helpers shared across the fixture catalog."
+    assert program.chunks[2].docstring == "Helpers shared across the fixture catalog."
     assert program.source_files == tuple(c.path for c in program.chunks)
 
 

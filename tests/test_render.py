@@ -87,8 +87,9 @@ def test_config_defaults_are_the_spec_values(toy_build: Path) -> None:
     assert config.model.kernel == (5, 7) and config.model.tags == ["a", "b"] and config.model.limit == math.inf
     assert config.model.tags is not module.Config().model.tags  # mutable defaults are per instance
     assert config.pretrain.schedule == (1.0, 0.5) and config.data.root == "data/toy"
-    assert [step.section for step in module.PIPELINE.steps] == ["pretrain", "evaluate"]
-    assert module.PIPELINE.smoke_data is module.SyntheticToy and module.PIPELINE.model is module.TinyModel
+    pipeline = module.build_pipeline()
+    assert [step.section for step in pipeline.steps] == ["pretrain", "evaluate"]
+    assert pipeline.smoke_data is module.SyntheticToy and pipeline.model is module.TinyModel
 
 
 def test_literals_and_helpers() -> None:
@@ -151,7 +152,7 @@ def test_spec_values_come_out_as_equal_config_values_and_never_execute(
     config = module.Config()
     assert config.model.label == label and config.model.tags == tags
     assert same(config.model.scale, scale) and same(config.model.layout, layout)
-    assert module.PIPELINE.smoke == {"model": {"label": label}}
+    assert module.build_pipeline().smoke == {"model": {"label": label}}
     assert (module.__doc__ or "").startswith(description.strip())
     assert not Path("PWNED").exists()
     assert [str(p) for p in lint(source)] == []
