@@ -49,8 +49,10 @@ def best_time(fn, repeats: int, device: torch.device) -> float:
     return best
 
 
-def bench_fbank(device: torch.device, clips: int, repeats: int) -> None:
-    for rate in (16000, 44100):
+def bench_fbank(device: torch.device, clips: int, repeats: int, rates: tuple[int, ...] = (16000, 44100)) -> list[dict]:
+    """Prints one line per sample rate and returns the figures (``bench/gpu.py`` records them)."""
+    rows = []
+    for rate in rates:
         transform = KaldiFbank(sample_rate=rate, target_frames=512).to(device)
         waves = 0.1 * torch.randn(clips, 5 * rate, generator=torch.Generator().manual_seed(0)).to(device)
         batched = best_time(lambda: transform(waves), repeats, device)
@@ -62,6 +64,12 @@ def bench_fbank(device: torch.device, clips: int, repeats: int) -> None:
             f" ({clips / batched:8.0f} clips/s) | per-clip loop {looped * 1e3:8.1f} ms ({clips / looped:8.0f} clips/s)"
             f" | speed-up {looped / batched:5.2f}x | unchunked single call {one_call * 1e3:8.1f} ms"
         )
+        rows.append(
+            {"device": device.type, "sample_rate": rate, "clips": clips, "clip_seconds": 5.0, "batched_s": batched,
+             "per_clip_loop_s": looped, "single_call_s": one_call, "batched_clips_per_s": clips / batched,
+             "per_clip_loop_clips_per_s": clips / looped}
+        )
+    return rows
 
 
 def write_fake_esc50(root: Path, clips: int) -> None:

@@ -82,12 +82,17 @@ CPU_VARIANTS = [
 ]
 
 
-def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs: list[tuple[str, str]], compile_model: bool) -> list[dict]:
+def run_one(
+    name: str, device: str, threads: int, steps: int, warmup: int, pairs: list[tuple[str, str]], compile_model: bool,
+    batch: int | None = None, overrides: dict | None = None, compile_backend: str = "inductor",
+) -> list[dict]:
     """Time one configuration under each (variant, dtype) pair, alternating step by step.
 
     Alternating inside one process gives every pair the same machine load (this box is
     shared), so their ratios are meaningful even when absolute figures drift. ``best``
-    (fastest step) is the least load-sensitive figure.
+    (fastest step) is the least load-sensitive figure. ``batch`` and ``overrides`` (constructor
+    keyword arguments) replace the configuration's (``bench/gpu.py``: batch 64 on a GPU, tiny
+    sizes in its CPU dry run); ``compile_backend`` is torch.compile's backend.
     """
     import torch
 
@@ -103,11 +108,12 @@ def run_one(name: str, device: str, threads: int, steps: int, warmup: int, pairs
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    registry_name, kwargs, batch, _ = CONFIGS[name]
-    model = model_registry.create(registry_name, **kwargs).to(device).train()
+    registry_name, kwargs, default_batch, _ = CONFIGS[name]
+    batch = batch or default_batch
+    model = model_registry.create(registry_name, **{**kwargs, **(overrides or {})}).to(device).train()
     x = torch.randn(batch, model.in_chans, *model.img_size, device=device)
     flops = count_flops(model, x)  # eager count; compiling does not change the math
-    step_model = torch.compile(model) if compile_model else model
+    step_model = torch.compile(model, backend=compile_backend) if compile_model else model
     device_type = device.split(":")[0]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.startswith("cuda"):

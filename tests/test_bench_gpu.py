@@ -1,0 +1,128 @@
+"""bench/gpu.py keeps working without a GPU: its CPU dry run runs every part and writes sane figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu.py"
+
+
+@pytest.fixture(scope="module")
+def dry_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path_factory.mktemp("bench_gpu") / "report.json"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu-dry-run", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done, json.loads(out.read_text())
+
+
+def test_the_dry_run_runs_every_part(
+    dry_run: tuple[subprocess.CompletedProcess, dict],
+) -> None:
+    _, report = dry_run
+    assert report["dry_run"] is True
+    assert {name: part["status"] for name, part in report["parts"].items()} == {
+        "models": "ok",
+        "train": "ok",
+        "frontend": "ok",
+        "tests": "ok",
+    }
+
+
+def test_model_rows_compare_ours_with_the_official_computation(
+    dry_run: tuple[subprocess.CompletedProcess, dict],
+) -> None:
+    rows = [r for r in dry_run[1]["parts"]["models"]["rows"] if "seconds" in r]
+    measured = {(r["config"], r["dtype"], r["variant"]) for r in rows}
+    for config in ("audiomae++/base", "baseline/base"):
+        for dtype in ("fp32", "bf16"):
+            assert {(config, dtype, "ours"), (config, dtype, "offic")} <= measured
+    for row in rows:
+        assert row["samples_per_s"] > 0 and row["flops"] > 0 and row["tflops"] > 0
+        assert row["seconds"] >= row["best_seconds"] > 0
+        assert row["mfu"] is None  # no known peak for a CPU
+        if row["variant"] == "ours":
+            assert row["vs_official"] > 0
+    # the compiled rows are skipped on CPU, and say so
+    skipped = [r for r in dry_run[1]["parts"]["models"]["rows"] if "skipped" in r]
+    assert skipped and all(r["compile"] for r in skipped)
+
+
+def test_every_shipped_spec_trains_with_sane_figures(
+    dry_run: tuple[subprocess.CompletedProcess, dict],
+) -> None:
+    rows = dry_run[1]["parts"]["train"]["rows"]
+    assert sorted(r["spec"] for r in rows) == sorted(
+        p.stem for p in (ROOT / "specs").glob("*.yaml")
+    )
+    for row in rows:
+        assert "error" not in row, row
+        assert row["steps_per_s"] > 0 and row["samples_per_s"] > 0
+        assert row["samples_per_s"] == pytest.approx(row["steps_per_s"] * row["batch"])
+        assert 0.0 <= row["data_wait_share"] <= 1.0
+        assert row["steps_measured"] >= 1
+
+
+def test_frontend_and_agreement_tests_ran(
+    dry_run: tuple[subprocess.CompletedProcess, dict],
+) -> None:
+    parts = dry_run[1]["parts"]
+    fbank = parts["frontend"]["rows"]
+    assert {r["sample_rate"] for r in fbank} == {16000, 44100}
+    assert all(
+        r["batched_clips_per_s"] > 0 and r["per_clip_loop_clips_per_s"] > 0
+        for r in fbank
+    )
+    (tests,) = parts["tests"]["rows"]
+    assert (
+        tests["tests"] >= 1 and tests["failures"] == tests["errors"] == 0
+    )  # the checks were selected
+
+
+def test_goals_are_computed_but_not_judged_on_cpu(
+    dry_run: tuple[subprocess.CompletedProcess, dict],
+) -> None:
+    done, report = dry_run
+    goals = {g["goal"]: g for g in report["goals"]}
+    assert len(goals) == 4 and all(g["met"] is None for g in goals.values())
+    speedup = next(
+        g for name, g in goals.items() if name.startswith("AudioMAE++ base bf16")
+    )
+    assert speedup["value"] > 0
+    wait = next(g for name, g in goals.items() if name.startswith("data wait"))
+    assert 0.0 <= wait["value"] <= 1.0
+    assert "| goal | value | met |" in done.stdout and "not judged" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_without_cuda_and_without_dry_run_it_exits_2_with_one_message(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "x.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert (
+        "no CUDA device" in done.stderr
+        and "--cpu-dry-run" in done.stderr
+        and "Traceback" not in done.stderr
+    )
+    assert not (tmp_path / "x.json").exists()
