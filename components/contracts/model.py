@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.contracts import factory_accepts
+from components.contracts import applies_to, factory_accepts
 from components.models.base import BaseAutoencoder
 from components.models.layers import RotaryEmbedding2D, apply_rotary
 from components.registry import fixture_registry
@@ -219,11 +219,11 @@ def _rope_modules(factory: ModelFactory) -> list[RotaryEmbedding2D]:
     ]
 
 
+@applies_to("audiomae++")
 def check_rope_scores_depend_on_position_differences(factory: ModelFactory) -> None:
     """With RoPE, ``<q at p, k at p'>`` equals ``<q at p+s, k at p'+s>`` for any 2-D shift s."""
     ropes = _rope_modules(factory)
-    if not ropes:
-        return  # the model has no rotary embeddings
+    assert ropes, "use_rope=True built no RotaryEmbedding2D module"
 
     @settings(deadline=None)
     @given(

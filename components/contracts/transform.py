@@ -279,9 +279,11 @@ def check_rejects_wrong_layout(factory: TransformFactory) -> None:
 
 
 def check_cpu_and_gpu_agree(factory: TransformFactory) -> None:
-    """On a machine with CUDA, the transform gives the same features on CPU and GPU (no-op without one)."""
+    """On a machine with CUDA, the transform gives the same features on CPU and GPU (skipped without one)."""
     if not torch.cuda.is_available():
-        return
+        import pytest  # only the test runners call checks; the catalog itself needs no pytest
+
+        pytest.skip("no CUDA device: CPU/GPU agreement needs a GPU")
 
     @settings(deadline=None)
     @given(case=transform_inputs(factory))
