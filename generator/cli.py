@@ -140,6 +140,12 @@ def check(ctx: click.Context, specs: tuple[Path, ...], overrides: tuple[str, ...
     return 0
 
 
+def _one_line(source: str) -> str:
+    """Source text of an annotation or default on one line (black may have wrapped it)."""
+    text = " ".join(source.split())
+    return text.replace("[ ", "[").replace("( ", "(").replace(", ]", "]").replace(" ]", "]").replace(" )", ")")
+
+
 @cli.command(name="list")
 @click.option("--kind", default=None, help="Only this kind (model, data, transform, recipe, loss, fixture).")
 @click.pass_context
@@ -157,8 +163,8 @@ def list_components(ctx: click.Context, kind: str | None) -> int:
             click.echo(f"  {component.name}  v{component.version}  ({component.path.as_posix()}:{component.lineno}, {component.qualname})")
             signatures = []
             for param in component.params:
-                annotation = f": {param.annotation}" if param.annotation else ""
-                default = "  (required)" if param.required else f" = {param.default}"
+                annotation = f": {_one_line(param.annotation)}" if param.annotation else ""
+                default = "  (required)" if param.required else f" = {_one_line(param.default)}"
                 signatures.append(f"{param.name}{annotation}{default}")
             # Descriptions (the docstring's `Args:` entries) in one column after the signatures.
             width = min(max(map(len, signatures), default=0), 44)
