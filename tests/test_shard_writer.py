@@ -273,3 +273,56 @@ def test_keys_are_webdataset_keys() -> None:
     assert shard_key(3, "/data/dog/bark.take.2.wav") == "00000003_bark_take_2"
     assert shard_key(12, "index:7") == "00000012_index_7"
     assert "." not in shard_key(0, "...")
+
+
+def _shard_on_two_ranks(rank: int, port: int, word_folder: str, out: str) -> None:
+    import os
+
+    import components.recipes.shard as shard_module
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    shard_module.SHARD_SYNC_ITEMS = 4  # several meetings of the ranks over 12 items
+    args = ["--data-dir", word_folder, "--out-dir", f"{out}/run", "--shard.output", f"{out}/shards"]
+    code = run_steps("shard", args)
+    if code != 0:
+        raise SystemExit(f"rank {rank}: exit {code}")
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_0_writes_the_same_shards_and_every_rank_reports_them(word_folder: Path, sharded: Path, tmp_path: Path) -> None:
+    from test_runtime_helpers import free_port, spawn_and_join
+
+    spawn_and_join(_shard_on_two_ranks, (free_port(), str(word_folder), str(tmp_path)), nprocs=2, timeout=240)
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == sorted(p.name for p in sharded.iterdir())
+    for path in sharded.iterdir():
+        assert (tmp_path / "shards" / path.name).read_bytes() == path.read_bytes(), path.name
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["steps"]["shard"]
+    assert summary["items"] == 12 and summary["shards"] == 3 and summary["skipped"] == 0
+
+
+def test_a_file_that_breaks_after_opening_is_skipped_or_stops_the_step_leaving_nothing(word_folder: Path, tmp_path: Path) -> None:
+    from components.flags import UsageError
+    from components.recipes.shard import ShardJob, write_dataset_shards
+    from test_runtime_helpers import make_context
+
+    root = tmp_path / "words"
+    for name in ("yes/yes.0.wav", "no/no.0.wav", "no/no.1.wav"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes((word_folder / name).read_bytes())
+
+    def encode(clip: torch.Tensor) -> tuple[dict[str, bytes], int, int]:
+        return {"wav": b"RIFF"}, int(clip.shape[-1]), 0
+
+    ctx = make_context(tmp_path / "run")
+    for skip in (False, True):
+        dataset = AudioFolder(root=str(root), sample_rate=16000, clip_seconds=None, cache=False, skip_bad_files=skip)
+        (root / "no" / "no.1.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")  # after the header check
+        job = ShardJob(tmp_path / f"out{skip}", "shard", None, None)
+        if not skip:
+            with pytest.raises(UsageError, match="no.1.wav"):
+                write_dataset_shards(ctx, dataset, job, encode)
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "words"]  # no partial folder left
+        else:
+            manifest = write_dataset_shards(ctx, dataset, job, encode)
+            assert manifest["num_items"] == 2 and manifest["skipped"] == [str(root / "no" / "no.1.wav")]
+        (root / "no" / "no.1.wav").write_bytes((word_folder / "no" / "no.1.wav").read_bytes())

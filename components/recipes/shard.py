@@ -265,12 +265,12 @@ def write_dataset_shards(
                     batch_size=None,
                     num_workers=0 if ctx.smoke else job.num_workers,
                 )
-                for index, signal, problem in loader:
-                    if problem is not None or signal is None:
+                for index, item, problem in loader:
+                    if problem is not None or item is None:
                         skipped.append(dataset.records[index].key)
                         ctx.warn(f"skipped {problem}")
                         continue
-                    members, item_samples, item_frames = encode(signal)
+                    members, item_samples, item_frames = encode(item)
                     meta = item_metadata(dataset, index)
                     members["json"] = json_bytes(meta)
                     writer.add(shard_key(index, meta["source"]), members)
@@ -442,10 +442,10 @@ def write_shards(
             f"{ctx.section}: the data set has no sample_rate to write WAV at"
         )
 
-    def encode(signal: torch.Tensor) -> tuple[dict[str, bytes], int, int]:
+    def encode(item: torch.Tensor) -> tuple[dict[str, bytes], int, int]:
         if iq:
-            return {"pth": tensor_bytes(signal.float())}, int(signal.shape[-1]), 0
-        return {"wav": wav_bytes(signal, int(rate))}, int(signal.shape[-1]), 0
+            return {"pth": tensor_bytes(item.float())}, int(item.shape[-1]), 0
+        return {"wav": wav_bytes(item, int(rate))}, int(item.shape[-1]), 0
 
     job = ShardJob(
         path,
@@ -517,11 +517,11 @@ def write_features(
     channels, _, bins = transform.output_shape(4096)
 
     @torch.no_grad()
-    def encode(signal: torch.Tensor) -> tuple[dict[str, bytes], int, int]:
-        batch = signal.to(ctx.device).float().unsqueeze(0)
-        computed, frames = transform.features(batch, torch.tensor([signal.shape[-1]]))
+    def encode(item: torch.Tensor) -> tuple[dict[str, bytes], int, int]:
+        batch = item.to(ctx.device).float().unsqueeze(0)
+        computed, frames = transform.features(batch, torch.tensor([item.shape[-1]]))
         clip = computed[0, :, : int(frames[0])].to(FEATURE_DTYPES[dtype])
-        return {"pth": tensor_bytes(clip)}, int(signal.shape[-1]), int(frames[0])
+        return {"pth": tensor_bytes(clip)}, int(item.shape[-1]), int(frames[0])
 
     job = ShardJob(
         path,
