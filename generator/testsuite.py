@@ -11,7 +11,8 @@ factories itself; otherwise the component is called with the fixture's kwargs pl
 check's overrides (`make_factory`). The checks and fixtures are inlined by the same resolver
 and inliner as the script; every definition the script already holds is imported from it
 instead of being emitted twice. Two end-to-end tests close the
-suite: a smoke training run and a checkpoint round trip (`--resume`).
+suite: a smoke training run and a checkpoint round trip (`--resume` never trains a finished
+step again: each checkpoint is left as it was, or continued past its step).
 
 The module needs only the script beside it, torch, pytest and hypothesis.
 """
@@ -32,7 +33,9 @@ if TYPE_CHECKING:
 
 CONTRACTS_PACKAGE = "components.contracts"
 # Names the test module's own skeleton defines; inlined contract code must not take them.
-TEST_SKELETON_NAMES = ("SCRIPT", "HERE", "make_factory", "test_smoke_train_steps", "test_checkpoint_round_trip")
+TEST_SKELETON_NAMES = (
+    "SCRIPT", "HERE", "make_factory", "checkpoint_files", "read_checkpoint", "same_weights", "test_smoke_train_steps", "test_checkpoint_round_trip"
+)
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,7 @@ def render_tests(compiled: CompiledSpec) -> str:
     # Import from the script exactly the names the inlined checks and the bindings use.
     used = _used_names(body + "\n" + skeleton)
     script_names = sorted({name for name in provided.values() if name in used} | {"main"})
-    base_imports = ["import os", "import sys", "from pathlib import Path", "from typing import Any, Callable", "from hypothesis import HealthCheck, settings"]
+    base_imports = ["import os", "import sys", "from pathlib import Path", "from typing import Any, Callable", "import json", "import torch", "from hypothesis import HealthCheck, settings"]
     header = environment().get_template("test_header.py.j2").render(
         spec=spec,
         imports=merge_imports([*imports, *base_imports]),
