@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv sysdeps bench clean
+.PHONY: demo test venv sysdeps bench bench-gpu bench-gpu-dry bench-data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ bench: $(STAMP)
 	$(PY) bench/models.py
 	$(PY) bench/frontend.py
 	$(PY) bench/train.py
+
+## The one-shot GPU check (<= 8 minutes on one H100/H200; needs a CUDA build of torch in the
+## venv); bench-gpu-dry runs the same code paths on CPU at tiny sizes. JSON under bench/results/.
+bench-gpu: $(STAMP)
+	$(PY) bench/gpu.py
+
+bench-gpu-dry: $(STAMP)
+	$(PY) bench/gpu.py --cpu-dry-run
+
+## Folder of WAV files vs tar shards: samples/s cold and warm, 0/2/4 workers, data wait.
+bench-data: $(STAMP)
+	$(PY) bench/data.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
