@@ -313,9 +313,9 @@ class ShardedEpochSampler(Sampler[int]):
         )
 
     def shard(self) -> list[int]:
-        if self.epoch_order is not None:
-            return self._contiguous_block()
-        if self.shuffle:
+        if self.epoch_order is not None and self.shuffle:
+            order = self._own_order()
+        elif self.shuffle:
             generator = torch.Generator().manual_seed(
                 (self.seed * 100_003 + self.epoch) % (2**63 - 1)  # any --seed fits
             )
@@ -327,27 +327,20 @@ class ShardedEpochSampler(Sampler[int]):
         else:
             padding = (-self.num_items) % self.world_size
             order = order + (order * (padding // len(order) + 1))[:padding]
+        if self.epoch_order is not None:  # contiguous: a rank reads its own shards
+            per_rank = len(order) // self.world_size
+            return order[self.rank * per_rank : (self.rank + 1) * per_rank]
         return order[self.rank :: self.world_size]
 
-    def _contiguous_block(self) -> list[int]:
-        """This rank's contiguous block of the data set's own order (computed once per epoch)."""
+    def _own_order(self) -> list[int]:
+        """The data set's own order of this epoch (computed once: it may be millions long)."""
         assert self.epoch_order is not None
         if self._order is None or self._order[0] != (self.seed, self.epoch):
-            if self.shuffle:
-                order = list(self.epoch_order(self.seed, self.epoch))
-                if sorted(order) != list(range(self.num_items)):
-                    raise ValueError("epoch_order must return each index exactly once")
-            else:
-                order = list(range(self.num_items))
+            order = list(self.epoch_order(self.seed, self.epoch))
+            if sorted(order) != list(range(self.num_items)):
+                raise ValueError("epoch_order must return each index exactly once")
             self._order = ((self.seed, self.epoch), order)
-        order = self._order[1]
-        if self.drop_last and self.num_items >= self.world_size:
-            order = order[: self.num_items - self.num_items % self.world_size]
-        else:
-            padding = (-self.num_items) % self.world_size
-            order = order + (order * (padding // len(order) + 1))[:padding]
-        per_rank = len(order) // self.world_size
-        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return self._order[1]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.shard()[self.start :])

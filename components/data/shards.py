@@ -263,9 +263,12 @@ def scan_shard(path: str, probe: MemberProbe | None = None) -> ShardIndex:
             tar = tarfile.open(fileobj=handle, mode="r:")
         except tarfile.TarError as error:
             return ShardIndex(
-                path, stat.st_size, stat.st_mtime_ns, [],
+                path,
+                stat.st_size,
+                stat.st_mtime_ns,
+                [],
                 f"{path}: not a readable tar file ({error}); rewrite or re-download it",
-            )  # fmt: skip
+            )
         try:
             for info in tar:
                 match = MEMBER_NAME.match(info.name)
@@ -413,13 +416,15 @@ def read_tags(path: str, sample: ShardSample) -> Tagged:
     if index is not None and (
         not isinstance(index, int) or isinstance(index, bool) or index < 0
     ):
-        raise DataFormatError(f"{where}: label must be a class index >= 0 or a class name, got {index!r}")  # fmt: skip
+        raise DataFormatError(
+            f"{where}: label must be a class index >= 0 or a class name, got {index!r}"
+        )
     if name is not None and (not isinstance(name, str) or not name):
         raise DataFormatError(f"{where}: category must be a class name, got {name!r}")
     if fold is not None and (
         not isinstance(fold, int) or isinstance(fold, bool) or fold < 1
     ):
-        raise DataFormatError(f"{where}: fold must be an integer >= 1, got {fold!r}")  # fmt: skip
+        raise DataFormatError(f"{where}: fold must be an integer >= 1, got {fold!r}")
     return Tagged(index, name, fold)
 
 
@@ -477,21 +482,32 @@ class AudioShards(AudioFileDataset):
     label, a damaged tar) are named; ``skip_bad_files`` leaves them out and counts them.
 
     Args:
-        shards: Shard files: a path, glob or brace pattern (shards/train-{000000..000511}.tar), several comma-separated.
-        root: Folder that relative shard patterns are read under (--data-dir sets it; default the working directory).
+        shards: Shard files: a path, glob or brace pattern
+            (shards/train-{000000..000511}.tar), or several, comma-separated.
+        root: Folder that relative shard patterns are read under (--data-dir sets it;
+            default: the working directory).
         sample_rate: Rate of the clips it returns; members at another rate are resampled.
         folds: Folds to keep (all when unset).
-        classes: Class names in label order (default: from the .json categories or names, else class_<i>).
-        clip_seconds: Longer clips are cut to this many seconds (never padded); unset keeps them whole.
-        shuffle_buffer: Samples a seeded shuffle buffer mixes across a shard's neighbours each epoch.
-        num_folds: Folds to deal samples into when their .json has no fold.
-        split: folds (the shards' folds, or round-robin per class), random or stratified (seeded by split_seed).
-        group_pattern: Regex over a key's base name naming its group (e.g. a speaker); a group stays in one fold.
-        holdout_fraction: Make two folds instead: fold 2 holds about this fraction of the data.
+        classes: Class names in label order (default: the .json categories or label
+            names, else class_<i> for each class index).
+        clip_seconds: Longer clips are cut to this many seconds (never padded); unset
+            keeps every clip whole.
+        shuffle_buffer: Size of the seeded shuffle buffer that mixes neighbouring
+            samples of the shuffled shards each epoch (0: shard by shard, in order).
+        num_folds: Folds to deal samples into, per class, when their .json has no fold.
+        split: folds (the shards' folds, or round-robin per class), random or
+            stratified (a split_seed-seeded shuffle).
+        group_pattern: Regex over a key's base name naming its group (e.g. a speaker
+            prefix); a group stays in one fold.
+        holdout_fraction: Make two folds instead: fold 1 to train on, fold 2 holding
+            about this fraction of the data.
         split_seed: Seed of the random and stratified splits.
-        skip_bad_files: Leave out bad members and damaged shards (named in a warning, counted) instead of stopping.
-        cache: Keep each shard's member index in the cache, so a later run does not rescan the shards.
-        cache_dir: Folder of that index cache (default: the user cache directory, $SIGMAE_CACHE_DIR).
+        skip_bad_files: Leave out bad members and damaged shards (named in a warning and
+            counted) instead of stopping with an error.
+        cache: Keep each shard's member index in a cache, so later runs open the shards
+            without reading them.
+        cache_dir: Folder of that index cache (default: the user cache directory,
+            $SIGMAE_CACHE_DIR when set).
     """
 
     signal_kind = "audio"
@@ -570,7 +586,12 @@ class AudioShards(AudioFileDataset):
             try:
                 label = label_of(tag, self.class_names, index_of)
             except ValueError as error:
-                problems.append((key, f"{member_name(self.shard_paths[shard], sample.key)}: {error}"))  # fmt: skip
+                problems.append(
+                    (
+                        key,
+                        f"{member_name(self.shard_paths[shard], sample.key)}: {error}",
+                    )
+                )
                 continue
             position = position_in_class.get(label, 0)
             position_in_class[label] = position + 1
