@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import array
 import io
+import itertools
 import json
 import math
 import re
@@ -41,7 +42,12 @@ from components.checkpoint import file_sha256
 from components.distributed import all_reduce_sum
 from components.flags import UsageError
 from components.registry import recipe_registry
-from components.runtime import RunContext, StopRequested, move_aside
+from components.runtime import (
+    RunContext,
+    StopRequested,
+    move_aside,
+    worker_leaves_signals_to_main,
+)
 
 SHARD_FORMAT = "sigmae-shards/1"
 SHARD_SYNC_ITEMS = (
@@ -252,36 +258,49 @@ def write_dataset_shards(
     folds: Counter[int] = Counter()
     samples = frames = 0
     try:
-        items = LoadedItems(dataset, skip_bad)
-        for start in range(0, len(dataset), SHARD_SYNC_ITEMS):
-            status = 0.0
-            if ctx.is_main:
-                assert writer is not None
-                indices = list(
-                    range(start, min(start + SHARD_SYNC_ITEMS, len(dataset)))
-                )
-                loader = DataLoader(
-                    torch.utils.data.Subset(items, indices),
+        stream = None
+        if ctx.is_main:  # one loader for the whole pass: its workers start once
+            stream = iter(
+                DataLoader(
+                    LoadedItems(dataset, skip_bad),
                     batch_size=None,
                     num_workers=0 if ctx.smoke else job.num_workers,
+                    worker_init_fn=worker_leaves_signals_to_main,
                 )
-                for index, item, problem in loader:
-                    if problem is not None or item is None:
-                        skipped.append(dataset.records[index].key)
-                        ctx.warn(f"skipped {problem}")
-                        continue
-                    members, item_samples, item_frames = encode(item)
-                    meta = item_metadata(dataset, index)
-                    members["json"] = json_bytes(meta)
-                    writer.add(shard_key(index, meta["source"]), members)
-                    classes[meta["category"]] += 1
-                    folds[meta["fold"]] += 1
-                    samples += item_samples
-                    frames += item_frames
-                status = 1.0 if ctx.stop.requested else 0.0
-            # every SHARD_SYNC_ITEMS items the ranks meet: none waits long at a collective
-            stop = all_reduce_sum(torch.tensor([status]), ctx.dist).item() > 0
-            if stop:
+            )
+        for _ in range(math.ceil(len(dataset) / SHARD_SYNC_ITEMS)):
+            status, failure = 0.0, None
+            if stream is not None and writer is not None:
+                try:
+                    for index, item, problem in itertools.islice(
+                        stream, SHARD_SYNC_ITEMS
+                    ):
+                        if problem is not None or item is None:
+                            skipped.append(dataset.records[index].key)
+                            ctx.warn(f"skipped {problem}")
+                            continue
+                        members, item_samples, item_frames = encode(item)
+                        meta = item_metadata(dataset, index)
+                        members["json"] = json_bytes(meta)
+                        writer.add(shard_key(index, meta["source"]), members)
+                        classes[meta["category"]] += 1
+                        folds[meta["fold"]] += 1
+                        samples += item_samples
+                        frames += item_frames
+                except Exception as error:  # told to the other ranks, then raised here
+                    status, failure = 2.0, error
+                if failure is None and ctx.stop.requested:
+                    status = 1.0
+            # Every SHARD_SYNC_ITEMS items the ranks meet (none waits long at a collective)
+            # and learn whether rank 0 failed or was stopped.
+            verdict = all_reduce_sum(torch.tensor([status]), ctx.dist).item()
+            if failure is not None:
+                raise failure
+            if verdict >= 2:
+                raise UsageError(
+                    f"{ctx.section}: rank 0 failed writing the shards (its error says why)"
+                )
+            if verdict > 0:
                 raise StopRequested(
                     f"{ctx.section}: stopped while writing shards; nothing kept (--resume starts it again)"
                 )
