@@ -7,6 +7,7 @@ losses on a fixed seed; features of other transform settings are a clear exit-2 
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import field, make_dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_training_on_features_gives_the_losses_of_training_on_the_audio(
     from_audio = losses("audio_shards", str(sharded / "*.tar"))
     from_features = losses("feature_shards", str(featured / "*.tar"))
     assert len(from_audio) == 6
-    assert from_features == pytest.approx(from_audio, rel=1e-5, abs=1e-6)
+    assert from_features == from_audio  # the same floats: the same model inputs, the same draws
 
 
 def data_class(name: str) -> type:
@@ -132,7 +133,7 @@ def test_every_transform_with_a_features_split_names_itself_as_registered() -> N
         cls = transform_registry.get(name)
         if "features" in vars(cls):
             assert cls.registered_name == name
-            assert set(cls.post_feature_settings) <= set(__import__("inspect").signature(cls).parameters)
+            assert set(cls.post_feature_settings) <= set(inspect.signature(cls).parameters)
             split.append(name)
     assert {"kaldi_fbank", "log_mel", "iq_spectrogram"} <= set(split)
 
