@@ -141,6 +141,13 @@ MODEL_CONFIGS = (
     ),
     ("baseline/base", {"preset": "tiny", "img_size": (48, 128), **TINY}),
 )
+TRAIN_ORDER = (
+    "folder_audio",
+    "esc50_audiomae",
+    "radioml_audiomae",
+    "esc50_baseline",
+    "esc50_finetune_official",
+)
 MODEL_RUNS = (
     ("fp32", False),
     ("bf16", False),
@@ -158,8 +165,9 @@ def part_models(
     peak = peak_tflops(torch.cuda.get_device_name()) if sizes.device == "cuda" else None
     # one thread in the dry run: on a shared 2-core machine two threads spin against other jobs (10x slower)
     threads = 1 if sizes.dry else max(1, min(16, os.cpu_count() or 1))
-    for name, dry_overrides in MODEL_CONFIGS:
-        for dtype, compiled in MODEL_RUNS:
+    # every eager run first: a compiled run is the slow one to start, so it is the one to skip
+    for dtype, compiled in MODEL_RUNS:
+        for name, dry_overrides in MODEL_CONFIGS:
             label = {"config": name, "dtype": dtype, "compile": compiled}
             if compiled and sizes.dry:
                 emit(
@@ -220,7 +228,8 @@ def part_models(
                         "variant": row["attention"],
                         "tflops": tflops,
                         "vs_official": vs_official,
-                        "mfu": tflops / peak if peak else None,
+                        # the peaks are bf16 tensor-core figures: no MFU for fp32 rows
+                        "mfu": tflops / peak if peak and dtype == "bf16" else None,
                         "peak_tflops": peak,
                     }
                 )
@@ -239,17 +248,26 @@ def load_script(path: Path) -> Any:
     return module
 
 
-def synthetic_stand_in(base: type, fixed: dict[str, Any]) -> type:
+def synthetic_stand_in(base: type, fixed: dict[str, Any], pool: int) -> type:
     """``base`` (the script's smoke data set) with ``fixed`` settings, taking and ignoring the
-    real data set's settings (root, clip_seconds, ...) the runtime passes it."""
+    real data set's settings (root, clip_seconds, ...) the runtime passes it.
+
+    Its items cycle through ``pool`` signals made once: generating a 10 s float64 test signal
+    per item (~5 ms) would make the loader measure the synthetic generator, not the runtime
+    (``bench/data.py`` measures real data).
+    """
 
     def __init__(self, folds: list[int] | None = None, **ignored: Any) -> None:
         base.__init__(self, folds=folds, **fixed)
+        self.pool = [base.load(self, i) for i in range(min(pool, len(self.records)))]
+
+    def load(self, index: int) -> Any:
+        return self.pool[index % len(self.pool)]
 
     return type(
         f"Bench{base.__name__}",
         (base,),
-        {"__init__": __init__, "__module__": base.__module__},
+        {"__init__": __init__, "load": load, "__module__": base.__module__},
     )
 
 
@@ -324,7 +342,12 @@ def spec_run_plan(module: Any, sizes: Sizes) -> tuple[Any, list[str], int]:
     flags += flag_tokens(section, "log_every", 1)
     # one epoch holds every step, so no loader (and its workers) restarts mid-measurement
     data_kwargs["num_items"] = batch * (sizes.train_steps + 2)
-    stand_in = synthetic_stand_in(pipeline.smoke_data, data_kwargs)
+    classes = int(data_kwargs.get("num_classes", 4))
+    stand_in = synthetic_stand_in(
+        pipeline.smoke_data,
+        data_kwargs,
+        pool=classes * max(2, -(-2 * batch // classes)),
+    )
     return dataclasses.replace(pipeline, data=stand_in, steps=(step,)), flags, batch
 
 
@@ -368,6 +391,13 @@ def part_train(
         sys.modules["torch.utils.tensorboard"] = None
     scripts = sorted(Path(context["build_dir"]).glob("*/*.py"))
     scripts = [s for s in scripts if s.stem == s.parent.name]
+    # distinct models first (what is left when the budget runs out is skipped, and says so)
+    scripts.sort(
+        key=lambda s: (
+            TRAIN_ORDER.index(s.stem) if s.stem in TRAIN_ORDER else len(TRAIN_ORDER),
+            s.stem,
+        )
+    )
     if not scripts:
         raise RuntimeError(f"no built scripts under {context['build_dir']}")
     for number, script in enumerate(scripts):
@@ -561,18 +591,18 @@ def run_part_here(
     name: str, dry: bool, records: Path, log: Path, deadline: float, context: dict
 ) -> None:
     """Child process: run one part, appending each finished row to ``records`` at once."""
+    # the part's own output (progress lines, pytest, a traceback) goes to its log
     descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(
-        descriptor, 1
-    )  # the part's own output (progress lines, pytest) goes to its log
+    os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     sizes = Sizes.of(dry)
     if dry:
         import torch
 
-        torch.set_num_threads(
-            1
-        )  # two threads on a shared 2-core machine spin against other jobs
+        # two threads on a shared 2-core machine spin against other jobs
+        torch.set_num_threads(1)
 
     def emit(row: dict) -> None:
         with open(records, "a", encoding="utf-8") as handle:
@@ -580,9 +610,12 @@ def run_part_here(
 
     try:
         PART_FUNCTIONS[name](sizes, emit, deadline, context)
-    finally:
-        sys.stdout.flush()
+    except BaseException:
+        traceback.print_exc()  # to the log, which the parent reads back
         sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------- the parent
@@ -614,7 +647,12 @@ def build_specs(build_dir: Path, timeout: float, dry: bool) -> dict[str, Any]:
 
 
 def run_part(
-    name: str, dry: bool, budget: float, context: dict, log_dir: Path
+    name: str,
+    dry: bool,
+    budget: float,
+    context: dict,
+    log_dir: Path,
+    start_method: str | None = None,
 ) -> dict[str, Any]:
     """Run one part in its own process, stopped at ``budget`` seconds; its finished rows are kept.
 
@@ -632,7 +670,9 @@ def run_part(
     status, error = "ok", None
     sys.stdout.flush()
     sys.stderr.flush()
-    process = multiprocessing.get_context("fork" if dry else "spawn").Process(
+    process = multiprocessing.get_context(
+        start_method or ("fork" if dry else "spawn")
+    ).Process(
         target=run_part_here,
         args=(name, dry, records, log, deadline, context),
         name=f"bench-gpu-{name}",
@@ -858,6 +898,14 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(PARTS),
         help=f"comma-separated subset of {','.join(PARTS)}",
     )
+    # how the parts' processes start (default: spawn on a GPU, fork in the dry run); the
+    # suite runs the dry run once with spawn, the GPU's way
+    parser.add_argument(
+        "--start-method",
+        choices=("fork", "spawn"),
+        default=None,
+        help=argparse.SUPPRESS,
+    )
     args = parser.parse_args(argv)
     wanted = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(wanted) - set(PARTS))
@@ -945,7 +993,12 @@ def main(argv: list[str] | None = None) -> int:
                 }
             else:
                 report["parts"][name] = run_part(
-                    name, args.cpu_dry_run, budget, context, Path(scratch)
+                    name,
+                    args.cpu_dry_run,
+                    budget,
+                    context,
+                    Path(scratch),
+                    args.start_method,
                 )
             print(
                 f"[{time.time() - started:6.1f} s] {name}: {report['parts'][name]['status']}",

@@ -126,3 +126,90 @@ def test_without_cuda_and_without_dry_run_it_exits_2_with_one_message(
         and "Traceback" not in done.stderr
     )
     assert not (tmp_path / "x.json").exists()
+
+
+# --------------------------------------------------------------------------- part isolation
+def load_bench_gpu():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gpu_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def slow_part(sizes, emit, deadline, context) -> None:
+    emit({"row": 1})
+    import time
+
+    time.sleep(60)
+
+
+def failing_part(sizes, emit, deadline, context) -> None:
+    emit({"row": 1})
+    raise RuntimeError("this part broke")
+
+
+def part_with_a_failed_row(sizes, emit, deadline, context) -> None:
+    emit({"row": 1, "error": "RuntimeError: one configuration broke"})
+    emit({"row": 2})
+
+
+@pytest.mark.parametrize(
+    "part,status,fragment",
+    [
+        (slow_part, "timeout", "stopped at its budget of 3 s"),
+        (failing_part, "failed", "RuntimeError: this part broke"),
+        (part_with_a_failed_row, "partial", None),
+    ],
+)
+def test_a_part_that_overruns_or_fails_keeps_its_finished_rows(
+    part,
+    status: str,
+    fragment: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gpu = load_bench_gpu()
+    monkeypatch.setitem(gpu.PART_FUNCTIONS, "frontend", part)
+    started = __import__("time").perf_counter()
+    result = gpu.run_part("frontend", True, 3.0, {}, tmp_path, "fork")
+    assert __import__("time").perf_counter() - started < 20
+    assert result["status"] == status
+    assert result["rows"][0]["row"] == 1
+    if fragment:
+        assert fragment in result["error"]
+    else:
+        assert "error" not in result and [r["row"] for r in result["rows"]] == [1, 2]
+
+
+def test_parts_that_would_overrun_the_global_budget_are_skipped_and_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gpu = load_bench_gpu()
+    out = tmp_path / "report.json"
+    assert (
+        gpu.main(
+            [
+                "--cpu-dry-run",
+                "--parts",
+                "frontend,models",
+                "--budget",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())
+    assert [(name, part["status"]) for name, part in report["parts"].items()] == [
+        ("models", "skipped"),
+        ("frontend", "skipped"),
+    ]
+    assert all(
+        "would overrun the global budget" in part["reason"]
+        for part in report["parts"].values()
+    )
+    assert "skipped: would overrun" in capsys.readouterr().out
