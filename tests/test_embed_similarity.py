@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
 import sys
 import wave
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,11 @@ from components.data.synthetic import SyntheticIQ
 from components.flags import UsageError
 from components.recipes.embed import report_agreement
 from components.recipes.similarity import load_query_clip, most_similar, nearest_neighbour_agreement, resolve_query
+from components.runtime import run_pipeline
 from generator.build import build_spec, load_index
 from speech import VOICES, require_speech_tools, spoken_word_folder
-from test_runtime_helpers import ToneDataset, make_context
+import test_runtime_helpers as helpers
+from test_runtime_helpers import ToneDataset, free_port, make_context, spawn_and_join
 from test_shipped_specs import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +151,61 @@ def test_a_tiny_set_gets_the_guard_warning(tmp_path: Path, capsys: pytest.Captur
     assert agreement.items == 6
     assert "warning: nearest-neighbour agreement of ToneDataset holds 6 items (fewer than 10 for 4 classes)" in out, out
     assert "nearest-neighbour class agreement (cosine) over 6 items" in out
+
+
+# ------------------------------------------------------------------- under torchrun (DDP)
+
+
+@dataclass
+class EmbedConfig(helpers.EmbedConfig):
+    """The embed section as the generator renders it from the recipe's signature."""
+
+    hear_module: bool = False
+    query: str | None = None
+    query_k: int = 10
+    fiftyone: str | None = None
+    fiftyone_persistent: bool = False
+
+
+@dataclass
+class Config(helpers.Config):
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+
+
+def run_tones(argv: list[str]) -> int:
+    """``pretrain`` (``--pretrain.epochs 0`` gives the random-init encoder) and ``embed`` on tones."""
+    torch.set_num_threads(1)
+    steps = (helpers.ALL_STEPS[0], helpers.ALL_STEPS[2])
+    return run_pipeline(helpers.make_pipeline(steps), Config, argv)
+
+
+def _ddp_worker(rank: int, world_size: int, ports: tuple[int, int], out_dir: str, wav: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    codes = []
+    os.environ["MASTER_PORT"] = str(ports[0])  # a file outside the data set: rank 0 embeds it alone
+    codes.append(run_tones(["--smoke", "--out-dir", f"{out_dir}/query", "--pretrain.epochs", "0", "--embed.query", wav, "--embed.query_k", "3"]))
+    os.environ["MASTER_PORT"] = str(ports[1])  # refused on every rank, not only where it is found
+    sys.modules["fiftyone"] = None  # type: ignore[assignment]
+    codes.append(run_tones(["--smoke", "--out-dir", f"{out_dir}/fiftyone", "--pretrain.epochs", "0", "--embed.fiftyone", "clips"]))
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(codes))
+
+
+@pytest.mark.slow
+def test_a_query_and_a_refused_export_under_two_process_ddp(tmp_path: Path) -> None:
+    tones = helpers.ToneDataset(sample_rate=8000)
+    wav = tmp_path / "tone5.wav"  # item 5's audio, as 16-bit PCM
+    samples = (tones.load(5).clamp(-1, 1) * 32767).round().short()
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(8000)
+        handle.writeframes(samples.numpy().tobytes())
+    spawn_and_join(_ddp_worker, (2, (free_port(), free_port()), str(tmp_path), str(wav)), nprocs=2, timeout=300)
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)] == [[0, 2], [0, 2]]
+    similar = json.loads((tmp_path / "query" / "embed" / "similar.json").read_text())
+    assert similar["query"]["in_data_set"] is False and len(similar["neighbours"]) == 3
+    # (clipped to [-1, 1] and rounded to 16 bits: close to item 5, closer than any other clip)
+    assert similar["neighbours"][0]["index"] == 5 and similar["neighbours"][0]["similarity"] > 0.998
+    summary = json.loads((tmp_path / "query" / "summary.json").read_text())["steps"]["embed"]
+    assert summary["nn_agreement"]["items"] == 32 and not (tmp_path / "fiftyone" / "embed" / "embeddings.pt").exists()
 
 
 # ---------------------------------------------------------------- end to end, real speech

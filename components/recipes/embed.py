@@ -36,11 +36,7 @@ from components.models.checkpoints import (
     read_official_checkpoint,
 )
 from components.metrics import write_json_atomic
-from components.recipes.fiftyone_export import (
-    check_fiftyone_name,
-    export_fiftyone,
-    import_fiftyone,
-)
+from components.recipes.fiftyone_export import check_fiftyone_target, export_fiftyone
 from components.recipes.guards import (
     check_embedding_spread,
     check_eval_size,
@@ -422,9 +418,10 @@ def embed(
         target = resolve_query(query, [r.key for r in dataset.records], flag)
         if target.index is None:
             clip = load_query_clip(dataset, target, flag)
-    if fiftyone is not None:  # so is a missing package or a bad name
-        check_fiftyone_name(fiftyone, f"--{ctx.section}.fiftyone")
-        import_fiftyone(f"--{ctx.section}.fiftyone")
+    if (
+        fiftyone is not None
+    ):  # so is a missing package or a name taken by another dataset
+        check_fiftyone_target(ctx, fiftyone, f"--{ctx.section}.fiftyone")
     payload, hit = compute_or_load_embeddings(
         ctx,
         checkpoint=checkpoint,

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from components.checkpoint import atomic_write
+from components.distributed import all_reduce_sum
 from components.flags import UsageError
 from components.runtime import RunContext, collate_signals
 
@@ -130,17 +131,41 @@ def write_spectrograms(
     return paths, drawn
 
 
+def foreign_dataset(fo: Any, name: str, flag: str) -> str | None:
+    """Why ``name`` cannot be exported to (a dataset of that name this exporter did not make), or None."""
+    if name not in fo.list_datasets():
+        return None
+    existing = fo.load_dataset(name)
+    if (existing.info or {}).get("created_by") == CREATED_BY:
+        return None
+    return (
+        f"{flag} {name}: a FiftyOne dataset of that name exists and was not exported by this "
+        "script; it is left as it is: pass another name"
+    )
+
+
+def check_fiftyone_target(ctx: RunContext, name: str, flag: str) -> None:
+    """Before any work: fiftyone (and matplotlib) importable, ``name`` free or this exporter's.
+
+    The main rank asks the database; under torchrun every rank stops when it refuses.
+    """
+    check_fiftyone_name(name, flag)
+    fo, _, _ = import_fiftyone(flag)
+    problem = foreign_dataset(fo, name, flag) if ctx.is_main else None
+    refused = all_reduce_sum(torch.tensor([1.0 if problem else 0.0]), ctx.dist)
+    if problem or float(refused) > 0:
+        raise UsageError(
+            problem or f"{flag} {name}: refused on the main rank (see its message)"
+        )
+
+
 def replace_own_dataset(fo: Any, name: str, flag: str) -> None:
     """Delete the dataset ``name`` if this exporter made it; refuse to touch anyone else's."""
-    if name not in fo.list_datasets():
-        return
-    existing = fo.load_dataset(name)
-    if (existing.info or {}).get("created_by") != CREATED_BY:
-        raise UsageError(
-            f"{flag} {name}: a FiftyOne dataset of that name exists and was not exported by this "
-            "script; it is left as it is: pass another name"
-        )
-    existing.delete()
+    problem = foreign_dataset(fo, name, flag)
+    if problem:
+        raise UsageError(problem)
+    if name in fo.list_datasets():
+        fo.load_dataset(name).delete()
 
 
 def export_fiftyone(
@@ -237,6 +262,7 @@ __all__ = [
     "BRAIN_VISUALIZATION",
     "CREATED_BY",
     "check_fiftyone_name",
+    "check_fiftyone_target",
     "export_fiftyone",
     "import_fiftyone",
     "spectrogram",
