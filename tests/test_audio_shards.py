@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -93,6 +94,8 @@ def test_shards_written_by_webdataset_read_back_the_source_audio_labels_and_fold
         assert torch.equal(signal, samples), record.key  # bit-exact, WAV and FLAC alike
         assert ds.class_names[label] == word == record.category and record.fold == v + 1
     assert ds.available_folds() == [1, 2]
+    clone = pickle.loads(pickle.dumps(ds))  # as a spawned DataLoader worker gets it: without the open shards
+    assert torch.equal(clone[1][0], ds[1][0])
     # at another rate: resampled as the folder data sets resample
     low = AudioShards(shards=str(tmp_path / "named-*.tar"), sample_rate=8000, clip_seconds=0.1)
     assert torch.equal(low[0][0], resample(sources[("yes", 0)], 16000, 8000)[:800])
