@@ -217,14 +217,14 @@ def test_function_local_catalog_imports_are_inlined(tmp_path):
             "a.py": (
                 "from components.other import names\n\n"
                 "def f():\n    from components.consts import NAMES\n\n    return NAMES, names()\n\n"
-                "def g():\n    from components.consts import NAMES as N\n"
+                "def g():\n    from components.consts import NAMES as N\n\n    return N\n"
             ),
         },
     )
     _, program = build(root, [("components.a", "f"), ("components.a", "g")], tmp_path / "cache")
     text = program_text(program)
     assert "from components" not in text and lint_problems(text, program, [("components.a", "f"), ("components.a", "g")]) == []
-    assert run_isolated(tmp_path, text + "\n\nprint(f(), g())\n").strip() == "(('x', 'y'), ('clash',)) None"
+    assert run_isolated(tmp_path, text + "\n\nprint(f(), g())\n").strip() == "(('x', 'y'), ('clash',)) ('x', 'y')"
 
 
 def test_a_local_that_would_hide_a_renamed_global_is_a_clear_error(tmp_path):
