@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "--train-steps",
         type=int,
         default=None,
-        help="steps of the data-wait runs (default 20; --quick 6)",
+        help="steps of the data-wait runs (default 12; --quick 6)",
     )
     parser.add_argument(
         "--threads",
@@ -538,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = [
         int(w) for w in (args.workers or ("0,2" if args.quick else "0,2,4")).split(",")
     ]
-    train_steps = args.train_steps or (6 if args.quick else 20)
+    train_steps = args.train_steps or (6 if args.quick else 12)
     if clips < 8 or args.batch < 1 or min(workers) < 0 or train_steps < 3:
         print(
             "bench/data.py: --clips must be >= 8, --batch >= 1, --workers >= 0 and --train-steps >= 3",
