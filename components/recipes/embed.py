@@ -7,6 +7,9 @@ over a data set (sharded over ranks under torchrun) and pools each clip to one v
 the data set's identity and the pooling, so a second call is a file read and a new checkpoint
 (or other data) misses the cache. The ``embed`` recipe saves embeddings with labels, folds and
 file keys for use outside the script; ``linear_probe`` and ``knn`` reuse the same cache.
+After saving, it reports per-class nearest-neighbour agreement and answers ``--embed.query``
+(``components.recipes.similarity``), and exports to FiftyOne on request
+(``components.recipes.fiftyone_export``), printing and writing on the main rank only.
 """
 
 from __future__ import annotations
