@@ -94,7 +94,7 @@ def output_names(name: str) -> tuple[str, ...]:
     A rebuild replaces these and nothing else in the build folder; one of them that this
     build no longer writes is removed if its header says the generator wrote it.
     """
-    return (f"{name}.py", f"{name}.ipynb", f"test_{name}.py", "README.md")
+    return (f"{name}.py", f"{name}.ipynb", f"test_{name}.py", "README.md", f"{name}.map.json")
 
 
 def config_body_names(source: str) -> set[str]:
@@ -147,8 +147,28 @@ def render_outputs(compiled: CompiledSpec, *, colab_url: str | None = None, timi
         clock = time.perf_counter()
         files[f"test_{spec.name}.py"] = render_tests(compiled)
         timings["render_tests"] = time.perf_counter() - clock
+    files[f"{spec.name}.map.json"] = source_map(compiled, files, spec_ref)
     files["README.md"] = render_readme(compiled, files, colab_url=colab_url)
     return files
+
+
+def source_map(compiled: CompiledSpec, files: dict[str, str], spec_ref: str) -> str:
+    """`<name>.map.json` of the rendered script and notebook (generator/sourcemap.py)."""
+    from generator.sourcemap import render_source_map
+
+    name = compiled.spec.name
+    notebook = f"{name}.ipynb" if f"{name}.ipynb" in files else None
+    return render_source_map(
+        compiled.spec,
+        compiled.program,
+        script_name=f"{name}.py",
+        script=files[f"{name}.py"],
+        notebook_name=notebook,
+        notebook=files.get(notebook) if notebook else None,
+        spec_ref=spec_ref,
+        spec_hash=compiled.spec_hash,
+        catalog_hashes={info.path.as_posix(): info.sha256 for info in compiled.index.modules.values()},
+    )
 
 
 def refuse_output_inside_catalog(out_dir: str | Path, catalog: Path) -> None:

@@ -1,4 +1,4 @@
-"""`sigmae-gen`: build, check, list, explain, new.
+"""`sigmae-gen`: build, check, list, explain, new, diff.
 
 Exit codes mean something (as black's do): 0 ok, 1 `build --check` found drift, 2 a user
 error (bad spec, bad flag, catalog problem) reported as one line without a traceback
@@ -185,6 +185,23 @@ def explain(ctx: click.Context, spec_path: Path, overrides: tuple[str, ...]) -> 
     index = _index(ctx)
     _, resolution = _resolve_spec(index, spec_path, overrides)
     click.echo(explain_resolution(index, resolution).rstrip("\n"))
+    return 0
+
+
+@cli.command()
+@click.argument("edited", type=click.Path(path_type=Path))
+@click.option("--build", "build_dir", type=click.Path(path_type=Path), default=None, help="The build folder EDITED came from (default: build/<spec name in its header>).")
+@click.pass_context
+def diff(ctx: click.Context, edited: Path, build_dir: Path | None) -> int:
+    """Turn edits of an emitted script or notebook into a catalog patch (stdout) and spec changes (stderr)."""
+    from generator.build import PROJECT_ROOT
+    from generator.diff import diff_edited, render_report
+
+    report = diff_edited(edited, build=build_dir, root=ctx.obj.get("catalog") or PROJECT_ROOT)
+    out, notes = render_report(report)
+    if notes:
+        click.echo(notes.rstrip("\n"), err=True)
+    click.echo(out, nl=False)
     return 0
 
 

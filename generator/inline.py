@@ -5,7 +5,10 @@ objective, data, recipes, support), grouped by source module inside each section
 comments and docstrings. Catalog imports disappear (the code they name is right there),
 registry decorators are dropped, stdlib/torch imports are merged into one sorted block of
 only what the emitted code uses, and names that would collide in the single namespace are
-renamed with every reference rewritten (libcst, scope-aware: generator/rename.py).
+renamed with every reference rewritten (libcst, scope-aware: generator/rename.py). Each
+emitted definition opens with a one-line provenance comment (catalog path, symbol, short hash
+of its catalog source) and is recorded in its chunk's `definitions`: the build's source map
+(generator/sourcemap.py) and `sigmae-gen diff` (generator/diff.py) start from them.
 
 Most definitions need no rewriting: their text goes straight to black, and the black
 output is cached by content hash, so a warm build neither parses nor formats catalog code.
@@ -13,6 +16,7 @@ output is cached by content hash, so a warm build neither parses nor formats cat
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,7 @@ from generator.cache import TextCache, content_key, default_cache_dir
 from generator.formatting import format_many, merge_imports
 from generator.analysis import BUILTIN_NAMES, CatalogError, ImportBinding, TopLevel
 from generator.index import CatalogIndex
-from generator.ir import DefinitionKey, InlinedProgram, ModuleChunk, Resolution
+from generator.ir import DefinitionKey, EmittedDefinition, InlinedProgram, ModuleChunk, Resolution
 from generator.resolve import dependencies, resolve
 from generator.sections import Placed, reading_order
 
@@ -79,17 +83,21 @@ def inline(
     externals = naming.externals(statements)
     names = naming.definitions(statements, resolution.provided)
 
-    emitted = _emit_all(index, statements, names, externals, cache_dir)
+    rewrites = {(s.module, s.index): _rewrite_for(index, s, names, externals) for s in statements}
+    emitted = _emit_all(index, statements, rewrites, cache_dir)
     chunks: list[ModuleChunk] = []
     for section, module, group in _group_by_section(reading_order(index, statements, early=early)):
-        pieces = [emitted[(s.module, s.index)] for s in group]
+        path = index.modules[module].path.as_posix()
+        provenance = [_provenance(path, s, rewrites[(s.module, s.index)], emitted[(s.module, s.index)]) for s in group]
+        pieces = [f"{p.comment}\n{emitted[(s.module, s.index)]}" for s, p in zip(group, provenance)]
         chunks.append(
             ModuleChunk(
                 module=module,
-                path=index.modules[module].path.as_posix(),
+                path=path,
                 docstring=index.modules[module].docstring,
                 code=_join(group, pieces),
                 section=section,
+                definitions=tuple(provenance),
             )
         )
     imports = _import_block(externals)
@@ -255,11 +263,35 @@ def _rewrite_for(
     )
 
 
+def definition_hash(code: str) -> str:
+    """Short sha256 of a catalog definition's source text (its provenance comment and map entry)."""
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()[:8]
+
+
+def provenance_comment(path: str, names: tuple[str, ...], code: str) -> str:
+    """``# components/models/layers.py::Attention  (sha256:1a2b3c4d)``: the line above an emitted definition."""
+    return f"# {path}::{','.join(names)}  (sha256:{definition_hash(code)})"
+
+
+def _provenance(path: str, statement: TopLevel, rewrite: _Rewrite, text: str) -> EmittedDefinition:
+    renames = {new: old for old, new in rewrite.names}
+    renames.update({new: f"{alias}.{attr}" for (alias, attr), new in rewrite.attrs})
+    return EmittedDefinition(
+        module=statement.module,
+        path=path,
+        names=statement.names,
+        source_lines=(statement.first_line, statement.first_line + statement.code.rstrip("\n").count("\n")),
+        sha256=definition_hash(statement.code),
+        comment=provenance_comment(path, statement.names, statement.code),
+        lines=text.rstrip("\n").count("\n") + 2,
+        renames=tuple(sorted(renames.items())),
+    )
+
+
 def _emit_all(
     index: CatalogIndex,
     statements: list[TopLevel],
-    names: dict[DefinitionKey, str],
-    externals: dict[tuple[str, str], tuple[ImportBinding, str]],
+    rewrites: dict[tuple[str, int], _Rewrite],
     cache_dir: Path,
 ) -> dict[tuple[str, int], str]:
     """Formatted text of every statement: from the cache, else rewritten and black-formatted."""
@@ -267,7 +299,7 @@ def _emit_all(
     emitted: dict[tuple[str, int], str] = {}
     todo: list[tuple[tuple[str, int], str, str, str]] = []  # (statement id, cache key, code, where)
     for statement in statements:
-        rewrite = _rewrite_for(index, statement, names, externals)
+        rewrite = rewrites[(statement.module, statement.index)]
         key = content_key("inline", INLINE_VERSION, statement.code, repr(rewrite))
         hit = cache.get(key)
         if hit is not None:
@@ -331,13 +363,16 @@ def _group_by_section(placed: list[Placed]) -> list[tuple[str, str, list[TopLeve
 
 
 def _join(group: list[TopLevel], pieces: list[str]) -> str:
-    """black-stable joins: two blank lines around defs, none between adjacent constants."""
+    """black-stable joins: two blank lines around defs, none between adjacent constants.
+
+    Each piece opens with its provenance comment; a constant whose own source opens with a
+    comment gets blank lines, as in the catalog."""
     out = [pieces[0]]
     for previous, statement, piece in zip(group, group[1:], pieces[1:]):
         adjacent_constants = (
             previous.kind == statement.kind == "constant"
             and statement.index == previous.index + 1
-            and not piece.startswith("#")
+            and not piece.split("\n", 1)[1].startswith("#")
         )
         out.append(piece if adjacent_constants else "\n\n" + piece)
     return "".join(out)

@@ -91,6 +91,20 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class EmittedDefinition:
+    """One catalog statement as emitted: its provenance comment, source and renames (the source map's unit)."""
+
+    module: str
+    path: str  # catalog file, "components/models/layers.py"
+    names: tuple[str, ...]  # the catalog names it binds
+    source_lines: tuple[int, int]  # first and last line of its source in the catalog file
+    sha256: str  # short hash of its catalog source text (generator/inline.definition_hash)
+    comment: str  # the provenance line right above it in the emitted code
+    lines: int  # emitted lines, that comment included
+    renames: tuple[tuple[str, str], ...] = ()  # emitted spelling -> catalog spelling ("Attention_layers" -> "Attention")
+
+
+@dataclass(frozen=True)
 class ModuleChunk:
     """The emitted code of one source module: becomes a `# %% <path>` section / notebook cell."""
 
@@ -99,6 +113,7 @@ class ModuleChunk:
     docstring: str | None
     code: str  # black-formatted definitions, without imports
     section: str = "support"  # reader-order section it stands in (generator/sections.py)
+    definitions: tuple[EmittedDefinition, ...] = ()  # its statements, in emitted order
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def test_two_builds_are_byte_identical(index, tmp_path: Path, toy_build: Path) -
     again = build_spec(TOY.relative_to(Path.cwd()) if TOY.is_relative_to(Path.cwd()) else TOY, tmp_path, index=index).out_dir
     for path in sorted(toy_build.iterdir()):
         assert (again / path.name).read_bytes() == path.read_bytes(), path.name
-    assert sorted(p.name for p in again.iterdir()) == ["README.md", "test_toy.py", "toy.ipynb", "toy.py"]
+    assert sorted(p.name for p in again.iterdir()) == ["README.md", "test_toy.py", "toy.ipynb", "toy.map.json", "toy.py"]
 
 
 def test_script_runs_help_in_an_isolated_interpreter(toy_build: Path, tmp_path: Path) -> None:
