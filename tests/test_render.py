@@ -171,7 +171,7 @@ def same(a: Any, b: Any) -> bool:
 
 def test_render_outputs_lists_every_output(index) -> None:
     files = render_outputs(compile_spec(TOY, index=index))
-    assert set(files) == {"toy.py", "toy.ipynb", "test_toy.py", "README.md"}
+    assert set(files) == {"toy.py", "toy.ipynb", "test_toy.py", "README.md", "toy.map.json"}
     readme = files["README.md"]
     assert "--model.width" in readme and "`3`" in readme and "torchrun --nproc_per_node" in readme and "--smoke" in readme
 

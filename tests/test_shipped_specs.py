@@ -40,7 +40,7 @@ def test_every_spec_is_shipped_with_its_committed_build() -> None:
     for name in NAMES:
         folder = ROOT / "build" / name
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            ["README.md", f"{name}.py", f"{name}.ipynb", f"test_{name}.py"]
+            ["README.md", f"{name}.py", f"{name}.ipynb", f"test_{name}.py", f"{name}.map.json"]
         ), f"build/{name}/ is incomplete: run `sigmae-gen build specs/{name}.yaml`"
 
 
