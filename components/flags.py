@@ -20,10 +20,12 @@ import dataclasses
 import difflib
 import inspect
 import re
-import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Sequence
+from functools import cached_property
+from typing import Any, Literal, Optional, Sequence
+
+from components.field_types import FieldType, Mismatch, conform, field_type, read_tokens
 
 DEFAULT_SMOKE_STEPS = 2
 
@@ -75,55 +77,6 @@ def _resolve_hints(cls: type) -> dict[str, Any]:
         ) from None
 
 
-def _strip_optional(annotation: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
-            return args[0], True
-    return annotation, False
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "y", "on"):
-        return True
-    if lowered in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _scalar_parser(annotation: Any) -> Callable[[str], Any]:
-    if annotation is bool:
-        return _parse_bool
-    if annotation in (int, float, str):
-
-        def parse(text: str, kind: type = annotation) -> Any:
-            try:
-                return kind(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"expected {kind.__name__}, got {text!r}"
-                ) from None
-
-        return parse
-    if typing.get_origin(annotation) is Literal:
-        choices = typing.get_args(annotation)
-
-        def parse_literal(text: str) -> Any:
-            for choice in choices:
-                if str(choice) == text:
-                    return choice
-            raise argparse.ArgumentTypeError(
-                f"expected one of {', '.join(map(str, choices))}, got {text!r}"
-            )
-
-        return parse_literal
-    raise TypeError(
-        f"unsupported config field type {annotation!r} (int, float, bool, str, Literal, tuple, list, Optional)"
-    )
-
-
 @dataclass(frozen=True)
 class FlagSpec:
     """How one config field reads from the command line."""
@@ -144,21 +97,30 @@ class FlagSpec:
             return "--" + self.name.replace("_", "-")
         return f"--{self.section}.{self.name}"
 
+    @cached_property
+    def rule(self) -> FieldType:
+        """The field's type rule (components/field_types.py, shared with the spec check)."""
+        return field_type(_type_label(self.annotation))
+
     @property
     def is_bool(self) -> bool:
-        return _strip_optional(self.annotation)[0] is bool
+        return self.rule.without_none()[0].kind == "bool"
+
+    @property
+    def takes_sequence(self) -> bool:
+        return self.rule.without_none()[0].kind in ("tuple", "list", "sequence")
 
     @property
     def metavar(self) -> str:
         """What the value is: N, X, DIR, PATH, TEXT, or the field's name (Literal, tuples: V)."""
-        inner, _ = _strip_optional(self.annotation)
-        if typing.get_origin(inner) in (tuple, list):
+        inner = self.rule.without_none()[0].kind
+        if self.takes_sequence:
             return "V"
-        if inner is int:
+        if inner == "int":
             return "N"
-        if inner is float:
+        if inner == "float":
             return "X"
-        if inner is str:
+        if inner == "str":
             if self.name.endswith("dir"):
                 return "DIR"
             if self.name == "root" or self.name.endswith(
@@ -172,41 +134,17 @@ class FlagSpec:
 
     def convert(self, tokens: list[str]) -> Any:
         """Turn the tokens after the flag into a value of the field's type."""
-        inner, optional = _strip_optional(self.annotation)
-        if optional and len(tokens) == 1 and tokens[0].lower() in ("none", "null"):
-            return None
-        origin = typing.get_origin(inner)
-        if origin in (tuple, list):
-            # "--model.img_size 64 128" and "--model.img_size 64,128" both work.
-            items = [
-                part for token in tokens for part in token.split(",") if part != ""
-            ]
-            args = typing.get_args(inner)
-            fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
-            if fixed and len(items) != len(args):
-                raise argparse.ArgumentTypeError(
-                    f"expected {len(args)} values, got {len(items)}: {' '.join(tokens)}"
-                )
-            kinds = args if fixed else [args[0] if args else str] * len(items)
-            values = [_scalar_parser(kind)(item) for kind, item in zip(kinds, items)]
-            return tuple(values) if origin is tuple else values
-        if len(tokens) != 1:
-            raise argparse.ArgumentTypeError(f"expected one value, got {len(tokens)}")
-        return _scalar_parser(inner)(tokens[0])
+        try:
+            return read_tokens(tokens, self.rule)
+        except Mismatch as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
     def coerce(self, value: Any) -> Any:
         """Bring a literal from the spec's smoke block to the field's type (lists -> tuples)."""
-        inner, optional = _strip_optional(self.annotation)
-        if value is None:
-            return None
-        origin = typing.get_origin(inner)
-        if origin is tuple and isinstance(value, (list, tuple)):
-            return tuple(value)
-        if origin is list and isinstance(value, (list, tuple)):
-            return list(value)
-        if inner is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
+        try:
+            return conform(value, self.rule)
+        except Mismatch:
+            return value  # the spec check has already said what fits
 
 
 class _FlagAction(argparse.Action):
@@ -360,13 +298,12 @@ def build_arg_parser(pipeline: Any, config_cls: type) -> argparse.ArgumentParser
             group = groups[spec.section] = parser.add_argument_group(
                 f"{spec.section} options"
             )
-        origin = typing.get_origin(_strip_optional(spec.annotation)[0])
         group.add_argument(
             spec.flag,
             dest=spec.dest,
             action=_BoolFlagAction if spec.is_bool else _FlagAction,
             spec=spec,
-            nargs="+" if origin in (tuple, list) else None,
+            nargs="+" if spec.takes_sequence else None,
             default=argparse.SUPPRESS,
             metavar=spec.metavar,
             help=help_line(spec).replace("%", "%%"),  # argparse %-formats help
@@ -376,9 +313,9 @@ def build_arg_parser(pipeline: Any, config_cls: type) -> argparse.ArgumentParser
 
 def help_line(spec: FlagSpec) -> str:
     """``Folder of ... (str, default: 'data')``: the description, then type and default."""
-    inner, optional = _strip_optional(spec.annotation)
-    if typing.get_origin(inner) is Literal:
-        choices = ", ".join(map(str, typing.get_args(inner)))
+    inner, optional = spec.rule.without_none()
+    if inner.kind == "literal":
+        choices = ", ".join(map(str, inner.choices))
         kind = f"one of {choices}{' or none' if optional else ''};"
     else:
         kind = f"{_type_label(spec.annotation)},"

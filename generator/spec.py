@@ -15,11 +15,13 @@ from __future__ import annotations
 import ast
 import difflib
 import hashlib
+import importlib.util
 import keyword
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import yaml
@@ -260,8 +262,30 @@ def _is_identifier(name: Any) -> bool:
 # --------------------------------------------------------------------------- type checking
 
 
-class _Mismatch(Exception):
-    pass
+def _load_field_types() -> ModuleType:
+    """components/field_types.py, the type rules the emitted script's flags use too.
+
+    Loaded from its file, not imported as `components.field_types`: the package's other
+    modules need torch, and `sigmae-gen build` runs without it. The file may import only the
+    standard library, which is checked here before it runs.
+    """
+    path = Path(__file__).resolve().parent.parent / "components" / "field_types.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    outside = sorted(name for name in imported if name.split(".")[0] not in sys.stdlib_module_names)
+    if outside:
+        raise ImportError(f"{path} must import only the standard library (the generator loads it without torch); it imports {', '.join(outside)}")
+    loader_spec = importlib.util.spec_from_file_location("_sigmae_field_types", path)
+    assert loader_spec is not None and loader_spec.loader is not None
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[loader_spec.name] = module  # dataclasses look their module up while the file runs
+    loader_spec.loader.exec_module(module)
+    return module
+
+
+FIELD_TYPES = _load_field_types()
+_Mismatch = FIELD_TYPES.Mismatch
 
 
 def _annotation_tree(annotation: str) -> ast.expr | None:
@@ -271,134 +295,14 @@ def _annotation_tree(annotation: str) -> ast.expr | None:
         return None
 
 
-def _subscript_parts(node: ast.Subscript) -> list[ast.expr]:
-    inner = node.slice
-    return list(inner.elts) if isinstance(inner, ast.Tuple) else [inner]
-
-
-def _base_name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):  # typing.Optional, t.Literal
-        return node.attr
-    return None
-
-
 def conform(value: Any, annotation: str | None) -> Any:
     """`value` converted to what `annotation` declares (lists -> tuples, ints -> floats).
 
     Raises `_Mismatch` when it does not fit. Unknown annotations accept any YAML value:
-    the catalog contract limits schema types, and the runtime still sees the value.
+    the catalog contract limits schema types, and the runtime still sees the value. The
+    rules are components/field_types.py's, which the emitted script's flags apply too.
     """
-    if annotation is None:
-        return value
-    tree = _annotation_tree(annotation)
-    if tree is None:
-        return value
-    return _conform(value, tree)
-
-
-def _conform(value: Any, node: ast.expr) -> Any:
-    if isinstance(node, ast.Constant):
-        if node.value is None:
-            if value is None:
-                return None
-            raise _Mismatch
-        if isinstance(node.value, str):  # a quoted forward reference: "tuple[int, int]"
-            inner = _annotation_tree(node.value)
-            return value if inner is None else _conform(value, inner)
-        return value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
-        return _first_fit(value, [node.left, node.right])
-    name = _base_name(node.value) if isinstance(node, ast.Subscript) else _base_name(node)
-    if isinstance(node, ast.Subscript):
-        parts = _subscript_parts(node)
-        if name == "Optional":
-            return _first_fit(value, [ast.Constant(None), *parts])
-        if name == "Union":
-            return _first_fit(value, parts)
-        if name == "Literal":
-            for part in parts:
-                try:
-                    allowed = ast.literal_eval(part)
-                except ValueError:
-                    continue
-                if type(allowed) is type(value) and allowed == value:
-                    return value
-            raise _Mismatch
-        if name in ("tuple", "Tuple"):
-            if not isinstance(value, (list, tuple)):
-                raise _Mismatch
-            if len(parts) == 2 and isinstance(parts[1], ast.Constant) and parts[1].value is Ellipsis:
-                return tuple(_conform(item, parts[0]) for item in value)
-            if len(parts) == 1 and isinstance(parts[0], ast.Tuple) and not parts[0].elts:  # tuple[()]
-                parts = []
-            if len(value) != len(parts):
-                raise _Mismatch
-            return tuple(_conform(item, part) for item, part in zip(value, parts))
-        if name in ("list", "List", "Sequence"):
-            if not isinstance(value, (list, tuple)):
-                raise _Mismatch
-            items = [_conform(item, parts[0]) for item in value] if parts else list(value)
-            return tuple(items) if name == "Sequence" else items
-        if name in ("dict", "Dict", "Mapping"):
-            if not isinstance(value, dict):
-                raise _Mismatch
-            if len(parts) == 2:
-                return {_conform(k, parts[0]): _conform(v, parts[1]) for k, v in value.items()}
-            return dict(value)
-        return value
-    if name == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if name == "float":
-        if isinstance(value, bool):
-            raise _Mismatch
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            # PyYAML reads `1e-4` (no dot) as a string; a float parameter clearly means the number.
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
-    if name == "bool":
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if name == "str":
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if name == "None":
-        if value is None:
-            return None
-        raise _Mismatch
-    if name in ("tuple", "Tuple"):
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-        raise _Mismatch
-    if name in ("list", "List"):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        raise _Mismatch
-    if name in ("dict", "Dict", "Mapping"):
-        if isinstance(value, dict):
-            return dict(value)
-        raise _Mismatch
-    return value  # Any, or a name the schema rules do not cover
-
-
-def _first_fit(value: Any, options: list[ast.expr]) -> Any:
-    # Exact kinds first, so `int | float` keeps an int an int.
-    for option in options:
-        try:
-            return _conform(value, option)
-        except _Mismatch:
-            continue
-    raise _Mismatch
+    return FIELD_TYPES.conform(value, FIELD_TYPES.field_type(annotation))
 
 
 def default_value(component: Component, param: Param) -> Any:
@@ -814,13 +718,9 @@ def _infinite_default(component: Component, param: Param) -> bool:
 
 def _expected(annotation: str | None) -> str:
     """Human wording of an annotation: Literal choices spelled out, other types as written."""
-    tree = _annotation_tree(annotation or "")
-    if isinstance(tree, ast.Subscript) and _base_name(tree.value) == "Literal":
-        try:
-            choices = [ast.literal_eval(part) for part in _subscript_parts(tree)]
-        except ValueError:
-            return str(annotation)
-        return "one of " + ", ".join(repr(choice) for choice in choices)
+    rule = FIELD_TYPES.field_type(annotation)
+    if rule.kind == "literal":
+        return "one of " + ", ".join(repr(choice) for choice in rule.choices)
     return _SCALAR_WORDS.get(str(annotation), str(annotation))
 
 
