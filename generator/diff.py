@@ -276,17 +276,28 @@ def merge_definition(base: list[str], ours: list[str], theirs: list[str]) -> lis
         o1 = _ours_start(n1, aligned, blocks, len(ours))
         o2 = o1 if n1 == n2 else max(o1, _ours_end(n2, aligned, blocks, o1))
         replacement = list(theirs[t1:t2])
-        own = [ours[k] for k in range(o1, o2) if _only_ours(k, blocks)]
-        if own:
-            at = next((n for n, line in enumerate(replacement) if line.startswith(_DEFINITION_START)), 0)
+        kept = [(x1, ours[y1:y2]) for x1, x2, y1, y2 in blocks if x1 == x2 and n1 < x1 < n2]
+        for x1, own in reversed(kept):
+            at = _landing(x1 - n1, own, base[n1:n2], replacement)
             replacement[at:at] = own
         result[o1:o2] = replacement
     return result
 
 
-def _only_ours(line: int, blocks: list[tuple[int, int, int, int]]) -> bool:
-    """Whether ours' ``line`` is one base lacks entirely (a pure insertion on our side)."""
-    return any(b1 == b2 and o1 <= line < o2 for b1, b2, o1, o2 in blocks)
+def _landing(point: int, own: list[str], base: list[str], replacement: list[str]) -> int:
+    """Where lines that ours has before ``base[point]`` go in the edited ``replacement``: before
+    that line (or after the one before it) where the edit kept it; else a decorator right above
+    the first `def`/`class`, anything else at the same offset."""
+    matched = {}
+    for i, j, size in difflib.SequenceMatcher(None, base, replacement, autojunk=False).get_matching_blocks():
+        matched.update({i + k: j + k for k in range(size)})
+    if point in matched:
+        return matched[point]
+    if point - 1 in matched:
+        return matched[point - 1] + 1
+    if own[0].startswith("@"):
+        return next((n for n, line in enumerate(replacement) if line.startswith(_DEFINITION_START[1:])), 0)
+    return min(point, len(replacement))
 
 
 def _ours_start(b1: int, aligned: dict[int, int], blocks, size: int) -> int:

@@ -16,6 +16,7 @@ import pytest
 
 from generator.build import PROJECT_ROOT, build_spec
 from generator.cli import main as cli_main
+from generator.diff import merge_definition
 
 SPEC = PROJECT_ROOT / "specs" / "esc50_baseline.yaml"
 NAME = "esc50_baseline"
@@ -174,6 +175,49 @@ def test_unmappable_addition_is_listed_with_its_lines(built, tmp_path, capsys):
     assert code == 0
     assert "diff --git" not in out
     assert f"edited.py:{number}-" in err and "new top-level definition" in err
+
+
+def test_new_definition_right_after_a_catalog_definition_is_listed(built, tmp_path, capsys):
+    folder, source_map = built
+    entry = _entry(source_map, "Attention", "components/models/layers.py")
+    lines = _script(folder).splitlines(keepends=True)
+    last = entry["script_lines"][1]
+    edited = "".join(lines[:last]) + "\n\ndef helper_new():\n    return 1\n" + "".join(lines[last:])
+    code, out, err = _diff(tmp_path, edited, folder, capsys=capsys)
+    assert code == 0
+    assert "diff --git" not in out and "new top-level definition" in err
+
+
+def test_line_appended_to_a_function_body_maps_to_that_function(built, tmp_path, capsys):
+    folder, source_map = built
+    entry = _entry(source_map, "drop_path_rates", "components/models/layers.py")
+    lines = _script(folder).splitlines(keepends=True)
+    last = entry["script_lines"][1]
+    assert lines[last - 1].startswith("    ") and not lines[last].strip()
+    edited = "".join(lines[:last]) + "    # edited: appended\n" + "".join(lines[last:])
+    code, patch, err = _diff(tmp_path, edited, folder, capsys=capsys)
+    assert code == 0, err
+    project = _catalog_copy(tmp_path)
+    assert _git_apply(project, patch).returncode == 0
+    patched = (project / entry["catalog"]).read_text().splitlines()
+    assert patched[entry["source_lines"][1]] == "    # edited: appended"
+
+
+@pytest.mark.parametrize(
+    "base, ours, theirs, merged",
+    [
+        # a function-local catalog import the inliner removed stays where it was
+        (["def f():", "    return y()"], ["def f():", "    from components.x import y", "    return y()"],
+         ["def f(a):", "    return y(a)"], ["def f(a):", "    from components.x import y", "    return y(a)"]),
+        # a registry decorator under a leading comment stays right above the definition
+        (["# note", "class A:", "    x = 1"], ["# note", "@reg('a')", "class A:", "    x = 1"],
+         ["# changed note", "class A(B):", "    x = 1"], ["# changed note", "@reg('a')", "class A(B):", "    x = 1"]),
+        (["def f():", "    a = 1", "    return y()"], ["def f():", "    a = 1", "    from components.x import y", "    return y()"],
+         ["def f():", "    a = 2", "    return z()"], ["def f():", "    a = 2", "    from components.x import y", "    return z()"]),
+    ],
+)
+def test_merge_keeps_lines_the_inliner_dropped_inside_an_edited_stretch(base, ours, theirs, merged):
+    assert merge_definition(base, ours, theirs) == merged
 
 
 def test_no_edits(built, tmp_path, capsys):
