@@ -23,7 +23,8 @@ says so; a part stopped at its budget keeps the rows it finished):
 
 It writes one JSON file (--out, default bench/results/gpu-<UTC timestamp>.json) and prints a
 markdown table with the goals met / not met. ``--cpu-dry-run`` runs every part on CPU at tiny
-sizes (no torch.compile: inductor's C++ build alone takes minutes on CPU; the agreement tests
+sizes (torch.compile with the "eager" backend: dynamo's graph capture without inductor's C++
+build, which alone takes minutes on a CPU; the spec runs uncompiled; the agreement tests
 skip without CUDA) so CI keeps this script working; without it a machine with no CUDA device
 exits 2.
 """
@@ -169,16 +170,10 @@ def part_models(
     for dtype, compiled in MODEL_RUNS:
         for name, dry_overrides in MODEL_CONFIGS:
             label = {"config": name, "dtype": dtype, "compile": compiled}
-            if compiled and sizes.dry:
-                emit(
-                    {
-                        **label,
-                        "skipped": "torch.compile is not run in the CPU dry run (inductor's C++ build takes minutes on CPU)",
-                    }
-                )
-                continue
             # a compiled base model takes ~1-2 minutes to compile; an eager run ~20 s
-            needed = (90 if compiled else 20) if not sizes.dry else 2
+            needed = (
+                (90 if compiled else 20) if not sizes.dry else (5 if compiled else 2)
+            )
             if time.time() + needed > deadline:
                 emit(
                     {
@@ -198,6 +193,8 @@ def part_models(
                     compiled,
                     batch=sizes.model_batch,
                     overrides=dry_overrides if sizes.dry else None,
+                    # the dry run traces with dynamo but skips inductor's C++ build (minutes on a CPU)
+                    compile_backend="eager" if sizes.dry else "inductor",
                 )
             except (
                 Exception
@@ -225,6 +222,9 @@ def part_models(
                     {
                         **label,
                         **row,
+                        "compile_backend": (
+                            ("eager" if sizes.dry else "inductor") if compiled else None
+                        ),
                         "variant": row["attention"],
                         "tflops": tflops,
                         "vs_official": vs_official,
@@ -340,8 +340,9 @@ def spec_run_plan(module: Any, sizes: Sizes) -> tuple[Any, list[str], int]:
         )
     flags += flag_tokens(section, "batch_size", batch)
     flags += flag_tokens(section, "log_every", 1)
-    # one epoch holds every step, so no loader (and its workers) restarts mid-measurement
-    data_kwargs["num_items"] = batch * (sizes.train_steps + 2)
+    # one epoch holds every step, so no loader (and its workers) restarts mid-measurement,
+    # also when a step trains on a part of the folds (train_folds, k-fold's held-out fold)
+    data_kwargs["num_items"] = batch * (sizes.train_steps + 2) * 5
     classes = int(data_kwargs.get("num_classes", 4))
     stand_in = synthetic_stand_in(
         pipeline.smoke_data,
@@ -374,6 +375,13 @@ def metric_figures(path: Path, batch: int, warmup: int) -> dict[str, Any]:
     }
 
 
+def log_tail(context: dict, chars: int = 1500) -> str:
+    try:
+        return Path(context["log"]).read_text(errors="replace")[-chars:]
+    except (KeyError, OSError):
+        return ""
+
+
 def part_train(
     sizes: Sizes, emit: Callable[[dict], None], deadline: float, context: dict
 ) -> None:
@@ -400,14 +408,16 @@ def part_train(
     )
     if not scripts:
         raise RuntimeError(f"no built scripts under {context['build_dir']}")
+    walls: list[float] = []
     for number, script in enumerate(scripts):
         label = {"spec": script.stem}
-        needed = 3 if sizes.dry else 40
+        # a spec's run on a GPU is mostly compilation: about as long as the last one took
+        needed = 3 if sizes.dry else (1.1 * walls[-1] if walls else 75)
         if time.time() + needed > deadline:
             emit(
                 {
                     **label,
-                    "skipped": f"would overrun the part's budget ({deadline - time.time():.0f} s left, needs ~{needed} s)",
+                    "skipped": f"would overrun the part's budget ({deadline - time.time():.0f} s left, needs ~{needed:.0f} s)",
                 }
             )
             continue
@@ -472,9 +482,12 @@ def part_train(
                     "error": f"{type(error).__name__}: {error}",
                     "traceback": traceback.format_exc()[-2000:],
                     "wall_s": time.perf_counter() - started,
+                    # what the script itself said (run_pipeline reports a user error and returns 2)
+                    "log_tail": log_tail(context),
                 }
             )
         finally:
+            walls.append(time.perf_counter() - started)
             if sizes.device == "cuda":
                 gc.collect()
                 torch.cuda.empty_cache()
@@ -609,7 +622,7 @@ def run_part_here(
             handle.write(json.dumps(row, default=str) + "\n")
 
     try:
-        PART_FUNCTIONS[name](sizes, emit, deadline, context)
+        PART_FUNCTIONS[name](sizes, emit, deadline, {**context, "log": str(log)})
     except BaseException:
         traceback.print_exc()  # to the log, which the parent reads back
         sys.stderr.flush()
@@ -619,31 +632,52 @@ def run_part_here(
 
 
 # --------------------------------------------------------------------------- the parent
-def build_specs(build_dir: Path, timeout: float, dry: bool) -> dict[str, Any]:
-    """Every shipped spec built by the generator: the scripts, and on a GPU their test suites."""
-    specs = sorted(str(p) for p in (ROOT / "specs").glob("*.yaml"))
-    outputs = "[script]" if dry else "[script, tests]"
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from generator.cli import main; raise SystemExit(main(sys.argv[1:]))",
-        "build",
-        *specs,
-        "-o",
-        str(build_dir),
-        "--set",
-        f"outputs={outputs}",
-    ]
-    started = time.perf_counter()
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-    return {
-        "specs": [Path(s).stem for s in specs],
-        "returncode": done.returncode,
-        "seconds": time.perf_counter() - started,
-        "output_tail": (done.stdout + done.stderr)[-1500:],
-    }
+class SpecBuild:
+    """Every shipped spec built by the generator in the background (the scripts, and on a GPU
+    their test suites): it needs no torch, so it overlaps the imports and the first part.
+    """
+
+    def __init__(self, build_dir: Path, dry: bool) -> None:
+        self.build_dir = build_dir
+        self.specs = sorted(str(p) for p in (ROOT / "specs").glob("*.yaml"))
+        outputs = "[script]" if dry else "[script, tests]"
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from generator.cli import main; raise SystemExit(main(sys.argv[1:]))",
+            "build",
+            *self.specs,
+            "-o",
+            str(build_dir),
+            "--set",
+            f"outputs={outputs}",
+        ]
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True
+        )
+        self.result: dict[str, Any] | None = None
+
+    def finish(self, timeout: float) -> dict[str, Any]:
+        if self.result is None:
+            try:
+                returncode = self.process.wait(timeout=max(1.0, timeout))
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                returncode = None
+            self.log.seek(0)
+            tail = self.log.read()[-1500:] + (
+                "" if returncode is not None else "\nsigmae-gen build timed out"
+            )
+            self.result = {
+                "specs": [Path(s).stem for s in self.specs],
+                "returncode": returncode,
+                "seconds": time.perf_counter() - self.started,
+                "output_tail": tail,
+            }
+        return self.result
 
 
 def run_part(
@@ -898,8 +932,8 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(PARTS),
         help=f"comma-separated subset of {','.join(PARTS)}",
     )
-    # how the parts' processes start (default: spawn on a GPU, fork in the dry run); the
-    # suite runs the dry run once with spawn, the GPU's way
+    # how the parts' processes start (default: spawn on a GPU, fork in the dry run), to try
+    # the GPU's way on a CPU
     parser.add_argument(
         "--start-method",
         choices=("fork", "spawn"),
@@ -915,6 +949,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    scratch_dir = tempfile.TemporaryDirectory(prefix="bench_gpu_")
+    scratch = scratch_dir.name
+    # the build needs no torch: it runs while torch is imported and the first part runs
+    build = (
+        SpecBuild(Path(scratch) / "build", args.cpu_dry_run)
+        if {"train", "tests"} & set(wanted)
+        else None
+    )
 
     import torch
 
@@ -925,6 +967,10 @@ def main(argv: list[str] | None = None) -> int:
             "to run the same code paths on CPU at tiny sizes.",
             file=sys.stderr,
         )
+        if build is not None:
+            build.process.kill()
+            build.process.wait()
+        scratch_dir.cleanup()
         return 2
     mode = "dry" if args.cpu_dry_run else "gpu"
     if args.cpu_dry_run:  # imported once here; the forked parts inherit them
@@ -954,26 +1000,21 @@ def main(argv: list[str] | None = None) -> int:
         "peak_tflops_bf16": peak_tflops(device_name) if mode == "gpu" else None,
         "parts": {},
     }
-    with tempfile.TemporaryDirectory(prefix="bench_gpu_") as scratch:
+    with scratch_dir:
         context: dict[str, Any] = {}
-        if {"train", "tests"} & set(wanted):
-            build_dir = Path(scratch) / "build"
-            try:
-                report["build"] = build_specs(
-                    build_dir,
-                    timeout=max(10.0, min(120.0, global_deadline - time.time())),
-                    dry=args.cpu_dry_run,
-                )
-                if report["build"]["returncode"] == 0:
-                    context["build_dir"] = str(build_dir)
-            except subprocess.TimeoutExpired:
-                report["build"] = {
-                    "returncode": None,
-                    "output_tail": "sigmae-gen build timed out",
-                }
         for name in PARTS:
             if name not in wanted:
                 continue
+            if (
+                name in ("train", "tests")
+                and build is not None
+                and "build" not in report
+            ):
+                report["build"] = build.finish(
+                    timeout=min(120.0, global_deadline - time.time())
+                )
+                if report["build"]["returncode"] == 0:
+                    context["build_dir"] = str(build.build_dir)
             left = global_deadline - time.time()
             budget = min(BUDGET_S[mode][name], left)
             if budget < MIN_PART_S[mode][name]:
@@ -1004,6 +1045,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{time.time() - started:6.1f} s] {name}: {report['parts'][name]['status']}",
                 flush=True,
             )
+        if build is not None and "build" not in report:
+            report["build"] = build.finish(timeout=1.0)
     report["goals"] = goals(report["parts"], args.cpu_dry_run)
     report["seconds"] = time.time() - started
     out.parent.mkdir(parents=True, exist_ok=True)
