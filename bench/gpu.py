@@ -39,6 +39,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -82,9 +83,16 @@ DATA_WAIT_GOAL = 0.05
 
 
 def peak_tflops(device_name: str) -> float | None:
-    return next(
-        (peak for fragment, peak in PEAK_TFLOPS if fragment in device_name), None
-    )
+    """The bf16 dense peak of a card by its CUDA name, or None (MFU omitted) for any other card.
+
+    Fragments match whole words: "L4" is not the L40S, "H200" not the GH200.
+    """
+    for fragment, peak in PEAK_TFLOPS:
+        if re.search(
+            rf"(?<![A-Za-z0-9]){re.escape(fragment)}(?![A-Za-z0-9])", device_name
+        ):
+            return peak
+    return None
 
 
 # --------------------------------------------------------------------------- part: models

@@ -228,3 +228,20 @@ def test_parts_that_would_overrun_the_global_budget_are_skipped_and_say_so(
         for part in report["parts"].values()
     )
     assert "skipped: would overrun" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "name,peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA L40S", None),
+        ("NVIDIA GH200 480GB", None),
+        ("Tesla T4", None),
+    ],
+)
+def test_mfu_uses_the_cards_bf16_peak_or_none(name: str, peak: float | None) -> None:
+    assert load_bench_gpu().peak_tflops(name) == peak
