@@ -178,6 +178,12 @@ def _ranges(source_map: dict[str, Any], container: _Container, key: str) -> list
     for entry in source_map["definitions"]:
         span = _span(entry, container, key)
         if span:
+            opening = container.original[span[0] - 1] if 0 < span[0] <= len(container.original) else ""
+            if not opening.startswith(f"# {entry['catalog']}::{entry['symbol']}  (sha256:{entry['sha256']})"):
+                raise DiffError(
+                    f"the build's {container.label} does not match its source map at line {span[0]} "
+                    f"({entry['catalog']}::{entry['symbol']}); rebuild it with `sigmae-gen build`, or pass --build DIR"
+                )
             found.append(_Range(span[0] - 1, span[1], entry, False))
     for entry in source_map["skeleton"]:
         if entry["part"] in ("config", "entry") or key == "script_lines":

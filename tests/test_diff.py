@@ -244,6 +244,34 @@ def test_changed_catalog_definition_is_refused_with_a_message(built, tmp_path, c
     assert "diff --git" not in out
 
 
+def test_catalog_file_changed_elsewhere_warns_and_still_patches(built, tmp_path, capsys):
+    folder, _ = built
+    project = _catalog_copy(tmp_path)
+    target = project / "components/models/layers.py"
+    changed = target.read_text().replace('"""Transformer building blocks', '"""Transformer building blocks (changed)', 1)
+    assert changed != target.read_text()
+    target.write_text("# a new first line\n" + changed)
+    anchor = "        dropout_p = self.attn_drop if self.training else 0.0\n"
+    edited = tmp_path / "edited.py"
+    edited.write_text(_script(folder).replace(anchor, anchor + "        q = q * 1.0\n"))
+    code = cli_main(["--catalog", str(project), "diff", str(edited), "--build", str(folder)])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "warning: components/models/layers.py changed since the build" in err
+    assert _git_apply(project, out).returncode == 0
+    assert anchor + "        q = q * 1.0\n" in target.read_text()
+
+
+def test_a_map_that_disagrees_with_its_script_is_refused(built, tmp_path, capsys):
+    folder, _ = built
+    copy = tmp_path / "build"
+    shutil.copytree(folder, copy)
+    script = (copy / f"{NAME}.py").read_text()
+    (copy / f"{NAME}.py").write_text("# one more line\n" + script)
+    code, out, err = _diff(tmp_path, script.replace("import math\n", "import math  # edited\n", 1), copy, capsys=capsys)
+    assert code == 2 and "does not match its source map" in err and out == ""
+
+
 @pytest.mark.parametrize("case", ["no header", "missing build", "not emitted kind"])
 def test_bad_input_exits_2_with_one_message(built, tmp_path, capsys, case):
     folder, _ = built
