@@ -61,42 +61,65 @@ def _definitions(program: InlinedProgram) -> list[EmittedDefinition]:
     return [definition for chunk in program.chunks for definition in chunk.definitions]
 
 
-def _skeleton(script: str, spec: Spec) -> list[dict[str, Any]]:
-    """Ranges of the generated code in the script: header, imports, classes, entry, guard."""
+GENERATED_MARK = "(generated from the spec)"  # ends the `# %%` line of each generated chunk (render.ScriptParts)
+
+
+def _skeleton(lines: Sequence[str], spec: Spec) -> list[dict[str, Any]]:
+    """Ranges of the generated code in the script: header, imports, classes, entry, guard.
+
+    Only the generated chunks are parsed (a parse of the whole script would cost more than the
+    rest of a warm build); the header and imports are found by their fixed layout."""
     sections = {section_class_name(choice.section): choice.section for choice in spec.sections}
     parts: list[dict[str, Any]] = []
-    body = ast.parse(script).body
-    docstring = body[0] if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) else None
-    parts.append({"part": "header", "lines": [1, docstring.end_lineno if docstring else 1]})
-    imports = [node for node in body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    if imports:
-        parts.append({"part": "imports", "lines": [imports[0].lineno, imports[-1].end_lineno]})
-    for node in body:
-        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
-        if isinstance(node, ast.ClassDef) and (node.name == "Config" or node.name in sections):
-            entry: dict[str, Any] = {"part": "config", "name": node.name, "lines": [first, node.end_lineno], "_anchor": node.lineno}
-            if node.name in sections:
-                entry["section"] = sections[node.name]
-            parts.append(entry)
-        elif isinstance(node, ast.FunctionDef) and node.name in ENTRY_NAMES:
-            parts.append({"part": "entry", "name": node.name, "lines": [first, node.end_lineno], "_anchor": node.lineno})
-        elif isinstance(node, ast.If) and "__name__" in ast.unparse(node.test):
-            parts.append({"part": "guard", "lines": [first, node.end_lineno]})
+    future = next((n for n, line in enumerate(lines, 1) if line == "from __future__ import annotations"), None)
+    if future is not None:
+        parts.append({"part": "header", "lines": [1, max(1, future - 2)]})
+        last = future
+        for number in range(future + 1, len(lines) + 1):
+            line = lines[number - 1]
+            if line.startswith(("import ", "from ")):
+                last = number
+            elif line and not line.startswith(("    ", ")")):
+                break
+        parts.append({"part": "imports", "lines": [future, last]})
+    for number, line in enumerate(lines, 1):
+        if not (line.startswith("# %% ") and line.endswith(GENERATED_MARK)):
+            continue
+        end = number
+        while end < len(lines) and not lines[end].startswith(("# %% ", "# ====", "if __name__")):
+            end += 1
+        for node in ast.parse("\n".join(lines[number:end])).body:
+            first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) + number
+            span = [first, node.end_lineno + number]
+            if isinstance(node, ast.ClassDef) and (node.name == "Config" or node.name in sections):
+                entry: dict[str, Any] = {"part": "config", "name": node.name, "lines": span, "_anchor": node.lineno + number}
+                if node.name in sections:
+                    entry["section"] = sections[node.name]
+                parts.append(entry)
+            elif isinstance(node, ast.FunctionDef) and node.name in ENTRY_NAMES:
+                parts.append({"part": "entry", "name": node.name, "lines": span, "_anchor": node.lineno + number})
+    guard = next((n for n in range(len(lines), 0, -1) if lines[n - 1].startswith("if __name__ ==")), None)
+    if guard is not None:
+        parts.append({"part": "guard", "lines": [guard, len(lines)]})
     return parts
 
 
-def _notebook_cells(notebook: str) -> list[list[str]]:
-    """Each cell's source as lines (markdown cells included, so indices are cell positions)."""
-    return ["".join(cell["source"]).splitlines() for cell in json.loads(notebook)["cells"]]
+class _NotebookLines:
+    """Where each line of the notebook's cells stands: line text -> (cell, 1-based line), first one wins."""
 
+    def __init__(self, notebook: str) -> None:
+        self.at: dict[str, tuple[int, int]] = {}
+        for position, cell in enumerate(json.loads(notebook)["cells"]):
+            for number, line in enumerate("".join(cell["source"]).splitlines(), 1):
+                self.at.setdefault(line, (position, number))
 
-def _in_notebook(cells: list[list[str]], anchor: str, length: int, before: int = 0) -> dict[str, Any] | None:
-    """Cell and lines of a range whose line ``before`` lines after its first one is ``anchor``."""
-    for position, lines in enumerate(cells):
-        if anchor in lines:
-            start = lines.index(anchor) + 1 - before
-            return {"cell": position, "lines": [start, start + length - 1]}
-    return None
+    def range(self, anchor: str, length: int, before: int = 0) -> dict[str, Any] | None:
+        """Cell and lines of a range of ``length`` lines whose line ``before`` lines after its first is ``anchor``."""
+        found = self.at.get(anchor)
+        if found is None:
+            return None
+        start = found[1] - before
+        return {"cell": found[0], "lines": [start, start + length - 1]}
 
 
 def render_source_map(
@@ -113,7 +136,7 @@ def render_source_map(
 ) -> str:
     """The map as JSON text. ``catalog_hashes``: sha256 of each used catalog file's bytes."""
     lines = script.splitlines()
-    cells = _notebook_cells(notebook) if notebook is not None else None
+    cells = _NotebookLines(notebook) if notebook is not None else None
     entries = []
     for found in _locate(lines, _definitions(program), script_name):
         definition = found.definition
@@ -126,16 +149,16 @@ def render_source_map(
             "script_lines": [found.first, found.last],
         }
         if cells is not None:
-            entry["notebook"] = _in_notebook(cells, definition.comment, definition.lines)
+            entry["notebook"] = cells.range(definition.comment, definition.lines)
         entries.append(entry)
     entries.sort(key=lambda e: e["script_lines"][0])
-    skeleton = _skeleton(script, spec)
+    skeleton = _skeleton(lines, spec)
     if cells is not None:
         for part in skeleton:
             if part["part"] in ("config", "entry"):
                 first, last = part["lines"]
                 anchor = part["_anchor"]
-                part["notebook"] = _in_notebook(cells, lines[anchor - 1], last - first + 1, anchor - first)
+                part["notebook"] = cells.range(lines[anchor - 1], last - first + 1, anchor - first)
     for part in skeleton:
         part.pop("_anchor", None)
     document = {
