@@ -15,27 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from generator.ir import InlinedProgram, Resolution
+from generator.ir import CheckSuite, CompiledSpec, InlinedProgram
 from generator.notebook import render_notebook
-from generator.render import provenance_hash, render_script, script_parts, skeleton_names, spec_reference, spec_roots
+from generator.render import provenance_hash, render_script, script_parts, spec_reference
 from generator.repository import colab_badge
-from generator.spec import Spec, load_spec
+from generator.resolve import spec_roots
+from generator.spec import Spec, load_spec, skeleton_names
 from generator.errors import OutputError
 from generator.write import Drift, compare_outputs, write_outputs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds components/ (the catalog) and templates/
-
-
-@dataclass(frozen=True)
-class CompiledSpec:
-    """A validated spec with its inlined program: what every emitter starts from."""
-
-    spec: Spec
-    index: object  # generator.index.CatalogIndex
-    resolution: Resolution
-    program: InlinedProgram
-    spec_hash: str
-    sources: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -64,7 +53,12 @@ def load_index(catalog_root: str | Path | None = None, *, cache_dir: str | Path 
 
 
 def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=None, catalog_root: str | Path | None = None, timings: dict[str, float] | None = None) -> CompiledSpec:
-    """Load and validate a spec, then resolve and inline the catalog code it needs."""
+    """The compile stages, each once, in order: index, spec, resolve, inline.
+
+    The resolve stage reaches the script's definitions, then (when the spec emits tests) the
+    contract checks that apply to its components, with the script's definitions provided;
+    the inline stage emits both programs, the checks' bound to the script's emitted names.
+    """
     from generator.inline import inline
     from generator.resolve import resolve
 
@@ -82,10 +76,32 @@ def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=
     clock = time.perf_counter()
     program = inline(index, resolution, reserved=skeleton_names(spec))
     timings["inline"] = time.perf_counter() - clock
+    tests = None
+    if "tests" in spec.outputs:
+        clock = time.perf_counter()
+        tests = compile_checks(index, program)
+        timings["tests_compile"] = time.perf_counter() - clock
     sources = tuple(sorted(program.source_files))
     # The index hashed every file's bytes when it read them: the hash covers exactly that code.
     source_hashes = {info.path.as_posix(): info.sha256 for info in index.modules.values()}
-    return CompiledSpec(spec, index, resolution, program, provenance_hash(spec, {path: source_hashes[path] for path in sources}), sources)
+    spec_hash = provenance_hash(spec, {path: source_hashes[path] for path in sources})
+    return CompiledSpec(spec, index, resolution, program, spec_hash, sources, tests)
+
+
+def compile_checks(index, program: InlinedProgram) -> CheckSuite:
+    """Resolve and inline the contract checks of the script's components (the test module's code)."""
+    from generator.inline import inline
+    from generator.resolve import resolve
+    from generator.testsuite import check_reserved, check_roots, script_definitions
+
+    planned, roots = check_roots(index, program)
+    provided = script_definitions(index, program)
+    names = dict(provided)
+    checks = None
+    if roots:
+        checks = inline(index, resolve(index, roots), reserved=check_reserved(planned), provided=provided)
+        names.update(checks.names)
+    return CheckSuite(planned, checks, names)
 
 
 def output_names(name: str) -> tuple[str, ...]:

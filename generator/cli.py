@@ -49,7 +49,7 @@ def _index(ctx: click.Context):
 
 def _resolve_spec(index, spec_path: Path, overrides: Sequence[str]):
     """The validated spec and its resolution: what `check` and `explain` need (no inlining, nothing emitted)."""
-    from generator.render import spec_roots
+    from generator.resolve import spec_roots
     from generator.resolve import resolve
     from generator.spec import load_spec
 

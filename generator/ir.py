@@ -8,7 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # both import this module; the records only name them
+    from generator.index import CatalogIndex
+    from generator.spec import Spec
 
 DefinitionKey = tuple[str, str]
 """(dotted module name, top-level name), e.g. ("components.models.blocks", "SwiGLU")."""
@@ -132,3 +136,35 @@ class InlinedProgram:
         for (_, name), emitted in self.names.items():
             found.setdefault(name, set()).add(emitted)
         return {name: frozenset(emitted) for name, emitted in found.items()}
+
+
+@dataclass(frozen=True)
+class PlannedCheck:
+    """One contract check to bind to one component in the emitted test module."""
+
+    component: Component
+    check: DefinitionKey
+    fixture: DefinitionKey
+    factory: DefinitionKey | None  # the kind's `<kind>_factory`; None: `make_factory`
+
+
+@dataclass(frozen=True)
+class CheckSuite:
+    """The emitted test module's catalog code: its checks, resolved and inlined beside the script."""
+
+    planned: tuple[PlannedCheck, ...]
+    program: InlinedProgram | None  # None when no check applies
+    names: dict[DefinitionKey, str] = field(hash=False)  # emitted name of every definition it binds
+
+
+@dataclass(frozen=True)
+class CompiledSpec:
+    """A validated spec with its inlined program(s): what every emitter starts from."""
+
+    spec: Spec
+    index: CatalogIndex
+    resolution: Resolution
+    program: InlinedProgram
+    spec_hash: str
+    sources: tuple[str, ...]
+    tests: CheckSuite | None = None  # None unless the spec's outputs include tests

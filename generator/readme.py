@@ -9,15 +9,13 @@ components' `Args:` docstring sections (the same text as the script's `--help`).
 from __future__ import annotations
 
 import ast
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import generator
 from generator.notebook import can_download, spec_description
-from generator.ir import Param
-from generator.render import RUNTIME_MODULE, config_params, environment, literal_source, spec_reference
-
-if TYPE_CHECKING:
-    from generator.build import CompiledSpec
+from generator.ir import CompiledSpec, Param
+from generator.render import config_params, environment, literal_source, spec_reference
+from generator.resolve import RUNTIME_MODULE
 
 
 def run_option_params(index) -> tuple[Param, ...]:

@@ -31,11 +31,10 @@ from generator.ir import DefinitionKey, InlinedProgram, Param
 from generator.sections import EDITS as SECTION_EDITS
 from generator.sections import SECTIONS, SUPPORT, SUPPORT_BANNER
 from generator.sections import TITLES as SECTION_TITLES
+from generator.resolve import RUNTIME_MODULE, RUNTIME_NAMES
 from generator.spec import Choice, Spec, section_class_name
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-RUNTIME_MODULE = "components.runtime"
-RUNTIME_NAMES = ("Pipeline", "Step", "RunOptions", "run_pipeline")
 TYPING_NAMES = frozenset({"Any", "Literal", "Optional", "Union", "Sequence", "Mapping", "Tuple", "List", "Dict"})
 
 
@@ -215,23 +214,6 @@ def section_spec(choice: Choice, program: InlinedProgram | None = None) -> Secti
     doc = section_docstring(doc, config_params(choice))
     return SectionSpec(choice.section, section_class_name(choice.section), docstring_source(doc), tuple(fields))
 
-
-def skeleton_names(spec: Spec) -> tuple[str, ...]:
-    """Top-level names the skeleton defines: the inliner must not emit catalog code under them."""
-    return ("Config", "build_pipeline", "main", *(section_class_name(choice.section) for choice in spec.sections))
-
-
-def runtime_roots() -> tuple[DefinitionKey, ...]:
-    return tuple((RUNTIME_MODULE, name) for name in RUNTIME_NAMES)
-
-
-def spec_roots(spec: Spec) -> tuple[DefinitionKey, ...]:
-    """Resolver roots of a spec: the runtime plus every chosen component, in a stable order."""
-    roots = list(runtime_roots())
-    for component in spec.components:
-        if component.key not in roots:
-            roots.append(component.key)
-    return tuple(roots)
 
 
 def spec_reference(spec: Spec, root: Path | None) -> str:

@@ -12,13 +12,33 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Collection, Sequence
+from typing import TYPE_CHECKING, Collection, Sequence
 
 from generator.analysis import BUILTIN_NAMES, CatalogError, ImportBinding, TopLevel
 from generator.index import CatalogIndex, resolve_name
 from generator.ir import DefinitionKey, Reason, Resolution
 
+if TYPE_CHECKING:
+    from generator.spec import Spec
+
 StatementId = tuple[str, int]  # (module, statement index)
+
+# The runtime's entry points that the generated skeleton (Config, build_pipeline, main) calls.
+RUNTIME_MODULE = "components.runtime"
+RUNTIME_NAMES = ("Pipeline", "Step", "RunOptions", "run_pipeline")
+
+
+def runtime_roots() -> tuple[DefinitionKey, ...]:
+    return tuple((RUNTIME_MODULE, name) for name in RUNTIME_NAMES)
+
+
+def spec_roots(spec: Spec) -> tuple[DefinitionKey, ...]:
+    """Resolver roots of a spec: the runtime plus every chosen component, in a stable order."""
+    roots = list(runtime_roots())
+    for component in spec.components:
+        if component.key not in roots:
+            roots.append(component.key)
+    return tuple(roots)
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,11 @@ def section_class_name(section: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in section.split("_") if part) + "Config"
 
 
+def skeleton_names(spec: Spec) -> tuple[str, ...]:
+    """Top-level names the generated skeleton defines: the inliner must not emit catalog code under them."""
+    return ("Config", "build_pipeline", "main", *(section_class_name(choice.section) for choice in spec.sections))
+
+
 def _describe(value: Any) -> str:
     kind = "null" if value is None else {dict: "mapping", list: "list"}.get(type(value), type(value).__name__)
     shown = repr(value)

@@ -22,14 +22,11 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from generator.errors import SigmaeError
-from generator.ir import Component, DefinitionKey, InlinedProgram
+from generator.index import CatalogIndex
+from generator.ir import CompiledSpec, Component, DefinitionKey, InlinedProgram, PlannedCheck
 from generator.render import chunk_views, docstring_source, environment, format_code, merge_imports
-
-if TYPE_CHECKING:
-    from generator.build import CompiledSpec
 
 CONTRACTS_PACKAGE = "components.contracts"
 # Names the test module's own skeleton defines; inlined contract code must not take them.
@@ -133,14 +130,7 @@ def _test_name(kind: str, component: str, check: str) -> str:
     return f"test_{kind}_{slug}_{check.removeprefix('check_')}"
 
 
-@dataclass(frozen=True)
-class Planned:
-    """One check to bind to one component, by definition keys."""
-
-    component: Component
-    check: DefinitionKey
-    fixture: DefinitionKey
-    factory: DefinitionKey | None  # the kind's `<kind>_factory`; None: `make_factory`
+Planned = PlannedCheck  # one check bound to one component, by definition keys
 
 
 def plan(index, program: InlinedProgram) -> tuple[list[Planned], list[DefinitionKey]]:
@@ -180,25 +170,32 @@ def _used_names(source: str) -> set[str]:
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
 
 
-def render_tests(compiled: CompiledSpec) -> str:
-    """The emitted test module's text."""
-    from generator.inline import inline
-    from generator.resolve import resolve
+def script_definitions(index: CatalogIndex, program: InlinedProgram) -> dict[DefinitionKey, str]:
+    """Definitions the script holds (not its imports: the test module imports those itself)."""
+    return {key: name for key, name in program.names.items() if getattr(index.definitions.get(key), "kind", "import") != "import"}
 
-    spec, index, program = compiled.spec, compiled.index, compiled.program
+
+def check_roots(index: CatalogIndex, program: InlinedProgram) -> tuple[tuple[PlannedCheck, ...], tuple[DefinitionKey, ...]]:
+    """The resolve stage's share of the test module: the checks that apply, and their roots."""
     planned, roots = plan(index, program)
-    # Definitions the script holds (not its imports: the test module imports those itself).
-    provided = {key: name for key, name in program.names.items() if getattr(index.definitions.get(key), "kind", "import") != "import"}
-    chunks: list = []
-    imports: list[str] = []
-    names: dict[DefinitionKey, str] = dict(provided)
-    if roots:
-        resolution = resolve(index, tuple(roots))
-        reserved = (*TEST_SKELETON_NAMES, *(_test_name(p.component.kind, p.component.name, p.check[1]) for p in planned))
-        checks_program = inline(index, resolution, reserved=reserved, provided=provided)
-        chunks = chunk_views(checks_program)
-        imports = list(checks_program.imports)
-        names.update(checks_program.names)
+    return tuple(planned), tuple(roots)
+
+
+def check_reserved(planned: tuple[PlannedCheck, ...]) -> tuple[str, ...]:
+    """Names the test module's skeleton defines: its inlined checks must not take them."""
+    return (*TEST_SKELETON_NAMES, *(_test_name(p.component.kind, p.component.name, p.check[1]) for p in planned))
+
+
+def render_tests(compiled: CompiledSpec) -> str:
+    """The emitted test module's text, from the checks the compile stages resolved and inlined."""
+    spec, index, program, suite = compiled.spec, compiled.index, compiled.program, compiled.tests
+    if suite is None:
+        raise SigmaeError(f"spec {spec.name!r}: its outputs do not include tests, so none were compiled", str(spec.path), 1, 1)
+    planned = suite.planned
+    provided = script_definitions(index, program)
+    chunks = chunk_views(suite.program) if suite.program is not None else []
+    imports = list(suite.program.imports) if suite.program is not None else []
+    names = suite.names
     bindings = [
         Binding(
             test_name=_test_name(p.component.kind, p.component.name, p.check[1]),

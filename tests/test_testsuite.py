@@ -99,9 +99,9 @@ def test_a_component_without_contract_fixture_is_named(tmp_path: Path) -> None:
     shutil.copytree(CATALOG, catalog, ignore=shutil.ignore_patterns(".sigmae-cache", "__pycache__"))
     contracts = catalog / "components" / "contracts" / "transform.py"
     contracts.write_text(contracts.read_text().replace('@fixture_registry.register("transform/scale")\n', ""))
-    compiled = compile_spec(TOY, index=build_index(catalog, cache_dir=tmp_path / "cache"))
+    index = build_index(catalog, cache_dir=tmp_path / "cache")
     with pytest.raises(SigmaeError, match=r"transform 'scale' has no contract fixture; register one with @fixture_registry.register\('transform/scale'\)"):
-        render_tests(compiled)
+        render_tests(compile_spec(TOY, index=index))  # the compile stages plan the checks
 
 
 def test_a_check_marked_applies_to_binds_only_to_the_components_it_names(tmp_path: Path) -> None:
@@ -119,9 +119,9 @@ def test_a_check_marked_applies_to_binds_only_to_the_components_it_names(tmp_pat
 def test_applies_to_naming_no_registered_component_is_an_error(tmp_path: Path) -> None:
     catalog = catalog_copy(tmp_path)
     add_data_check(catalog, '@applies_to("synthetic_toys")')
-    compiled = compile_spec(TOY, index=build_index(catalog, cache_dir=tmp_path / "cache"))
+    index = build_index(catalog, cache_dir=tmp_path / "cache")
     with pytest.raises(SigmaeError, match=r"contracts/data\.py:\d+:1: check_only_some: @applies_to\('synthetic_toys'\) names no registered data component; known: synthetic_toy, toy"):
-        render_tests(compiled)
+        render_tests(compile_spec(TOY, index=index))  # the compile stages plan the checks
 
 
 def test_applies_to_must_name_components_with_string_literals(tmp_path: Path) -> None:
@@ -129,9 +129,9 @@ def test_applies_to_must_name_components_with_string_literals(tmp_path: Path) ->
     add_data_check(catalog, "@applies_to(TOY_NAME)")
     contracts = catalog / "components" / "contracts" / "data.py"
     contracts.write_text(contracts.read_text() + '\nTOY_NAME = "toy"\n')
-    compiled = compile_spec(TOY, index=build_index(catalog, cache_dir=tmp_path / "cache"))
+    index = build_index(catalog, cache_dir=tmp_path / "cache")
     with pytest.raises(SigmaeError, match=r'check_only_some: write @applies_to\("name", ...\) with one or more component names as string literals'):
-        render_tests(compiled)
+        render_tests(compile_spec(TOY, index=index))  # the compile stages plan the checks
 
 
 def test_the_real_catalogs_losses_get_the_checks_that_apply_to_them() -> None:
