@@ -290,6 +290,28 @@ def test_a_map_that_disagrees_with_its_script_is_refused(built, tmp_path, capsys
     assert code == 2 and "does not match its source map" in err and out == ""
 
 
+def test_the_header_names_the_default_build_folder(built, tmp_path, capsys, monkeypatch):
+    folder, _ = built
+    shutil.copytree(folder, tmp_path / "build" / NAME)
+    monkeypatch.chdir(tmp_path)
+    edited = tmp_path / "elsewhere" / "mine.py"
+    edited.parent.mkdir()
+    edited.write_text(_script(folder).replace("class AudioMAE(MaskedAutoencoderViT):\n", "class AudioMAE(MaskedAutoencoderViT):  # x\n"))
+    code = cli_main(["diff", str(edited)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.startswith("diff --git a/components/models/audiomae.py")
+
+
+def test_the_builds_own_file_edited_in_place_is_refused(built, tmp_path, capsys):
+    folder, _ = built
+    copy = tmp_path / NAME
+    shutil.copytree(folder, copy)
+    code = cli_main(["diff", str(copy / f"{NAME}.py"), "--build", str(copy)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "is the build's own file" in err and "--build" in err
+
+
 @pytest.mark.parametrize("case", ["no header", "missing build", "not emitted kind"])
 def test_bad_input_exits_2_with_one_message(built, tmp_path, capsys, case):
     folder, _ = built
