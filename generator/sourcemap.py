@@ -111,7 +111,8 @@ class _NotebookLines:
         self.at: dict[str, tuple[int, int]] = {}
         for position, cell in enumerate(json.loads(notebook)["cells"]):
             for number, line in enumerate("".join(cell["source"]).splitlines(), 1):
-                self.at.setdefault(line, (position, number))
+                if line.startswith(("# ", "class ", "def ")):  # the only anchors asked for
+                    self.at.setdefault(line, (position, number))
 
     def range(self, anchor: str, length: int, before: int = 0) -> dict[str, Any] | None:
         """Cell and lines of a range of ``length`` lines whose line ``before`` lines after its first is ``anchor``."""
@@ -175,4 +176,18 @@ def render_source_map(
         "definitions": entries,
         "skeleton": skeleton,
     }
-    return json.dumps(document, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+    return dump_map(document)
+
+
+def dump_map(document: dict[str, Any]) -> str:
+    """The map's canonical text: sorted keys, one top-level key and one list item per line
+    (json's C encoder: an indented dump of a large map would cost more than the rest of a warm build)."""
+    rows = []
+    for key in sorted(document):
+        value = document[key]
+        if isinstance(value, list) and value:
+            items = ",\n".join(" " + json.dumps(item, sort_keys=True, ensure_ascii=False) for item in value)
+            rows.append(f"{json.dumps(key)}: [\n{items}\n]")
+        else:
+            rows.append(f"{json.dumps(key)}: {json.dumps(value, sort_keys=True, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(rows) + "\n}\n"
