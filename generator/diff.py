@@ -125,18 +125,17 @@ def _containers(edited: Path, text: str, folder: Path, source_map: dict[str, Any
             raise DiffError(f"{edited}: not a notebook sigmae-gen can read ({error})") from None
         by_id = {cell.get("id"): position for position, cell in enumerate(original)}
         ids = [cell.get("id") for cell in cells]
+        by_content = _CellMatcher(original)
         containers = []
         matched: set[int] = set()
         for position, cell in enumerate(cells):
             if cell.get("cell_type") != "code":
                 continue
             source = "".join(cell.get("source", "")).splitlines()
-            if all(i in by_id for i in ids):
+            if all(i in by_id for i in ids):  # ids as the build wrote them
                 index = by_id[cell.get("id")]
-            elif len(cells) == len(original):
-                index = position
-            else:
-                index = None
+            else:  # ids rewritten (Colab), cells added or removed: match by what the cell holds
+                index = by_content.match(source)
             if index is None or original[index].get("cell_type") != "code":
                 if source:
                     report.unmapped.append(f"{edited.name} cell {position}: a new code cell ({len(source)} lines)")
@@ -153,6 +152,39 @@ def _containers(edited: Path, text: str, folder: Path, source_map: dict[str, Any
         raise DiffError(f"{original_path}: the build's script is missing; rebuild it, or pass --build DIR")
     original = original_path.read_text(encoding="utf-8").splitlines()
     return [_Container("script", original, text.splitlines(), f"{edited.name}:{{}}")], "script_lines"
+
+
+_PROVENANCE = re.compile(r"^# \S+::\S+  \(sha256:[0-9a-f]+\)$")
+_DEFINES = re.compile(r"^(?:async def|def|class) (\w+)")
+
+
+class _CellMatcher:
+    """The original code cell an edited one came from: by its provenance comments, else by the
+    names it defines, else by equal text."""
+
+    def __init__(self, original: list[dict[str, Any]]) -> None:
+        self.cells = [
+            (position, "".join(cell.get("source", "")).splitlines())
+            for position, cell in enumerate(original)
+            if cell.get("cell_type") == "code"
+        ]
+
+    def match(self, lines: list[str]) -> int | None:
+        for keys_of in (_provenance_lines, _names):
+            keys = keys_of(lines)
+            if keys:
+                score, position = max(((len(keys & keys_of(o)), -p) for p, o in self.cells), default=(0, 0))
+                if score:
+                    return -position
+        return next((p for p, o in self.cells if o == lines), None)
+
+
+def _provenance_lines(lines: list[str]) -> set[str]:
+    return {line for line in lines if _PROVENANCE.match(line)}
+
+
+def _names(lines: list[str]) -> set[str]:
+    return {found.group(1) for line in lines if (found := _DEFINES.match(line))}
 
 
 def _in_place(edited: Path) -> DiffError:

@@ -170,6 +170,25 @@ def test_notebook_cell_edit_maps_like_the_script(built, tmp_path, capsys):
     assert _git_apply(_catalog_copy(tmp_path), patch, "--check").returncode == 0
 
 
+def test_notebook_without_cell_ids_and_with_an_added_cell_maps_by_content(built, tmp_path, capsys):
+    folder, source_map = built
+    entry = _entry(source_map, "AudioMAE", "components/models/audiomae.py")
+    notebook = json.loads((folder / f"{NAME}.ipynb").read_text())
+    cells = notebook["cells"]
+    target = cells[entry["notebook"]["cell"]]
+    target["source"] = "".join(target["source"]).replace(
+        "class AudioMAE(MaskedAutoencoderViT):\n", "class AudioMAE(MaskedAutoencoderViT):  # edited\n"
+    )
+    for cell in cells:
+        cell.pop("id", None)  # as Colab may save it
+    cells.insert(3, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "print('scratch')\n"})
+    code, patch, err = _diff(tmp_path, json.dumps(notebook, indent=1), folder, ".ipynb", capsys=capsys)
+    assert code == 0, err
+    assert patch.startswith("diff --git a/components/models/audiomae.py") and patch.count("diff --git") == 1
+    assert "+class AudioMAE(MaskedAutoencoderViT):  # edited\n" in patch
+    assert "cell 3: a new code cell" in err
+
+
 def test_config_default_edit_is_reported_as_a_spec_change(built, tmp_path, capsys):
     folder, _ = built
     text = _script(folder)
