@@ -22,7 +22,6 @@ import io
 import json
 import keyword
 import re
-import subprocess
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +143,9 @@ def _containers(edited: Path, text: str, folder: Path, source_map: dict[str, Any
             containers.append(
                 _Container(f"cell {index}", "".join(original[index]["source"]).splitlines(), source, f"{edited.name} cell {position} line {{}}")
             )
+        for position, cell in enumerate(original):
+            if cell.get("cell_type") == "code" and position not in matched and _provenance_lines("".join(cell["source"]).splitlines()):
+                report.unmapped.append(f"cell {position} of the build is not in {edited.name}: its definitions are left as they are in the catalog")
         return containers, "notebook"
     original_path = folder / source_map["script"]
     if original_path.resolve() == edited.resolve():

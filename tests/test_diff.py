@@ -179,6 +179,11 @@ def test_notebook_without_cell_ids_and_with_an_added_cell_maps_by_content(built,
     target["source"] = "".join(target["source"]).replace(
         "class AudioMAE(MaskedAutoencoderViT):\n", "class AudioMAE(MaskedAutoencoderViT):  # edited\n"
     )
+    gone = next(
+        n for n, c in reversed(list(enumerate(cells)))
+        if c["cell_type"] == "code" and "  (sha256:" in "".join(c["source"]) and n != entry["notebook"]["cell"]
+    )
+    del cells[gone]  # a cell the user deleted: its definitions are listed, not deleted from the catalog
     for cell in cells:
         cell.pop("id", None)  # as Colab may save it
     cells.insert(3, {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": "print('scratch')\n"})
@@ -187,6 +192,7 @@ def test_notebook_without_cell_ids_and_with_an_added_cell_maps_by_content(built,
     assert patch.startswith("diff --git a/components/models/audiomae.py") and patch.count("diff --git") == 1
     assert "+class AudioMAE(MaskedAutoencoderViT):  # edited\n" in patch
     assert "cell 3: a new code cell" in err
+    assert f"cell {gone} of the build is not in edited.ipynb" in err
 
 
 def test_config_default_edit_is_reported_as_a_spec_change(built, tmp_path, capsys):
