@@ -17,10 +17,12 @@ from typing import Sequence
 
 from generator.ir import CheckSuite, CompiledSpec, InlinedProgram
 from generator.notebook import render_notebook
-from generator.render import provenance_hash, render_script, script_parts, spec_reference
+from generator.cache import default_cache_dir
+from generator.render import ScriptParts, provenance_hash, render_script, script_parts, spec_reference
 from generator.repository import colab_badge
 from generator.resolve import spec_roots
 from generator.spec import Spec, load_spec, skeleton_names
+from generator.testsuite import SuiteParts
 from generator.errors import OutputError
 from generator.write import Drift, compare_outputs, write_outputs
 
@@ -141,31 +143,51 @@ def check_step_names(spec: Spec, script: str) -> None:
 
 
 def render_outputs(compiled: CompiledSpec, *, colab_url: str | None = None, timings: dict[str, float] | None = None) -> dict[str, str]:
-    """Every output file of a build, by file name, rendered in memory (`colab_url`: the notebook's badge, None for none)."""
+    """Every output file of a build, by file name, in memory (`colab_url`: the notebook's badge, None for none).
+
+    The last three stages, each once: render (the generated code from the templates), format
+    (black on that generated code only, one call), then lay out the files around the
+    catalog text, which is black-clean already.
+    """
     from generator.readme import render_readme
-    from generator.testsuite import render_tests
+    from generator.testsuite import suite_parts
 
     timings = timings if timings is not None else {}
     spec = compiled.spec
     clock = time.perf_counter()
-    from generator.cache import default_cache_dir
-
-    parts = script_parts(spec, compiled.program, spec_hash=compiled.spec_hash, cache_dir=default_cache_dir(Path(compiled.index.root)))
+    parts = script_parts(spec, compiled.program, spec_hash=compiled.spec_hash)
+    tests = suite_parts(compiled) if compiled.tests is not None else None
+    timings["render"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    parts, tests = format_generated(parts, tests, cache_dir=default_cache_dir(Path(compiled.index.root)))
+    check_step_names(spec, parts.skeleton)
+    timings["format"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     spec_ref = spec_reference(spec, Path(compiled.index.root))
     files = {f"{spec.name}.py": render_script(spec, compiled.program, spec_hash=compiled.spec_hash, sources=compiled.sources, parts=parts, spec_ref=spec_ref)}
-    check_step_names(spec, files[f"{spec.name}.py"])
-    timings["render_script"] = time.perf_counter() - clock
     if "notebook" in spec.outputs:
-        clock = time.perf_counter()
         files[f"{spec.name}.ipynb"] = render_notebook(spec, parts, spec_hash=compiled.spec_hash, colab_url=colab_url)
-        timings["render_notebook"] = time.perf_counter() - clock
-    if "tests" in spec.outputs:
-        clock = time.perf_counter()
-        files[f"test_{spec.name}.py"] = render_tests(compiled)
-        timings["render_tests"] = time.perf_counter() - clock
+    if tests is not None:
+        files[f"test_{spec.name}.py"] = tests.text()
     files[f"{spec.name}.map.json"] = source_map(compiled, files, spec_ref)
     files["README.md"] = render_readme(compiled, files, colab_url=colab_url)
+    timings["layout"] = time.perf_counter() - clock
     return files
+
+
+def format_generated(parts: ScriptParts, tests: SuiteParts | None, *, cache_dir: Path | None) -> tuple[ScriptParts, SuiteParts | None]:
+    """The format stage: black on the code the generator writes (script and test skeletons), in one call."""
+    from generator.formatting import format_many
+    from generator.testsuite import TEST_MODULE_WHAT
+
+    sources = [parts.skeleton, parts.entry]
+    what = ["the generated Config", "the generated build_pipeline() and main()"]
+    if tests is not None:
+        sources += [tests.header, tests.skeleton]
+        what += TEST_MODULE_WHAT
+    formatted = format_many(sources, cache_dir=cache_dir, what=what)
+    parts = parts.with_formatted(formatted[0], formatted[1])
+    return parts, tests.with_formatted(formatted[2], formatted[3]) if tests is not None else None
 
 
 def source_map(compiled: CompiledSpec, files: dict[str, str], spec_ref: str) -> str:

@@ -294,12 +294,22 @@ def _emit_all(
     rewrites: dict[tuple[str, int], _Rewrite],
     cache_dir: Path,
 ) -> dict[tuple[str, int], str]:
-    """Formatted text of every statement: from the cache, else rewritten and black-formatted."""
+    """Formatted text of every statement: its catalog text, or rewritten and black-formatted (cached).
+
+    The catalog is black-clean at the generator's settings (tests/test_catalog_style.py), and
+    so is each of its statements; dropping whole decorator lines keeps it so. Only a statement
+    libcst renamed in can change shape, so only those go to black.
+    """
     cache = _text_cache(cache_dir)
     emitted: dict[tuple[str, int], str] = {}
     todo: list[tuple[tuple[str, int], str, str, str]] = []  # (statement id, cache key, code, where)
     for statement in statements:
         rewrite = rewrites[(statement.module, statement.index)]
+        if not rewrite.needs_libcst():
+            emitted[(statement.module, statement.index)] = (
+                _drop_registry_decorators(statement) if rewrite.drop_registry else statement.code
+            )
+            continue
         key = content_key("inline", INLINE_VERSION, statement.code, repr(rewrite))
         hit = cache.get(key)
         if hit is not None:

@@ -6,8 +6,8 @@ through `literal_source` (built from `repr` of plain values, with explicit spell
 inf/nan), never by pasting spec text, so a spec cannot inject code. Names that reach code are
 identifiers checked by the spec loader or emitted names chosen by the inliner.
 
-Only the generated skeleton is formatted with black here: the inlined chunks arrive already
-formatted (and cached) from the inliner, which is what keeps warm builds fast.
+Nothing is formatted here: the generated code (Config, main) goes to build.py's one format
+stage, and the inlined chunks are catalog text, which is black-clean already.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import builtins
 import hashlib
 import math
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -272,13 +272,6 @@ def environment() -> jinja2.Environment:
     )
 
 
-def format_code(source: str, cache_dir: Path | None = None) -> str:
-    """black (line length 88), through generator.formatting's content-hash cache."""
-    from generator.formatting import format_code as black_format
-
-    return black_format(source, cache_dir=cache_dir, what="the generated skeleton")
-
-
 def docstring_summary(text: str | None) -> str:
     """The first paragraph of a docstring, on one line."""
     if not text:
@@ -347,8 +340,8 @@ class SectionView:
         return bool(self.chunks) and self.chunks[0].opens_with_definition
 
 
-def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> str:
-    """The section dataclasses and Config, black-formatted (without imports)."""
+def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str) -> str:
+    """The section dataclasses and Config (without imports), as the template writes them."""
     names = {name: emitted_name(program, (RUNTIME_MODULE, name)) for name in RUNTIME_NAMES}
     steps = [(choice.section, emitted_name(program, choice.component.key)) for choice in spec.steps]
     smoke_data = emitted_name(program, spec.smoke_data.component.key) if spec.smoke_data else "None"
@@ -366,12 +359,12 @@ def render_skeleton(spec: Spec, program: InlinedProgram, *, spec_hash: str, cach
         smoke_data=smoke_data,
         smoke=literal_source(spec.smoke),
     )
-    return format_code(source, cache_dir)
+    return source
 
 
-def render_entry(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> str:
-    """`build_pipeline()` and `main()`, black-formatted: they stand after the recipes, and build
-    the runtime's records only when called, so the support section can come after them."""
+def render_entry(spec: Spec, program: InlinedProgram, *, spec_hash: str) -> str:
+    """`build_pipeline()` and `main()`, as the template writes them: they stand after the recipes,
+    and build the runtime's records only when called, so the support section can come after them."""
     names = {name: emitted_name(program, (RUNTIME_MODULE, name)) for name in RUNTIME_NAMES}
     steps = [(literal_source(choice.section), emitted_name(program, choice.component.key)) for choice in spec.steps]
     source = environment().get_template("main.py.j2").render(
@@ -385,7 +378,7 @@ def render_entry(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_d
         smoke_data=emitted_name(program, spec.smoke_data.component.key) if spec.smoke_data else "None",
         smoke=literal_source(spec.smoke),
     )
-    return format_code(source, cache_dir)
+    return source
 
 
 def skeleton_imports(spec: Spec, program: InlinedProgram) -> list[str]:
@@ -425,6 +418,11 @@ class ScriptParts:
     skeleton: str  # the section dataclasses and Config
     run_pipeline: str = "run_pipeline"  # emitted name of the runtime's entry point
     entry: str = ""  # build_pipeline() and main() (no `__main__` guard)
+    formatted: bool = False  # whether the format stage has run on `skeleton` and `entry`
+
+    def with_formatted(self, skeleton: str, entry: str) -> ScriptParts:
+        """These parts with the format stage's black output for the generated code."""
+        return replace(self, skeleton=skeleton.strip("\n"), entry=entry.strip("\n"), formatted=True)
 
     def sections(self) -> list[SectionView]:
         """Reader order: configuration (records, then Config), model, objective, data, recipes,
@@ -444,7 +442,8 @@ class ScriptParts:
         return views
 
 
-def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_dir: Path | None = None) -> ScriptParts:
+def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str) -> ScriptParts:
+    """The script's pieces; its generated code (skeleton, entry) is not formatted yet (build.py's format stage)."""
     imports = merge_imports([*program.imports, *skeleton_imports(spec, program)])
     description = spec.description.strip() or f"Masked-autoencoder training for {spec.name}."
     docstring = f"{description}\n\nRun `python {spec.name}.py --help` for every flag; `--smoke` for a tiny CPU run."
@@ -452,9 +451,9 @@ def script_parts(spec: Spec, program: InlinedProgram, *, spec_hash: str, cache_d
         docstring=docstring_source(docstring),
         imports=tuple(imports),
         chunks=tuple(chunk_views(program)),
-        skeleton=render_skeleton(spec, program, spec_hash=spec_hash, cache_dir=cache_dir).strip("\n"),
+        skeleton=render_skeleton(spec, program, spec_hash=spec_hash).strip("\n"),
         run_pipeline=emitted_name(program, (RUNTIME_MODULE, "run_pipeline")),
-        entry=render_entry(spec, program, spec_hash=spec_hash, cache_dir=cache_dir).strip("\n"),
+        entry=render_entry(spec, program, spec_hash=spec_hash).strip("\n"),
     )
 
 

@@ -20,13 +20,13 @@ The module needs only the script beside it, torch, pytest and hypothesis.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from generator.errors import SigmaeError
 from generator.index import CatalogIndex
 from generator.ir import CompiledSpec, Component, DefinitionKey, InlinedProgram, PlannedCheck
-from generator.render import chunk_views, docstring_source, environment, format_code, merge_imports
+from generator.render import ChunkView, chunk_views, docstring_source, environment, merge_imports
 
 CONTRACTS_PACKAGE = "components.contracts"
 # Names the test module's own skeleton defines; inlined contract code must not take them.
@@ -186,8 +186,42 @@ def check_reserved(planned: tuple[PlannedCheck, ...]) -> tuple[str, ...]:
     return (*TEST_SKELETON_NAMES, *(_test_name(p.component.kind, p.component.name, p.check[1]) for p in planned))
 
 
+@dataclass(frozen=True)
+class SuiteParts:
+    """The emitted test module's pieces: generated header and bindings (formatted by the format
+    stage), and the inlined checks between them (catalog text)."""
+
+    header: str
+    chunks: tuple[ChunkView, ...]
+    skeleton: str
+
+    def with_formatted(self, header: str, skeleton: str) -> SuiteParts:
+        return replace(self, header=header, skeleton=skeleton)
+
+    def text(self) -> str:
+        pieces = [self.header.rstrip("\n")]
+        for chunk in self.chunks:
+            pieces.append("\n".join([f"# %% {chunk.path}", *chunk.comments, chunk.code]))
+        pieces.append("# %% bindings: every check on every component of the script")
+        pieces.append(self.skeleton.strip("\n"))
+        return "\n\n\n".join(pieces) + "\n"
+
+
 def render_tests(compiled: CompiledSpec) -> str:
-    """The emitted test module's text, from the checks the compile stages resolved and inlined."""
+    """The emitted test module alone (build.py runs the same steps inside its one pass)."""
+    from generator.cache import default_cache_dir
+    from generator.formatting import format_many
+
+    parts = suite_parts(compiled)
+    header, skeleton = format_many([parts.header, parts.skeleton], cache_dir=default_cache_dir(Path(compiled.index.root)), what=TEST_MODULE_WHAT)
+    return parts.with_formatted(header, skeleton).text()
+
+
+TEST_MODULE_WHAT = ("the generated test module header", "the generated test bindings")
+
+
+def suite_parts(compiled: CompiledSpec) -> SuiteParts:
+    """The test module's pieces, from the checks the compile stages resolved and inlined."""
     spec, index, program, suite = compiled.spec, compiled.index, compiled.program, compiled.tests
     if suite is None:
         raise SigmaeError(f"spec {spec.name!r}: its outputs do not include tests, so none were compiled", str(spec.path), 1, 1)
@@ -221,12 +255,4 @@ def render_tests(compiled: CompiledSpec) -> str:
         imports=merge_imports([*imports, *base_imports]),
         script_names=script_names,
     )
-    from generator.cache import default_cache_dir
-
-    cache_dir = default_cache_dir(Path(index.root))
-    pieces = [format_code(header, cache_dir).rstrip("\n")]
-    for chunk in chunks:
-        pieces.append("\n".join([f"# %% {chunk.path}", *chunk.comments, chunk.code]))
-    pieces.append("# %% bindings: every check on every component of the script")
-    pieces.append(format_code(skeleton, cache_dir).strip("\n"))
-    return "\n\n\n".join(pieces) + "\n"
+    return SuiteParts(header, tuple(chunks), skeleton)

@@ -83,7 +83,9 @@ def _parse_value(text: str, like: Any) -> Any:
         return float(text)
     if isinstance(like, (tuple, list)):
         return type(like)(json.loads(text))
-    if like is None:  # an Optional field left at None: read the text as JSON when it is JSON
+    if (
+        like is None
+    ):  # an Optional field left at None: read the text as JSON when it is JSON
         if text.lower() == "none":
             return None
         try:
@@ -99,15 +101,31 @@ def _parser(config: Any) -> argparse.ArgumentParser:
         values = getattr(config, section.name)
         for item in fields(values):
             default = getattr(values, item.name)
-            flag = f"--{item.name.replace('_', '-')}" if section.name == "run" else f"--{section.name}.{item.name}"
+            flag = (
+                f"--{item.name.replace('_', '-')}"
+                if section.name == "run"
+                else f"--{section.name}.{item.name}"
+            )
             if isinstance(default, bool) and section.name == "run":
-                parser.add_argument(flag, dest=f"{section.name}.{item.name}", action="store_true", default=None)
+                parser.add_argument(
+                    flag,
+                    dest=f"{section.name}.{item.name}",
+                    action="store_true",
+                    default=None,
+                )
             else:
-                parser.add_argument(flag, dest=f"{section.name}.{item.name}", default=None, help=f"default: {default!r}")
+                parser.add_argument(
+                    flag,
+                    dest=f"{section.name}.{item.name}",
+                    default=None,
+                    help=f"default: {default!r}",
+                )
     return parser
 
 
-def run_pipeline(pipeline: Pipeline, config_cls: type, argv: Sequence[str] | None = None) -> int:
+def run_pipeline(
+    pipeline: Pipeline, config_cls: type, argv: Sequence[str] | None = None
+) -> int:
     config = config_cls()
     args = vars(_parser(config).parse_args(argv))
     smoke = bool(args.get("run.smoke"))
@@ -130,7 +148,13 @@ def run_pipeline(pipeline: Pipeline, config_cls: type, argv: Sequence[str] | Non
         data = pipeline.data(**vars(sections["data"]))
     out_dir = Path(options.out_dir or f"runs/{pipeline.name}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(options, data, pipeline.transform(**vars(sections["transform"])), pipeline.model(**vars(sections["model"])), out_dir)
+    ctx = RunContext(
+        options,
+        data,
+        pipeline.transform(**vars(sections["transform"])),
+        pipeline.model(**vars(sections["model"])),
+        out_dir,
+    )
     summaries = {}
     for step in pipeline.steps:
         summaries[step.section] = step.run(ctx, **vars(sections[step.section]))

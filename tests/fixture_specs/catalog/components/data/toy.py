@@ -18,7 +18,12 @@ def helper(index: int, num_classes: int) -> int:
 class ToyData(BaseData):
     """Rows of `root/items.csv`: key,label,fold,value."""
 
-    def __init__(self, root: str = "data/toy", folds: list[int] | None = None, download: bool = False) -> None:
+    def __init__(
+        self,
+        root: str = "data/toy",
+        folds: list[int] | None = None,
+        download: bool = False,
+    ) -> None:
         path = Path(root) / "items.csv"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found; pass --data-dir or use --smoke")
@@ -40,8 +45,13 @@ class ToyData(BaseData):
 class SyntheticToy(BaseData):
     """Deterministic synthetic items, `num_folds` round-robin folds."""
 
-    def __init__(self, num_items: int = 8, num_classes: int = 2, num_folds: int = 2) -> None:
-        self.records = [Record(f"index:{i}", helper(i, num_classes), 1 + i % num_folds) for i in range(num_items)]
+    def __init__(
+        self, num_items: int = 8, num_classes: int = 2, num_folds: int = 2
+    ) -> None:
+        self.records = [
+            Record(f"index:{i}", helper(i, num_classes), 1 + i % num_folds)
+            for i in range(num_items)
+        ]
         self.class_names = [f"class{i}" for i in range(num_classes)]
 
     def signal(self, index: int) -> list[float]:

@@ -45,7 +45,10 @@ class TinyModel(BaseModel):
     def forward(self, features: list[float]) -> list[float]:
         pooled = helper(features) if self.mode == "mean" else sum(features)
         offset = self.bias or 0.0
-        return [clamp(w * pooled * self.scale + offset, min(self.limit, LIMIT)) for w in self.weights]
+        return [
+            clamp(w * pooled * self.scale + offset, min(self.limit, LIMIT))
+            for w in self.weights
+        ]
 
 
 @model_registry.register("deep")

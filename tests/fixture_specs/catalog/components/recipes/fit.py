@@ -9,7 +9,14 @@ from components.registry import recipe_registry
 
 
 @recipe_registry.register("fit")
-def fit(ctx: RunContext, /, *, epochs: int = 2, lr: float = 0.1, schedule: tuple[float, ...] = (1.0,)) -> dict[str, Any]:
+def fit(
+    ctx: RunContext,
+    /,
+    *,
+    epochs: int = 2,
+    lr: float = 0.1,
+    schedule: tuple[float, ...] = (1.0,),
+) -> dict[str, Any]:
     """Fit the toy model's weights to the labels with plain gradient steps; resumable."""
     checkpoint = ctx.load_checkpoint("fit")
     start = checkpoint["step"] if checkpoint else 0
@@ -23,7 +30,10 @@ def fit(ctx: RunContext, /, *, epochs: int = 2, lr: float = 0.1, schedule: tuple
         outputs = ctx.model.forward(ctx.transform(signal))
         errors = [out - label for out in outputs]
         loss = sum(e * e for e in errors) / len(errors)
-        ctx.model.weights = [w - lr * schedule[step % len(schedule)] * e * 0.01 for w, e in zip(ctx.model.weights, errors)]
+        ctx.model.weights = [
+            w - lr * schedule[step % len(schedule)] * e * 0.01
+            for w, e in zip(ctx.model.weights, errors)
+        ]
     ctx.save_checkpoint("fit", {"step": total, "weights": ctx.model.weights})
     ctx.state["fit_steps"] = total
     return {"loss": loss, "steps": total, "resumed_from": start}
