@@ -475,7 +475,7 @@ def render_script(
         spec_files=[repr(f.display) for f in spec.files],
         spec_ref=repr(spec_ref or spec_reference(spec, None)),
         overrides=[repr(o) for o in spec.overrides],
-        sources=[repr(s) for s in sorted(sources)],
+        sources=[repr(s) for s in sorted(set(sources))],  # a module may give two chunks
         docstring=parts.docstring,
         imports=parts.imports,
         sections=parts.sections(),
