@@ -85,11 +85,21 @@ def worker_stages(catalog: Path, cache: Path) -> dict:
     }
 
 
-def worker_build(spec: Path, catalog: Path, out: Path) -> dict:
-    sys.path.insert(0, str(REPO))
+def worker_build(spec: Path, catalog: Path, out: Path, generator_root: Path = REPO, variant: str = "as is") -> dict:
+    """One build in this process; ``variant`` switches one of the generator's caches off."""
+    sys.path.insert(0, str(generator_root))
     start = time.perf_counter()
     from generator.build import build_spec
 
+    if variant == "no black cache":  # black's results kept in memory only, never on disk
+        import generator.formatting as formatting
+        from generator.cache import TextCache
+
+        formatting._cache = lambda cache_dir: TextCache(None, "black")
+    elif variant == "no index snapshot":  # every module parsed and analysed again
+        import generator.index as index_module
+
+        index_module.load_pickle = lambda path: None
     result = build_spec(spec, out, catalog_root=catalog)
     timings = dict(result.timings)
     timings["process_total"] = time.perf_counter() - start
@@ -189,7 +199,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scaling", default="0,50,200", help="extra unrelated modules, comma-separated")
     parser.add_argument(
-        "--sections", default="stages,scaling,builds", help="any of stages, scaling, builds (comma-separated)"
+        "--sections", default="stages,scaling,builds", help="any of stages, scaling, builds, goals (comma-separated)"
+    )
+    parser.add_argument(
+        "--against", default=None, help="goals: a git revision whose generator is timed side by side (e.g. HEAD~3)"
     )
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -213,6 +226,8 @@ def main() -> None:
             scaling_section(tmp_path, args.runs, header, [int(c) for c in args.scaling.split(",")], has_build)
         if "builds" in sections:
             builds_section(tmp_path, args.runs, specs, has_build)
+        if "goals" in sections:
+            goals_section(tmp_path, args.runs, args.against)
 
 
 def stages_section(tmp_path: Path, runs: int, header: str) -> None:
@@ -297,13 +312,48 @@ def builds_section(tmp_path: Path, runs: int, specs: list[Path], has_build: bool
         print("    warm stages: " + ", ".join(f"{k} {median(warm_runs, k) * 1000:.0f}" for k in stages if k != "total"))
 
 
+GOAL_SPEC = "esc50_audiomae.yaml"
+COLD_GOAL, WARM_GOAL = 1.0, 0.1  # seconds, in-process (issue 13 D.2)
+
+
+def goals_section(tmp_path: Path, runs: int, against: str | None) -> None:
+    """ESC-50 cold and warm builds of this generator, with each cache switched off in turn, and
+    (``--against REV``) of an older generator: runs interleaved, so machine noise hits all alike."""
+    catalog = copy_catalog(tmp_path / "goals")
+    variants: list[tuple[str, Path, str]] = [("as is", REPO, "as is"), ("no black cache", REPO, "no black cache"), ("no index snapshot", REPO, "no index snapshot")]
+    if against:
+        ref = tmp_path / "ref"
+        ref.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", against, "generator", "templates", "components"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(ref)], input=archive, check=True)
+        variants.append((f"generator at {against}", ref, "as is"))
+    spec = REPO / "specs" / GOAL_SPEC
+    results: dict[str, dict[str, list[dict]]] = {label: {"cold": [], "warm": []} for label, _, _ in variants}
+    for _ in range(runs):
+        for label, root, variant in variants:
+            cache = catalog / ".sigmae-cache"
+            shutil.rmtree(cache, ignore_errors=True)
+            out = str(tmp_path / "out")
+            results[label]["cold"].append(run_worker("build", str(spec), str(catalog), out, str(root), variant))
+            results[label]["warm"].append(run_worker("build", str(spec), str(catalog), out, str(root), variant))
+    base = results["as is"]
+    print(f"\nGoals: {GOAL_SPEC}, in-process build time (build_spec's total), median of {runs}, runs interleaved")
+    print(f"{'':<34}{'cold ms':>10}{'ratio':>8}{'warm ms':>10}{'ratio':>8}   (ratio: this row / 'as is')")
+    for label, _, _ in variants:
+        cold, warm = median(results[label]["cold"], "total"), median(results[label]["warm"], "total")
+        print(f"{label:<34}{cold * 1000:>10.0f}{cold / median(base['cold'], 'total'):>8.2f}{warm * 1000:>10.0f}{warm / median(base['warm'], 'total'):>8.2f}")
+    cold, warm = median(base["cold"], "total"), median(base["warm"], "total")
+    verdict = lambda value, goal: "met" if value <= goal else "NOT met"  # noqa: E731
+    print(f"goal cold <= {COLD_GOAL:.1f} s: {verdict(cold, COLD_GOAL)} ({cold:.2f} s); warm <= {WARM_GOAL:.1f} s: {verdict(warm, WARM_GOAL)} ({warm:.3f} s)")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
         kind, *rest = sys.argv[2:]
         if kind == "stages":
             output = worker_stages(Path(rest[0]), Path(rest[1]))
         else:
-            output = worker_build(Path(rest[0]), Path(rest[1]), Path(rest[2]))
+            output = worker_build(Path(rest[0]), Path(rest[1]), Path(rest[2]), *([Path(rest[3]), rest[4]] if len(rest) > 3 else []))
         print(json.dumps(output))
     else:
         main()

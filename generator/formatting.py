@@ -1,7 +1,9 @@
 """black, behind a content-hash cache: the same text is never formatted twice.
 
-black costs ~1.3 s per 3,000 lines (FACTS.md), so a warm build must not run it on
-catalog code that has not changed. Results are cached per input text under
+Only what the generator writes goes to black (the skeleton, the test module's header and
+bindings, definitions it renamed): catalog text is black-clean already. black costs ~0.7 ms
+a line and ~0.2 s to import, so a warm build must not run it at all. Results are cached per
+input text under
 ``<cache_dir>/black/`` (and in memory); the key covers black's version and mode, so an
 upgrade simply misses. black itself is imported only on a miss.
 
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import multiprocessing as mp
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from importlib import metadata
@@ -57,7 +57,7 @@ def _key(source: str) -> str:
 
 
 def _black(source: str) -> tuple[bool, str]:
-    """(True, formatted) or (False, black's complaint); runs in worker processes too."""
+    """(True, formatted) or (False, black's complaint)."""
     import black
 
     mode = black.Mode(line_length=LINE_LENGTH, target_versions={black.TargetVersion.PY310})
@@ -83,53 +83,28 @@ def format_code(source: str, *, cache_dir: Path | None = None, what: str = "gene
     return format_many([source], cache_dir=cache_dir, what=[what])[0]
 
 
-# Below this much text to format, starting worker processes costs more than it saves.
-PARALLEL_MIN_CHARS = 40_000
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def format_many(
     sources: Sequence[str],
     *,
     cache_dir: Path | None = None,
     what: Sequence[str] | None = None,
-    workers: int | None = None,
 ) -> list[str]:
-    """Like ``format_code`` for many pieces; cache misses are formatted on all usable cores.
+    """Like ``format_code`` for many pieces (one call per build stage: its misses in one go).
 
-    A cold build formats thousands of lines of catalog code (black: ~0.7 ms per line), so
-    the misses are spread over worker processes (fork: they inherit the imported black).
+    A build formats only the code the generator writes and the few definitions it renamed
+    (at most ~35,000 characters for a shipped spec, cold), so black runs in this process:
+    a pool of workers costs more to start than it would save.
     """
     cache = _cache(cache_dir)
     results: list[str | None] = [cache.get(_key(source)) for source in sources]
-    missing = [i for i, hit in enumerate(results) if hit is None]
-    if not missing:
-        return results  # type: ignore[return-value]
-    import black  # noqa: F401  - imported before forking, so workers share it
-
-    workers = workers if workers is not None else _usable_cpus()
-    size = sum(len(sources[i]) for i in missing)
-    outcomes: list[tuple[bool, str]]
-    if workers > 1 and len(missing) > 1 and size >= PARALLEL_MIN_CHARS and "fork" in mp.get_all_start_methods():
-        # Largest first, one at a time: keeps both cores busy to the end.
-        order = sorted(missing, key=lambda i: -len(sources[i]))
-        with mp.get_context("fork").Pool(min(workers, len(missing))) as pool:
-            formatted = pool.map(_black, [sources[i] for i in order], chunksize=1)
-        by_index = dict(zip(order, formatted))
-        outcomes = [by_index[i] for i in missing]
-    else:
-        outcomes = [_black(sources[i]) for i in missing]
-    for i, (ok, text) in zip(missing, outcomes):
+    for i, source in enumerate(sources):
+        if results[i] is not None:
+            continue
+        ok, text = _black(source)
         if not ok:
             name = what[i] if what is not None else "generated code"
-            raise FormatError(f"black cannot parse {name}: {text}\n--- source ---\n{_numbered(sources[i])}")
-        _remember(cache, sources[i], text)
+            raise FormatError(f"black cannot parse {name}: {text}\n--- source ---\n{_numbered(source)}")
+        _remember(cache, source, text)
         results[i] = text
     return results  # type: ignore[return-value]
 

@@ -296,16 +296,6 @@ def test_real_catalog_inlines_into_a_clean_program():
     assert not any("components" in line for line in program.imports)
 
 
-def test_parallel_formatting_gives_the_same_text_as_serial(tmp_path, monkeypatch):
-    pieces = [f"def f_{i}( x ):\n  return {{ 'a':x, 'b':[x,x] }}\n" for i in range(6)]
-    serial = formatting.format_many(pieces, workers=1)
-    formatting.clear_memory_caches()
-    monkeypatch.setattr(formatting, "PARALLEL_MIN_CHARS", 0)
-    parallel = formatting.format_many(pieces, cache_dir=tmp_path, workers=2)
-    assert parallel == serial
-    assert serial[0] == 'def f_0(x):\n    return {"a": x, "b": [x, x]}\n'
-
-
 def test_format_cache_survives_a_damaged_entry(tmp_path):
     source = "x=1\n"
     assert formatting.format_code(source, cache_dir=tmp_path) == "x = 1\n"
