@@ -119,6 +119,9 @@ class StopRequested(Exception):
 class StopFlag:
     """Set by SIGTERM/SIGINT; training loops check it after every optimizer step.
 
+    Under DDP the ranks must stop at the same step, which they agree on only when they sync:
+    ``TrainLoop`` syncs at least every few seconds (``STOP_CHECK_SECONDS``) for that.
+
     The first signal asks for a clean stop (checkpoint, exit 0: Colab disconnects, spot
     preemption); a second SIGINT interrupts at once, for a user who really means it.
     """

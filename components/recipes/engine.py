@@ -175,6 +175,20 @@ def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
     return gathered
 
 
+def discard_gradients_unless(
+    keep: torch.Tensor, optimizer: torch.optim.Optimizer
+) -> None:
+    """Zero every gradient where the 0-dim bool ``keep`` is false, on the device (no host sync).
+
+    A NaN gradient times 0 is still NaN, so ``masked_fill_``, not a multiply.
+    """
+    drop = ~keep
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.grad is not None:
+                parameter.grad.masked_fill_(drop, 0.0)
+
+
 def unused_parameter_names(
     ctx: RunContext, objective: nn.Module, transform: nn.Module, dataset: Any
 ) -> list[str]:
@@ -310,6 +324,105 @@ def effective_batch_size(
     return LoopPlan.make(
         num_items, settings, ctx.dist.world_size, None
     ).samples_per_step
+
+
+STOP_CHECK_SECONDS = 5.0
+"""Under DDP the ranks agree on a stop only when they sync, so they sync at least this often:
+a preemption grace period is ~30 s, and the stop checkpoint must fit into it."""
+
+
+@dataclass(frozen=True)
+class WindowTotals:
+    """What one host sync reads back about the optimizer steps since the previous one."""
+
+    steps: int
+    loss_sum: float  # per step: the loss averaged over the ranks
+    last_loss: float  # the same, of the window's last step
+    logs: dict[str, float]  # this rank's sums of the objective's logs
+    stop: bool  # a rank was asked to stop (every rank reads the same)
+    step_seconds: (
+        float  # wall time per step since the previous sync, averaged over ranks
+    )
+    first_bad_step: (
+        int  # the first step whose loss was not finite, on any rank; 0: none
+    )
+    bad_loss: float  # that step's loss
+    bad_rank: int
+
+
+class DeviceWindow:
+    """Losses and logs of the steps since the last host sync, summed on the device.
+
+    A training step adds to these sums without waiting for the device; ``sync`` is the one
+    device-to-host read of a window (and under DDP its one all-reduce). The loop calls it at
+    the log interval and before every checkpoint, evaluation and the end, so no checkpoint is
+    written before every step it holds was seen to be finite.
+    """
+
+    def __init__(self, device: torch.device, info: DistInfo) -> None:
+        self.device, self.info = device, info
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.started = time.perf_counter()
+        zero = torch.zeros((), device=self.device)
+        self.loss_sum, self.last_loss, self.first_bad, self.bad_loss = (
+            zero,
+            zero,
+            zero,
+            zero,
+        )
+        self.logs: dict[str, torch.Tensor] = {}
+
+    def add(self, step: int, loss: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
+        """Step ``step``'s mean loss and logs (0-dim float tensors on the device)."""
+        first = ~torch.isfinite(loss) & (self.first_bad == 0)
+        self.first_bad = torch.where(first, step, self.first_bad)
+        self.bad_loss = torch.where(first, loss, self.bad_loss)
+        self.loss_sum = self.loss_sum + loss
+        self.last_loss = loss
+        for key, value in logs.items():
+            self.logs[key] = self.logs.get(key, 0.0) + value
+        self.steps += 1
+
+    def sync(self, stop_requested: bool) -> WindowTotals:
+        """Read the window back (summed over ranks where it matters) and start a new one."""
+        world, rank = self.info.world_size, self.info.rank
+        # One slot per rank for the first bad step and its loss: a sum then keeps each rank's own.
+        slots = torch.zeros(2 * world, device=self.device)
+        slots[rank], slots[world + rank] = self.first_bad, self.bad_loss
+        host = [float(stop_requested), time.perf_counter() - self.started]
+        shared = torch.cat(
+            [
+                torch.stack([self.loss_sum, self.last_loss]),
+                torch.tensor(host, device=self.device),
+                slots,
+            ]
+        )
+        own = [self.logs[key] for key in self.logs]
+        values = torch.cat(
+            [all_reduce_sum(shared, self.info), torch.stack(own).reshape(-1)]
+            if own
+            else [all_reduce_sum(shared, self.info)]
+        ).tolist()
+        loss_sum, last_loss, stop, seconds = values[:4]
+        bad_steps, bad_losses = values[4 : 4 + world], values[4 + world : 4 + 2 * world]
+        bad = [(int(s), r) for r, s in enumerate(bad_steps) if s > 0]
+        first_bad, bad_rank = min(bad) if bad else (0, 0)
+        totals = WindowTotals(
+            steps=self.steps,
+            loss_sum=loss_sum / world,
+            last_loss=last_loss / world,
+            logs=dict(zip(self.logs, values[4 + 2 * world :])),
+            stop=stop > 0,
+            step_seconds=seconds / world / max(1, self.steps),
+            first_bad_step=first_bad,
+            bad_loss=bad_losses[bad_rank],
+            bad_rank=bad_rank,
+        )
+        self.reset()
+        return totals
 
 
 @dataclass
@@ -506,6 +619,46 @@ class TrainLoop:
         self.objective.train()
         self.transform.train()
 
+    def _sync_due(
+        self, step: int, start_step: int, epoch_end: int, unsynced: int, every: int
+    ) -> bool:
+        """Whether step ``step`` reads its window back: every rank computes the same answer.
+
+        At the log interval, the first step, before every checkpoint and evaluation, and at the
+        end; under DDP also every ``every`` steps, so a stop request (which the ranks can only
+        agree on at a sync) is acted on within ``STOP_CHECK_SECONDS``. A single process reads
+        its own stop flag after every step, at no cost.
+        """
+        settings = self.settings
+        return (
+            step % settings.log_every == 0
+            or step % settings.checkpoint_every == 0
+            or step in (start_step + 1, epoch_end, self.plan.run_until)
+            or unsynced >= every
+            or (self.ctx.stop.requested and not self.ctx.dist.enabled)
+        )
+
+    def _sync_interval(self, step_seconds: float) -> int:
+        """Steps until the next sync: the log interval, or fewer under DDP when steps are slow."""
+        if not self.ctx.dist.enabled:
+            return self.settings.log_every
+        fit = int(STOP_CHECK_SECONDS / max(step_seconds, 1e-9))
+        return max(1, min(self.settings.log_every, fit))
+
+    def _raise_if_non_finite(self, totals: WindowTotals, step: int) -> None:
+        if not totals.first_bad_step:
+            return
+        where = f"step {totals.first_bad_step}"
+        if totals.first_bad_step != step:
+            where += f" (found at the check of steps {step - totals.steps + 1}-{step})"
+        if self.ctx.dist.world_size > 1:
+            where += f" on rank {totals.bad_rank}"
+        raise NonFiniteLossError(
+            f"{self.ctx.section}: the loss became {totals.bad_loss} at {where}; stopped. The last good "
+            f"checkpoint ({self.manager.last_path}) is kept. Lower the learning rate, set "
+            f"--{self.ctx.section}.clip_grad, or train in bf16/fp32 instead of fp16"
+        )
+
     def run(self) -> LoopResult:
         ctx, plan, settings = self.ctx, self.plan, self.settings
         # epochs=0 is a fresh start by definition: a folder's earlier pre-training is not it
@@ -523,6 +676,8 @@ class TrainLoop:
         )
         window_logs: dict[str, float] = {}
         total_time, total_wait = 0.0, 0.0
+        device_window = DeviceWindow(ctx.device, ctx.dist)
+        sync_every = 1  # steps between host syncs; set at each sync from the step time
         if self.pending_eval:  # the evaluation a SIGTERM at an epoch end postponed
             self._evaluate_and_mark_best(step)
         if plan.total_steps == 0:
@@ -547,27 +702,21 @@ class TrainLoop:
             epoch_end = (epoch + 1) * plan.steps_per_epoch
             while step < min(epoch_end, plan.run_until):
                 started, cpu_started = time.perf_counter(), time.process_time()
-                loss_value, logs, wait = self._optimizer_step(batches, step)
-                flags = all_reduce_sum(
-                    torch.tensor(
-                        [
-                            0.0 if math.isfinite(loss_value) else 1.0,
-                            float(ctx.stop.requested),
-                            loss_value,
-                        ]
-                    ),
-                    ctx.dist,
-                )
-                if flags[0] > 0:
-                    raise NonFiniteLossError(
-                        f"{ctx.section}: the loss became {loss_value} at step {step + 1}; stopped. The last good "
-                        f"checkpoint ({self.manager.last_path}) is kept. Lower the learning rate, set "
-                        f"--{ctx.section}.clip_grad, or train in bf16/fp32 instead of fp16"
-                    )
+                loss, logs, wait = self._optimizer_step(batches, step)
                 step += 1
+                device_window.add(step, loss, logs)
+                stopping = False
+                if self._sync_due(
+                    step, start_step, epoch_end, device_window.steps, sync_every
+                ):
+                    totals = device_window.sync(ctx.stop.requested)
+                    self._raise_if_non_finite(totals, step)
+                    stopping, last_loss = totals.stop, totals.last_loss
+                    window_loss += totals.loss_sum
+                    for key, value in totals.logs.items():
+                        window_logs[key] = window_logs.get(key, 0.0) + value
+                    sync_every = self._sync_interval(totals.step_seconds)
                 elapsed = time.perf_counter() - started
-                last_loss = float(flags[2]) / ctx.dist.world_size
-                window_loss += last_loss
                 window_steps += 1
                 window_time += elapsed
                 window_wait += wait
@@ -576,8 +725,6 @@ class TrainLoop:
                 )  # CPU seconds of this process, all threads
                 total_time += elapsed
                 total_wait += wait
-                for key, value in logs.items():
-                    window_logs[key] = window_logs.get(key, 0.0) + value
                 if self.on_step is not None:
                     self.on_step(step)
                 if (
@@ -623,7 +770,6 @@ class TrainLoop:
                         window_cpu,
                         window_logs,
                     ) = (0.0, 0, 0.0, 0.0, 0.0, {})
-                stopping = flags[1] > 0
                 best = False
                 if step == epoch_end and not stopping:
                     best = self._run_evaluation(epoch, step)
@@ -645,7 +791,7 @@ class TrainLoop:
                     )
                 if stopping:
                     raise StopRequested(
-                        f"{ctx.section}: stopped by {ctx.stop.signal_name} at step {step}; checkpoint saved"
+                        f"{ctx.section}: stopped by {ctx.stop.signal_name or 'another rank'} at step {step}; checkpoint saved"
                     )
         if self.evaluate is not None and self.evaluated_at != step:
             self._evaluate_and_mark_best(step)
@@ -662,10 +808,13 @@ class TrainLoop:
 
     def _optimizer_step(
         self, batches: Any, step: int
-    ) -> tuple[float, dict[str, float], float]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
         """Accumulate ``accum_steps`` micro-batches and take one optimizer step.
 
-        Returns the mean loss, the objective's mean logs, and the seconds spent waiting for data.
+        Returns the mean loss and the objective's mean logs (0-dim tensors, left on the device:
+        reading them would wait for the step to finish) and the seconds spent waiting for data.
+        A step whose loss is not finite has its gradients zeroed on the device, so the weights
+        stay finite until the loop's next check stops the run.
         """
         ctx, plan = self.ctx, self.plan
         set_learning_rate(self.optimizer, self.lr_at(step, plan))
@@ -696,17 +845,15 @@ class TrainLoop:
             loss_sum += loss.detach().float()
             for key, value in logs.items():
                 log_sums[key] = log_sums.get(key, 0.0) + value.detach().float()
-        loss_value = float(loss_sum) / plan.accum_steps
-        if not math.isfinite(loss_value):
-            self.optimizer.zero_grad(set_to_none=True)  # never apply a non-finite step
-            return loss_value, {}, wait
+        loss_mean = loss_sum / plan.accum_steps
+        discard_gradients_unless(torch.isfinite(loss_mean), self.optimizer)
         if self.settings.clip_grad is not None and self.settings.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return (
-            loss_value,
-            {k: float(v) / plan.accum_steps for k, v in log_sums.items()},
+            loss_mean,
+            {k: v / plan.accum_steps for k, v in log_sums.items()},
             wait,
         )
