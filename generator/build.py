@@ -101,7 +101,9 @@ def compile_checks(index, program: InlinedProgram) -> CheckSuite:
     names = dict(provided)
     checks = None
     if roots:
-        checks = inline(index, resolve(index, roots), reserved=check_reserved(planned), provided=provided)
+        # Resolved with the script's definitions provided: what only they need is not reached.
+        resolution = resolve(index, roots, provided=sorted(provided))
+        checks = inline(index, resolution, reserved=check_reserved(planned), provided=provided)
         names.update(checks.names)
     return CheckSuite(planned, checks, names)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from generator.errors import SigmaeError
 from generator.index import CatalogIndex
-from generator.ir import CompiledSpec, Component, DefinitionKey, InlinedProgram, PlannedCheck
+from generator.ir import CheckSuite, CompiledSpec, Component, DefinitionKey, InlinedProgram, PlannedCheck
 from generator.render import ChunkView, chunk_views, docstring_source, environment, merge_imports
 
 CONTRACTS_PACKAGE = "components.contracts"
@@ -165,6 +165,23 @@ def plan(index, program: InlinedProgram) -> tuple[list[Planned], list[Definition
     return planned, roots
 
 
+def _script_names_read_by_checks(index: CatalogIndex, suite: CheckSuite) -> set[str]:
+    """Emitted names of the script's definitions that the inlined checks read (from the index's
+    scope analysis: no parse of the emitted code)."""
+    from generator.resolve import dependencies
+
+    if suite.program is None:
+        return set()
+    found: set[str] = set()
+    for chunk in suite.program.chunks:
+        for definition in chunk.definitions:
+            statement = index.statements[(definition.module, definition.names[0])]
+            for dep in dependencies(index, statement):
+                if dep.target_key is not None and dep.target_key in suite.names:
+                    found.add(suite.names[dep.target_key])
+    return found
+
+
 def _used_names(source: str) -> set[str]:
     tree = ast.parse(source)
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
@@ -241,13 +258,12 @@ def suite_parts(compiled: CompiledSpec) -> SuiteParts:
         )
         for p in planned
     ]
-    body = "\n\n\n".join(chunk.code for chunk in chunks)
     skeleton = environment().get_template("test_module.py.j2").render(
         bindings=bindings,
         doc_literals={b.test_name: docstring_source(f"Contract {b.check} holds for {b.label} ({b.component}).") for b in bindings},
     )
     # Import from the script exactly the names the inlined checks and the bindings use.
-    used = _used_names(body + "\n" + skeleton)
+    used = _used_names(skeleton) | _script_names_read_by_checks(index, suite)
     script_names = sorted({name for name in provided.values() if name in used} | {"main"})
     base_imports = ["import os", "import sys", "from pathlib import Path", "from typing import Any, Callable", "import json", "import torch", "from hypothesis import HealthCheck, settings"]
     header = environment().get_template("test_header.py.j2").render(
