@@ -185,6 +185,14 @@ class _UsesCollector:
         # While a def's decorators, defaults and annotations are read (in the enclosing scope),
         # `explain` should still say they belong to that def: "Block.__init__".
         self.signature: str | None = None
+        # generator/rename.py: every node that may spell a module-level name, with its scope
+        # (None: not recorded; names inside string annotations never are).
+        self.nodes: list[tuple[_Scope, ast.AST, str]] | None = None
+        self.in_string = False
+
+    def _record(self, scope: _Scope, node: ast.AST, kind: str) -> None:
+        if self.nodes is not None and not self.in_string:
+            self.nodes.append((scope, node, kind))
 
     # -- entry point
     def collect(self, stmt: ast.stmt) -> tuple[tuple[NameUse, ...], tuple[AttrUse, ...]]:
@@ -241,6 +249,7 @@ class _UsesCollector:
                 self._annotation(node.returns, scope, eager)
             self.signature = saved
             scope.bound.add(node.name)
+            self._record(scope, node, "def")
             self._body(node.body, inner, eager=False)
         elif isinstance(node, ast.ClassDef):
             for deco in node.decorator_list:
@@ -250,6 +259,7 @@ class _UsesCollector:
             for keyword in node.keywords:
                 self._expr(keyword.value, scope, eager)
             scope.bound.add(node.name)
+            self._record(scope, node, "def")
             inner = self._new("class", scope, node.name)
             self._body(node.body, inner, eager)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -272,15 +282,19 @@ class _UsesCollector:
                     self.local_imports.append(
                         ImportBinding(alias.asname or alias.name, module, alias.name, self._line(node))
                     )
+                    self._record(scope, node, "local_import")
                 scope.bound.add(alias.asname or alias.name.split(".")[0])
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
             if isinstance(node, ast.Global):
                 scope.declared_global.update(node.names)
+                self._record(scope, node, "global")
             else:
                 scope.bound.update(node.names)
         elif isinstance(node, ast.AnnAssign):
-            if scope.kind == "function":
-                pass  # annotations of local variables are never evaluated
+            if scope.kind == "function":  # annotations of local variables are never evaluated,
+                for name in ast.walk(node.annotation):  # but a rename must still respell them
+                    if isinstance(name, ast.Name):
+                        self._record(scope, name, "name")
             else:
                 self._annotation(node.annotation, scope, eager)
             if node.value is not None:
@@ -357,12 +371,12 @@ class _UsesCollector:
             parsed = ast.parse(node.value.strip(), mode="eval")
         except SyntaxError:
             return  # e.g. Literal["audio"]: a plain string, not a forward reference
-        saved = self.line_offset
-        self.line_offset = saved + node.lineno - 1
+        saved, saved_string = self.line_offset, self.in_string
+        self.line_offset, self.in_string = saved + node.lineno - 1, True
         try:
             self._expr(parsed.body, scope, eager=False)
         finally:
-            self.line_offset = saved
+            self.line_offset, self.in_string = saved, saved_string
 
     # -- expressions
     def _expr(self, node: ast.expr, scope: _Scope, eager: bool) -> None:
@@ -372,6 +386,7 @@ class _UsesCollector:
                 scope.loads.append((node.id, self._line(node), eager, True, self.signature or scope.qualname))
             else:
                 scope.bound.add(node.id)
+            self._record(scope, node, "name")
             return
         if isinstance(node, ast.Attribute):
             value = node.value
@@ -379,6 +394,7 @@ class _UsesCollector:
                 context = self.signature or scope.qualname
                 scope.attr_loads.append((value.id, node.attr, self._line(node), eager, context))
                 scope.loads.append((value.id, self._line(value), eager, False, context))
+                self._record(scope, node, "attr")
             else:
                 self._expr(value, scope, eager)
             return

@@ -5,7 +5,7 @@ objective, data, recipes, support), grouped by source module inside each section
 comments and docstrings. Catalog imports disappear (the code they name is right there),
 registry decorators are dropped, stdlib/torch imports are merged into one sorted block of
 only what the emitted code uses, and names that would collide in the single namespace are
-renamed with every reference rewritten (libcst, scope-aware: generator/rename.py). Each
+renamed with every reference rewritten (scope-aware, generator/rename.py). Each
 emitted definition opens with a one-line provenance comment (catalog path, symbol, short hash
 of its catalog source) and is recorded in its chunk's `definitions`: the build's source map
 (generator/sourcemap.py) and `sigmae-gen diff` (generator/diff.py) start from them.
@@ -298,7 +298,7 @@ def _emit_all(
 
     The catalog is black-clean at the generator's settings (tests/test_catalog_style.py), and
     so is each of its statements; dropping whole decorator lines keeps it so. Only a statement
-    libcst renamed in can change shape, so only those go to black.
+    renamed in can change shape, so only those go to black.
     """
     cache = _text_cache(cache_dir)
     emitted: dict[tuple[str, int], str] = {}
@@ -344,7 +344,6 @@ def _drop_registry_decorators(statement: TopLevel) -> str:
 
 
 def _apply(code: str, rewrite: _Rewrite, where: str, package: str) -> str:
-    # libcst costs ~0.25 s to import: only a cold build that must rename anything pays it.
     from generator.rename import rewrite_names
 
     return rewrite_names(
