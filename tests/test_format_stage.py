@@ -61,3 +61,23 @@ def test_a_build_formats_the_generated_code_and_no_copied_catalog_text(tmp_path:
     assert any("class Config" in source for source in formatted) and any("def main(" in source for source in formatted)
     script = result.files["toy.py"]
     assert black.format_str(script, mode=MODE) == script
+
+
+def test_compiled_templates_are_reused_and_a_damaged_entry_is_a_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jinja2
+    import jinja2.bccache
+
+    from generator.render import TEMPLATES_DIR, _CompiledTemplates
+
+    def render() -> str:
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), bytecode_cache=_CompiledTemplates(tmp_path), undefined=jinja2.StrictUndefined)
+        return env.get_template("test_module.py.j2").render(bindings=[], doc_literals={})
+
+    first = render()
+    entries = list(tmp_path.iterdir())
+    with monkeypatch.context() as patch:
+        patch.setattr(jinja2.Environment, "compile", lambda *a, **k: pytest.fail("compiled again"))
+        assert render() == first  # from the cache, without compiling
+    for entry in entries:
+        entry.write_bytes(jinja2.bccache.bc_magic + b"truncated")
+    assert render() == first
