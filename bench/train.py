@@ -155,7 +155,9 @@ def raw_pretrain_step_s(config_name: str, batch: int, device: torch.device, dtyp
     return statistics.median(times[warmup:])
 
 
-def run_row(config_name: str, device: str, dtype: str, compile_: bool, steps: int, warmup: int, workers: int) -> dict[str, Any]:
+def run_row(
+    config_name: str, device: str, dtype: str, compile_: bool, steps: int, warmup: int, workers: int, log_every: int = 1
+) -> dict[str, Any]:
     samples, frames, overrides, cpu_batch, gpu_batch = CONFIGS[config_name]
     batch = gpu_batch if device.startswith("cuda") else cpu_batch
     out_dir = Path(tempfile.mkdtemp(prefix=f"bench_train_{config_name}_"))
@@ -165,6 +167,7 @@ def run_row(config_name: str, device: str, dtype: str, compile_: bool, steps: in
         "--transform.target_frames", str(frames), "--model.img_size", str(frames), "80",
         "--pretrain.batch_size", str(batch), "--finetune.batch_size", str(batch),
         "--pretrain.num_workers", str(workers), "--finetune.num_workers", str(workers),
+        "--pretrain.log_every", str(log_every), "--finetune.log_every", str(log_every),
     ]
     for key, value in overrides.items():
         argv += [f"--model.{key}", str(value)]
@@ -215,6 +218,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the figures")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0, help="data loader workers (0: load in the main process)")
+    parser.add_argument("--log-every", type=int, default=1, help="steps per metrics record (the loop syncs with the device at these)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -232,7 +236,7 @@ def main() -> None:
     print("-" * len(header))
     for name in args.only or list(CONFIGS):
         for dtype, compile_ in variants:
-            row = run_row(name, args.device, dtype, compile_, args.steps, args.warmup, args.workers)
+            row = run_row(name, args.device, dtype, compile_, args.steps, args.warmup, args.workers, args.log_every)
             flops = pretrain_flops(name, row["batch"], device)
             # The same step without the runtime (no loader, transform, logging), timed right after.
             bare = raw_pretrain_step_s(name, row["batch"], device, dtype, args.steps, args.warmup)
