@@ -101,6 +101,12 @@ def worker_build(spec: Path, catalog: Path, out: Path, generator_root: Path = RE
 
         index_module.load_pickle = lambda path: None
     result = build_spec(spec, out, catalog_root=catalog)
+    if variant == "repeat":  # a build in a process that has built before (an editor, a watcher)
+        from generator.build import load_index
+
+        index = load_index(catalog)
+        for _ in range(3):
+            result = build_spec(spec, out, index=index)
     timings = dict(result.timings)
     timings["process_total"] = time.perf_counter() - start
     return timings
@@ -336,15 +342,21 @@ def goals_section(tmp_path: Path, runs: int, against: str | None) -> None:
             out = str(tmp_path / "out")
             results[label]["cold"].append(run_worker("build", str(spec), str(catalog), out, str(root), variant))
             results[label]["warm"].append(run_worker("build", str(spec), str(catalog), out, str(root), variant))
+    repeat = [run_worker("build", str(spec), str(catalog), str(tmp_path / "out"), str(REPO), "repeat") for _ in range(runs)]
     base = results["as is"]
     print(f"\nGoals: {GOAL_SPEC}, in-process build time (build_spec's total), median of {runs}, runs interleaved")
     print(f"{'':<34}{'cold ms':>10}{'ratio':>8}{'warm ms':>10}{'ratio':>8}   (ratio: this row / 'as is')")
     for label, _, _ in variants:
         cold, warm = median(results[label]["cold"], "total"), median(results[label]["warm"], "total")
         print(f"{label:<34}{cold * 1000:>10.0f}{cold / median(base['cold'], 'total'):>8.2f}{warm * 1000:>10.0f}{warm / median(base['warm'], 'total'):>8.2f}")
+    again = median(repeat, "total")
+    print(f"{'as is, built again in one process':<34}{'':>18}{again * 1000:>10.0f}{again / median(base['warm'], 'total'):>8.2f}")
     cold, warm = median(base["cold"], "total"), median(base["warm"], "total")
     verdict = lambda value, goal: "met" if value <= goal else "NOT met"  # noqa: E731
-    print(f"goal cold <= {COLD_GOAL:.1f} s: {verdict(cold, COLD_GOAL)} ({cold:.2f} s); warm <= {WARM_GOAL:.1f} s: {verdict(warm, WARM_GOAL)} ({warm:.3f} s)")
+    print(
+        f"goal cold <= {COLD_GOAL:.1f} s: {verdict(cold, COLD_GOAL)} ({cold:.2f} s); warm <= {WARM_GOAL:.1f} s: "
+        f"{verdict(warm, WARM_GOAL)} ({warm:.3f} s fresh process, {again:.3f} s built again in one process)"
+    )
 
 
 if __name__ == "__main__":
