@@ -2,7 +2,7 @@
 
 ``bench/models.py`` times the catalog's models against these. They compute what the official
 code computes, module for module and in its state-dict layout (so
-``components.models.checkpoints.export_official_state_dict`` loads into them with
+``components.models.official_weights.export_official_state_dict`` loads into them with
 ``strict=True``), written here from reading the official sources:
 
 * ``OfficialAudioMAEPlusPlus``: SarthakYadav/audiomae-plusplus-official ``src/models/``
@@ -242,7 +242,7 @@ def restate(model: nn.Module) -> _Restated:
     restatement feeds FFN2 through norm2 as the official code does, so compare against a
     catalog model built with ``share_ffn2_norm=True``).
     """
-    from components.models.checkpoints import export_official_state_dict
+    from components.models.official_weights import export_official_state_dict
 
     common = dict(
         img_size=tuple(model.img_size), patch_size=tuple(model.patch_size), in_chans=model.in_chans,

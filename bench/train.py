@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from components.checkpoint import CheckpointManager, load_checkpoint_file, load_model_weights  # noqa: E402
+from components.run_checkpoint import CheckpointManager, load_checkpoint_file, load_model_weights  # noqa: E402
 from components.data.synthetic import SyntheticAudio  # noqa: E402
 from components.distributed import DistInfo  # noqa: E402
 from components.metrics import read_metrics  # noqa: E402

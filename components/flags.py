@@ -25,13 +25,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal, Optional, Sequence
 
+from components.errors import UsageError
 from components.field_types import FieldType, Mismatch, conform, field_type, read_tokens
 
 DEFAULT_SMOKE_STEPS = 2
-
-
-class UsageError(Exception):
-    """A mistake the user can fix (flag value, data location, checkpoint): exit 2, no traceback."""
 
 
 _ARGS_HEADERS = ("Args:", "Arguments:")

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import torch
 
-from components.checkpoint import atomic_write
+from components.run_checkpoint import atomic_write
 
 
 def format_duration(seconds: float) -> str:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from components.checkpoint import RESUME_KEYS, CheckpointError, CheckpointManager
+from components.run_checkpoint import RESUME_KEYS, CheckpointError, CheckpointManager
 from components.data.base import folds_of, indices_in_folds
 from components.distributed import (
     DistInfo,
@@ -40,7 +40,8 @@ from components.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from components.flags import UsageError, parse_config
+from components.errors import UsageError
+from components.flags import parse_config
 from components.metrics import MetricsLogger, write_json_atomic
 from components.plots import Plotter
 

@@ -29,7 +29,7 @@ SUPPORT = "support"
 # plots, runtime, contracts, registry).
 SECTION_OF_MODULE: dict[str, str] = {
     "models": "model",
-    "models.checkpoints": SUPPORT,  # official-weight conversion: plumbing, not the architecture
+    "models.official_weights": SUPPORT,  # official-weight conversion: plumbing, not the architecture
     "losses": "objective",
     "transforms": "data",
     "data": "data",

@@ -30,7 +30,8 @@ from components.contracts.data import tone_clip, write_pcm_wav  # noqa: E402
 from components.data.audio_io import read_wav  # noqa: E402
 from components.data.shards import AudioShards, expand_braces, expand_shard_pattern  # noqa: E402
 from components.distributed import dist_info_from_env, init_distributed, shutdown_distributed  # noqa: E402
-from components.flags import UsageError, parse_config  # noqa: E402
+from components.errors import UsageError  # noqa: E402
+from components.flags import parse_config  # noqa: E402
 from components.metrics import MetricsLogger  # noqa: E402
 from components.plots import Plotter  # noqa: E402
 from components.runtime import FoldSubset, RunContext, ShardedEpochSampler, epoch_order_of  # noqa: E402

@@ -137,7 +137,7 @@ def test_model_method_edit_becomes_a_catalog_patch_that_applies_and_rebuilds(bui
 
 def test_renamed_definition_maps_back_to_its_catalog_name(built, tmp_path, capsys):
     folder, source_map = built
-    entry = _entry(source_map, "_read", "components/models/checkpoints.py")
+    entry = _entry(source_map, "_read", "components/models/official_weights.py")
     assert entry["renames"]["_read_checkpoints"] == "_read"
     text = _script(folder)
     first, last = entry["script_lines"]

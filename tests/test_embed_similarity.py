@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from components.data.synthetic import SyntheticIQ
-from components.flags import UsageError
+from components.errors import UsageError
 from components.recipes.embed import report_agreement
 from components.recipes.similarity import load_query_clip, most_similar, nearest_neighbour_agreement, resolve_query
 from components.runtime import run_pipeline

@@ -17,7 +17,7 @@ import torch
 
 from components.data.feature_shards import FeatureShards, check_feature_transform
 from components.data.shards import AudioShards
-from components.flags import UsageError
+from components.errors import UsageError
 from components.metrics import read_metrics
 from components.registry import load_catalog, transform_registry
 from components.runtime import collate_signals

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from components.models import AudioMAE
-from components.models.checkpoints import official_audiomae_pos_embed
+from components.models.official_weights import official_audiomae_pos_embed
 from generator.build import build_spec, load_index
 from test_official_checkpoint_files import _official_swin_decoder, official_args, randomised, training_file
 from test_shipped_specs import clean_env

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.flags import UsageError
+from components.errors import UsageError
 from components.recipes.guards import check_eval_size, embedding_spread
 from components.runtime import Pipeline, run_pipeline
 from components.transforms.kaldi import KaldiFbank

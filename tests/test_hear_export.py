@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from components.models import AudioMAEPlusPlus
-from components.models.checkpoints import export_official_state_dict
+from components.models.official_weights import export_official_state_dict
 from generator.build import build_spec, load_index
 from test_shipped_specs import clean_env
 
@@ -269,7 +269,7 @@ def test_audiomae_with_kaldi_fbanks_from_the_catalog(tmp_path: Path) -> None:
     (a module that imports the catalog: the standalone one needs an emitted script)."""
     import importlib
 
-    from components.checkpoint import CHECKPOINT_FORMAT
+    from components.run_checkpoint import CHECKPOINT_FORMAT
     from components.models import AudioMAE
     from components.recipes.hear import write_hear_module
     from components.transforms import KaldiFbank

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from components.models import AudioMAE, AudioMAEPlusPlus
-from components.models.checkpoints import (
+from components.models.official_weights import (
     CheckpointMismatchError,
     OfficialConfigDict,
     convert_to_ours,

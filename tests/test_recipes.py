@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from components.checkpoint import load_checkpoint_file
+from components.run_checkpoint import load_checkpoint_file
 from components.metrics import read_metrics
 from components.registry import recipe_registry
 from test_runtime_helpers import ALL_STEPS, run_main
@@ -111,7 +111,7 @@ def test_finetuning_starts_from_an_official_release_state_dict(tmp_path: Path, c
     import torch
 
     from components.models.audiomae_pp import AudioMAEPlusPlus
-    from components.models.checkpoints import export_official_state_dict
+    from components.models.official_weights import export_official_state_dict
     from test_runtime_helpers import ModelConfig
 
     model = AudioMAEPlusPlus(**{k: v for k, v in ModelConfig().__dict__.items()})

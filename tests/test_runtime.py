@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.checkpoint import (
+from components.run_checkpoint import (
     CheckpointError,
     CheckpointManager,
     atomic_torch_save,
@@ -23,7 +23,8 @@ from components.checkpoint import (
 from components.metrics import confusion_matrix, format_progress_line, read_metrics, write_json_atomic
 from components.plots import pca_2d
 from components.recipes.engine import LoopPlan, LoopSettings, TrainLoop, WarmupCosineSchedule, warmup_cosine_lr
-from components.flags import UsageError, parse_config
+from components.errors import UsageError
+from components.flags import parse_config
 from components.runtime import NonFiniteLossError, ShardedEpochSampler, Step, collate_signals, run_pipeline
 from test_runtime_helpers import (
     ALL_STEPS,

@@ -301,7 +301,7 @@ def test_under_ddp_rank_0_writes_the_same_shards_and_every_rank_reports_them(wor
 
 
 def test_a_file_that_breaks_after_opening_is_skipped_or_stops_the_step_leaving_nothing(word_folder: Path, tmp_path: Path) -> None:
-    from components.flags import UsageError
+    from components.errors import UsageError
     from components.recipes.shard import ShardJob, write_dataset_shards
     from test_runtime_helpers import make_context
 

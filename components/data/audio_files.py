@@ -20,7 +20,7 @@ from components.data.audio_io import (
     probe_audio,
 )
 from components.data.base import Record, SignalDataset
-from components.flags import UsageError
+from components.errors import UsageError
 
 
 class AudioFileChangedError(UsageError):

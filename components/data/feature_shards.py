@@ -38,7 +38,7 @@ from components.data.shards import (
     member_name,
     read_tags,
 )
-from components.flags import UsageError
+from components.errors import UsageError
 from components.registry import data_registry
 from components.transforms.base import full_frames
 

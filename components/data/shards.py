@@ -57,7 +57,7 @@ from components.data.base import (
     filter_folds,
     split_records,
 )
-from components.flags import UsageError
+from components.errors import UsageError
 from components.registry import data_registry
 from components.transforms.resample import resample
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from components.models.audiomae import AudioMAE
 from components.models.audiomae_pp import AudioMAEPlusPlus
 from components.models.base import BaseAutoencoder
-from components.models.checkpoints import (
+from components.models.official_weights import (
     CheckpointMismatchError,
     export_official_state_dict,
     load_official_checkpoint,

@@ -8,7 +8,7 @@ and a global ViT decoder (512-d, 16 heads, depth 8 by default), as facebookresea
 The official code lays its position tables out on an 8x64 (frequency x time) grid while its
 tokens are time-major 64x8, so its token ``i`` gets the code of grid cell ``(i // 64, i % 64)``.
 Ours are laid out on the token grid. Official checkpoints still load exactly: the tables are
-state-dict buffers and loading copies theirs (see ``components.models.checkpoints``).
+state-dict buffers and loading copies theirs (see ``components.models.official_weights``).
 """
 
 from __future__ import annotations

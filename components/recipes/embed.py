@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from components.checkpoint import (
+from components.run_checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     atomic_torch_save,
@@ -32,8 +32,8 @@ from components.checkpoint import (
     load_model_weights,
 )
 from components.distributed import all_reduce_sum, barrier
-from components.flags import UsageError
-from components.models.checkpoints import (
+from components.errors import UsageError
+from components.models.official_weights import (
     CheckpointMismatchError,
     load_official_checkpoint,
     read_official_checkpoint,

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from components.checkpoint import (
+from components.run_checkpoint import (
     CheckpointManager,
     atomic_link,
     capture_rng_state,
@@ -28,7 +28,7 @@ from components.checkpoint import (
     restore_rng_state,
 )
 from components.distributed import DistInfo, all_reduce_sum
-from components.flags import UsageError
+from components.errors import UsageError
 from components.metrics import format_progress_line, gpu_memory_gb
 from components.recipes.guards import BatchGuard
 from components.runtime import (

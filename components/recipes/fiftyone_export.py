@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from components.checkpoint import atomic_write
+from components.run_checkpoint import atomic_write
 from components.distributed import all_reduce_sum
-from components.flags import UsageError
+from components.errors import UsageError
 from components.runtime import RunContext, collate_signals
 
 CREATED_BY = (

@@ -18,7 +18,7 @@ from torch import nn
 
 from components.data.base import folds_of
 from components.distributed import all_reduce_sum
-from components.flags import UsageError
+from components.errors import UsageError
 from components.losses import soft_target_cross_entropy
 from components.metrics import confusion_matrix
 from components.models.classifier import AudioMAEClassifier, param_groups_lrd

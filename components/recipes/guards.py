@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from components.distributed import all_reduce_sum
-from components.flags import UsageError
+from components.errors import UsageError
 from components.runtime import RunContext
 
 MIN_EVAL_ITEMS = 10  # an evaluation needs at least max(this, classes) items

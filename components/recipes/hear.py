@@ -42,9 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.checkpoint import CHECKPOINT_FORMAT, atomic_write, load_model_weights
-from components.flags import UsageError
-from components.models.checkpoints import (
+from components.run_checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_write,
+    load_model_weights,
+)
+from components.errors import UsageError
+from components.models.official_weights import (
     load_official_checkpoint,
     read_official_checkpoint,
 )

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any, Literal
 
 from components.data.base import folds_of, leave_one_fold_out
-from components.flags import UsageError
+from components.errors import UsageError
 from components.metrics import write_json_atomic
 from components.recipes.finetune import finetune_settings_from, train_classifier
 from components.recipes.guards import describe_data

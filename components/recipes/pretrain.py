@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from components.flags import UsageError
+from components.errors import UsageError
 from components.losses import info_nce_loss, masked_reconstruction_loss, uniformity_loss
 from components.recipes.engine import (
     LoopSettings,

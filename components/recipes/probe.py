@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.flags import UsageError
+from components.errors import UsageError
 from components.losses import soft_target_cross_entropy
 from components.metrics import confusion_matrix
 from components.recipes.embed import compute_or_load_embeddings

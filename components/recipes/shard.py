@@ -38,9 +38,9 @@ from typing import Any, Callable, Literal
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from components.checkpoint import file_sha256
+from components.run_checkpoint import file_sha256
 from components.distributed import all_reduce_sum
-from components.flags import UsageError
+from components.errors import UsageError
 from components.registry import recipe_registry
 from components.runtime import (
     RunContext,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from components.data.audio_io import AudioFileError, load_audio
-from components.flags import UsageError
+from components.errors import UsageError
 
 SIMILARITY_BLOCK = 1024  # rows of the similarity matrix computed at once
 

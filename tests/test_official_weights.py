@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from components.models import AudioMAE, AudioMAEClassifier, AudioMAEPlusPlus
-from components.models.checkpoints import (
+from components.models.official_weights import (
     CheckpointMismatchError,
     convert_to_ours,
     detect_layout,
