@@ -94,6 +94,8 @@ def test_new_scaffolds_a_registered_module_with_a_failing_fixture(tmp_path: Path
     index = build_index(catalog, cache_dir=tmp_path / "cache")
     component = index.components[("model", "my_net")]
     assert component.qualname == "MyNet" and {p.name for p in component.params} >= {"img_size", "embed_dim"}
+    # its parameters come documented, so --help and the Args: coverage test have their text
+    assert all(p.description for p in component.params), [p.name for p in component.params if not p.description]
     assert ("fixture", "model/my_net") in index.components
     package_init = (catalog / "components" / "models" / "__init__.py").read_text()
     assert "from components.models.my_net import MyNet\n" in package_init  # the run-time registry sees it
