@@ -138,18 +138,18 @@ def test_model_method_edit_becomes_a_catalog_patch_that_applies_and_rebuilds(bui
 def test_renamed_definition_maps_back_to_its_catalog_name(built, tmp_path, capsys):
     folder, source_map = built
     entry = _entry(source_map, "_read", "components/models/official_weights.py")
-    assert entry["renames"]["_read_checkpoints"] == "_read"
+    assert entry["renames"]["_read_official_weights"] == "_read"
     text = _script(folder)
     first, last = entry["script_lines"]
     lines = text.splitlines(keepends=True)
     body = "".join(lines[first - 1 : last])
-    edited_body = body.replace("def _read_checkpoints(\n", "def _read_checkpoints(  # edited\n")
+    edited_body = body.replace("def _read_official_weights(\n", "def _read_official_weights(  # edited\n")
     assert edited_body != body
     edited = "".join(lines[: first - 1]) + edited_body + "".join(lines[last:])
     code, patch, err = _diff(tmp_path, edited, folder, capsys=capsys)
     assert code == 0, err
     assert "-def _read(\n+def _read(  # edited\n" in patch
-    assert "_read_checkpoints" not in patch and "Mapping_abc" not in patch
+    assert "_read_official_weights" not in patch and "Mapping_abc" not in patch
     assert _git_apply(_catalog_copy(tmp_path), patch, "--check").returncode == 0
 
 
