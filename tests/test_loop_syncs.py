@@ -58,8 +58,10 @@ class StepRecorder:
 
 
 def _host_reads_by_step(loop: TrainLoop, monkeypatch: pytest.MonkeyPatch) -> dict[int, list[str]]:
-    """Reads of tensor values by step, but for the data loader's own (host tensors before ``.to(device)``)."""
+    """Reads of tensor values by step, but for the data loader's own (host tensors before ``.to(device)``),
+    as on an accelerator (on the CPU, where reads are free, the loop also reads each step's loss)."""
     recorder = StepRecorder(loop)
+    monkeypatch.setattr(engine, "host_reads_are_free", lambda device: False)
     with monkeypatch.context() as patch:
         for name in HOST_READS:
             original = getattr(torch.Tensor, name)
@@ -92,12 +94,16 @@ def test_checkpoints_are_checked_steps(tmp_path: Path, monkeypatch: pytest.Monke
     assert sorted(step for step in reads if 1 <= step <= 20) == [1, 7, 14, 20]
 
 
-def test_a_non_finite_step_between_checks_is_named_and_never_reaches_a_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reads_are_free", [True, False], ids=["cpu", "accelerator"])
+def test_a_non_finite_step_between_checks_is_named_and_never_reaches_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads_are_free: bool
+) -> None:
+    monkeypatch.setattr(engine, "host_reads_are_free", lambda device: reads_are_free)
     loop = _loop(tmp_path, nan_from=8, checkpoint_every=6)  # checks at 1, 5, 6, 10: the NaN is step 8
     with pytest.raises(NonFiniteLossError, match=r"the loss became nan at step 8 \(found at the check of steps 7-10\)"):
         loop.run()
     assert torch.load(loop.manager.last_path, weights_only=True)["step"] == 6
-    assert all(torch.isfinite(p).all() for p in loop.model.parameters())  # its gradients were dropped
+    assert all(torch.isfinite(p).all() for p in loop.model.parameters())  # the step was skipped or its gradients dropped
 
 
 def test_a_stop_request_is_acted_on_at_the_next_step_in_a_single_process(tmp_path: Path) -> None:
@@ -141,9 +147,10 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             loop.run()
         except NonFiniteLossError as error:
             report["nan"] = str(error)
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(report))
+        dist.barrier()  # neither rank tears the group down while the other still uses it
     finally:
         shutdown_distributed()
-    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(report))
 
 
 @pytest.mark.slow

@@ -175,6 +175,11 @@ def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
     return gathered
 
 
+def host_reads_are_free(device: torch.device) -> bool:
+    """On the CPU the host computes every value itself: reading one waits for nothing."""
+    return device.type == "cpu"
+
+
 def discard_gradients_unless(
     keep: torch.Tensor, optimizer: torch.optim.Optimizer
 ) -> None:
@@ -813,8 +818,9 @@ class TrainLoop:
 
         Returns the mean loss and the objective's mean logs (0-dim tensors, left on the device:
         reading them would wait for the step to finish) and the seconds spent waiting for data.
-        A step whose loss is not finite has its gradients zeroed on the device, so the weights
-        stay finite until the loop's next check stops the run.
+        A step whose loss is not finite is skipped where reading the loss is free (the CPU), and
+        elsewhere has its gradients zeroed on the device: the weights stay finite either way
+        until the loop's next check stops the run.
         """
         ctx, plan = self.ctx, self.plan
         set_learning_rate(self.optimizer, self.lr_at(step, plan))
@@ -846,14 +852,16 @@ class TrainLoop:
             for key, value in logs.items():
                 log_sums[key] = log_sums.get(key, 0.0) + value.detach().float()
         loss_mean = loss_sum / plan.accum_steps
-        discard_gradients_unless(torch.isfinite(loss_mean), self.optimizer)
+        logs = {k: v / plan.accum_steps for k, v in log_sums.items()}
+        finite = torch.isfinite(loss_mean)
+        if not host_reads_are_free(loss_mean.device):
+            discard_gradients_unless(finite, self.optimizer)
+        elif not finite:  # the host computed it: skipping costs less than masking
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss_mean, logs, wait
         if self.settings.clip_grad is not None and self.settings.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return (
-            loss_mean,
-            {k: v / plan.accum_steps for k, v in log_sums.items()},
-            wait,
-        )
+        return loss_mean, logs, wait
