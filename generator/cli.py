@@ -217,7 +217,7 @@ def new(ctx: click.Context, kind: str, name: str) -> int:
     root = ctx.obj.get("catalog") or PROJECT_ROOT
     for path in scaffold(Path(root), kind, name):
         click.echo(f"wrote {path}")
-    click.echo(f"next: implement it, fill in the fixture, then run `pytest -q tests` (the contract tests fail until then)")
+    click.echo("next: implement it, fill in the fixture, then run `pytest -q tests` (the contract tests fail until then)")
     return 0
 
 

@@ -16,7 +16,6 @@ module re-derives the same numbers from Kaldi's published algorithm (``feature-w
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn.functional as F
