@@ -56,6 +56,11 @@ def rewrite_names(
             if new is not None and _means_module(scope, node.value.id):
                 _check_free(scope, new, where)
                 text.replace(node, new, where=where)
+            else:  # `Foo.make()` of a renamed module-level `Foo`: the name part is renamed
+                renamed = names.get(node.value.id)
+                if renamed is not None and _means_module(scope, node.value.id):
+                    _check_free(scope, renamed, where)
+                    text.replace(node.value, renamed, old=node.value.id, where=where)
         elif kind == "local_import" and isinstance(node, ast.ImportFrom) and id(node) not in removed:
             removed.add(id(node))
             kept = [

@@ -88,3 +88,22 @@ def test_module_attributes_and_function_local_catalog_imports() -> None:
 def test_a_local_that_would_hide_the_new_name_is_an_error() -> None:
     with pytest.raises(CatalogError, match="a local variable of that name hides it"):
         rename("def f():\n    Block_2 = 1\n    return Block, Block_2\n", Block="Block_2")
+
+
+def test_attribute_reads_of_a_renamed_name_rename_the_name() -> None:
+    code = """\
+    def build(v):
+        made = Foo.make()
+        match v:
+            case Foo.X:
+                return Foo.X.Y
+        return made, Foo().x, v.Foo
+    """
+    assert rename(code, Foo="Foo_2") == textwrap.dedent("""\
+    def build(v):
+        made = Foo_2.make()
+        match v:
+            case Foo_2.X:
+                return Foo_2.X.Y
+        return made, Foo_2().x, v.Foo
+    """)
