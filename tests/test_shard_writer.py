@@ -326,3 +326,31 @@ def test_a_file_that_breaks_after_opening_is_skipped_or_stops_the_step_leaving_n
             manifest = write_dataset_shards(ctx, dataset, job, encode)
             assert manifest["num_items"] == 2 and manifest["skipped"] == [str(root / "no" / "no.1.wav")]
         (root / "no" / "no.1.wav").write_bytes((word_folder / "no" / "no.1.wav").read_bytes())
+
+
+def test_a_symlinked_output_is_written_where_it_points(word_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "big" / "corpus").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "big" / "corpus")
+    args = ["--data-dir", str(word_folder), "--out-dir", str(tmp_path / "run"), "--shard.output", str(tmp_path / "link"),
+            "--shard.max_items", "100"]
+    assert run_steps("shard", args) == 0
+    assert (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in (tmp_path / "big" / "corpus").iterdir()) == ["manifest.json", "shard-000000.tar"]
+
+
+def test_finished_shards_that_cannot_be_moved_into_place_are_kept_and_named(
+    word_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import components.recipes.shard as shard_module
+
+    def refuse(partial: Path, output: Path) -> None:
+        raise OSError(16, "Device or resource busy")
+
+    monkeypatch.setattr(shard_module, "publish_folder", refuse)
+    args = ["--data-dir", str(word_folder), "--out-dir", str(tmp_path / "run"), "--shard.output", str(tmp_path / "out"),
+            "--shard.max_items", "100"]
+    assert run_steps("shard", args) == 2
+    error = capsys.readouterr().err
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    assert len(kept) == 1 and str(kept[0]) in error and "Device or resource busy" in error
+    assert sorted(p.name for p in kept[0].iterdir()) == ["manifest.json", "shard-000000.tar"]

@@ -24,6 +24,7 @@ import io
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -247,12 +248,18 @@ def write_dataset_shards(
     skipped = list(getattr(dataset, "skipped_files", []))
     partial, writer = None, None
     if ctx.is_main:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(
-            tempfile.mkdtemp(
-                prefix=f".{job.output.name}.partial-", dir=job.output.parent
+        try:
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+            partial = Path(
+                tempfile.mkdtemp(
+                    prefix=f".{job.output.name}.partial-", dir=job.output.parent
+                )
             )
-        )
+        except OSError as error:
+            raise UsageError(
+                f"cannot write beside {job.output}: {error.strerror or error}; choose a"
+                f" writable --{ctx.section}.output"
+            ) from None
         writer = ShardWriter(partial, job.prefix, job.max_items, job.max_bytes)
     classes: Counter[str] = Counter()
     folds: Counter[int] = Counter()
@@ -339,8 +346,15 @@ def write_dataset_shards(
             (partial / "manifest.json").write_text(
                 json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8"
             )
-            moved = publish_folder(partial, job.output)
-            partial = None
+            finished, partial = partial, None  # finished work is never deleted
+            try:
+                moved = publish_folder(finished, job.output)
+            except OSError as error:
+                raise UsageError(
+                    f"the shards are written, but could not be moved to {job.output}"
+                    f" ({error.strerror or error}): they are in {finished}; move that folder"
+                    f" there yourself, or rerun with another --{ctx.section}.output"
+                ) from None
             if moved is not None:
                 ctx.info(f"the earlier {job.output} is now {moved}")
         return manifest
@@ -366,6 +380,9 @@ def resolve_output(
 ) -> Path:
     """``output``, or ``<out>/<step>/<default_name>``; checked on rank 0, the verdict shared."""
     path = Path(output) if output else ctx.stage_dir / default_name
+    # A symlink (or a folder under one) is written where it points: the finished folder is
+    # renamed onto its real place, beside which the temporary folder is made.
+    path = Path(os.path.realpath(path))
     flag = f"--{ctx.section}.output"
     problem = None
     if ctx.is_main:
