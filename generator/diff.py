@@ -64,16 +64,36 @@ class _Container:
 # --------------------------------------------------------------------------- finding the build
 
 
+def _is_source(source: Any) -> bool:
+    return isinstance(source, str) or (isinstance(source, list) and all(isinstance(line, str) for line in source))
+
+
+def read_notebook(edited: Path, text: str) -> dict[str, Any]:
+    """The edited notebook's JSON, checked for the shape the diff reads (DiffError otherwise)."""
+    try:
+        notebook = json.loads(text)
+    except ValueError as error:
+        raise DiffError(f"{edited}: not notebook JSON ({error}); download the notebook again as .ipynb") from None
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list) or not all(
+        isinstance(cell, dict) and _is_source(cell.get("source", "")) for cell in cells
+    ):
+        raise DiffError(
+            f"{edited}: not a notebook sigmae-gen can read (it needs a list of cells, each with its source as "
+            "text); download the notebook again as .ipynb"
+        )
+    return notebook
+
+
 def _spec_name(edited: Path, text: str) -> str | None:
     if edited.suffix == ".ipynb":
-        try:
-            notebook = json.loads(text)
-        except ValueError:
-            return None
-        name = notebook.get("metadata", {}).get("sigmae_gen", {}).get("spec") if isinstance(notebook, dict) else None
+        notebook = read_notebook(edited, text)
+        metadata = notebook.get("metadata")
+        tool = metadata.get("sigmae_gen") if isinstance(metadata, dict) else None
+        name = tool.get("spec") if isinstance(tool, dict) else None
         if isinstance(name, str):
             return name
-        for cell in notebook.get("cells", [])[:2] if isinstance(notebook, dict) else []:
+        for cell in notebook["cells"][:2]:
             found = _TITLE.search("".join(cell.get("source", "")))
             if found:
                 return found.group(1)
@@ -119,7 +139,7 @@ def _containers(edited: Path, text: str, folder: Path, source_map: dict[str, Any
             raise _in_place(edited)
         try:
             original = json.loads(original_path.read_text(encoding="utf-8"))["cells"]
-            cells = json.loads(text)["cells"]
+            cells = read_notebook(edited, text)["cells"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DiffError(f"{edited}: not a notebook sigmae-gen can read ({error})") from None
         by_id = {cell.get("id"): position for position, cell in enumerate(original)}

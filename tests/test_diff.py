@@ -362,3 +362,18 @@ def test_bad_input_exits_2_with_one_message(built, tmp_path, capsys, case):
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and expected in err and "Traceback" not in err
     assert "--build" in err or case == "not emitted kind"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"cells": 5}', '{"cells": [5]}', '{"cells": [{"cell_type": "code", "source": 5}]}', "[1, 2]", "{not json"],
+    ids=["cells-not-a-list", "cell-not-a-dict", "source-not-text", "not-an-object", "not-json"],
+)
+def test_a_malformed_notebook_exits_2_with_one_message(built, tmp_path, capsys, text):
+    folder, _ = built
+    path = tmp_path / "edited.ipynb"
+    path.write_text(text)
+    code = cli_main(["diff", str(path), "--build", str(folder)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and str(path) in err and "Traceback" not in err
