@@ -93,6 +93,19 @@ def test_nearest_neighbour_agreement_on_known_clusters() -> None:
     assert nearest_neighbour_agreement(embeddings[:1], labels[:1], ["a", "b"]).overall is None
 
 
+def test_agreement_over_a_large_set_is_measured_on_a_seeded_sample() -> None:
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(300) % 3
+    embeddings = torch.randn(300, 8, generator=generator) + 4 * torch.eye(8)[labels]
+    sampled = nearest_neighbour_agreement(embeddings, labels, ["a", "b", "c"], max_items=120)
+    assert sampled.items == 120 and sampled.sampled_from == 300 and sum(sampled.counts.values()) == 120
+    assert "over 120 items (a seeded sample of 300)" in sampled.describe()
+    assert sampled == nearest_neighbour_agreement(embeddings, labels, ["a", "b", "c"], max_items=120)
+    whole = nearest_neighbour_agreement(embeddings, labels, ["a", "b", "c"])
+    assert whole.items == 300 and whole.sampled_from is None
+    assert abs(sampled.overall - whole.overall) < 0.1
+
+
 @given(seed=st.integers(0, 2**31 - 1), count=st.integers(2, 30), k=st.integers(1, 40))
 def test_most_similar_is_the_brute_force_ranking_without_the_query_itself(seed: int, count: int, k: int) -> None:
     generator = torch.Generator().manual_seed(seed)

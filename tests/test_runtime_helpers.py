@@ -292,11 +292,29 @@ if __name__ == "__main__":
 
 
 def free_port() -> int:
+    """A port for a gloo group's rendezvous, free now and unlikely to be taken before it binds.
+
+    The port is closed again before the spawned ranks bind it, seconds later. An ephemeral
+    port (``bind(0)``) could meanwhile go to another process, another pytest-xdist worker's
+    group among them, whose ranks would then meet ours. So each xdist worker draws from its
+    own block below Linux's ephemeral range (32768+), at random, and checks that it binds.
+    """
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = 10_000 + (index % 8) * 2_500
+    draw = random.Random()  # the process's own stream: the tests' seeds do not pick ports
+    for _ in range(200):
+        port = draw.randrange(low, low + 2_500)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + 2_499} for this test worker")
 
 
 def spawn_and_join(worker, args: tuple, nprocs: int, timeout: float) -> None:

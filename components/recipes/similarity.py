@@ -20,7 +20,11 @@ import torch.nn.functional as F
 from components.data.audio_io import AudioFileError, load_audio
 from components.errors import UsageError
 
-SIMILARITY_BLOCK = 1024  # rows of the similarity matrix computed at once
+SIMILARITY_BLOCK = 1024  # rows of the similarity matrix computed at once (at most)
+SIMILARITY_BLOCK_VALUES = 2**26  # and at most this many similarities (256 MB) at once
+# Nearest-neighbour agreement is O(N^2): beyond this many items it is measured on a seeded
+# sample of them (neighbours searched within the sample), which says as much and stays cheap.
+AGREEMENT_MAX_ITEMS = 20_000
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,14 @@ class NeighbourAgreement:
     overall: float | None
     per_class: dict[str, float]
     counts: dict[str, int]
+    sampled_from: int | None = (
+        None  # the data set's item count when ``items`` is a sample
+    )
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "items": self.items,
+            "sampled_from": self.sampled_from,
             "overall": self.overall,
             "per_class": dict(self.per_class),
             "counts": dict(self.counts),
@@ -66,7 +74,13 @@ class NeighbourAgreement:
             f"{name} {share:.2f}" for name, share in self.per_class.items()
         )
         return (
-            f"nearest-neighbour class agreement (cosine) over {self.items} items: "
+            f"nearest-neighbour class agreement (cosine) over {self.items} items"
+            + (
+                f" (a seeded sample of {self.sampled_from})"
+                if self.sampled_from is not None
+                else ""
+            )
+            + ": "
             f"{self.overall:.3f} overall; {classes}"
         )
 
@@ -81,8 +95,11 @@ def nearest_other(embeddings: torch.Tensor) -> torch.Tensor:
     unit = unit_rows(embeddings)
     count = unit.shape[0]
     nearest = torch.empty(count, dtype=torch.long)
-    for start in range(0, count, SIMILARITY_BLOCK):
-        block = unit[start : start + SIMILARITY_BLOCK] @ unit.t()
+    rows_at_once = max(
+        1, min(SIMILARITY_BLOCK, SIMILARITY_BLOCK_VALUES // max(1, count))
+    )
+    for start in range(0, count, rows_at_once):
+        block = unit[start : start + rows_at_once] @ unit.t()
         rows = torch.arange(block.shape[0])
         block[rows, rows + start] = float("-inf")  # never one's own nearest neighbour
         nearest[start : start + block.shape[0]] = block.argmax(dim=1)
@@ -90,7 +107,10 @@ def nearest_other(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def nearest_neighbour_agreement(
-    embeddings: torch.Tensor, labels: torch.Tensor, class_names: list[str]
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: list[str],
+    max_items: int = AGREEMENT_MAX_ITEMS,
 ) -> NeighbourAgreement:
     """How often an item's nearest other item (cosine) has its class, per class and overall.
 
@@ -99,6 +119,16 @@ def nearest_neighbour_agreement(
     count = int(embeddings.shape[0])
     if count < 2:
         return NeighbourAgreement(count, None, {}, {})
+    sampled_from = None
+    if count > max_items:
+        chosen = torch.randperm(count, generator=torch.Generator().manual_seed(0))
+        chosen = chosen[:max_items].sort().values
+        embeddings, labels, sampled_from, count = (
+            embeddings[chosen],
+            labels[chosen],
+            count,
+            max_items,
+        )
     labels = labels.long().cpu()
     same = labels[nearest_other(embeddings)] == labels
     per_class, counts = {}, {}
@@ -107,7 +137,9 @@ def nearest_neighbour_agreement(
         name = class_names[label] if 0 <= label < len(class_names) else str(label)
         counts[name] = int(chosen.sum())
         per_class[name] = float(same[chosen].float().mean())
-    return NeighbourAgreement(count, float(same.float().mean()), per_class, counts)
+    return NeighbourAgreement(
+        count, float(same.float().mean()), per_class, counts, sampled_from
+    )
 
 
 def most_similar(
