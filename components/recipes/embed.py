@@ -393,8 +393,8 @@ def embed(
 
     Args:
         checkpoint: Encoder checkpoint to embed with (this script's or an official
-            file); None takes the encoder of an earlier mae_pretrain step, else a
-            random one.
+            file); None takes the encoder of an earlier mae_pretrain step
+            (with neither, the step stops and says so).
         pooling: How the encoder's tokens become one embedding: mean or max over the
             patch tokens, or the CLS token.
         batch_size: Clips per batch while computing the embeddings.

@@ -162,8 +162,8 @@ def knn(
         temperature: Temperature of the votes' weights exp(similarity / temperature);
             lower trusts the nearest neighbours more.
         checkpoint: Encoder checkpoint to embed with (this script's or an official
-            file); None takes the encoder of an earlier mae_pretrain step, else a random
-            one.
+            file); None takes the encoder of an earlier mae_pretrain step
+            (with neither, the step stops and says so).
         pooling: How the encoder's tokens become one embedding: mean or max over the
             patch tokens, or the CLS token.
         train_folds: Folds the probe learns from; None takes every fold not evaluated.
@@ -256,8 +256,8 @@ def linear_probe(
         warmup_epochs: Epochs of linear warm-up before the cosine decay.
         label_smoothing: Label smoothing of the cross-entropy (0 = hard targets).
         checkpoint: Encoder checkpoint to embed with (this script's or an official
-            file); None takes the encoder of an earlier mae_pretrain step, else a random
-            one.
+            file); None takes the encoder of an earlier mae_pretrain step
+            (with neither, the step stops and says so).
         pooling: How the encoder's tokens become one embedding: mean or max over the
             patch tokens, or the CLS token.
         train_folds: Folds the probe learns from; None takes every fold not evaluated.
