@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# test workers (pytest-xdist): one per core, at most 4 (TEST_WORKERS=0 runs in this process)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test venv sysdeps bench bench-gpu bench-gpu-dry bench-data clean
 
@@ -32,7 +34,7 @@ demo: $(STAMP)
 
 ## The whole test suite (toolkit, catalog, emitted outputs, notebooks).
 test: $(STAMP) sysdeps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 ## The FiftyOne export (--embed.fiftyone) tested with the real package, in a venv of its own:
 ## fiftyone brings ~130 packages and a MongoDB server, too much for every `make test` (README,

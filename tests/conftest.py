@@ -11,6 +11,12 @@ from hypothesis import HealthCheck, settings
 # ~/.cache/sigmae-gen (subprocesses inherit it); tests of the default location unset it.
 os.environ["SIGMAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="sigmae-test-cache-")
 
+# Under pytest-xdist (`make test` runs one worker per core), torch in each worker and in the
+# scripts it starts uses one thread, so the workers share the cores instead of fighting over
+# them. Set before any test module imports torch, which reads it once.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 settings.register_profile(
     "fast",
     max_examples=8,
