@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,20 +22,9 @@ import torch
 from torch import nn
 
 from components.data.audio_files import AudioFileChangedError
-from components.data.audio_io import AudioFileError, DataFormatError, user_cache_dir
+from components.data.audio_io import AudioFileError, DataFormatError
 from components.data.base import Record, SignalDataset, filter_folds
-from components.data.shards import (
-    META_EXTENSIONS,
-    AudioShards,
-    ShardSample,
-    Tagged,
-    class_names_of,
-    expand_shard_pattern,
-    label_of,
-    load_shard_index,
-    member_name,
-    read_tags,
-)
+from components.data.shards import AudioShards, expand_shard_pattern
 from components.errors import UsageError
 from components.registry import data_registry
 from components.transforms.base import full_frames
@@ -88,51 +75,21 @@ class TensorShards(AudioShards):
         self.skip_bad_files = skip_bad_files
         self.skipped_files: list[str] = []
         self.shuffle_buffer = shuffle_buffer
-        self.shard_paths = expand_shard_pattern(shards, root)
-        index_dir = None
-        if cache:
-            index_dir = (
-                cache_dir if cache_dir is not None else user_cache_dir() / "shards"
-            )
-        indexes = [
-            load_shard_index(path, None, kind="tensors", cache_dir=index_dir)
-            for path in self.shard_paths
+        labelled, problems = self.index_shards(
+            shards,
+            root,
+            classes,
+            cache,
+            cache_dir,
+            kind="tensors",
+            probe=None,
+            extensions=(TENSOR_EXTENSION,),
+            missing=f".{TENSOR_EXTENSION} member",
+        )
+        records = [
+            Record(key, label, self.class_names[label], tag.fold or 1)
+            for key, tag, label in labelled
         ]
-        self.shard_stats = [(index.size, index.mtime_ns) for index in indexes]
-        problems = [(index.path, index.problem) for index in indexes if index.problem]
-        usable: list[tuple[int, ShardSample, Tagged]] = []
-        for shard, index in enumerate(indexes):
-            for sample in index.samples:
-                try:
-                    if sample.problem is not None:
-                        raise DataFormatError(sample.problem)
-                    if TENSOR_EXTENSION not in sample.members:
-                        if not set(sample.members) & set(META_EXTENSIONS):
-                            continue
-                        raise DataFormatError(
-                            f"{member_name(index.path, sample.key)}: no .{TENSOR_EXTENSION} member beside its label"
-                        )
-                    usable.append((shard, sample, read_tags(index.path, sample)))
-                except ValueError as error:
-                    problems.append((f"{index.path}/{sample.key}", str(error)))
-        self.class_names = class_names_of([tag for _, _, tag in usable], classes)
-        index_of = {name: i for i, name in enumerate(self.class_names)}
-        records: list[Record] = []
-        self._members: dict[str, tuple[int, str, str, int, int]] = {}
-        for shard, sample, tag in usable:
-            key = f"{self.shard_paths[shard]}/{sample.key}"
-            try:
-                label = label_of(tag, self.class_names, index_of)
-            except ValueError as error:
-                problems.append((key, f"{member_name(self.shard_paths[shard], sample.key)}: {error}"))  # fmt: skip
-                continue
-            records.append(Record(key, label, self.class_names[label], tag.fold or 1))
-            self._members[key] = (
-                shard,
-                sample.key,
-                TENSOR_EXTENSION,
-                *sample.members[TENSOR_EXTENSION],
-            )
         self.report_problems(problems)
         if not records:
             raise FileNotFoundError(
@@ -140,8 +97,6 @@ class TensorShards(AudioShards):
                 f" labelled tensors (<key>.{TENSOR_EXTENSION} with <key>.json or <key>.cls)"
             )
         self.records = filter_folds(records, folds, shards)
-        self._handles = OrderedDict()
-        self._handles_pid = os.getpid()
 
     source_name = "tensor_shards"
 

@@ -543,67 +543,24 @@ class AudioShards(AudioFileDataset):
         if classes is not None and len(set(classes)) != len(classes):
             raise ValueError(f"audio_shards: classes names a class twice: {classes}")
         self.shuffle_buffer = shuffle_buffer
-        self.shard_paths = expand_shard_pattern(shards, root)
-        index_dir = None
-        if cache:
-            index_dir = (
-                cache_dir if cache_dir is not None else user_cache_dir() / "shards"
-            )
-        indexes = [
-            load_shard_index(
-                path, probe_audio_member, kind="audio", cache_dir=index_dir
-            )
-            for path in self.shard_paths
-        ]
-        self.shard_stats = [(index.size, index.mtime_ns) for index in indexes]
-        problems = [(index.path, index.problem) for index in indexes if index.problem]
-        usable: list[tuple[int, ShardSample, Tagged]] = []
-        for shard, index in enumerate(indexes):
-            for sample in index.samples:
-                key = f"{index.path}/{sample.key}"
-                audio = [e for e in sample.members if e in AUDIO_EXTENSIONS]
-                try:
-                    if sample.problem is not None:
-                        raise DataFormatError(sample.problem)
-                    if not audio:
-                        if not set(sample.members) & set(META_EXTENSIONS):
-                            continue  # a key with other members only (features, text)
-                        raise DataFormatError(
-                            f"{member_name(index.path, sample.key)}: no audio member"
-                            f" (.{' or .'.join(AUDIO_EXTENSIONS[:2])}) beside its label"
-                        )
-                    usable.append((shard, sample, read_tags(index.path, sample)))
-                except ValueError as error:
-                    problems.append((key, str(error)))
-        self.class_names = class_names_of([tag for _, _, tag in usable], classes)
-        index_of = {name: i for i, name in enumerate(self.class_names)}
+        labelled, problems = self.index_shards(
+            shards,
+            root,
+            classes,
+            cache,
+            cache_dir,
+            kind="audio",
+            probe=probe_audio_member,
+            extensions=AUDIO_EXTENSIONS,
+            missing=f"audio member (.{' or .'.join(AUDIO_EXTENSIONS[:2])})",
+        )
         records: list[Record] = []
-        # record key -> (shard, member key, audio extension, data offset, size)
-        self._members: dict[str, tuple[int, str, str, int, int]] = {}
         position_in_class: dict[int, int] = {}
-        for shard, sample, tag in usable:
-            key = f"{self.shard_paths[shard]}/{sample.key}"
-            try:
-                label = label_of(tag, self.class_names, index_of)
-            except ValueError as error:
-                problems.append(
-                    (
-                        key,
-                        f"{member_name(self.shard_paths[shard], sample.key)}: {error}",
-                    )
-                )
-                continue
+        for key, tag, label in labelled:
             position = position_in_class.get(label, 0)
             position_in_class[label] = position + 1
             fold = tag.fold if tag.fold is not None else position % num_folds + 1
             records.append(Record(key, label, self.class_names[label], fold))
-            extension = next(e for e in sample.members if e in AUDIO_EXTENSIONS)
-            self._members[key] = (
-                shard,
-                sample.key,
-                extension,
-                *sample.members[extension],
-            )
         self.report_problems(problems)
         if not records:
             raise FileNotFoundError(
@@ -619,8 +576,84 @@ class AudioShards(AudioFileDataset):
             group_pattern=pattern,
         )
         self.records = filter_folds(records, folds, shards)
+
+    def index_shards(
+        self,
+        shards: str,
+        root: str | None,
+        classes: list[str] | None,
+        cache: bool,
+        cache_dir: str | None,
+        *,
+        kind: str,
+        probe: MemberProbe | None,
+        extensions: tuple[str, ...],
+        missing: str,
+    ) -> tuple[list[tuple[str, Tagged, int]], list[tuple[str, str]]]:
+        """Index the shards of ``shards``: ``(record key, tags, label)`` of every labelled
+        sample with a member of ``extensions``, and the problems found (not yet reported).
+
+        Sets ``shard_paths``, ``shard_stats``, ``class_names``, the member table and the
+        per-process file cache; what a sample's fold is stays the caller's rule.
+        """
+        self.shard_paths = expand_shard_pattern(shards, root)
+        index_dir = None
+        if cache:
+            index_dir = (
+                cache_dir if cache_dir is not None else user_cache_dir() / "shards"
+            )
+        indexes = [
+            load_shard_index(path, probe, kind=kind, cache_dir=index_dir)
+            for path in self.shard_paths
+        ]
+        self.shard_stats = [(index.size, index.mtime_ns) for index in indexes]
+        problems = [(index.path, index.problem) for index in indexes if index.problem]
+        usable: list[tuple[int, ShardSample, Tagged, str]] = []
+        for shard, index in enumerate(indexes):
+            for sample in index.samples:
+                found = [e for e in sample.members if e in extensions]
+                try:
+                    if sample.problem is not None:
+                        raise DataFormatError(sample.problem)
+                    if not found:
+                        if not set(sample.members) & set(META_EXTENSIONS):
+                            continue  # a key with other members only (features, text)
+                        raise DataFormatError(
+                            f"{member_name(index.path, sample.key)}: no {missing}"
+                            " beside its label"
+                        )
+                    usable.append(
+                        (shard, sample, read_tags(index.path, sample), found[0])
+                    )
+                except ValueError as error:
+                    problems.append((f"{index.path}/{sample.key}", str(error)))
+        self.class_names = class_names_of([tag for _, _, tag, _ in usable], classes)
+        index_of = {name: i for i, name in enumerate(self.class_names)}
+        labelled: list[tuple[str, Tagged, int]] = []
+        # record key -> (shard, member key, member extension, data offset, size)
+        self._members: dict[str, tuple[int, str, str, int, int]] = {}
+        for shard, sample, tag, extension in usable:
+            key = f"{self.shard_paths[shard]}/{sample.key}"
+            try:
+                label = label_of(tag, self.class_names, index_of)
+            except ValueError as error:
+                problems.append(
+                    (
+                        key,
+                        f"{member_name(self.shard_paths[shard], sample.key)}: {error}",
+                    )
+                )
+                continue
+            labelled.append((key, tag, label))
+            self._members[key] = (
+                shard,
+                sample.key,
+                extension,
+                *sample.members[extension],
+            )
         self._handles: OrderedDict[int, BinaryIO] = OrderedDict()
         self._handles_pid = os.getpid()
+        return labelled, problems
 
     def report_problems(self, problems: list[tuple[str, str]]) -> None:
         """Raise one error naming the bad members and the fix, or (``skip_bad_files``) warn and count them."""
