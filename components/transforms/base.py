@@ -261,7 +261,27 @@ class SignalTransform(nn.Module):
             )
 
 
+class FeatureTransform(SignalTransform):
+    """A transform split in two: ``features`` (what depends only on the signal) and
+    ``from_features`` / ``windows_from_features`` (the model's window, normalisation).
+
+    ``forward`` and ``windows`` are the compositions, so features stored once by a
+    features step and the waveform path run the same code.
+    """
+
+    def forward(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.from_features(*self.features(batch, lengths))
+
+    def windows(
+        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.windows_from_features(*self.features(batch, lengths))
+
+
 __all__ = [
+    "FeatureTransform",
     "ShortClip",
     "SignalTransform",
     "WindowStart",

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from components.registry import transform_registry
 from components.transforms.base import (
-    SignalTransform,
+    FeatureTransform,
     cover_windows,
     fit_windows,
     full_frames,
@@ -166,7 +166,7 @@ def kaldi_fbank_features(
 
 
 @transform_registry.register("kaldi_fbank", version="1.0")
-class KaldiFbank(SignalTransform):
+class KaldiFbank(FeatureTransform):
     """AudioMAE's front end: ``[B, N]`` waveforms -> ``[B, 1, T, F]`` normalised Kaldi fbanks.
 
     Each clip has its mean removed, its Kaldi fbank computed, zero frames appended (as
@@ -340,16 +340,6 @@ class KaldiFbank(SignalTransform):
             features = features.new_zeros((*features.shape[:2], 1, features.shape[3]))
         windows, owner = cover_windows(features, frames, self.target_frames, "pad")
         return self.normalise(windows), owner
-
-    def forward(
-        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.from_features(*self.features(batch, lengths))
-
-    def windows(
-        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.windows_from_features(*self.features(batch, lengths))
 
 
 __all__ = [

@@ -16,6 +16,7 @@ import torch
 
 from components.registry import transform_registry
 from components.transforms.base import (
+    FeatureTransform,
     SignalTransform,
     cover_windows,
     fit_windows,
@@ -87,7 +88,7 @@ def standardize_per_item(features: torch.Tensor, eps: float = 1e-5) -> torch.Ten
 
 
 @transform_registry.register("log_mel", version="1.0")
-class LogMel(SignalTransform):
+class LogMel(FeatureTransform):
     """AudioMAE++'s front end: ``[B, N]`` -> ``[B, 1, target_frames, n_mels]`` standardised log-mels.
 
     Centred STFT (reflect padding) with a periodic Hann window, power spectrum, HTK mel
@@ -249,19 +250,9 @@ class LogMel(SignalTransform):
         features, owner = cover_windows(mel, frames, self.target_frames, "tile")
         return self.finish(features), owner
 
-    def forward(
-        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.from_features(*self.features(batch, lengths))
-
-    def windows(
-        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.windows_from_features(*self.features(batch, lengths))
-
 
 @transform_registry.register("iq_spectrogram", version="1.0")
-class IQSpectrogram(SignalTransform):
+class IQSpectrogram(FeatureTransform):
     """RadioML front end: ``[B, 2, L]`` IQ -> ``[B, C, T, n_fft]`` two-sided spectrogram.
 
     The STFT of ``I + jQ`` is two-sided (a complex signal's negative frequencies differ from
@@ -377,11 +368,6 @@ class IQSpectrogram(SignalTransform):
                 [standardize_per_item(features[:, :1]), features[:, 1:]], dim=1
             )
         return features
-
-    def forward(
-        self, batch: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.from_features(*self.features(batch, lengths))
 
 
 @transform_registry.register("iq_patches", version="1.0")
