@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import ast
 import functools
+import io
+import keyword
+import re
 import sys
+import tokenize
 from collections.abc import Iterable, Sequence
-from importlib import metadata
 from pathlib import Path
 
 from generator.cache import TextCache, content_key
@@ -31,6 +34,17 @@ class FormatError(ValueError):
 
 @functools.cache
 def _black_version() -> str:
+    """black's version, for the cache key, without importing black (~0.2 s) or scanning
+    every installed distribution (importlib.metadata: ~20 ms): black ships it as the
+    one-line top-level module ``_black_version`` that its own ``__version__`` reads."""
+    try:
+        from _black_version import version  # type: ignore[import-not-found]
+
+        return str(version)
+    except ImportError:  # pragma: no cover - an unusual black install
+        pass
+    from importlib import metadata
+
     try:
         return metadata.version("black")
     except metadata.PackageNotFoundError:  # pragma: no cover - black is a runtime dependency
@@ -107,6 +121,58 @@ def format_many(
         _remember(cache, source, text)
         results[i] = text
     return results  # type: ignore[return-value]
+
+
+def stays_black_clean(original: str, renamed: str) -> bool:
+    """Whether black leaves ``renamed`` as it is, given that it leaves ``original`` as it is
+    and ``renamed`` is ``original`` with names respelled in place (generator/rename.py).
+
+    black keeps a logical line that fits in ``LINE_LENGTH`` columns as it is (its spacing
+    does not depend on how a name is spelled); only a line it must split, or one it split
+    before, can change shape. So: True when every changed line is a whole logical line of
+    its own, ASCII (black counts wide characters double) and still fits; anything else
+    (a changed line inside brackets or a continuation, a line too long now, a line added or
+    removed, a name respelled to a soft keyword) is left to black. A sufficient condition,
+    never a guess: the inliner runs black whenever it is False.
+    """
+    old_lines, new_lines = original.split("\n"), renamed.split("\n")
+    if len(old_lines) != len(new_lines):
+        return False
+    changed = [i for i, (old, new) in enumerate(zip(old_lines, new_lines)) if old != new]
+    if not changed:
+        return True
+    for i in changed:
+        line = new_lines[i]
+        if len(line) > LINE_LENGTH or not line.isascii():
+            return False
+    soft = set(keyword.softkwlist)
+    if any(token in soft for i in changed for token in _WORD.findall(new_lines[i])):
+        return False
+    whole = _single_line_logical_lines(original)
+    return whole is not None and all(i + 1 in whole for i in changed)
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _single_line_logical_lines(source: str) -> set[int] | None:
+    """1-based numbers of the lines that hold one whole logical line (None: not tokenizable)."""
+    whole: set[int] = set()
+    start: int | None = None
+    skip = (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.NEWLINE:
+                if start is not None and start == token.start[0]:
+                    whole.add(start)
+                start = None
+            elif token.type == tokenize.ENDMARKER:
+                break
+            elif start is None and token.type not in skip:
+                start = token.start[0]
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    return whole
 
 
 def _numbered(source: str, limit: int = 60) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.cache import TextCache, content_key, default_cache_dir
-from generator.formatting import format_many, merge_imports
+from generator.formatting import format_many, merge_imports, stays_black_clean
 from generator.analysis import BUILTIN_NAMES, CatalogError, ImportBinding, TopLevel
 from generator.index import CatalogIndex
 from generator.ir import DefinitionKey, EmittedDefinition, InlinedProgram, ModuleChunk, Resolution
@@ -49,7 +49,8 @@ class _Rewrite:
     drop_registry: bool
     local_imports: tuple[tuple[str, str], ...] = ()  # function-local catalog import: local -> new
 
-    def needs_libcst(self) -> bool:
+    def respells(self) -> bool:
+        """Whether the statement's text changes beyond dropped decorator lines (generator/rename.py)."""
         return bool(self.names or self.attrs or self.local_imports)
 
 
@@ -294,32 +295,34 @@ def _emit_all(
     rewrites: dict[tuple[str, int], _Rewrite],
     cache_dir: Path,
 ) -> dict[tuple[str, int], str]:
-    """Formatted text of every statement: its catalog text, or rewritten and black-formatted (cached).
+    """Formatted text of every statement: its catalog text, or rewritten (cached).
 
     The catalog is black-clean at the generator's settings (tests/test_catalog_style.py), and
     so is each of its statements; dropping whole decorator lines keeps it so. Only a statement
-    renamed in can change shape, so only those go to black.
+    renamed in can change shape, and only where a respelled line no longer fits or stands
+    inside brackets (formatting.stays_black_clean): only those go to black.
     """
     cache = _text_cache(cache_dir)
     emitted: dict[tuple[str, int], str] = {}
     todo: list[tuple[tuple[str, int], str, str, str]] = []  # (statement id, cache key, code, where)
     for statement in statements:
         rewrite = rewrites[(statement.module, statement.index)]
-        if not rewrite.needs_libcst():
-            emitted[(statement.module, statement.index)] = (
-                _drop_registry_decorators(statement) if rewrite.drop_registry else statement.code
-            )
+        code = _drop_registry_decorators(statement) if rewrite.drop_registry else statement.code
+        if not rewrite.respells():
+            emitted[(statement.module, statement.index)] = code
             continue
         key = content_key("inline", INLINE_VERSION, statement.code, repr(rewrite))
         hit = cache.get(key)
         if hit is not None:
             emitted[(statement.module, statement.index)] = hit
             continue
-        code = _drop_registry_decorators(statement) if rewrite.drop_registry else statement.code
         where = index.location(statement.module, statement.lineno)
-        if rewrite.needs_libcst():
-            code = _apply(code, rewrite, where, index.package)
-        todo.append(((statement.module, statement.index), key, code, where))
+        renamed = _apply(code, rewrite, where, index.package)
+        if stays_black_clean(code, renamed):  # black would return it unchanged: no need to ask it
+            cache.put(key, renamed)
+            emitted[(statement.module, statement.index)] = renamed
+            continue
+        todo.append(((statement.module, statement.index), key, renamed, where))
     if todo:
         formatted = format_many([t[2] for t in todo], cache_dir=cache_dir, what=[t[3] for t in todo])
         for (sid, key, _, _), text in zip(todo, formatted):

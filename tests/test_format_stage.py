@@ -1,8 +1,9 @@
 """The format stage: black runs on what the generator writes, never on catalog text it copies.
 
 The catalog is black-clean (tests/test_catalog_style.py), so a definition emitted as its
-source text (registry decorators dropped) is black-clean too; only the generated skeleton and
-definitions libcst renamed in go to black, in the build's one format call.
+source text (registry decorators dropped) is black-clean too; only the generated skeleton (in
+the build's one format call) and the renamed definitions whose respelled lines black could
+reshape (formatting.stays_black_clean) go to black.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from pathlib import Path
 
 import black
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import generator.formatting as formatting
+from generator.analysis import CatalogError
 from generator.build import build_spec
+from generator.formatting import stays_black_clean
 from generator.index import build_index
 from generator.inline import _drop_registry_decorators
+from generator.rename import rewrite_names
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -25,16 +29,57 @@ TOY_CATALOG = HERE / "fixture_specs" / "catalog"
 TOY = HERE / "fixture_specs" / "toy.yaml"
 MODE = black.Mode(line_length=formatting.LINE_LENGTH, target_versions={black.TargetVersion.PY310})
 
-REGISTERED = sorted(
-    {id(s): s for s in build_index(ROOT).statements.values() if s.registrations}.values(),
-    key=lambda s: (s.module, s.lineno),
-)
+STATEMENTS = sorted({id(s): s for s in build_index(ROOT).statements.values()}.values(), key=lambda s: (s.module, s.lineno))
+REGISTERED = [s for s in STATEMENTS if s.registrations]
 
 
 @given(statement=st.sampled_from(REGISTERED))
 def test_a_registered_definition_without_its_registry_decorator_is_black_clean(statement) -> None:
     text = _drop_registry_decorators(statement)
     assert black.format_str(text, mode=MODE) == text, f"{statement.module}:{statement.lineno}"
+
+
+@settings(max_examples=80, deadline=None)
+@given(statement=st.sampled_from(STATEMENTS), data=st.data())
+def test_a_renamed_definition_left_unformatted_is_what_black_would_write(statement, data) -> None:
+    """stays_black_clean is a sufficient condition: whenever it spares black, black agrees."""
+    names = sorted({use.name for use in statement.uses} | set(statement.names))
+    assume(names)
+    chosen = data.draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
+    spell = data.draw(st.sampled_from(["longer", "shorter"]))
+    suffix = data.draw(st.text(alphabet="xyz_", min_size=1, max_size=30))
+    renames = {name: (name + "_" + suffix if spell == "longer" else name[:2] + "Q") for name in chosen}
+    try:
+        renamed = rewrite_names(statement.code, names=renames, attrs={}, local_imports={}, where="test")
+    except CatalogError:  # a local hides the new name
+        assume(False)
+    if stays_black_clean(statement.code, renamed):
+        assert black.format_str(renamed, mode=MODE) == renamed, f"{statement.module}:{statement.lineno} {renames}"
+
+
+LONG_CALL = "def f(x):\n    return helper(x, another_argument, yet_another_argument, and_one_more_argument_too)\n"
+
+
+@pytest.mark.parametrize(
+    ("original", "renamed", "spared"),
+    [
+        ("def f(x):\n    return Foo(x)\n", "def f(x):\n    return Foo_models(x)\n", True),
+        ("x = 1\n", "x = 1\n", True),
+        (LONG_CALL, LONG_CALL.replace("helper", "helper_with_a_longer_name"), False),  # > 88 columns now
+        (
+            "value = compute(\n    first_argument_name, second_argument_name, third_argument_name_x\n)\n",
+            "value = compute(\n    first, second_argument_name, third_argument_name_x\n)\n",
+            False,  # inside brackets: black might join the lines now
+        ),
+        ("def f(x):\n    return Foo(x)\n", "def f(x):\n    y = 1\n    return Foo(x)\n", False),  # a line added
+        ("def f(x):\n    return Foo(x)\n", "def f(x):\n    return Foo(x)  # é\n", False),  # not ASCII
+        ("y = Foo\n", "y = match\n", False),  # a soft keyword
+    ],
+)
+def test_stays_black_clean_spares_black_only_for_whole_lines_that_still_fit(original, renamed, spared) -> None:
+    assert stays_black_clean(original, renamed) is spared
+    if spared:
+        assert black.format_str(renamed, mode=MODE) == renamed
 
 
 def test_a_build_formats_the_generated_code_and_no_copied_catalog_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
