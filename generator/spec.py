@@ -103,9 +103,11 @@ def _mark_location(file: str, mark: Any, line_offset: int = 0, column_offset: in
     return Location(file, mark.line + 1 + line_offset, mark.column + 1 + column_offset)
 
 
-def _check_depth(text: str, file: str, column_offset: int) -> None:
-    """Refuse nesting deeper than `_MAX_DEPTH` from the event stream (the parser does not recurse)."""
+def _checked_events(text: str, file: str, column_offset: int) -> list[yaml.Event]:
+    """The document's event stream, refusing nesting deeper than `_MAX_DEPTH` (the parser does
+    not recurse; the composer does, so it only ever sees a stream that passed)."""
     depth = 0
+    events = []
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
@@ -114,13 +116,38 @@ def _check_depth(text: str, file: str, column_offset: int) -> None:
                 raise where.error(f"the spec is nested more than {_MAX_DEPTH} levels deep; write it out flatter")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
+        events.append(event)
+    return events
+
+
+class _EventComposer(yaml.composer.Composer, yaml.resolver.Resolver):
+    """The safe loader's composer and resolver over an event stream already parsed (the depth
+    check's), so a spec is scanned and parsed once, not twice (~40% of the YAML time)."""
+
+    def __init__(self, events: list[yaml.Event]) -> None:
+        self._events = events
+        self._at = 0
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+    def check_event(self, *choices: type) -> bool:  # yaml.parser.Parser's three event methods
+        if self._at >= len(self._events):
+            return False
+        return not choices or isinstance(self._events[self._at], choices)
+
+    def peek_event(self) -> yaml.Event | None:
+        return self._events[self._at] if self._at < len(self._events) else None
+
+    def get_event(self) -> yaml.Event | None:
+        event = self.peek_event()
+        self._at += 1
+        return event
 
 
 def parse_yaml(text: str, file: str, *, column_offset: int = 0) -> Node | None:
     """Parse one YAML document into a positioned `Node` tree (None for an empty document)."""
     try:
-        _check_depth(text, file, column_offset)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _EventComposer(_checked_events(text, file, column_offset)).get_single_node()
     except yaml.MarkedYAMLError as exc:
         where = _mark_location(file, exc.problem_mark or exc.context_mark, column_offset=column_offset)
         problem = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
