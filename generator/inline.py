@@ -10,8 +10,10 @@ emitted definition opens with a one-line provenance comment (catalog path, symbo
 of its catalog source) and is recorded in its chunk's `definitions`: the build's source map
 (generator/sourcemap.py) and `sigmae-gen diff` (generator/diff.py) start from them.
 
-Most definitions need no rewriting: their text goes straight to black, and the black
-output is cached by content hash, so a warm build neither parses nor formats catalog code.
+Most definitions need no rewriting: their catalog text, which is black-clean, is emitted as
+it is. A renamed one goes to black only where a respelled line could change shape
+(formatting.stays_black_clean), and renamed text is cached by content hash, so a warm build
+neither parses nor formats catalog code.
 """
 
 from __future__ import annotations
