@@ -307,14 +307,14 @@ class _UsesCollector:
                 scope.bound.add(node.name)
             self._body(node.body, scope, eager)
         else:
-            for child in ast.iter_child_nodes(node):
+            for child in _children(node):
                 if isinstance(child, ast.stmt):
                     self._stmt(child, scope, eager)
                 elif isinstance(child, ast.ExceptHandler):
                     self._stmt(child, scope, eager)  # type: ignore[arg-type]
                 elif isinstance(child, ast.expr):
                     self._expr(child, scope, eager)
-                elif isinstance(child, ast.AST):
+                else:
                     self._misc(child, scope, eager)
 
     def _misc(self, node: ast.AST, scope: _Scope, eager: bool) -> None:
@@ -323,12 +323,12 @@ class _UsesCollector:
             scope.bound.add(node.name)
         elif isinstance(node, ast.MatchMapping) and node.rest:
             scope.bound.add(node.rest)
-        for child in ast.iter_child_nodes(node):
+        for child in _children(node):
             if isinstance(child, ast.stmt):
                 self._stmt(child, scope, eager)
             elif isinstance(child, ast.expr):
                 self._expr(child, scope, eager)
-            elif isinstance(child, ast.AST):
+            else:
                 self._misc(child, scope, eager)
 
     def _arguments(self, args: ast.arguments, outer: _Scope, inner: _Scope, eager: bool) -> None:
@@ -363,7 +363,7 @@ class _UsesCollector:
                 first = node.slice.elts[0] if isinstance(node.slice, ast.Tuple) else node.slice
                 self._forward_references(first, scope)
                 return
-        for child in ast.iter_child_nodes(node):
+        for child in _children(node):
             self._forward_references(child, scope)
 
     def _string_annotation(self, node: ast.Constant, scope: _Scope) -> None:
@@ -380,6 +380,8 @@ class _UsesCollector:
 
     # -- expressions
     def _expr(self, node: ast.expr, scope: _Scope, eager: bool) -> None:
+        if type(node) is ast.Constant:  # the commonest leaf: nothing to read
+            return
         if isinstance(node, ast.Name):
             if isinstance(node.ctx, ast.Load) or node.id in scope.declared_global:
                 # A `global` write is a use too: renaming must rewrite it with the binding.
@@ -427,11 +429,40 @@ class _UsesCollector:
             target_scope.bound.add(node.target.id)
             self._expr(node.value, scope, eager)
             return
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.expr):
-                self._expr(child, scope, eager)
-            elif isinstance(child, ast.AST):
-                self._misc(child, scope, eager)
+        expr, misc = self._expr, self._misc
+        for field in _fields(type(node)):  # ast.iter_child_nodes' nodes and order, leaves skipped
+            value = getattr(node, field, None)
+            for child in value if type(value) is list else (value,):
+                if isinstance(child, ast.expr):
+                    if type(child) is not ast.Constant:
+                        expr(child, scope, eager)
+                elif isinstance(child, ast.AST) and not isinstance(child, _LEAVES):
+                    misc(child, scope, eager)
+
+
+# Nodes that hold no names and no other nodes (expression contexts, operators): the walk skips
+# them, as visiting them would do nothing, and the fields that only ever hold them.
+_LEAVES = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+_LEAF_FIELDS = frozenset({"ctx", "op", "ops"})
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = tuple(f for f in cls._fields if f not in _LEAF_FIELDS)  # type: ignore[attr-defined]
+    return found
+
+
+def _children(node: ast.AST) -> list[ast.AST]:
+    """``ast.iter_child_nodes`` (same nodes, same order) without the leaves, as one list."""
+    found = []
+    for field in _fields(type(node)):
+        value = getattr(node, field, None)
+        for child in value if type(value) is list else (value,):
+            if isinstance(child, ast.AST) and not isinstance(child, _LEAVES):
+                found.append(child)
+    return found
 
 
 # --------------------------------------------------------------------------- docstrings
