@@ -3,7 +3,8 @@
 The generator owns only the files it writes. `write_outputs` replaces exactly those files in
 `out_root/<name>/` and leaves every other file and folder there (a user's `runs/`, notes,
 data) in place; a generated file the build no longer emits is removed only when its header
-says the generator wrote it. Every new file is written and fsynced under a temporary name
+says the generator wrote it. A file that already holds the build's bytes is left as it is
+(a rebuild that changes nothing writes nothing). Every new file is written and fsynced under a temporary name
 first, then each is renamed over its target; a failure at any point restores the files that
 were already replaced, so a failed build leaves the previous output as it was. A fresh
 folder is filled beside its destination and renamed in whole. Nothing is written outside
@@ -174,9 +175,24 @@ def write_outputs(
         if not dest.exists():
             _write_fresh(out_root, name, files)
         else:
-            _replace_files(dest, files, _stale_generated(dest, stale, files))
+            remove = _stale_generated(dest, stale, files)
+            changed = {file_name: content for file_name, content in files.items() if not _holds(dest / file_name, content)}
+            if not changed and not remove:
+                return dest  # a rebuild that changes nothing writes nothing (and fsyncs nothing)
+            _replace_files(dest, changed, remove)
         _fsync_dir(out_root)
     return dest
+
+
+def _holds(path: Path, content: str | bytes) -> bool:
+    """Whether `path` is a plain file with exactly these bytes already (then it is left alone)."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _write_fresh(out_root: Path, name: str, files: Mapping[str, str | bytes]) -> None:
