@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from components.run_checkpoint import CheckpointManager, load_checkpoint_file, load_model_weights  # noqa: E402
+from components.run_checkpoint import Checkpointer, load_checkpoint_file, load_model_weights  # noqa: E402
 from components.data.synthetic import SyntheticAudio  # noqa: E402
 from components.distributed import DistInfo  # noqa: E402
 from components.metrics import read_metrics  # noqa: E402
@@ -197,14 +197,14 @@ def resume_overhead(device: torch.device) -> dict[str, float]:
     loss.backward()
     optimizer.step()
     with tempfile.TemporaryDirectory() as folder:
-        manager = CheckpointManager(Path(folder), spec_name="bench", spec_hash="0", model_config={})
+        checkpointer = Checkpointer(Path(folder), spec_name="bench", spec_hash="0", model_config={})
         start = time.perf_counter()
-        path = manager.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": gather_rng_states(DistInfo())}, step=1)
+        path = checkpointer.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": gather_rng_states(DistInfo())}, step=1)
         save_s = time.perf_counter() - start
         size_mb = path.stat().st_size / 2**20
         start = time.perf_counter()
-        payload = load_checkpoint_file(manager.last_path)
-        load_model_weights(model, payload, manager.last_path)
+        payload = load_checkpoint_file(checkpointer.last_path)
+        load_model_weights(model, payload, checkpointer.last_path)
         optimizer.load_state_dict(payload["optimizer"])
         restore_s = time.perf_counter() - start
     return {"size_mb": size_mb, "save_s": save_s, "restore_s": restore_s}

@@ -186,7 +186,7 @@ def load_model_weights(
 
 
 @dataclass
-class CheckpointManager:
+class Checkpointer:
     """Step checkpoints of one stage in ``directory``: ``step_00000042.pt``, ``last.pt``, ``best.pt``.
 
     Only the main rank writes (``enabled``); every rank reads. ``keep_last`` step files are

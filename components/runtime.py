@@ -5,6 +5,12 @@ a ``Pipeline`` naming the spec's classes and recipe functions, then calls ``run_
 Everything that runs at training time lives here and in the recipes, so it is tested in the
 catalog before it is ever emitted.
 
+``run_pipeline`` runs the steps in order. Each recipe gets a frozen ``Stage``: the run record
+(``RunRecord``: device, dtype, ranks, output folder, run flags), its section, the spec's
+``Components``, the ``Handoff`` of the steps before it, and the run's metrics, plots and stop
+flag. It returns a ``StepResult``: its summary and what it hands on (e.g. the encoder
+checkpoint), which ``pipeline_state.json`` keeps for ``--resume``.
+
 Exit codes: 0 done (or stopped by SIGTERM/SIGINT after a checkpoint), 1 the run failed (a
 non-finite loss), 2 a user error (bad flag, missing data, wrong checkpoint) with one message.
 """
@@ -30,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from components.run_checkpoint import RESUME_KEYS, CheckpointError, CheckpointManager
+from components.run_checkpoint import RESUME_KEYS, CheckpointError, Checkpointer
 from components.data.base import folds_of, indices_in_folds
 from components.distributed import (
     DistInfo,
@@ -121,7 +127,7 @@ class StopFlag:
     """Set by SIGTERM/SIGINT; training loops check it after every optimizer step.
 
     Under DDP the ranks must stop at the same step, which they agree on only when they sync:
-    ``TrainLoop`` syncs at least every few seconds (``STOP_CHECK_SECONDS``) for that.
+    the training loops sync at least every few seconds (``STOP_CHECK_SECONDS``) for that.
 
     The first signal asks for a clean stop (checkpoint, exit 0: Colab disconnects, spot
     preemption); a second SIGINT interrupts at once, for a user who really means it.
@@ -417,86 +423,31 @@ def split_by_folds(dataset: Any, folds: Sequence[int]) -> FoldSubset:
 
 
 # --------------------------------------------------------------------------- context
-@dataclass
-class RunContext:
-    """Everything a recipe needs, set up once per run (``section``/``stage_index`` per step).
+@dataclass(frozen=True)
+class RunRecord:
+    """What every step of one run shares, fixed before the first: where, on what, how seeded.
 
-    Where things are: ``config`` (the parsed ``Config``; ``options`` is its ``run`` section),
-    ``device``/``amp_dtype`` with ``autocast()`` and ``grad_scaler()``, ``dist`` (rank, world
-    size, ``is_main``) with ``distribute(module)`` for DDP and ``compile(module)``, ``out_dir``
-    and ``stage_dir`` (``<out>/<section>``), ``metrics`` (progress, JSONL, TensorBoard,
-    summaries), ``plots``, ``checkpoints()`` (this stage's ``CheckpointManager``, cleared on a
-    fresh run), ``stop`` (SIGTERM/SIGINT), ``max_steps`` (``--steps``), ``resume``, ``smoke``.
-    Components: ``build_model(**overrides)``, ``build_transform()``, ``dataset()`` (all folds,
-    built once; split with ``split_by_folds``), ``loader(...)``/``eval_loader`` (rank-sharded,
-    resumable), ``check_fit(model, transform)``. ``state`` carries JSON-able results between
-    steps (``encoder_checkpoint``, ``classifier_checkpoint``, ``embeddings``); ``--resume``
-    restores it for the steps it skips.
+    ``options`` are the run flags (``--seed``, ``--steps``, ``--smoke``, ...), ``dist`` this
+    process's rank and world size, ``device``/``amp_dtype`` where and in what precision it
+    computes, ``out_dir`` the run folder.
     """
 
-    pipeline: Pipeline
-    config: Any
+    name: str  # the spec's name
+    spec_hash: str
+    options: RunOptions
     dist: DistInfo
     device: torch.device
     amp_dtype: torch.dtype | None
     out_dir: Path
-    metrics: MetricsLogger
-    plots: Plotter
-    stop: StopFlag = field(default_factory=StopFlag)
-    state: dict[str, Any] = field(default_factory=dict)
-    section: str = ""
-    stage_index: int = 0
-    rerun: bool = (
-        False  # this step finished before, but an earlier step ran again since
-    )
-    _dataset: Any = None
-
-    # -- options
-    @property
-    def options(self) -> RunOptions:
-        return self.config.run
-
-    @property
-    def smoke(self) -> bool:
-        return bool(self.options.smoke)
-
-    @property
-    def resume(self) -> bool:
-        """``--resume``, except for a finished step run again because an earlier one changed."""
-        return bool(self.options.resume) and not self.rerun
-
-    @property
-    def max_steps(self) -> int | None:
-        return self.options.steps
 
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
 
     @property
-    def stage_dir(self) -> Path:
-        return self.out_dir / self.section
+    def smoke(self) -> bool:
+        return bool(self.options.smoke)
 
-    @property
-    def stage_seed(self) -> int:
-        return derive_seed(self.options.seed, self.dist.rank, self.stage_index)
-
-    @property
-    def data_seed(self) -> int:
-        """Shared by all ranks (so they deal the same permutation), distinct per stage."""
-        return derive_seed(self.options.seed, 0, self.stage_index)
-
-    def info(self, message: str) -> None:
-        self.metrics.info(f"[{self.section or self.pipeline.name}] {message}")
-
-    def warn(self, message: str) -> None:
-        """A result that may mean nothing (see ``components.recipes.guards``): one line."""
-        self.metrics.info(f"[{self.section or self.pipeline.name}] warning: {message}")
-
-    def section_config(self, name: str) -> dict[str, Any]:
-        return dataclasses.asdict(getattr(self.config, name))
-
-    # -- numerics
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -526,32 +477,39 @@ class RunContext:
             module, device_ids=device_ids, find_unused_parameters=find_unused_parameters
         )
 
-    # -- components
-    def build_model(self, **overrides: Any) -> nn.Module:
-        """``pipeline.model(**model config)``; overrides the model does not take are dropped."""
-        kwargs = self.section_config("model")
-        kwargs.update(accepted_kwargs(self.pipeline.model, overrides))
-        return self._construct("model", self.pipeline.model, kwargs).to(self.device)
 
-    def build_transform(self) -> nn.Module:
-        kwargs = self.section_config("transform")
-        transform = self._construct("transform", self.pipeline.transform, kwargs)
+@dataclass(frozen=True)
+class Components:
+    """The spec's data set, transform and model, built from their ``Config`` sections.
+
+    ``dataset()`` is the whole data set (all folds), built once per run; recipes split it
+    with ``split_by_folds``. Under ``--smoke`` it is the spec's synthetic smoke data.
+    """
+
+    pipeline: Pipeline
+    config: Any
+    run: RunRecord
+    _built: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def settings(self, section: str) -> dict[str, Any]:
+        """The ``Config`` section ``section`` as a dict (``--<section>.<field>`` flags applied)."""
+        return dataclasses.asdict(getattr(self.config, section))
+
+    def model(self, **overrides: Any) -> nn.Module:
+        """``pipeline.model(**model config)``; overrides the model does not take are dropped."""
+        kwargs = self.settings("model")
+        kwargs.update(accepted_kwargs(self.pipeline.model, overrides))
+        return _construct("model", self.pipeline.model, kwargs).to(self.run.device)
+
+    def transform(self) -> nn.Module:
+        kwargs = self.settings("transform")
+        transform = _construct("transform", self.pipeline.transform, kwargs)
         # Precomputed features (feature_shards): the data set checks that this transform made
         # them and leaves only its part after the features to run.
         adapt = getattr(self.dataset(), "adapt_transform", None)
         if adapt is not None:
             transform = adapt(transform, kwargs)
-        return transform.to(self.device)
-
-    @staticmethod
-    def _construct(section: str, cls: type, kwargs: dict[str, Any]) -> Any:
-        """``cls(**kwargs)``; a setting the component rejects is a user error naming its flags."""
-        try:
-            return cls(**kwargs)
-        except ValueError as error:
-            raise UsageError(
-                f"{section}: {error} (change the --{section}.<field> flags)"
-            ) from None
+        return transform.to(self.run.device)
 
     def check_fit(self, model: nn.Module, transform: nn.Module) -> None:
         """Fail before training, naming the flags, when data, transform and model do not fit together."""
@@ -584,13 +542,14 @@ class RunContext:
 
     def dataset(self) -> Any:
         """The whole data set (all folds), built once per run; recipes split it by folds."""
-        if self._dataset is None:
-            self._dataset = self._build_dataset()
-        return self._dataset
+        if "dataset" not in self._built:
+            self._built["dataset"] = self._build_dataset()
+        return self._built["dataset"]
 
     def _build_dataset(self) -> Any:
-        data_cfg = self.section_config("data") if hasattr(self.config, "data") else {}
-        if self.smoke:
+        data_cfg = self.settings("data") if hasattr(self.config, "data") else {}
+        options = self.run.options
+        if options.smoke:
             if self.pipeline.smoke_data is None:
                 raise UsageError(
                     f"spec {self.pipeline.name!r} has no smoke data set; --smoke needs one"
@@ -604,9 +563,9 @@ class RunContext:
         else:
             cls = self.pipeline.data
             kwargs = dict(data_cfg)
-            if self.options.data_dir is not None:
-                kwargs["root"] = self.options.data_dir
-            if self.options.download:
+            if options.data_dir is not None:
+                kwargs["root"] = options.data_dir
+            if options.download:
                 kwargs["download"] = True
         kwargs.setdefault(
             "folds", None
@@ -629,23 +588,118 @@ class RunContext:
             raise UsageError(f"data set {cls.__name__} ({kwargs}) is empty")
         return dataset
 
-    def checkpoints(
+
+def _construct(section: str, cls: type, kwargs: dict[str, Any]) -> Any:
+    """``cls(**kwargs)``; a setting the component rejects is a user error naming its flags."""
+    try:
+        return cls(**kwargs)
+    except ValueError as error:
+        raise UsageError(
+            f"{section}: {error} (change the --{section}.<field> flags)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What steps hand to the steps after them: file paths, None where no step made one.
+
+    ``mae_pretrain`` hands on its encoder checkpoint (``finetune``, ``embed``, the probes and
+    ``hear`` start from it), ``finetune`` its classifier checkpoint, ``embed`` its
+    embeddings file. ``pipeline_state.json`` keeps each step's, so ``--resume`` hands them
+    on for the steps it skips.
+    """
+
+    encoder_checkpoint: str | None = None
+    classifier_checkpoint: str | None = None
+    embeddings: str | None = None
+
+    def then(self, later: "Handoff") -> "Handoff":
+        """These hand-offs, with those a later step made replacing them."""
+        made = {k: v for k, v in dataclasses.asdict(later).items() if v is not None}
+        return dataclasses.replace(self, **made)
+
+    def to_json(self) -> dict[str, str]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> "Handoff":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: str(v) for k, v in record.items() if k in names and v})
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a recipe returns: its summary (``<section>/summary.json``) and its hand-offs."""
+
+    summary: dict[str, Any]
+    handoff: Handoff = field(default_factory=Handoff)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One recipe step as it runs: the run record, the step's section and inputs, and its services.
+
+    ``section`` names the step's flags (``--<section>.<field>``) and folder
+    (``stage_dir = <out>/<section>``); ``index`` is its place in the pipeline (it seeds the
+    step); ``resume`` is ``--resume`` unless the step runs afresh. ``inputs`` are the
+    hand-offs of the steps before it. ``metrics`` (progress, JSONL, TensorBoard, summaries),
+    ``plots`` and ``stop`` (SIGTERM/SIGINT) are the run's own; ``checkpointer()`` makes
+    this step's.
+    """
+
+    run: RunRecord
+    section: str
+    index: int
+    resume: bool
+    components: Components
+    inputs: Handoff
+    metrics: MetricsLogger
+    plots: Plotter
+    stop: StopFlag
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.run.out_dir / self.section
+
+    @property
+    def seed(self) -> int:
+        """This rank's seed for this step."""
+        return derive_seed(self.run.options.seed, self.run.dist.rank, self.index)
+
+    @property
+    def data_seed(self) -> int:
+        """Shared by all ranks (so they deal the same permutation), distinct per step."""
+        return derive_seed(self.run.options.seed, 0, self.index)
+
+    @property
+    def max_steps(self) -> int | None:
+        """``--steps``: the cap on a training step's optimizer steps."""
+        return self.run.options.steps
+
+    def info(self, message: str) -> None:
+        self.metrics.info(f"[{self.section}] {message}")
+
+    def warn(self, message: str) -> None:
+        """A result that may mean nothing (see ``components.recipes.guards``): one line."""
+        self.metrics.info(f"[{self.section}] warning: {message}")
+
+    def checkpointer(
         self, subdir: str | None = None, *, keep_last: int = 3
-    ) -> CheckpointManager:
-        """Checkpoints of this stage (``<out>/<section>[/<subdir>]``); a fresh run clears old ones."""
+    ) -> Checkpointer:
+        """Checkpoints of this step (``<out>/<section>[/<subdir>]``); a fresh run clears old ones."""
         directory = self.stage_dir if subdir is None else self.stage_dir / subdir
-        manager = CheckpointManager(
+        checkpointer = Checkpointer(
             directory=directory,
-            spec_name=self.pipeline.name,
-            spec_hash=self.pipeline.spec_hash,
-            model_config=self.section_config("model"),
+            spec_name=self.run.name,
+            spec_hash=self.run.spec_hash,
+            model_config=self.components.settings("model"),
             keep_last=keep_last,
-            enabled=self.is_main,
+            enabled=self.run.is_main,
             resume_keys=RESUME_KEYS,
         )
         if not self.resume:
-            manager.clear()
-        return manager
+            checkpointer.clear()
+        return checkpointer
 
     def loader(
         self,
@@ -659,12 +713,12 @@ class RunContext:
         num_workers: int = 0,
     ) -> DataLoader:
         """A loader over this rank's shard; ``start`` skips samples already seen in this epoch."""
-        if self.smoke:
+        if self.run.smoke:
             num_workers = 0  # worker start-up would dominate a seconds-long smoke run
         sampler = ShardedEpochSampler(
             len(dataset),
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
+            rank=self.run.dist.rank,
+            world_size=self.run.dist.world_size,
             seed=self.data_seed,
             epoch=epoch,
             shuffle=shuffle,
@@ -683,7 +737,7 @@ class RunContext:
             sampler=sampler,
             num_workers=num_workers,
             collate_fn=collate_signals,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.run.device.type == "cuda",
             drop_last=drop_last,
             generator=generator,
             persistent_workers=False,
@@ -692,14 +746,6 @@ class RunContext:
 
 
 # --------------------------------------------------------------------------- pipeline
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def _load_pipeline_state(path: Path, pipeline: Pipeline) -> dict[str, Any]:
     if not path.is_file():
         return {"completed": {}}
@@ -830,24 +876,24 @@ def move_aside(folder: Path) -> Path | None:
 FOLD_SETTINGS = ("folds", "train_folds", "eval_folds")
 
 
-def check_step_folds(ctx: RunContext, steps: Sequence[Step]) -> None:
+def check_step_folds(components: Components, steps: Sequence[Step]) -> None:
     """Each step's fold settings (``--probe.eval_folds 9``) name folds of the data set.
 
     Checked before the first step runs, not after hours of pre-training. Under ``--smoke``
     the synthetic data has folds of its own and the recipes fall back to their default
     split (as ``resolve_split`` does), so nothing is checked there.
     """
-    if ctx.smoke:
+    if components.run.smoke:
         return
     wanted = [
         (step.section, name, value)
         for step in steps
-        for name, value in ctx.section_config(step.section).items()
+        for name, value in components.settings(step.section).items()
         if name in FOLD_SETTINGS and isinstance(value, (list, tuple))
     ]
     if not wanted:
         return
-    dataset = ctx.dataset()
+    dataset = components.dataset()
     available = folds_of(dataset.records)
     # Folds the data set's own listing names (ESC-50's CSV) but that hold no clip here.
     known = set(available) | set(getattr(dataset, "listed_folds", ()))
@@ -877,17 +923,20 @@ def _run_steps(
         enabled=dist_info.is_main,
         info=lambda message: metrics.info(f"[{pipeline.name}] {message}"),
     )
-    ctx = RunContext(
-        pipeline=pipeline,
-        config=config,
+    run = RunRecord(
+        name=pipeline.name,
+        spec_hash=pipeline.spec_hash,
+        options=options,
         dist=dist_info,
         device=device,
         amp_dtype=amp_dtype,
         out_dir=out_dir,
-        metrics=metrics,
-        plots=plots,
-        stop=stop,
     )
+    components = Components(pipeline, config, run)
+
+    def info(message: str) -> None:
+        metrics.info(f"[{pipeline.name}] {message}")
+
     state_path = out_dir / "pipeline_state.json"
     if not options.resume and dist_info.is_main:
         # A fresh run in a used folder: a later --resume must not pick up the old run's steps.
@@ -940,13 +989,13 @@ def _run_steps(
     dtype_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
         amp_dtype
     ]
-    ctx.info(
+    info(
         f"device {device}, dtype {dtype_name}, world size {dist_info.world_size}, out {out_dir}"
         + (", smoke run" if options.smoke else "")
         + (", resuming" if options.resume and something_to_resume else "")
     )
     if options.resume and not something_to_resume:
-        ctx.info(f"--resume: nothing to resume in {out_dir}; starting a new run")
+        info(f"--resume: nothing to resume in {out_dir}; starting a new run")
     started = time.time()
     summaries: dict[str, Any] = {}
     # Each step's record from the previous run, its settings now, and which of its own
@@ -954,7 +1003,7 @@ def _run_steps(
     plan = []
     for step in pipeline.steps:
         done = record["completed"].get(step.section)
-        settings = json_form(ctx.section_config(step.section))
+        settings = json_form(components.settings(step.section))
         changes = (
             setting_changes(
                 result_settings(done["config"]),
@@ -979,6 +1028,8 @@ def _run_steps(
         )
 
     upstream_ran = False  # a step ran in this session: the results after it are stale
+    handoff = Handoff()  # what the steps so far hand on
+    section = pipeline.name  # the step running now, for the stop message
     try:
         first = next(
             (
@@ -988,25 +1039,39 @@ def _run_steps(
             ),
             len(plan),
         )
-        check_step_folds(ctx, pipeline.steps[first:])
+        check_step_folds(components, pipeline.steps[first:])
         for index, (step, done, settings, changes) in enumerate(plan):
-            ctx.section, ctx.stage_index = step.section, index
+            section = step.section
             if not upstream_ran and reusable(done, changes):
                 assert done is not None
-                ctx.state.update(done["state"])
+                # (pipeline_state.json files of earlier versions call the hand-offs "state")
+                handoff = handoff.then(
+                    Handoff.from_json(done.get("handoff", done.get("state", {})))
+                )
                 summaries[step.section] = done["summary"]
-                ctx.info("already completed; skipped (--resume)")
+                metrics.info(f"[{section}] already completed; skipped (--resume)")
                 continue
             # A finished step runs again, afresh, when its settings changed or one before it ran
             # (a stage cut short by --steps continues from its checkpoint otherwise); what it
             # wrote is moved aside, never deleted.
             # (also a step stopped part-way: its checkpoint was trained after the old results)
-            ctx.rerun = upstream_ran or (
+            afresh = upstream_ran or (
                 done is not None and (bool(changes) or bool(done.get("stale", False)))
             )
-            if ctx.rerun and done is not None:
-                moved = move_aside(ctx.stage_dir) if ctx.is_main else None
-                ctx.info(
+            stage = Stage(
+                run=run,
+                section=step.section,
+                index=index,
+                resume=bool(options.resume) and not afresh,
+                components=components,
+                inputs=handoff,
+                metrics=metrics,
+                plots=plots,
+                stop=stop,
+            )
+            if afresh and done is not None:
+                moved = move_aside(stage.stage_dir) if run.is_main else None
+                stage.info(
                     (
                         f"its settings changed since it {'started' if done.get('running') else 'finished'} ({'; '.join(changes)})"
                         if changes
@@ -1020,39 +1085,34 @@ def _run_steps(
             # resumes it only with the same settings), and the steps after it are out of date.
             record["completed"][step.section] = {"running": True, "config": settings}
             earlier = {s.section for s in pipeline.steps[: index + 1]}
-            for section, entry in record["completed"].items():
-                if section not in earlier:
+            for name, entry in record["completed"].items():
+                if name not in earlier:
                     entry["stale"] = True
-            if ctx.is_main:
+            if run.is_main:
                 write_json_atomic(record, state_path)
             barrier(dist_info)
             upstream_ran = True
-            seed_everything(ctx.stage_seed)
-            before = dict(ctx.state)
-            kwargs = ctx.section_config(step.section)
-            summary = step.run(ctx, **kwargs)
+            seed_everything(stage.seed)
+            result = step.run(stage, **components.settings(step.section))
             barrier(dist_info)  # later steps on other ranks read what rank 0 just wrote
-            exported = {
-                k: v
-                for k, v in ctx.state.items()
-                if before.get(k, object()) != v and _jsonable(v)
-            }
+            handoff = handoff.then(result.handoff)
+            summary = result.summary
             summaries[step.section] = summary
             capped = isinstance(summary.get("steps"), int) and summary[
                 "steps"
             ] < summary.get("total_steps", 0)
             record["completed"][step.section] = {
                 "summary": summary,
-                "state": exported,
+                "handoff": result.handoff.to_json(),
                 "capped": capped,
                 "steps_cap": options.steps,
                 "config": settings,
             }
-            if ctx.is_main:
+            if run.is_main:
                 write_json_atomic(record, state_path)
                 metrics.write_summary(summary, f"{step.section}/summary.json")
     except StopRequested as stopped:
-        ctx.info(f"{stopped}; resume with --resume")
+        metrics.info(f"[{section}] {stopped}; resume with --resume")
         return 0
     finally:
         metrics.close()
@@ -1067,24 +1127,23 @@ def _run_steps(
         "config": dataclasses.asdict(config),
     }
     path = metrics.write_summary(overall)
-    ctx.section = ""
-    ctx.info(f"done in {overall['wall_time_s']:.1f} s; summary: {path}")
+    info(f"done in {overall['wall_time_s']:.1f} s; summary: {path}")
     return 0
 
 
 def eval_loader(
-    ctx: RunContext, dataset: Dataset, batch_size: int, num_workers: int = 0
+    run: RunRecord, dataset: Dataset, batch_size: int, num_workers: int = 0
 ) -> tuple[DataLoader, list[int]]:
     """A loader over this rank's share of ``dataset`` in order, without padding (so that
     summed counts over ranks are exact), and the dataset indices it yields."""
-    indices = list(range(ctx.dist.rank, len(dataset), ctx.dist.world_size))
+    indices = list(range(run.dist.rank, len(dataset), run.dist.world_size))
     loader = DataLoader(
         Subset(dataset, indices),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=0 if ctx.smoke else num_workers,  # as in RunContext.loader
+        num_workers=0 if run.smoke else num_workers,  # as in Stage.loader
         collate_fn=collate_signals,
-        pin_memory=ctx.device.type == "cuda",
+        pin_memory=run.device.type == "cuda",
         worker_init_fn=worker_leaves_signals_to_main,
     )
     return loader, indices

@@ -31,14 +31,11 @@ from components.data.audio_io import read_wav  # noqa: E402
 from components.data.shards import AudioShards, expand_braces, expand_shard_pattern  # noqa: E402
 from components.distributed import dist_info_from_env, init_distributed, shutdown_distributed  # noqa: E402
 from components.errors import UsageError  # noqa: E402
-from components.flags import parse_config  # noqa: E402
-from components.metrics import MetricsLogger  # noqa: E402
-from components.plots import Plotter  # noqa: E402
-from components.runtime import FoldSubset, RunContext, ShardedEpochSampler, epoch_order_of  # noqa: E402
+from components.runtime import FoldSubset, ShardedEpochSampler, epoch_order_of  # noqa: E402
 from components.transforms.resample import resample  # noqa: E402
 from speech import require_speech_tools, say  # noqa: E402
 from test_resume import _assert_same_weights, _final_weights, _train_lines, _wait_for_lines  # noqa: E402
-from test_runtime_helpers import Config, free_port, make_pipeline, spawn_and_join  # noqa: E402
+from test_runtime_helpers import free_port, make_stage, spawn_and_join  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "tests" / "fixture_specs" / "shards_audio.yaml"
@@ -169,16 +166,14 @@ def _rank_worker(rank: int, world: int, port: int, shards: str, out: str) -> Non
     init_distributed(info, torch.device("cpu"))
     try:
         folder = Path(out) / f"rank{rank}"
-        config = parse_config(make_pipeline(), Config, ["--out-dir", str(folder)])  # not --smoke: it forbids workers
-        metrics = MetricsLogger(folder, enabled=False)
-        ctx = RunContext(make_pipeline(), config, info, torch.device("cpu"), None, folder, metrics, Plotter(folder, enabled=False))
+        stage = make_stage(folder, dist_info=info, smoke=False)  # not --smoke: it forbids workers
         ds = AudioShards(shards=shards, shuffle_buffer=3, clip_seconds=None)
         ds[len(ds) - 1]  # a shard open in this process before the workers fork
         seen = {
-            f"epoch{epoch}": [int(n) for _, _, lengths in ctx.loader(ds, 3, shuffle=True, epoch=epoch, num_workers=2) for n in lengths]
+            f"epoch{epoch}": [int(n) for _, _, lengths in stage.loader(ds, 3, shuffle=True, epoch=epoch, num_workers=2) for n in lengths]
             for epoch in (0, 1)
         }
-        seen["resumed"] = [int(n) for _, _, lengths in ctx.loader(ds, 3, shuffle=True, epoch=1, start=5, num_workers=2) for n in lengths]
+        seen["resumed"] = [int(n) for _, _, lengths in stage.loader(ds, 3, shuffle=True, epoch=1, start=5, num_workers=2) for n in lengths]
         gathered: list = [None] * world
         torch.distributed.all_gather_object(gathered, seen)
         if rank == 0:

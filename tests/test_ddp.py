@@ -12,22 +12,22 @@ import torch
 
 from components.distributed import DistInfo, dist_info_from_env, init_distributed, shutdown_distributed
 from components.metrics import read_metrics
-from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule
+from components.recipes.engine import LoopSettings, WarmupCosineSchedule
 from test_runtime_helpers import (
-    ALL_STEPS, LinearRegressor, RawSignal, RegressionObjective, ToneDataset, free_port, make_context, run_main, spawn_and_join,
+    ALL_STEPS, LinearRegressor, LoopRun, RegressionObjective, ToneDataset, free_port, make_stage, run_main, spawn_and_join,
 )
 
 
 def _train_regressor(out_dir: Path, dist_info: DistInfo, batch_size: int) -> torch.nn.Module:
-    """Two optimizer steps of SGD, accumulating two micro-batches each, through the real TrainLoop."""
-    ctx = make_context(out_dir, dist_info=dist_info)
+    """Two optimizer steps of SGD, accumulating two micro-batches each, through the real pre-training loop."""
+    stage = make_stage(out_dir, dist_info=dist_info)
     torch.manual_seed(0)
     model = LinearRegressor()
-    loop = TrainLoop(
-        ctx, model=model, objective=RegressionObjective(model), transform=RawSignal(),
+    loop = LoopRun(
+        stage, model=model, objective=RegressionObjective(model),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.05), dataset=ToneDataset(num_items=16),
         settings=LoopSettings(epochs=1, batch_size=batch_size, accum_steps=2, checkpoint_every=1),
-        lr_at=WarmupCosineSchedule(0.05, min_lr=0.05), manager=ctx.checkpoints(),
+        lr_at=WarmupCosineSchedule(0.05, min_lr=0.05),
     )
     result = loop.run()
     assert result.step == 2

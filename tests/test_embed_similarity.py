@@ -34,7 +34,7 @@ from components.runtime import run_pipeline
 from generator.build import build_spec, load_index
 from speech import VOICES, require_speech_tools, spoken_word_folder
 import test_runtime_helpers as helpers
-from test_runtime_helpers import ToneDataset, free_port, make_context, spawn_and_join
+from test_runtime_helpers import ToneDataset, free_port, make_stage, spawn_and_join
 from test_shipped_specs import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,10 +156,9 @@ def test_a_file_outside_the_data_set_must_be_audio_it_can_read(tmp_path: Path) -
 
 
 def test_a_tiny_set_gets_the_guard_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ctx = make_context(tmp_path)
-    ctx.section = "embed"
+    stage = make_stage(tmp_path, section="embed")
     payload = {"embeddings": torch.randn(6, 4), "labels": torch.tensor([0, 1, 2, 3, 0, 1]), "class_names": ["t0", "t1", "t2", "t3"]}
-    agreement = report_agreement(ctx, payload)
+    agreement = report_agreement(stage, payload)
     out = capsys.readouterr().out
     assert agreement.items == 6
     assert "warning: nearest-neighbour agreement of ToneDataset holds 6 items (fewer than 10 for 4 classes)" in out, out

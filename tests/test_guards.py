@@ -23,7 +23,7 @@ from components.runtime import Pipeline, run_pipeline
 from components.transforms.kaldi import KaldiFbank
 from generator.build import build_spec
 from speech import VOICES, WORDS, require_speech_tools, spoken_word_folder
-from test_runtime_helpers import ALL_STEPS, Config, NeedsRootDataset, ToneDataset, make_context, make_pipeline
+from test_runtime_helpers import ALL_STEPS, Config, NeedsRootDataset, ToneDataset, make_stage, make_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN, FINETUNE, EMBED, KNN, PROBE, KFOLD = ALL_STEPS
@@ -144,16 +144,15 @@ def test_kfold_on_partial_folds_reports_weighted_mean_and_skipped_folds(
 
 
 def test_an_evaluation_on_no_items_is_an_error_and_on_few_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ctx = make_context(tmp_path / "run")
-    ctx.section = "probe"
+    stage = make_stage(tmp_path / "run", section="probe")
     data = PartialFolds(root=str(tmp_path))
     with pytest.raises(UsageError, match=r"probe: evaluation folds \[5\] of PartialFolds holds no items"):
-        check_eval_size(ctx, "evaluation folds [5]", 0, 4, data)
-    check_eval_size(ctx, "evaluation folds [2]", 1, 4, data)
-    check_eval_size(ctx, "evaluation folds [1, 3]", 27, 4, data)
+        check_eval_size(stage, "evaluation folds [5]", 0, 4, data)
+    check_eval_size(stage, "evaluation folds [2]", 1, 4, data)
+    check_eval_size(stage, "evaluation folds [1, 3]", 27, 4, data)
     out = capsys.readouterr().out
     assert out.count("warning") == 1 and "evaluation folds [2] of PartialFolds holds 1 item (fewer than 10" in out
-    check_eval_size(ctx, "fold 3", 16, 50, data)  # fewer items than classes
+    check_eval_size(stage, "fold 3", 16, 50, data)  # fewer items than classes
     assert "holds 16 items (fewer than 50 for 50 classes)" in capsys.readouterr().out
 
 

@@ -17,33 +17,31 @@ import torch.distributed as dist
 
 from components.distributed import DistInfo, dist_info_from_env, init_distributed, shutdown_distributed
 from components.recipes import engine
-from components.recipes.engine import LoopSettings, TrainLoop, WarmupCosineSchedule
+from components.recipes.engine import LoopSettings, WarmupCosineSchedule
 from components.runtime import NonFiniteLossError, StopRequested
-from test_runtime_helpers import LinearRegressor, RawSignal, RegressionObjective, ToneDataset, free_port, make_context, spawn_and_join
+from test_runtime_helpers import LinearRegressor, LoopRun, RegressionObjective, ToneDataset, free_port, make_stage, spawn_and_join
 
 HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__")
 
 
-def _loop(out_dir: Path, dist_info: DistInfo | None = None, nan_from: int | None = None, **settings) -> TrainLoop:
+def _loop(out_dir: Path, dist_info: DistInfo | None = None, nan_from: int | None = None, **settings) -> LoopRun:
     """20 SGD steps in one epoch (log every 5, one checkpoint at the end)."""
-    ctx = make_context(out_dir, dist_info=dist_info)
+    stage = make_stage(out_dir, dist_info=dist_info)
     torch.manual_seed(0)
     model = LinearRegressor()
     options = {"epochs": 1, "batch_size": 1, "checkpoint_every": 1000, "log_every": 5, **settings}
-    loop = TrainLoop(
-        ctx, model=model, objective=RegressionObjective(model, nan_from=nan_from), transform=RawSignal(),
+    return LoopRun(
+        stage, model=model, objective=RegressionObjective(model, nan_from=nan_from),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.01), dataset=ToneDataset(num_items=20 * (dist_info or DistInfo()).world_size),
-        settings=LoopSettings(**options), lr_at=WarmupCosineSchedule(0.01), manager=ctx.checkpoints(),
+        settings=LoopSettings(**options), lr_at=WarmupCosineSchedule(0.01),
     )
-    loop.plan.run_until = loop.plan.total_steps
-    return loop
 
 
 class StepRecorder:
     """Counts calls by step: ``step`` is the number of optimizer steps taken so far, so the
     checks, logs and checkpoints after step ``s`` count as ``s``."""
 
-    def __init__(self, loop: TrainLoop) -> None:
+    def __init__(self, loop: LoopRun) -> None:
         self.step, self.calls = 0, {}
         take_step = loop.optimizer.step
 
@@ -57,7 +55,7 @@ class StepRecorder:
         self.calls.setdefault(self.step, []).append(name)
 
 
-def _host_reads_by_step(loop: TrainLoop, monkeypatch: pytest.MonkeyPatch) -> dict[int, list[str]]:
+def _host_reads_by_step(loop: LoopRun, monkeypatch: pytest.MonkeyPatch) -> dict[int, list[str]]:
     """Reads of tensor values by step, but for the data loader's own (host tensors before ``.to(device)``),
     as on an accelerator (on the CPU, where reads are free, the loop also reads each step's loss)."""
     recorder = StepRecorder(loop)
@@ -102,16 +100,16 @@ def test_a_non_finite_step_between_checks_is_named_and_never_reaches_a_checkpoin
     loop = _loop(tmp_path, nan_from=8, checkpoint_every=6)  # checks at 1, 5, 6, 10: the NaN is step 8
     with pytest.raises(NonFiniteLossError, match=r"the loss became nan at step 8 \(found at the check of steps 7-10\)"):
         loop.run()
-    assert torch.load(loop.manager.last_path, weights_only=True)["step"] == 6
+    assert torch.load(loop.checkpointer.last_path, weights_only=True)["step"] == 6
     assert all(torch.isfinite(p).all() for p in loop.model.parameters())  # the step was skipped or its gradients dropped
 
 
 def test_a_stop_request_is_acted_on_at_the_next_step_in_a_single_process(tmp_path: Path) -> None:
     loop = _loop(tmp_path)
-    loop.on_step = lambda step: loop.ctx.stop.request("SIGTERM") if step == 7 else None
+    loop.on_step = lambda step: loop.stage.stop.request("SIGTERM") if step == 7 else None
     with pytest.raises(StopRequested, match="at step 8; checkpoint saved"):
         loop.run()
-    assert torch.load(loop.manager.last_path, weights_only=True)["step"] == 8
+    assert torch.load(loop.checkpointer.last_path, weights_only=True)["step"] == 8
 
 
 # ----------------------------------------------------------------------------- two processes (gloo)
@@ -136,7 +134,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         engine.STOP_CHECK_SECONDS = 5.0
         # a stop signalled to rank 1 alone, after step 7: both ranks stop at the next check
         loop = _loop(Path(out_dir) / "stop", info)
-        loop.on_step = lambda step: loop.ctx.stop.request("SIGTERM") if step == 7 and rank == 1 else None
+        loop.on_step = lambda step: loop.stage.stop.request("SIGTERM") if step == 7 and rank == 1 else None
         try:
             loop.run()
         except StopRequested as stopped:

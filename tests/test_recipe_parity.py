@@ -46,7 +46,7 @@ Where the project deliberately differs, and why the comparison still holds:
   the same groups, listed differently (the optimizer treats every group alike).
 
 Each test runs the project's real recipe (``mae_pretrain``, ``finetune``) and records what
-its ``TrainLoop`` fed the objective (features, labels, masks) and the lr of every group at
+its training loop fed the objective (features, labels, masks) and the lr of every group at
 every optimizer step; the restated official step then runs from the same initial weights on
 the same micro-batches and masks, and both must agree: groups, lr per step, final weights.
 """
@@ -57,14 +57,15 @@ import copy
 import importlib
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import pytest
 import torch
 from torch import nn
 
-from components.recipes.engine import LoopPlan, LoopSettings, TrainLoop, WarmupCosineSchedule
-from test_runtime_helpers import make_context
+from components.recipes.engine import LoopPlan, LoopSettings, WarmupCosineSchedule
+from test_runtime_helpers import make_stage
 
 # The package re-exports the recipe functions under the modules' names: fetch the modules.
 pretrain_module = importlib.import_module("components.recipes.pretrain")
@@ -187,48 +188,46 @@ def official_training(
 
 # ----------------------------------------------------------------------------- recording the project
 class Recorder:
-    """What the project's ``TrainLoop`` did: initial objective, micro-batches, masks, lr per step."""
+    """What the project's training loop did: initial objective, micro-batches, masks, lr per step."""
 
     def __init__(self) -> None:
         self.initial: nn.Module | None = None
-        self.loop: TrainLoop | None = None
+        self.loop: SimpleNamespace | None = None  # the plan, optimizer and model the loop was given
         self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.masks: list[Any] = []
         self.lrs: list[list[float]] = []
         self.names: dict[int, str] = {}
 
-    def loop_class(self, masked_model: Callable[[nn.Module], nn.Module | None]) -> type[TrainLoop]:
+    def wrap(self, loop: Callable[..., Any], masked_model: Callable[[nn.Module], nn.Module | None]) -> Callable[..., Any]:
+        """``loop`` (a recipe's own training loop), recording what it is given and what it feeds the objective."""
         recorder = self
 
-        class RecordingLoop(TrainLoop):
-            def __init__(self, ctx: Any, **kwargs: Any) -> None:
-                objective = kwargs["objective"]
-                recorder.initial = copy.deepcopy(objective)  # before any step
-                recorder.names = {id(p): n for n, p in objective.named_parameters()}
-                super().__init__(ctx, **kwargs)
-                recorder.loop = self
+        def recording_loop(stage: Any, /, **kwargs: Any) -> Any:
+            objective, optimizer = kwargs["objective"], kwargs["optimizer"]
+            recorder.initial = copy.deepcopy(objective)  # before any step
+            recorder.names = {id(p): n for n, p in objective.named_parameters()}
+            recorder.loop = SimpleNamespace(plan=kwargs["plan"], optimizer=optimizer, model=kwargs["model"])
 
-                def record_batch(module: nn.Module, args: tuple[Any, ...]) -> None:
-                    if module.training:
-                        recorder.batches.append((args[0].detach().clone(), args[1].detach().clone()))
+            def record_batch(module: nn.Module, args: tuple[Any, ...]) -> None:
+                if module.training:
+                    recorder.batches.append((args[0].detach().clone(), args[1].detach().clone()))
 
-                objective.register_forward_pre_hook(record_batch)
-                self.optimizer.register_step_pre_hook(
-                    lambda opt, *_: recorder.lrs.append([g["lr"] for g in opt.param_groups])
-                )
-                model = masked_model(objective)
-                if model is not None:
-                    draw = model.sample_mask
+            objective.register_forward_pre_hook(record_batch)
+            optimizer.register_step_pre_hook(lambda opt, *_: recorder.lrs.append([g["lr"] for g in opt.param_groups]))
+            model = masked_model(objective)
+            if model is not None:
+                draw = model.sample_mask
 
-                    def recorded_mask(*args: Any, **kw: Any) -> Any:
-                        mask = draw(*args, **kw)
-                        if model.training:
-                            recorder.masks.append(tuple(t.clone() for t in mask))
-                        return mask
+                def recorded_mask(*args: Any, **kw: Any) -> Any:
+                    mask = draw(*args, **kw)
+                    if model.training:
+                        recorder.masks.append(tuple(t.clone() for t in mask))
+                    return mask
 
-                    model.sample_mask = recorded_mask
+                model.sample_mask = recorded_mask
+            return loop(stage, **kwargs)
 
-        return RecordingLoop
+        return recording_loop
 
     def groups(self) -> list[dict[str, Any]]:
         """The project optimizer's groups by parameter name (``lr`` and ``params`` left out)."""
@@ -287,13 +286,13 @@ def test_pretraining_step_matches_the_official_recipe(
     epochs: int, batch_size: int, accum_steps: int, clip_grad: float | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     torch.manual_seed(0)
-    ctx = make_context(tmp_path, ["--steps", "1000"])
+    stage = make_stage(tmp_path, ["--steps", "1000"])
     recorder = Recorder()
-    monkeypatch.setattr(pretrain_module, "TrainLoop", recorder.loop_class(lambda objective: objective.model))
+    monkeypatch.setattr(pretrain_module, "pretrain_loop", recorder.wrap(pretrain_module.pretrain_loop, lambda objective: objective.model))
     summary = pretrain_module.mae_pretrain(
-        ctx, epochs=epochs, batch_size=batch_size, accum_steps=accum_steps, clip_grad=clip_grad, **PRETRAIN
-    )
-    num_items = len(ctx.dataset())  # 32 clips, all used (no train_folds)
+        stage, epochs=epochs, batch_size=batch_size, accum_steps=accum_steps, clip_grad=clip_grad, **PRETRAIN
+    ).summary
+    num_items = len(stage.components.dataset())  # 32 clips, all used (no train_folds)
     loader_len = num_items // batch_size  # drop_last=True
     steps_per_epoch = loader_len // accum_steps
     plan = recorder.loop.plan
@@ -344,15 +343,15 @@ def test_pretraining_step_matches_the_official_recipe(
 
 def test_finetuning_step_matches_the_official_recipe_with_layer_decay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    ctx = make_context(tmp_path, ["--steps", "1000"])
+    stage = make_stage(tmp_path, ["--steps", "1000"])
     recorder = Recorder()
-    monkeypatch.setattr(finetune_module, "TrainLoop", recorder.loop_class(lambda objective: None))
+    monkeypatch.setattr(finetune_module, "classifier_loop", recorder.wrap(finetune_module.classifier_loop, lambda objective: None))
     epochs, batch_size, layer_decay, weight_decay = 2, 6, 0.5, 0.3
     summary = finetune_module.finetune(
-        ctx, epochs=epochs, batch_size=batch_size, base_lr=0.5, min_lr=1e-4, warmup_epochs=1.0,
+        stage, epochs=epochs, batch_size=batch_size, base_lr=0.5, min_lr=1e-4, warmup_epochs=1.0,
         weight_decay=weight_decay, layer_decay=layer_decay, drop_path=0.0, clip_grad=0.5, pretrained=False,
         num_workers=0, checkpoint_every=100, log_every=100, keep_last=1,
-    )  # fmt: skip
+    ).summary  # fmt: skip
     plan = recorder.loop.plan
     loader_len = plan.micro_batches_per_epoch
     assert plan.steps_per_epoch == loader_len and summary["steps"] == loader_len * epochs >= 5

@@ -25,7 +25,7 @@ def test_every_recipe_is_registered_with_a_keyword_only_schema() -> None:
 
     for name in ("mae_pretrain", "finetune", "linear_probe", "knn", "embed", "kfold"):
         parameters = list(inspect.signature(recipe_registry.get(name)).parameters.values())
-        assert parameters[0].name == "ctx" and parameters[0].kind is inspect.Parameter.POSITIONAL_ONLY
+        assert parameters[0].name == "stage" and parameters[0].kind is inspect.Parameter.POSITIONAL_ONLY
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty for p in parameters[1:])
 
 
@@ -138,13 +138,13 @@ def test_finetuning_with_every_augmentation_and_layer_decay(tmp_path: Path) -> N
 
 def test_explicit_train_and_eval_folds_are_kept_when_they_exist(tmp_path: Path) -> None:
     from components.recipes.finetune import resolve_split
-    from test_runtime_helpers import make_context
+    from test_runtime_helpers import make_stage
 
-    ctx = make_context(tmp_path)
-    dataset = ctx.dataset()  # folds 1..4
-    assert resolve_split(ctx, dataset, [1, 2], [4]) == ([1, 2], [4])
-    assert resolve_split(ctx, dataset, [3], None) == ([3], [4])
-    assert resolve_split(ctx, dataset, None, [1]) == ([2, 3, 4], [1])
+    stage = make_stage(tmp_path)
+    dataset = stage.components.dataset()  # folds 1..4
+    assert resolve_split(stage, dataset, [1, 2], [4]) == ([1, 2], [4])
+    assert resolve_split(stage, dataset, [3], None) == ([3], [4])
+    assert resolve_split(stage, dataset, None, [1]) == ([2, 3, 4], [1])
 
 
 def test_a_fresh_kfold_run_forgets_the_fold_results_of_an_old_run(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ from test_runtime_helpers import ALL_STEPS, run_main
 PRETRAIN, FINETUNE = ALL_STEPS[0], ALL_STEPS[1]
 
 
-def finetune_stopped_after_one_step(ctx, /, **settings):
+def finetune_stopped_after_one_step(stage, /, **settings):
     """Fine-tuning as a SIGTERM would leave it: stopped after its first step, checkpoint saved."""
-    ctx.stop.request("SIGTERM")
-    return finetune(ctx, **settings)
+    stage.stop.request("SIGTERM")
+    return finetune(stage, **settings)
 
 
 def stop_finetune_part_way(args: list[str], out: Path) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from components.run_checkpoint import (
     CheckpointError,
-    CheckpointManager,
+    Checkpointer,
     atomic_torch_save,
     atomic_write,
     capture_rng_state,
@@ -22,7 +22,7 @@ from components.run_checkpoint import (
 )
 from components.metrics import confusion_matrix, format_progress_line, read_metrics, write_json_atomic
 from components.plots import pca_2d
-from components.recipes.engine import LoopPlan, LoopSettings, TrainLoop, WarmupCosineSchedule, warmup_cosine_lr
+from components.recipes.engine import LoopPlan, LoopSettings, WarmupCosineSchedule, warmup_cosine_lr
 from components.errors import UsageError
 from components.flags import parse_config
 from components.runtime import NonFiniteLossError, ShardedEpochSampler, Step, collate_signals, run_pipeline
@@ -30,10 +30,10 @@ from test_runtime_helpers import (
     ALL_STEPS,
     Config,
     LinearRegressor,
-    RawSignal,
+    LoopRun,
     RegressionObjective,
     ToneDataset,
-    make_context,
+    make_stage,
     make_pipeline,
     run_main,
 )
@@ -205,18 +205,18 @@ def test_the_learning_rate_rule_counts_the_samples_a_step_really_takes(tmp_path:
     from components.distributed import DistInfo
     from components.recipes.engine import effective_batch_size
 
-    one, two = make_context(tmp_path), make_context(tmp_path, dist_info=DistInfo(rank=0, world_size=2))
-    assert effective_batch_size(one, 8, 2, 1000) == 16 and effective_batch_size(two, 8, 2, 1000) == 32
-    assert effective_batch_size(two, 8, 1, 10) == 10  # each rank's batch is its 5-item shard
-    assert effective_batch_size(one, 32, 4, 100) == 96  # 3 batches an epoch: accumulation over 3
+    one, two = make_stage(tmp_path), make_stage(tmp_path, dist_info=DistInfo(rank=0, world_size=2))
+    assert effective_batch_size(one.run, 8, 2, 1000) == 16 and effective_batch_size(two.run, 8, 2, 1000) == 32
+    assert effective_batch_size(two.run, 8, 1, 10) == 10  # each rank's batch is its 5-item shard
+    assert effective_batch_size(one.run, 32, 4, 100) == 96  # 3 batches an epoch: accumulation over 3
     plan = LoopPlan.make(100, LoopSettings(epochs=1, batch_size=32, accum_steps=4), world_size=1, max_steps=None)
     assert plan.samples_per_step == 96
 
 # ----------------------------------------------------------------------------- checkpoints
 def test_checkpoints_keep_the_last_k_and_link_last_and_best(tmp_path: Path) -> None:
-    manager = CheckpointManager(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}, keep_last=2)
+    manager = Checkpointer(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}, keep_last=2)
     (tmp_path / ".step_00000009.pt.abc.tmp").write_bytes(b"torn")  # what a kill mid-write leaves
-    manager = CheckpointManager(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}, keep_last=2)
+    manager = Checkpointer(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}, keep_last=2)
     assert not list(tmp_path.glob(".*.tmp"))
     for step in range(1, 6):
         manager.save({"model": {"w": torch.full((2,), float(step))}}, step=step, best=step == 3)
@@ -228,11 +228,11 @@ def test_checkpoints_keep_the_last_k_and_link_last_and_best(tmp_path: Path) -> N
 
 
 def test_checkpoint_of_another_spec_or_model_is_refused(tmp_path: Path) -> None:
-    CheckpointManager(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}).save({"model": {}}, step=1)
+    Checkpointer(tmp_path, spec_name="s", spec_hash="h", model_config={"a": 1}).save({"model": {}}, step=1)
     for other in ({"spec_name": "t"}, {"spec_hash": "g"}, {"model_config": {"a": 2}}):
         kwargs = {"spec_name": "s", "spec_hash": "h", "model_config": {"a": 1}, **other}
         with pytest.raises(CheckpointError, match="--out-dir"):
-            CheckpointManager(tmp_path, **kwargs).load_last()
+            Checkpointer(tmp_path, **kwargs).load_last()
 
 
 class _Payload:
@@ -290,19 +290,18 @@ def test_resume_of_another_specs_run_is_a_user_error(tmp_path: Path, capsys: pyt
 
 # ----------------------------------------------------------------------------- NaN guard
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    ctx = make_context(tmp_path)
+    stage = make_stage(tmp_path)
     torch.manual_seed(0)
     model = LinearRegressor()
     objective = RegressionObjective(model, nan_from=4)
-    loop = TrainLoop(
-        ctx, model=model, objective=objective, transform=RawSignal(), dataset=ToneDataset(num_items=32),
+    loop = LoopRun(
+        stage, model=model, objective=objective, dataset=ToneDataset(num_items=32),
         optimizer=torch.optim.SGD(model.parameters(), lr=0.01), settings=LoopSettings(epochs=4, batch_size=4, checkpoint_every=1),
-        lr_at=WarmupCosineSchedule(0.01), manager=ctx.checkpoints(),
-    )
-    loop.plan.run_until = loop.plan.total_steps  # no --steps cap for this check
+        lr_at=WarmupCosineSchedule(0.01),
+    )  # no --steps cap for this check
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
         loop.run()
-    saved = load_checkpoint_file(loop.manager.last_path)
+    saved = load_checkpoint_file(loop.checkpointer.last_path)
     assert saved["step"] == 3
     assert all(torch.isfinite(t).all() for t in saved["model"].values())
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step was never applied
@@ -318,9 +317,9 @@ def test_nan_loss_in_a_pipeline_exits_1_with_a_message(tmp_path: Path, capsys: p
 
 # ----------------------------------------------------------------------------- reporting
 def test_metrics_file_keeps_the_last_record_per_step(tmp_path: Path) -> None:
-    ctx = make_context(tmp_path)
+    stage = make_stage(tmp_path)
     for step, loss in ((1, 3.0), (2, 2.0), (2, 1.5), (3, 1.0)):  # step 2 repeated, as after a resume
-        ctx.metrics.log("toy", step, {"loss": loss})
+        stage.metrics.log("toy", step, {"loss": loss})
     (tmp_path / "metrics.jsonl").open("a").write('{"section": "toy", "st')  # cut short by a kill
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "metrics.jsonl", "toy")] == [(1, 3.0), (2, 1.5), (3, 1.0)]
 
@@ -355,14 +354,29 @@ def test_smoke_run_of_every_recipe_writes_summaries(tmp_path: Path, capsys: pyte
     assert (tmp_path / "pretrain" / "last.pt").is_file() and (tmp_path / "finetune" / "best.pt").is_file()
     assert torch.load(tmp_path / "embed" / "embeddings.pt", weights_only=True)["embeddings"].shape == (32, 32)
     state = json.loads((tmp_path / "pipeline_state.json").read_text())
-    assert state["completed"]["pretrain"]["state"]["encoder_checkpoint"].endswith("last.pt")
+    assert state["completed"]["pretrain"]["handoff"] == {"encoder_checkpoint": str(tmp_path / "pretrain" / "last.pt")}
     # A resumed run of a finished pipeline skips every step.
     assert run_main(["--smoke", "--out-dir", str(tmp_path), "--resume"]) == 0
     assert capsys.readouterr().out.count("already completed") == 6
 
 
+@pytest.mark.parametrize("key", ["handoff", "state"], ids=["handoff", "earlier-state-file"])
+def test_a_skipped_step_still_hands_its_checkpoint_on(tmp_path: Path, key: str) -> None:
+    """--resume skips the finished pre-training; fine-tuning, run again with a new setting, starts
+    from the encoder the skipped step handed on (also from a pipeline_state.json that calls it "state")."""
+    steps = ALL_STEPS[:2]  # pretrain, finetune
+    assert run_main(["--smoke", "--out-dir", str(tmp_path)], steps) == 0
+    state_path = tmp_path / "pipeline_state.json"
+    record = json.loads(state_path.read_text())
+    record["completed"]["pretrain"][key] = record["completed"]["pretrain"].pop("handoff")
+    state_path.write_text(json.dumps(record))
+    assert run_main(["--smoke", "--out-dir", str(tmp_path), "--resume", "--finetune.drop_path", "0.2"], steps) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())["steps"]
+    assert summary["finetune"]["encoder"] == str(tmp_path / "pretrain" / "last.pt")
+
+
 def test_usage_error_class_is_exported() -> None:
-    assert issubclass(UsageError, Exception) and Step("x", lambda ctx: {}).section == "x"
+    assert issubclass(UsageError, Exception) and Step("x", lambda stage: {}).section == "x"
 
 
 def test_a_stage_cut_short_by_steps_continues_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -378,24 +392,24 @@ def test_a_stage_cut_short_by_steps_continues_on_resume(tmp_path: Path, capsys: 
 def test_a_stop_at_an_epoch_end_evaluates_after_the_restart(tmp_path: Path) -> None:
     from components.runtime import StopRequested
 
-    def make_loop(argv: list[str], calls: list[int], stop_at: int | None) -> TrainLoop:
-        ctx = make_context(tmp_path, ["--steps", "100", *argv])
+    def make_loop(argv: list[str], calls: list[int], stop_at: int | None) -> LoopRun:
+        stage = make_stage(tmp_path, ["--steps", "100", *argv])
         torch.manual_seed(0)
         model = LinearRegressor()
 
         def on_step(step: int) -> None:
             if step == stop_at:
-                ctx.stop.request("SIGTERM")
+                stage.stop.request("SIGTERM")
 
         def evaluate(epoch: int) -> dict[str, float]:
             calls.append(epoch)
             return {"accuracy": 0.5 + 0.1 * epoch}
 
-        return TrainLoop(
-            ctx, model=model, objective=RegressionObjective(model), transform=RawSignal(),
+        return LoopRun(
+            stage, model=model, objective=RegressionObjective(model),
             dataset=ToneDataset(num_items=32), optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
             settings=LoopSettings(epochs=2, batch_size=4, checkpoint_every=100), lr_at=WarmupCosineSchedule(0.01),
-            manager=ctx.checkpoints(), evaluate=evaluate, best_key="accuracy", on_step=on_step,
+            evaluate=evaluate, on_step=on_step,
         )
 
     calls: list[int] = []

@@ -27,11 +27,16 @@ if str(ROOT) not in sys.path:
 from components.data.base import Record, SignalDataset  # noqa: E402
 from components.models.audiomae_pp import AudioMAEPlusPlus  # noqa: E402
 from components.recipes import embed, finetune, kfold, knn, linear_probe, mae_pretrain  # noqa: E402
+from components.recipes.engine import LoopResult, LoopSettings, plan_loop  # noqa: E402
+from components.recipes.finetune import classifier_loop  # noqa: E402
+from components.recipes.pretrain import pretrain_loop  # noqa: E402
 from components.distributed import DistInfo  # noqa: E402
 from components.metrics import MetricsLogger  # noqa: E402
 from components.plots import Plotter  # noqa: E402
 from components.flags import parse_config  # noqa: E402
-from components.runtime import Pipeline, RunContext, RunOptions, Step, run_pipeline  # noqa: E402
+from components.runtime import (  # noqa: E402
+    Components, Handoff, Pipeline, RunOptions, RunRecord, Stage, Step, StopFlag, run_pipeline,
+)
 from components.transforms.spectral import LogMel  # noqa: E402
 
 
@@ -272,15 +277,61 @@ class RegressionObjective(nn.Module):
         return loss, {}
 
 
-def make_context(out_dir: Path, argv: list[str] | tuple[str, ...] = (), dist_info: DistInfo | None = None) -> RunContext:
-    """A ``RunContext`` as ``run_pipeline`` builds it, for driving a ``TrainLoop`` directly."""
+def make_stage(
+    out_dir: Path,
+    argv: list[str] | tuple[str, ...] = (),
+    dist_info: DistInfo | None = None,
+    section: str = "toy",
+    smoke: bool = True,
+) -> Stage:
+    """A ``Stage`` as ``run_pipeline`` builds it for step ``section``, for driving a recipe or its loop directly."""
     pipeline = make_pipeline()
-    config = parse_config(pipeline, Config, ["--smoke", "--out-dir", str(out_dir), *argv])
+    config = parse_config(pipeline, Config, [*(["--smoke"] if smoke else []), "--out-dir", str(out_dir), *argv])
     metrics = MetricsLogger(out_dir, enabled=dist_info is None or dist_info.is_main)
-    return RunContext(
-        pipeline=pipeline, config=config, dist=dist_info or DistInfo(), device=torch.device("cpu"), amp_dtype=None,
-        out_dir=Path(out_dir), metrics=metrics, plots=Plotter(out_dir, info=metrics.info), section="toy",
+    run = RunRecord(
+        name=pipeline.name, spec_hash=pipeline.spec_hash, options=config.run, dist=dist_info or DistInfo(),
+        device=torch.device("cpu"), amp_dtype=None, out_dir=Path(out_dir),
     )
+    return Stage(
+        run=run, section=section, index=0, resume=bool(config.run.resume), components=Components(pipeline, config, run),
+        inputs=Handoff(), metrics=metrics, plots=Plotter(out_dir, info=metrics.info), stop=StopFlag(),
+    )
+
+
+@dataclass
+class LoopRun:
+    """A recipe's own training loop with what it is called with, run by ``run()``.
+
+    ``pretrain_loop`` (the MAE recipe's), or ``classifier_loop`` (fine-tuning's) when
+    ``evaluate`` is given. ``plan`` is laid out as the recipes lay it out, without a
+    ``--steps`` cap unless ``max_steps`` is given (``--smoke`` would cap it at 2).
+    """
+
+    stage: Stage
+    model: nn.Module
+    objective: nn.Module
+    optimizer: torch.optim.Optimizer
+    dataset: Any
+    settings: LoopSettings
+    lr_at: Any
+    transform: nn.Module = field(default_factory=lambda: RawSignal())
+    evaluate: Any = None
+    on_step: Any = None
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        self.checkpointer = self.stage.checkpointer()
+        self.plan = plan_loop(self.stage, self.settings, len(self.dataset), self.max_steps)
+
+    def run(self) -> LoopResult:
+        given = dict(
+            model=self.model, objective=self.objective, transform=self.transform, optimizer=self.optimizer,
+            dataset=self.dataset, settings=self.settings, plan=self.plan, lr_at=self.lr_at,
+            checkpointer=self.checkpointer, on_step=self.on_step,
+        )
+        if self.evaluate is None:
+            return pretrain_loop(self.stage, **given)
+        return classifier_loop(self.stage, **given, evaluate=self.evaluate, section=self.stage.section)
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ def test_under_ddp_rank_0_writes_the_same_shards_and_every_rank_reports_them(wor
 def test_a_file_that_breaks_after_opening_is_skipped_or_stops_the_step_leaving_nothing(word_folder: Path, tmp_path: Path) -> None:
     from components.errors import UsageError
     from components.recipes.shard import ShardJob, write_dataset_shards
-    from test_runtime_helpers import make_context
+    from test_runtime_helpers import make_stage
 
     root = tmp_path / "words"
     for name in ("yes/yes.0.wav", "no/no.0.wav", "no/no.1.wav"):
@@ -313,17 +313,17 @@ def test_a_file_that_breaks_after_opening_is_skipped_or_stops_the_step_leaving_n
     def encode(clip: torch.Tensor) -> tuple[dict[str, bytes], int, int]:
         return {"wav": b"RIFF"}, int(clip.shape[-1]), 0
 
-    ctx = make_context(tmp_path / "run")
+    stage = make_stage(tmp_path / "run")
     for skip in (False, True):
         dataset = AudioFolder(root=str(root), sample_rate=16000, clip_seconds=None, cache=False, skip_bad_files=skip)
         (root / "no" / "no.1.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")  # after the header check
         job = ShardJob(tmp_path / f"out{skip}", "shard", None, None)
         if not skip:
             with pytest.raises(UsageError, match="no.1.wav"):
-                write_dataset_shards(ctx, dataset, job, encode)
+                write_dataset_shards(stage, dataset, job, encode)
             assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "words"]  # no partial folder left
         else:
-            manifest = write_dataset_shards(ctx, dataset, job, encode)
+            manifest = write_dataset_shards(stage, dataset, job, encode)
             assert manifest["num_items"] == 2 and manifest["skipped"] == [str(root / "no" / "no.1.wav")]
         (root / "no" / "no.1.wav").write_bytes((word_folder / "no" / "no.1.wav").read_bytes())
 

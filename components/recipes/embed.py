@@ -57,7 +57,14 @@ from components.recipes.similarity import (
     search_report,
 )
 from components.registry import recipe_registry
-from components.runtime import RunContext, StopRequested, collate_signals, eval_loader
+from components.runtime import (
+    Handoff,
+    Stage,
+    StepResult,
+    StopRequested,
+    collate_signals,
+    eval_loader,
+)
 from components.transforms.base import mean_by_owner
 
 EMBEDDING_FORMAT = "sigmae-embeddings/2"  # 2: own-length clips, mean over windows
@@ -67,7 +74,7 @@ EMBEDDING_FORMAT = "sigmae-embeddings/2"  # 2: own-length clips, mean over windo
 class CheckpointLoader:
     """Finds and loads the encoder checkpoint a recipe should start from."""
 
-    ctx: RunContext
+    stage: Stage
 
     def resolve(self, explicit: str | None) -> Path | None:
         """An explicit path wins; otherwise the checkpoint an earlier ``mae_pretrain`` step left."""
@@ -75,10 +82,10 @@ class CheckpointLoader:
             path = Path(explicit)
             if not path.is_file():
                 raise UsageError(
-                    f"checkpoint {path} does not exist (set by --{self.ctx.section}.checkpoint)"
+                    f"checkpoint {path} does not exist (set by --{self.stage.section}.checkpoint)"
                 )
             return path
-        found = self.ctx.state.get("encoder_checkpoint")
+        found = self.stage.inputs.encoder_checkpoint
         return Path(found) if found else None
 
     def load(self, path: Path, **model_overrides: Any) -> nn.Module:
@@ -93,7 +100,7 @@ class CheckpointLoader:
             payload = dict(read_official_checkpoint(path))
         except (CheckpointMismatchError, FileNotFoundError) as error:
             raise CheckpointError(str(error)) from None
-        model = self.ctx.build_model(**model_overrides)
+        model = self.stage.components.model(**model_overrides)
         if payload.get("format") == CHECKPOINT_FORMAT:
             load_model_weights(model, payload, path)
             return model
@@ -105,7 +112,7 @@ class CheckpointLoader:
             raise CheckpointError(
                 f"{path} is neither a checkpoint of this script nor an official one that fits the model: {error}"
             ) from None
-        self.ctx.info(f"loaded {path} ({report.layout} layout, encoder weights)")
+        self.stage.info(f"loaded {path} ({report.layout} layout, encoder weights)")
         return model
 
 
@@ -123,7 +130,7 @@ class EmbeddingGenerator:
 
     def __init__(
         self,
-        ctx: RunContext,
+        stage: Stage,
         model: nn.Module,
         transform: nn.Module,
         *,
@@ -131,7 +138,7 @@ class EmbeddingGenerator:
         batch_size: int = 64,
         num_workers: int = 0,
     ):
-        self.ctx, self.model, self.transform = ctx, model, transform
+        self.stage, self.model, self.transform = stage, model, transform
         self.pooling, self.batch_size, self.num_workers = (
             pooling,
             batch_size,
@@ -144,24 +151,28 @@ class EmbeddingGenerator:
         self.model.eval()
         self.transform.eval()
         # A clip longer than the model's window is the mean of windows covering it.
-        windows, owner = self.transform.windows(signals.to(self.ctx.device), lengths)
-        with self.ctx.autocast():
+        windows, owner = self.transform.windows(
+            signals.to(self.stage.run.device), lengths
+        )
+        with self.stage.run.autocast():
             embedding = self.model.get_embedding(windows, pooling_mode=self.pooling)
         return mean_by_owner(embedding.float(), owner, signals.shape[0]).cpu()
 
     @torch.no_grad()
     def __call__(self, dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx = self.ctx
+        stage = self.stage
         self.model.eval()
         self.transform.eval()
-        loader, indices = eval_loader(ctx, dataset, self.batch_size, self.num_workers)
+        loader, indices = eval_loader(
+            stage.run, dataset, self.batch_size, self.num_workers
+        )
         chunks, labels = [], []
         for signals, batch_labels, lengths in loader:
             if (
-                ctx.stop.requested and not ctx.dist.enabled
+                stage.stop.requested and not stage.run.dist.enabled
             ):  # (under DDP the ranks must stop together: finish)
                 raise StopRequested(
-                    f"{ctx.section}: stopped by {ctx.stop.signal_name} while embedding; nothing to save"
+                    f"{stage.section}: stopped by {stage.stop.signal_name} while embedding; nothing to save"
                 )
             chunks.append(self.embed_batch(signals, lengths))
             labels.append(batch_labels)
@@ -171,8 +182,8 @@ class EmbeddingGenerator:
             torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
         )
         parts = [local]
-        if ctx.dist.enabled:
-            parts = [None] * ctx.dist.world_size
+        if stage.run.dist.enabled:
+            parts = [None] * stage.run.dist.world_size
             dist.all_gather_object(parts, local)
         dim = (
             max(part[1].shape[1] for part in parts if part[1].numel())
@@ -238,7 +249,7 @@ class EmbeddingCache:
 
 
 def compute_or_load_embeddings(
-    ctx: RunContext,
+    stage: Stage,
     *,
     checkpoint: str | None,
     pooling: str,
@@ -247,36 +258,38 @@ def compute_or_load_embeddings(
     cache_dir: str | None,
 ) -> tuple[dict[str, Any], bool]:
     """Embeddings of the whole data set (all folds) and whether they came from the cache."""
-    loader = CheckpointLoader(ctx)
+    loader = CheckpointLoader(stage)
     path = loader.resolve(checkpoint)
     if path is None:
         raise UsageError(
-            f"{ctx.section}: no encoder checkpoint: add a mae_pretrain step before it, or pass --{ctx.section}.checkpoint PATH"
+            f"{stage.section}: no encoder checkpoint: add a mae_pretrain step before it, or pass --{stage.section}.checkpoint PATH"
         )
-    dataset = ctx.dataset()
+    dataset = stage.components.dataset()
     checkpoint_hash = file_sha256(path)
     cache = EmbeddingCache(
-        Path(cache_dir) if cache_dir else ctx.out_dir / "embedding_cache",
-        enabled=ctx.is_main,
+        Path(cache_dir) if cache_dir else stage.run.out_dir / "embedding_cache",
+        enabled=stage.run.is_main,
     )
-    key = cache.key(checkpoint_hash, dataset, pooling, ctx.section_config("transform"))
+    key = cache.key(
+        checkpoint_hash, dataset, pooling, stage.components.settings("transform")
+    )
     cached = cache.get(key)
     # Every rank must take the same branch: the miss path has collectives.
     all_hit = (
         all_reduce_sum(
-            torch.tensor([0.0 if cached is not None else 1.0]), ctx.dist
+            torch.tensor([0.0 if cached is not None else 1.0]), stage.run.dist
         ).item()
         == 0
     )
     if cached is not None and all_hit:
-        ctx.info(f"embedding cache hit: {cache.path(key)}")
-        check_embedding_spread(ctx, cached["spread"], dataset)
+        stage.info(f"embedding cache hit: {cache.path(key)}")
+        check_embedding_spread(stage, cached["spread"], dataset)
         return cached, True
     model = loader.load(path)
-    transform = ctx.build_transform()
-    ctx.check_fit(model, transform)
+    transform = stage.components.transform()
+    stage.components.check_fit(model, transform)
     embeddings, labels = EmbeddingGenerator(
-        ctx,
+        stage,
         model,
         transform,
         pooling=pooling,
@@ -300,38 +313,38 @@ def compute_or_load_embeddings(
         "spread": embedding_spread(embeddings).as_dict(),
     }
     cache.put(key, payload)
-    barrier(ctx.dist)
-    ctx.info(
+    barrier(stage.run.dist)
+    stage.info(
         f"embedded {len(dataset)} items with {path.name} ({embeddings.shape[1]}-d, {pooling} pooling)"
     )
-    check_embedding_spread(ctx, payload["spread"], dataset)
+    check_embedding_spread(stage, payload["spread"], dataset)
     return payload, False
 
 
-def report_agreement(ctx: RunContext, payload: dict[str, Any]) -> NeighbourAgreement:
+def report_agreement(stage: Stage, payload: dict[str, Any]) -> NeighbourAgreement:
     """Per-class nearest-neighbour agreement of the embeddings, printed in one line."""
     agreement = nearest_neighbour_agreement(
         payload["embeddings"], payload["labels"], payload["class_names"]
     )
-    dataset = ctx.dataset()
+    dataset = stage.components.dataset()
     if agreement.overall is None:
-        ctx.warn(
+        stage.warn(
             f"{describe_data(dataset)} holds {agreement.items} item(s): no nearest-neighbour agreement"
         )
     else:
         check_eval_size(
-            ctx,
+            stage,
             "nearest-neighbour agreement",
             agreement.items,
             len(payload["class_names"]),
             dataset,
         )
-    ctx.info(agreement.describe())
+    stage.info(agreement.describe())
     return agreement
 
 
 def search_similar(
-    ctx: RunContext,
+    stage: Stage,
     payload: dict[str, Any],
     target: QueryTarget,
     clip: torch.Tensor | None,
@@ -346,24 +359,24 @@ def search_similar(
     if clip is None:
         query_embedding = payload["embeddings"][target.index]
     else:
-        model = CheckpointLoader(ctx).load(Path(payload["checkpoint"]))
-        transform = ctx.build_transform()
+        model = CheckpointLoader(stage).load(Path(payload["checkpoint"]))
+        transform = stage.components.transform()
         generator = EmbeddingGenerator(
-            ctx, model, transform, pooling=payload["pooling"]
+            stage, model, transform, pooling=payload["pooling"]
         )
         signals, _, lengths = collate_signals([(clip, 0)])
         query_embedding = generator.embed_batch(signals, lengths)[0]
     report = search_report(payload, target, query_embedding, k)
     for line in describe_search(report):
-        ctx.info(line)
+        stage.info(line)
     write_json_atomic(report, output)
-    ctx.info(f"similar clips: {output}")
+    stage.info(f"similar clips: {output}")
     return report
 
 
 @recipe_registry.register("embed", version="1.0")
 def embed(
-    ctx: RunContext,
+    stage: Stage,
     /,
     *,
     checkpoint: str | None = None,
@@ -376,7 +389,7 @@ def embed(
     query_k: int = 10,
     fiftyone: str | None = None,
     fiftyone_persistent: bool = False,
-) -> dict[str, Any]:
+) -> StepResult:
     """Save the embeddings of every item (with labels, folds and keys) to ``<out>/<step>/embeddings.pt``.
 
     ``checkpoint`` defaults to the encoder of an earlier ``mae_pretrain`` step; results are
@@ -410,64 +423,65 @@ def embed(
     """
     if batch_size < 1 or num_workers < 0:
         raise UsageError(
-            f"--{ctx.section}.batch_size must be >= 1 and --{ctx.section}.num_workers >= 0"
+            f"--{stage.section}.batch_size must be >= 1 and --{stage.section}.num_workers >= 0"
         )
     if query_k < 1:
-        raise UsageError(f"--{ctx.section}.query_k must be >= 1, got {query_k}")
+        raise UsageError(f"--{stage.section}.query_k must be >= 1, got {query_k}")
     target = clip = None
     if query is not None:  # a bad query fails before anything is computed
-        dataset = ctx.dataset()
-        flag = f"--{ctx.section}.query"
+        dataset = stage.components.dataset()
+        flag = f"--{stage.section}.query"
         target = resolve_query(query, [r.key for r in dataset.records], flag)
         if target.index is None:
             clip = load_query_clip(dataset, target, flag)
     if (
         fiftyone is not None
     ):  # so is a missing package or a name taken by another dataset
-        check_fiftyone_target(ctx, fiftyone, f"--{ctx.section}.fiftyone")
+        check_fiftyone_target(stage.run, fiftyone, f"--{stage.section}.fiftyone")
     payload, hit = compute_or_load_embeddings(
-        ctx,
+        stage,
         checkpoint=checkpoint,
         pooling=pooling,
         batch_size=batch_size,
         num_workers=num_workers,
         cache_dir=cache_dir,
     )
-    output = ctx.stage_dir / "embeddings.pt"
-    if ctx.is_main:
+    output = stage.stage_dir / "embeddings.pt"
+    if stage.run.is_main:
         atomic_torch_save(payload, output)
-        ctx.plots.embedding_projection(
+        stage.plots.embedding_projection(
             payload["embeddings"],
             payload["labels"],
             payload["class_names"],
-            f"{ctx.section}_pca.png",
+            f"{stage.section}_pca.png",
         )
-    ctx.state["embeddings"] = str(output)
-    hear_path = ctx.stage_dir / f"{hear_module_name(ctx.pipeline.name)}.py"
-    if hear_module and ctx.is_main:
+    hear_path = stage.stage_dir / f"{hear_module_name(stage.run.name)}.py"
+    if hear_module and stage.run.is_main:
         write_hear_module(
             hear_path,
             weights=payload["checkpoint"],
-            model_class=ctx.pipeline.model,
-            model_config=ctx.section_config("model"),
-            transform_class=ctx.pipeline.transform,
-            transform_config=ctx.section_config("transform"),
+            model_class=stage.components.pipeline.model,
+            model_config=stage.components.settings("model"),
+            transform_class=stage.components.pipeline.transform,
+            transform_config=stage.components.settings("transform"),
         )
-        ctx.info(f"HEAR module {hear_path} (weights: {payload['checkpoint']})")
-    agreement = report_agreement(ctx, payload)
-    similar_path = ctx.stage_dir / "similar.json"
-    if target is not None and ctx.is_main:
-        search_similar(ctx, payload, target, clip, query_k, similar_path)
+        stage.info(f"HEAR module {hear_path} (weights: {payload['checkpoint']})")
+    agreement = report_agreement(stage, payload)
+    similar_path = stage.stage_dir / "similar.json"
+    if target is not None and stage.run.is_main:
+        search_similar(stage, payload, target, clip, query_k, similar_path)
     exported = None
-    if fiftyone is not None and ctx.is_main:
+    if fiftyone is not None and stage.run.is_main:
         exported = export_fiftyone(
-            ctx,
+            stage,
             payload,
             name=fiftyone,
             persistent=fiftyone_persistent,
-            cache_dir=Path(cache_dir) if cache_dir else ctx.out_dir / "embedding_cache",
+            cache_dir=(
+                Path(cache_dir) if cache_dir else stage.run.out_dir / "embedding_cache"
+            ),
         )
-    return {
+    summary = {
         "hear_module": str(hear_path) if hear_module else None,
         "similar": str(similar_path) if target is not None else None,
         "fiftyone": exported,
@@ -482,3 +496,4 @@ def embed(
         # how much the embeddings vary over the data set (collapsed: all alike, see guards)
         "spread": payload["spread"],
     }
+    return StepResult(summary, Handoff(embeddings=str(output)))

@@ -1,10 +1,14 @@
-"""The training loop shared by the recipes: schedule, accumulation, AMP, DDP, checkpoints, resume.
+"""What the recipes' training loops are made of: schedule, parameter groups, one step, checkpoints.
 
-One loop serves MAE pre-training and fine-tuning; what differs is the ``objective`` module
-(``forward(features, labels) -> (loss, logs)``) and the optional per-epoch ``evaluate``.
-The loop is resumable at every optimizer step: the data order is a function of (seed,
-epoch), the learning rate a function of the step, and the checkpoint holds every RNG state,
-so a run killed at any moment continues exactly where its last checkpoint left it.
+Each training recipe writes its loop out in full (``pretrain.pretrain_loop``,
+``finetune.classifier_loop``), so the loop, the step, logging and checkpointing are in view
+where a reader changes them. The pieces they call live here, small and each tested: the
+learning-rate rule, AdamW parameter groups, ``accumulate_and_step`` (one optimizer step over
+``accum_steps`` micro-batches under AMP and DDP), the checkpoint payload and its restore, the
+``DeviceWindow`` that reads losses back from the device only at checks, and the NaN check.
+A loop is resumable at every optimizer step: the data order is a function of (seed, epoch),
+the learning rate a function of the step, and the checkpoint holds every RNG state, so a run
+killed at any moment continues exactly where its last checkpoint left it.
 """
 
 from __future__ import annotations
@@ -14,15 +18,15 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from components.run_checkpoint import (
-    CheckpointManager,
-    atomic_link,
+    Checkpointer,
     capture_rng_state,
     load_model_weights,
     restore_rng_state,
@@ -33,7 +37,8 @@ from components.metrics import format_progress_line, gpu_memory_gb
 from components.recipes.guards import BatchGuard
 from components.runtime import (
     NonFiniteLossError,
-    RunContext,
+    RunRecord,
+    Stage,
     StopRequested,
     collate_signals,
     seed_everything,
@@ -101,7 +106,7 @@ class WarmupCosineSchedule:
         )
 
 
-def check_ranges(ctx: RunContext, checks: dict[str, tuple[Any, bool]]) -> None:
+def check_ranges(stage: Stage, checks: dict[str, tuple[Any, bool]]) -> None:
     """``{name: (value, is_valid)}``: an invalid value is a user error naming its flag.
 
     A float must also be finite: ``inf`` passes ``lr > 0`` and would train into NaN.
@@ -109,10 +114,10 @@ def check_ranges(ctx: RunContext, checks: dict[str, tuple[Any, bool]]) -> None:
     for name, (value, valid) in checks.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(
-                f"--{ctx.section}.{name} must be a finite number, got {value!r}"
+                f"--{stage.section}.{name} must be a finite number, got {value!r}"
             )
         if not valid:
-            raise UsageError(f"--{ctx.section}.{name} is out of range: {value!r}")
+            raise UsageError(f"--{stage.section}.{name} is out of range: {value!r}")
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -195,7 +200,7 @@ def discard_gradients_unless(
 
 
 def unused_parameter_names(
-    ctx: RunContext, objective: nn.Module, transform: nn.Module, dataset: Any
+    run: RunRecord, objective: nn.Module, transform: nn.Module, dataset: Any
 ) -> list[str]:
     """Trainable parameters that one forward/backward pass leaves without a gradient.
 
@@ -205,15 +210,15 @@ def unused_parameter_names(
     """
     items = [dataset[i] for i in range(min(2, len(dataset)))]
     signals, labels, lengths = collate_signals(items)
-    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    devices = [run.device] if run.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         was_training = objective.training
         objective.train()
         transform.train()
         with torch.no_grad():
-            features = transform(signals.to(ctx.device), lengths)
-        with ctx.autocast():
-            loss, _ = objective(features, labels.to(ctx.device))
+            features = transform(signals.to(run.device), lengths)
+        with run.autocast():
+            loss, _ = objective(features, labels.to(run.device))
         loss.backward()
         objective.train(was_training)
     unused = [
@@ -315,19 +320,19 @@ class LoopPlan:
 
 
 def effective_batch_size(
-    ctx: RunContext, batch_size: int, accum_steps: int, num_items: int
+    run: RunRecord, batch_size: int, accum_steps: int, num_items: int
 ) -> int:
     """Samples per optimizer step over all ranks as the loop will take them, for the LR rule.
 
     A rank's batch is at most its shard of the data set, and accumulation at most the batches
     an epoch has, so a small data set gives a smaller effective batch than the settings say.
-    (Out-of-range settings are clamped here; ``TrainLoop`` reports them as user errors.)
+    (Out-of-range settings are clamped here; ``plan_loop`` reports them as user errors.)
     """
     settings = LoopSettings(
         epochs=1, batch_size=max(1, batch_size), accum_steps=max(1, accum_steps)
     )
     return LoopPlan.make(
-        num_items, settings, ctx.dist.world_size, None
+        num_items, settings, run.dist.world_size, None
     ).samples_per_step
 
 
@@ -432,436 +437,417 @@ class DeviceWindow:
 
 @dataclass
 class LoopResult:
+    """What a training loop reports: how far it got, its last loss and evaluation, its speed."""
+
+    plan: LoopPlan
     step: int
-    total_steps: int
     last_loss: float
-    best_metric: float | None
+    best_metric: float | None = None
     last_eval: dict[str, float] = field(default_factory=dict)
     steps_per_s: float = 0.0
     data_wait_share: float = 0.0
     resumed_from: int | None = None
 
+    @property
+    def total_steps(self) -> int:
+        return self.plan.total_steps
 
-class TrainLoop:
-    """Runs ``objective`` over ``dataset`` for ``settings.epochs``, or ``max_steps`` steps.
 
-    Training stages pass ``ctx.max_steps`` (``--steps``) as ``max_steps``; evaluation
-    protocols that train (k-fold fine-tunes) pass None and run whole. ``epochs=0`` trains
-    nothing and saves the initial weights as the stage's checkpoint.
+def plan_loop(
+    stage: Stage,
+    settings: LoopSettings,
+    num_items: int,
+    max_steps: int | None,
+    section: str | None = None,
+) -> LoopPlan:
+    """Check a loop's settings (an out-of-range one is a user error naming its flag), lay out its steps.
 
-    ``model`` is what checkpoints hold; ``objective`` wraps it (and is what DDP and
-    ``torch.compile`` wrap). ``evaluate(epoch)`` runs after every epoch and at the end; when
-    it returns ``best_key``, the best checkpoint is linked as ``best.pt``. Metrics and progress
-    lines go under ``metrics_section`` (default: the step's section; ``kfold`` names each fold).
+    ``max_steps`` caps the optimizer steps: training steps pass ``stage.max_steps``
+    (``--steps``), evaluation protocols that train (k-fold fine-tunes) None. A line says when
+    the cap stops the loop before its schedule ends.
+    """
+    flag = f"--{stage.section}"
+    if settings.epochs < 0:
+        raise UsageError(f"{flag}.epochs must be >= 0, got {settings.epochs}")
+    for name in ("batch_size", "accum_steps", "checkpoint_every", "log_every"):
+        if getattr(settings, name) < 1:
+            raise UsageError(
+                f"{flag}.{name} must be >= 1, got {getattr(settings, name)}"
+            )
+    if settings.num_workers < 0:
+        raise UsageError(f"{flag}.num_workers must be >= 0, got {settings.num_workers}")
+    plan = LoopPlan.make(
+        num_items,
+        settings,
+        stage.run.dist.world_size,
+        max_steps,
+        fit_schedule=bool(stage.run.options.fit_schedule),
+    )
+    cap = plan.describe_cap(section or stage.section)
+    if cap is not None:
+        stage.info(cap)
+    return plan
+
+
+def prepare_objective(
+    stage: Stage, objective: nn.Module, transform: nn.Module, dataset: Any
+) -> nn.Module:
+    """``objective`` as the loop steps it: compiled under ``--compile``, in DDP under torchrun.
+
+    DDP is told up front about parameters no step trains (``unused_parameter_names``),
+    instead of searching for them every step.
+    """
+    run = stage.run
+    unused: list[str] = []
+    if run.dist.enabled:
+        unused = unused_parameter_names(run, objective, transform, dataset)
+        if unused:
+            stage.info(
+                f"{len(unused)} parameters get no gradient (e.g. {unused[0]}); DDP will look for unused parameters"
+            )
+    return run.distribute(run.compile(objective), find_unused_parameters=bool(unused))
+
+
+@dataclass
+class TrainState:
+    """Where a loop is, besides its weights: what a checkpoint saves and ``--resume`` restores."""
+
+    step: int = 0
+    best_metric: float | None = None
+    last_eval: dict[str, float] = field(default_factory=dict)
+    evaluated_at: int = -1  # step of the last evaluation
+    pending_eval: bool = False  # stopped at an epoch end before evaluating it
+
+
+@dataclass(frozen=True)
+class Trainables:
+    """What a training loop changes: the model (as checkpoints hold it), its optimizer, the loss scaler."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
+def checkpoint_payload(
+    stage: Stage,
+    plan: LoopPlan,
+    state: TrainState,
+    parts: Trainables,
+    *,
+    pending_eval: bool = False,
+) -> dict[str, Any]:
+    """Everything ``--resume`` needs to continue exactly at ``state.step``.
+
+    Every rank calls it: gathering each rank's RNG state is a collective.
+    """
+    return {
+        "section": stage.section,
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scaler": parts.scaler.state_dict(),
+        "scheduler": {
+            "name": "warmup_cosine",
+            "total_steps": plan.total_steps,
+            "schedule_steps": plan.schedule_steps,
+            "next_step": state.step,
+        },
+        "epoch": state.step // plan.steps_per_epoch,
+        "rng": gather_rng_states(stage.run.dist),
+        "best_metric": state.best_metric,
+        "last_eval": dict(state.last_eval),
+        "evaluated_at": state.evaluated_at,
+        "pending_eval": pending_eval,
+        "config": dataclasses.asdict(stage.components.config),
+    }
+
+
+def restore_training(
+    stage: Stage,
+    checkpointer: Checkpointer,
+    plan: LoopPlan,
+    parts: Trainables,
+    section: str | None = None,
+) -> TrainState:
+    """Load the stage's last checkpoint under ``--resume`` (a fresh ``TrainState`` otherwise).
+
+    Weights, optimizer, scaler and every rank's random streams continue where they were; a
+    world size other than the checkpoint's restarts the streams from the seed.
+    """
+    payload = checkpointer.load_last() if stage.resume else None
+    if payload is None:
+        return TrainState()
+    load_model_weights(parts.model, payload, checkpointer.last_path)
+    parts.optimizer.load_state_dict(payload["optimizer"])
+    parts.scaler.load_state_dict(payload["scaler"])
+    laid_out = (payload.get("scheduler") or {}).get("schedule_steps")
+    if laid_out is not None and laid_out != plan.schedule_steps:
+        stage.warn(
+            f"{section or stage.section}: the lr schedule was laid over {laid_out} steps and is now laid "
+            f"over {plan.schedule_steps} (another --steps or --fit-schedule): the learning "
+            "rate jumps at the resumed step"
+        )
+    dist_info = stage.run.dist
+    states = payload["rng"]
+    if len(states) == dist_info.world_size:
+        restore_rng_state(states[dist_info.rank])
+    else:
+        stage.info(
+            f"world size changed ({len(states)} -> {dist_info.world_size}): random streams restart"
+        )
+        seed_everything(stage.seed + int(payload["step"]))
+    stage.info(f"resumed from {checkpointer.last_path} at step {payload['step']}")
+    return TrainState(
+        step=int(payload["step"]),
+        best_metric=payload.get("best_metric"),
+        last_eval=dict(payload.get("last_eval") or {}),
+        evaluated_at=int(payload.get("evaluated_at", -1)),
+        pending_eval=bool(payload.get("pending_eval", False)),
+    )
+
+
+def epoch_batches(
+    stage: Stage, dataset: Any, plan: LoopPlan, step: int, num_workers: int
+) -> Iterator[Any]:
+    """The micro-batches of the epoch ``step`` falls in, from ``step`` on (a resumed run skips the rest)."""
+    epoch = step // plan.steps_per_epoch
+    seen = (step - epoch * plan.steps_per_epoch) * plan.accum_steps * plan.batch_size
+    loader = stage.loader(
+        dataset,
+        plan.batch_size,
+        shuffle=True,
+        epoch=epoch,
+        start=seen,
+        drop_last=plan.drop_last,
+        num_workers=num_workers,
+    )
+    return iter(loader)
+
+
+def accumulate_and_step(
+    run: RunRecord,
+    batches: Iterator[Any],
+    *,
+    objective: nn.Module,
+    transform: nn.Module,
+    parts: Trainables,
+    guard: BatchGuard,
+    lr: float,
+    accum_steps: int,
+    clip_grad: float | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
+    """Accumulate ``accum_steps`` micro-batches and take one optimizer step at learning rate ``lr``.
+
+    Returns the mean loss and the objective's mean logs (0-dim tensors, left on the device:
+    reading them would wait for the step to finish) and the seconds spent waiting for data.
+    A step whose loss is not finite is skipped where reading the loss is free (the CPU), and
+    elsewhere has its gradients zeroed on the device: the weights stay finite either way
+    until the loop's next check stops the run.
+    """
+    optimizer, scaler = parts.optimizer, parts.scaler
+    set_learning_rate(optimizer, lr)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=run.device)
+    log_sums: dict[str, torch.Tensor] = {}
+    wait = 0.0
+    for micro in range(accum_steps):
+        fetch = time.perf_counter()
+        signals, labels, lengths = next(batches)
+        wait += time.perf_counter() - fetch
+        signals = signals.to(run.device, non_blocking=True)
+        labels = labels.to(run.device, non_blocking=True)
+        with torch.no_grad():
+            features = transform(signals, lengths)
+        guard.observe(features, lengths)
+        # Only the last micro-batch all-reduces gradients under DDP.
+        last_micro = micro == accum_steps - 1
+        sync = (
+            contextlib.nullcontext()
+            if last_micro or not hasattr(objective, "no_sync")
+            else objective.no_sync()
+        )
+        with sync:
+            with run.autocast():
+                loss, logs = objective(features, labels)
+            scaler.scale(loss / accum_steps).backward()
+        loss_sum += loss.detach().float()
+        for key, value in logs.items():
+            log_sums[key] = log_sums.get(key, 0.0) + value.detach().float()
+    loss_mean = loss_sum / accum_steps
+    logs = {k: v / accum_steps for k, v in log_sums.items()}
+    finite = torch.isfinite(loss_mean)
+    if not host_reads_are_free(loss_mean.device):
+        discard_gradients_unless(finite, optimizer)
+    elif not finite:  # the host computed it: skipping costs less than masking
+        optimizer.zero_grad(set_to_none=True)
+        return loss_mean, logs, wait
+    if clip_grad is not None and clip_grad > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(parts.model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss_mean, logs, wait
+
+
+class CheckSchedule:
+    """When a loop reads its window back, logs and checkpoints: every rank decides alike.
+
+    ``sync_due``: at the log interval, the first step, before every checkpoint and evaluation,
+    and at the end; under DDP also every few steps (``adapt`` sets how many from the step
+    time), so a stop request, which the ranks can only agree on at a sync, is acted on within
+    ``STOP_CHECK_SECONDS``. A single process reads its own stop flag after every step, at no
+    cost. ``log_due``: the log interval, the first step and the end. ``checkpoint_due``: every
+    ``checkpoint_every`` steps, every epoch end and the end (and on a stop, which the loop adds).
+    """
+
+    def __init__(
+        self, stage: Stage, settings: LoopSettings, plan: LoopPlan, start_step: int
+    ) -> None:
+        self.stage, self.settings, self.plan = stage, settings, plan
+        self.start_step = start_step
+        self.every = 1  # steps between host syncs under DDP; set at each sync
+
+    def sync_due(self, step: int, epoch_end: int, unsynced: int) -> bool:
+        return (
+            self.log_due(step)
+            or self.checkpoint_due(step, epoch_end)
+            or unsynced >= self.every
+            or (self.stage.stop.requested and not self.stage.run.dist.enabled)
+        )
+
+    def log_due(self, step: int) -> bool:
+        return step % self.settings.log_every == 0 or step in (
+            self.start_step + 1,
+            self.plan.run_until,
+        )
+
+    def checkpoint_due(self, step: int, epoch_end: int) -> bool:
+        return step % self.settings.checkpoint_every == 0 or step in (
+            epoch_end,
+            self.plan.run_until,
+        )
+
+    def adapt(self, step_seconds: float) -> None:
+        """Sync at the log interval, or more often under DDP when steps are slow."""
+        if not self.stage.run.dist.enabled:
+            self.every = self.settings.log_every
+            return
+        fit = int(STOP_CHECK_SECONDS / max(step_seconds, 1e-9))
+        self.every = max(1, min(self.settings.log_every, fit))
+
+
+def raise_if_non_finite(
+    stage: Stage, totals: WindowTotals, step: int, kept: Path
+) -> None:
+    """Stop the run (exit 1) when a step of the window had a NaN/inf loss; ``kept`` is the last good checkpoint."""
+    if not totals.first_bad_step:
+        return
+    where = f"step {totals.first_bad_step}"
+    if totals.first_bad_step != step:
+        where += f" (found at the check of steps {step - totals.steps + 1}-{step})"
+    if stage.run.dist.world_size > 1:
+        where += f" on rank {totals.bad_rank}"
+    raise NonFiniteLossError(
+        f"{stage.section}: the loss became {totals.bad_loss} at {where}; stopped. The last good "
+        f"checkpoint ({kept}) is kept. Lower the learning rate, set "
+        f"--{stage.section}.clip_grad, or train in bf16/fp32 instead of fp16"
+    )
+
+
+def stop_if_requested(stage: Stage, stopping: bool, step: int) -> None:
+    """Raise ``StopRequested`` (exit 0, resume with ``--resume``) once the stop checkpoint is written."""
+    if stopping:
+        raise StopRequested(
+            f"{stage.section}: stopped by {stage.stop.signal_name or 'another rank'} at step {step}; checkpoint saved"
+        )
+
+
+class ProgressMeter:
+    """The loss, logs and timings of the steps since the last progress line, and the line itself.
+
+    ``add`` takes what a host sync read back; ``step_done`` the wall, data-wait and CPU time of
+    a step. ``log`` writes the metrics record (loss, logs, lr, samples/s, data-wait share,
+    CPU seconds per step) and the progress line, when ``CheckSchedule.log_due``.
     """
 
     def __init__(
         self,
-        ctx: RunContext,
-        *,
-        model: nn.Module,
-        objective: nn.Module,
-        transform: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        dataset: Any,
-        settings: LoopSettings,
+        stage: Stage,
+        plan: LoopPlan,
         lr_at: Callable[[int, LoopPlan], float],
-        manager: CheckpointManager,
-        evaluate: Callable[[int], dict[str, float]] | None = None,
-        best_key: str | None = None,
-        find_unused_parameters: bool = False,
-        on_step: Callable[[int], None] | None = None,
-        metrics_section: str | None = None,
-        max_steps: int | None = None,
+        section: str,
     ) -> None:
-        self.ctx, self.model, self.transform, self.optimizer = (
-            ctx,
-            model,
-            transform,
-            optimizer,
-        )
-        self.dataset, self.settings, self.lr_at, self.manager = (
-            dataset,
-            settings,
-            lr_at,
-            manager,
-        )
-        self.evaluate, self.best_key, self.on_step = evaluate, best_key, on_step
-        self.metrics_section = metrics_section or ctx.section
-        if settings.epochs < 0:
-            raise UsageError(
-                f"--{ctx.section}.epochs must be >= 0, got {settings.epochs}"
-            )
-        for name in (
-            "batch_size",
-            "accum_steps",
-            "checkpoint_every",
-            "log_every",
-        ):
-            if getattr(settings, name) < 1:
-                raise UsageError(
-                    f"--{ctx.section}.{name} must be >= 1, got {getattr(settings, name)}"
-                )
-        if settings.num_workers < 0:
-            raise UsageError(
-                f"--{ctx.section}.num_workers must be >= 0, got {settings.num_workers}"
-            )
-        self.plan = LoopPlan.make(
-            len(dataset),
-            settings,
-            ctx.dist.world_size,
-            max_steps,
-            fit_schedule=bool(ctx.options.fit_schedule),
-        )
-        cap = self.plan.describe_cap(self.metrics_section)
-        if cap is not None:
-            ctx.info(cap)
-        if ctx.dist.enabled and not find_unused_parameters:
-            unused = unused_parameter_names(ctx, objective, transform, dataset)
-            if unused:
-                ctx.info(
-                    f"{len(unused)} parameters get no gradient (e.g. {unused[0]}); DDP will look for unused parameters"
-                )
-            find_unused_parameters = bool(unused)
-        self.objective = ctx.distribute(
-            ctx.compile(objective), find_unused_parameters=find_unused_parameters
-        )
-        self.scaler = ctx.grad_scaler()
-        self.guard = BatchGuard(ctx, transform, dataset)
-        self.best_metric: float | None = None
-        self.last_eval: dict[str, float] = {}
-        self.evaluated_at = -1  # step of the last evaluation
-        self.pending_eval = False  # stopped at an epoch end before evaluating it
+        self.stage, self.plan, self.lr_at, self.section = stage, plan, lr_at, section
+        self.total_time = self.total_wait = 0.0
+        self.last_loss = float("nan")
+        self._reset()
 
-    # ------------------------------------------------------------------ checkpoints
-    def _payload(self, step: int, pending_eval: bool) -> dict[str, Any]:
-        return {
-            "section": self.ctx.section,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "scheduler": {
-                "name": "warmup_cosine",
-                "total_steps": self.plan.total_steps,
-                "schedule_steps": self.plan.schedule_steps,
-                "next_step": step,
-            },
-            "epoch": step // self.plan.steps_per_epoch,
-            "rng": gather_rng_states(self.ctx.dist),
-            "best_metric": self.best_metric,
-            "last_eval": dict(self.last_eval),
-            "evaluated_at": self.evaluated_at,
-            "pending_eval": pending_eval,
-            "config": dataclasses.asdict(self.ctx.config),
+    def _reset(self) -> None:
+        self.loss, self.steps, self.time, self.wait, self.cpu = 0.0, 0, 0.0, 0.0, 0.0
+        self.logs: dict[str, float] = {}
+
+    def step_started(self) -> None:
+        self._started, self._cpu_started = time.perf_counter(), time.process_time()
+
+    def add(self, totals: WindowTotals) -> None:
+        self.loss += totals.loss_sum
+        self.last_loss = totals.last_loss
+        for key, value in totals.logs.items():
+            self.logs[key] = self.logs.get(key, 0.0) + value
+
+    def step_done(self, wait: float) -> None:
+        elapsed = time.perf_counter() - self._started
+        self.steps += 1
+        self.time += elapsed
+        self.wait += wait
+        self.cpu += (
+            time.process_time() - self._cpu_started
+        )  # CPU seconds of this process, all threads
+        self.total_time += elapsed
+        self.total_wait += wait
+
+    def log(self, step: int, guard: BatchGuard) -> None:
+        stage, plan, steps = self.stage, self.plan, max(1, self.steps)
+        lr = self.lr_at(step - 1, plan)
+        values = {
+            "loss": self.loss / steps,
+            **{k: v / steps for k, v in self.logs.items()},
         }
-
-    def _save(self, step: int, best: bool = False, pending_eval: bool = False) -> None:
-        payload = self._payload(
-            step, pending_eval
-        )  # every rank: the RNG gather is a collective
-        self.manager.save(payload, step=step, best=best)
-
-    def _restore(self) -> int:
-        payload = self.manager.load_last() if self.ctx.resume else None
-        if payload is None:
-            return 0
-        load_model_weights(self.model, payload, self.manager.last_path)
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scaler.load_state_dict(payload["scaler"])
-        self.best_metric = payload.get("best_metric")
-        self.last_eval = dict(payload.get("last_eval") or {})
-        self.evaluated_at = int(payload.get("evaluated_at", -1))
-        self.pending_eval = bool(payload.get("pending_eval", False))
-        laid_out = (payload.get("scheduler") or {}).get("schedule_steps")
-        if laid_out is not None and laid_out != self.plan.schedule_steps:
-            self.ctx.warn(
-                f"{self.metrics_section}: the lr schedule was laid over {laid_out} steps and is now laid "
-                f"over {self.plan.schedule_steps} (another --steps or --fit-schedule): the learning "
-                "rate jumps at the resumed step"
-            )
-        states = payload["rng"]
-        if len(states) == self.ctx.dist.world_size:
-            restore_rng_state(states[self.ctx.dist.rank])
-        else:
-            self.ctx.info(
-                f"world size changed ({len(states)} -> {self.ctx.dist.world_size}): random streams restart"
-            )
-            seed_everything(self.ctx.stage_seed + int(payload["step"]))
-        self.ctx.info(
-            f"resumed from {self.manager.last_path} at step {payload['step']}"
+        rate = plan.samples_per_step * steps / max(self.time, 1e-9)
+        eta = (plan.run_until - step) * self.time / steps
+        stage.metrics.log(
+            self.section,
+            step,
+            {
+                **values,
+                "lr": lr,
+                "samples_per_s": rate,
+                "data_wait_share": self.wait / max(self.time, 1e-9),
+                "cpu_s_per_step": self.cpu / steps,
+            },
         )
-        return int(payload["step"])
-
-    # ------------------------------------------------------------------ the loop
-    def _run_evaluation(self, epoch: int, step: int) -> bool:
-        """Evaluate, log, and say whether this is the best result so far."""
-        if self.evaluate is None:
-            return False
-        results = self.evaluate(epoch)
-        self.evaluated_at = step
-        self.last_eval = {k: float(v) for k, v in results.items()}
-        self.ctx.metrics.log(self.metrics_section, step, self.last_eval, kind="eval")
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
-        self.ctx.info(f"eval after step {step} (epoch {epoch + 1}): {shown}")
-        if self.best_key is None or self.best_key not in self.last_eval:
-            return False
-        value = self.last_eval[self.best_key]
-        if self.best_metric is None or value > self.best_metric:
-            self.best_metric = value
-            return True
-        return False
-
-    def _evaluate_and_mark_best(self, step: int) -> None:
-        """Evaluate outside an epoch-end save (end of a capped run, after a restart): link best.pt to last.pt."""
-        if (
-            self._run_evaluation(
-                max(0, step - 1) // max(1, self.plan.steps_per_epoch), step
+        guard.report(step, self.section)
+        stage.metrics.progress(
+            format_progress_line(
+                self.section,
+                step,
+                plan.run_until,
+                {**values, "lr": lr},
+                rate,
+                eta,
+                gpu_memory_gb(stage.run.device),
             )
-            and self.ctx.is_main
-        ):
-            if self.manager.last_path.exists():
-                atomic_link(self.manager.last_path, self.manager.best_path)
-        self.objective.train()
-        self.transform.train()
-
-    def _sync_due(
-        self, step: int, start_step: int, epoch_end: int, unsynced: int, every: int
-    ) -> bool:
-        """Whether step ``step`` reads its window back: every rank computes the same answer.
-
-        At the log interval, the first step, before every checkpoint and evaluation, and at the
-        end; under DDP also every ``every`` steps, so a stop request (which the ranks can only
-        agree on at a sync) is acted on within ``STOP_CHECK_SECONDS``. A single process reads
-        its own stop flag after every step, at no cost.
-        """
-        settings = self.settings
-        return (
-            step % settings.log_every == 0
-            or step % settings.checkpoint_every == 0
-            or step in (start_step + 1, epoch_end, self.plan.run_until)
-            or unsynced >= every
-            or (self.ctx.stop.requested and not self.ctx.dist.enabled)
         )
+        self._reset()
 
-    def _sync_interval(self, step_seconds: float) -> int:
-        """Steps until the next sync: the log interval, or fewer under DDP when steps are slow."""
-        if not self.ctx.dist.enabled:
-            return self.settings.log_every
-        fit = int(STOP_CHECK_SECONDS / max(step_seconds, 1e-9))
-        return max(1, min(self.settings.log_every, fit))
-
-    def _raise_if_non_finite(self, totals: WindowTotals, step: int) -> None:
-        if not totals.first_bad_step:
-            return
-        where = f"step {totals.first_bad_step}"
-        if totals.first_bad_step != step:
-            where += f" (found at the check of steps {step - totals.steps + 1}-{step})"
-        if self.ctx.dist.world_size > 1:
-            where += f" on rank {totals.bad_rank}"
-        raise NonFiniteLossError(
-            f"{self.ctx.section}: the loss became {totals.bad_loss} at {where}; stopped. The last good "
-            f"checkpoint ({self.manager.last_path}) is kept. Lower the learning rate, set "
-            f"--{self.ctx.section}.clip_grad, or train in bf16/fp32 instead of fp16"
-        )
-
-    def run(self) -> LoopResult:
-        ctx, plan, settings = self.ctx, self.plan, self.settings
-        # epochs=0 is a fresh start by definition: a folder's earlier pre-training is not it
-        start_step = self._restore() if plan.total_steps else 0
-        step = start_step
-        self.objective.train()
-        self.transform.train()
-        last_loss = float("nan")
-        window_loss, window_steps, window_time, window_wait, window_cpu = (
-            0.0,
-            0,
-            0.0,
-            0.0,
-            0.0,
-        )
-        window_logs: dict[str, float] = {}
-        total_time, total_wait = 0.0, 0.0
-        device_window = DeviceWindow(ctx.device, ctx.dist)
-        sync_every = 1  # steps between host syncs; set at each sync from the step time
-        if self.pending_eval:  # the evaluation a SIGTERM at an epoch end postponed
-            self._evaluate_and_mark_best(step)
-        if plan.total_steps == 0:
-            self._save(0)  # epochs=0: the initial weights are this stage's result
-        while step < plan.run_until:
-            epoch = step // plan.steps_per_epoch
-            seen = (
-                (step - epoch * plan.steps_per_epoch)
-                * plan.accum_steps
-                * plan.batch_size
-            )
-            loader = ctx.loader(
-                self.dataset,
-                plan.batch_size,
-                shuffle=True,
-                epoch=epoch,
-                start=seen,
-                drop_last=plan.drop_last,
-                num_workers=settings.num_workers,
-            )
-            batches = iter(loader)
-            epoch_end = (epoch + 1) * plan.steps_per_epoch
-            while step < min(epoch_end, plan.run_until):
-                started, cpu_started = time.perf_counter(), time.process_time()
-                loss, logs, wait = self._optimizer_step(batches, step)
-                step += 1
-                device_window.add(step, loss, logs)
-                stopping = False
-                if self._sync_due(
-                    step, start_step, epoch_end, device_window.steps, sync_every
-                ):
-                    totals = device_window.sync(ctx.stop.requested)
-                    self._raise_if_non_finite(totals, step)
-                    stopping, last_loss = totals.stop, totals.last_loss
-                    window_loss += totals.loss_sum
-                    for key, value in totals.logs.items():
-                        window_logs[key] = window_logs.get(key, 0.0) + value
-                    sync_every = self._sync_interval(totals.step_seconds)
-                elapsed = time.perf_counter() - started
-                window_steps += 1
-                window_time += elapsed
-                window_wait += wait
-                window_cpu += (
-                    time.process_time() - cpu_started
-                )  # CPU seconds of this process, all threads
-                total_time += elapsed
-                total_wait += wait
-                if self.on_step is not None:
-                    self.on_step(step)
-                if (
-                    step % settings.log_every == 0
-                    or step == plan.run_until
-                    or step == start_step + 1
-                ):
-                    lr = self.lr_at(step - 1, plan)
-                    values = {
-                        "loss": window_loss / window_steps,
-                        **{k: v / window_steps for k, v in window_logs.items()},
-                    }
-                    rate = plan.samples_per_step * window_steps / max(window_time, 1e-9)
-                    eta = (plan.run_until - step) * window_time / window_steps
-                    ctx.metrics.log(
-                        self.metrics_section,
-                        step,
-                        {
-                            **values,
-                            "lr": lr,
-                            "samples_per_s": rate,
-                            "data_wait_share": window_wait / max(window_time, 1e-9),
-                            "cpu_s_per_step": window_cpu / window_steps,
-                        },
-                    )
-                    self.guard.report(step, self.metrics_section)
-                    ctx.metrics.progress(
-                        format_progress_line(
-                            self.metrics_section,
-                            step,
-                            plan.run_until,
-                            {**values, "lr": lr},
-                            rate,
-                            eta,
-                            gpu_memory_gb(ctx.device),
-                        )
-                    )
-                    (
-                        window_loss,
-                        window_steps,
-                        window_time,
-                        window_wait,
-                        window_cpu,
-                        window_logs,
-                    ) = (0.0, 0, 0.0, 0.0, 0.0, {})
-                best = False
-                if step == epoch_end and not stopping:
-                    best = self._run_evaluation(epoch, step)
-                    self.objective.train()
-                    self.transform.train()
-                if (
-                    stopping
-                    or step == epoch_end
-                    or step % settings.checkpoint_every == 0
-                    or step == plan.run_until
-                ):
-                    # Preemption leaves seconds: evaluate after the restart instead of now.
-                    self._save(
-                        step,
-                        best=best,
-                        pending_eval=stopping
-                        and step == epoch_end
-                        and self.evaluate is not None,
-                    )
-                if stopping:
-                    raise StopRequested(
-                        f"{ctx.section}: stopped by {ctx.stop.signal_name or 'another rank'} at step {step}; checkpoint saved"
-                    )
-        if self.evaluate is not None and self.evaluated_at != step:
-            self._evaluate_and_mark_best(step)
+    def result(self, step: int, start_step: int, state: TrainState) -> LoopResult:
+        total = self.total_time
         return LoopResult(
+            plan=self.plan,
             step=step,
-            total_steps=plan.total_steps,
-            last_loss=last_loss,
-            best_metric=self.best_metric,
-            last_eval=dict(self.last_eval),
-            steps_per_s=(step - start_step) / total_time if total_time > 0 else 0.0,
-            data_wait_share=total_wait / total_time if total_time > 0 else 0.0,
+            last_loss=self.last_loss,
+            best_metric=state.best_metric,
+            last_eval=dict(state.last_eval),
+            steps_per_s=(step - start_step) / total if total > 0 else 0.0,
+            data_wait_share=self.total_wait / total if total > 0 else 0.0,
             resumed_from=start_step if start_step else None,
         )
-
-    def _optimizer_step(
-        self, batches: Any, step: int
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
-        """Accumulate ``accum_steps`` micro-batches and take one optimizer step.
-
-        Returns the mean loss and the objective's mean logs (0-dim tensors, left on the device:
-        reading them would wait for the step to finish) and the seconds spent waiting for data.
-        A step whose loss is not finite is skipped where reading the loss is free (the CPU), and
-        elsewhere has its gradients zeroed on the device: the weights stay finite either way
-        until the loop's next check stops the run.
-        """
-        ctx, plan = self.ctx, self.plan
-        set_learning_rate(self.optimizer, self.lr_at(step, plan))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=ctx.device)
-        log_sums: dict[str, torch.Tensor] = {}
-        wait = 0.0
-        for micro in range(plan.accum_steps):
-            fetch = time.perf_counter()
-            signals, labels, lengths = next(batches)
-            wait += time.perf_counter() - fetch
-            signals = signals.to(ctx.device, non_blocking=True)
-            labels = labels.to(ctx.device, non_blocking=True)
-            with torch.no_grad():
-                features = self.transform(signals, lengths)
-            self.guard.observe(features, lengths)
-            last_micro = micro == plan.accum_steps - 1
-            # Only the last micro-batch all-reduces gradients under DDP.
-            sync = (
-                contextlib.nullcontext()
-                if last_micro or not hasattr(self.objective, "no_sync")
-                else self.objective.no_sync()
-            )
-            with sync:
-                with ctx.autocast():
-                    loss, logs = self.objective(features, labels)
-                self.scaler.scale(loss / plan.accum_steps).backward()
-            loss_sum += loss.detach().float()
-            for key, value in logs.items():
-                log_sums[key] = log_sums.get(key, 0.0) + value.detach().float()
-        loss_mean = loss_sum / plan.accum_steps
-        logs = {k: v / plan.accum_steps for k, v in log_sums.items()}
-        finite = torch.isfinite(loss_mean)
-        if not host_reads_are_free(loss_mean.device):
-            discard_gradients_unless(finite, self.optimizer)
-        elif not finite:  # the host computed it: skipping costs less than masking
-            self.optimizer.zero_grad(set_to_none=True)
-            return loss_mean, logs, wait
-        if self.settings.clip_grad is not None and self.settings.clip_grad > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss_mean, logs, wait

@@ -31,7 +31,7 @@ import torch
 from components.run_checkpoint import atomic_write
 from components.distributed import all_reduce_sum
 from components.errors import UsageError
-from components.runtime import RunContext, collate_signals
+from components.runtime import RunRecord, Stage, collate_signals
 
 CREATED_BY = (
     "sigmae-gen embed"  # dataset.info["created_by"] of the datasets exported here
@@ -104,17 +104,19 @@ def spectrogram(transform: Any, clip: torch.Tensor) -> torch.Tensor:
 
 
 def write_spectrograms(
-    ctx: RunContext, dataset: Any, transform: Any, folder: Path, image: Any
+    stage: Stage, dataset: Any, transform: Any, folder: Path, image: Any
 ) -> tuple[list[Path], int]:
     """One PNG per item of ``dataset`` in ``folder`` (kept when present); paths and count drawn."""
     setting = {
         "data": type(dataset).__name__,
         "data_config": (
-            ctx.section_config("data") if hasattr(ctx.config, "data") else {}
+            stage.components.settings("data")
+            if hasattr(stage.components.config, "data")
+            else {}
         ),
-        "smoke": ctx.smoke,
+        "smoke": stage.run.smoke,
         "transform": type(transform).__name__,
-        "transform_config": ctx.section_config("transform"),
+        "transform_config": stage.components.settings("transform"),
     }
     transform.eval()
     paths, drawn = [], 0
@@ -144,15 +146,15 @@ def foreign_dataset(fo: Any, name: str, flag: str) -> str | None:
     )
 
 
-def check_fiftyone_target(ctx: RunContext, name: str, flag: str) -> None:
+def check_fiftyone_target(run: RunRecord, name: str, flag: str) -> None:
     """Before any work: fiftyone (and matplotlib) importable, ``name`` free or this exporter's.
 
     The main rank asks the database; under torchrun every rank stops when it refuses.
     """
     check_fiftyone_name(name, flag)
     fo, _, _ = import_fiftyone(flag)
-    problem = foreign_dataset(fo, name, flag) if ctx.is_main else None
-    refused = all_reduce_sum(torch.tensor([1.0 if problem else 0.0]), ctx.dist)
+    problem = foreign_dataset(fo, name, flag) if run.is_main else None
+    refused = all_reduce_sum(torch.tensor([1.0 if problem else 0.0]), run.dist)
     if problem or float(refused) > 0:
         raise UsageError(
             problem or f"{flag} {name}: refused on the main rank (see its message)"
@@ -169,7 +171,7 @@ def replace_own_dataset(fo: Any, name: str, flag: str) -> None:
 
 
 def export_fiftyone(
-    ctx: RunContext,
+    stage: Stage,
     payload: dict[str, Any],
     *,
     name: str,
@@ -177,19 +179,19 @@ def export_fiftyone(
     cache_dir: Path,
 ) -> dict[str, Any]:
     """Export the data set's clips with their embeddings (``payload``) as FiftyOne dataset ``name``."""
-    flag = f"--{ctx.section}.fiftyone"
+    flag = f"--{stage.section}.fiftyone"
     fo, fob, image = import_fiftyone(flag)
-    dataset = ctx.dataset()
+    dataset = stage.components.dataset()
     folder = Path(cache_dir) / "spectrograms"
     images, drawn = write_spectrograms(
-        ctx, dataset, ctx.build_transform(), folder, image
+        stage, dataset, stage.components.transform(), folder, image
     )
     replace_own_dataset(fo, name, flag)
     export = fo.Dataset(name)
     export.persistent = bool(persistent)
     export.info = {
         "created_by": CREATED_BY,
-        "spec": ctx.pipeline.name,
+        "spec": stage.run.name,
         "checkpoint": payload["checkpoint"],
         "pooling": payload["pooling"],
     }
@@ -235,8 +237,8 @@ def export_fiftyone(
         )
         visualization = BRAIN_VISUALIZATION
     else:
-        ctx.warn(f"{flag} {name}: {len(samples)} sample(s): no 2-D visualisation")
-    ctx.info(
+        stage.warn(f"{flag} {name}: {len(samples)} sample(s): no 2-D visualisation")
+    stage.info(
         f"FiftyOne dataset {name!r}: {len(samples)} clips ({drawn} spectrograms drawn, "
         f"{len(images) - drawn} reused from {folder}); similarity index {BRAIN_SIMILARITY!r}"
         + (f", PCA visualisation {visualization!r}" if visualization else "")

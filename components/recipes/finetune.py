@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
@@ -24,16 +24,38 @@ from components.metrics import confusion_matrix
 from components.models.classifier import AudioMAEClassifier, param_groups_lrd
 from components.recipes.embed import CheckpointLoader
 from components.recipes.engine import (
+    CheckSchedule,
+    DeviceWindow,
+    LoopPlan,
+    LoopResult,
     LoopSettings,
-    TrainLoop,
+    ProgressMeter,
+    Trainables,
+    TrainState,
     WarmupCosineSchedule,
+    accumulate_and_step,
     check_ranges,
+    checkpoint_payload,
     effective_batch_size,
+    epoch_batches,
+    plan_loop,
+    prepare_objective,
+    raise_if_non_finite,
+    restore_training,
     scaled_learning_rate,
+    stop_if_requested,
 )
-from components.recipes.guards import check_eval_size
+from components.recipes.guards import BatchGuard, check_eval_size
 from components.registry import recipe_registry
-from components.runtime import RunContext, eval_loader, split_by_folds
+from components.run_checkpoint import Checkpointer, atomic_link
+from components.runtime import (
+    Handoff,
+    RunRecord,
+    Stage,
+    StepResult,
+    eval_loader,
+    split_by_folds,
+)
 from components.transforms.augment import mixup, spec_augment
 
 
@@ -94,10 +116,10 @@ def finetune_settings_from(
     return FinetuneSettings(**{name: parameters[name] for name in names})
 
 
-def validate_finetune_settings(ctx: RunContext, s: FinetuneSettings) -> None:
+def validate_finetune_settings(stage: Stage, s: FinetuneSettings) -> None:
     """Out-of-range values are user errors naming the flag (not a NaN three hours later)."""
     check_ranges(
-        ctx,
+        stage,
         {
             "base_lr": (s.base_lr, s.base_lr > 0),
             "lr": (s.lr, s.lr is None or s.lr > 0),
@@ -151,7 +173,7 @@ class ClassificationObjective(nn.Module):
 
 @torch.no_grad()
 def evaluate_classifier(
-    ctx: RunContext,
+    run: RunRecord,
     classifier: nn.Module,
     transform: nn.Module,
     dataset: Any,
@@ -161,13 +183,13 @@ def evaluate_classifier(
     """Accuracy, top-5 accuracy and mean loss over ``dataset`` (summed over ranks), and the confusion matrix."""
     classifier.eval()
     transform.eval()
-    loader, _ = eval_loader(ctx, dataset, batch_size)
+    loader, _ = eval_loader(run, dataset, batch_size)
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
     loss_sum = torch.zeros((), dtype=torch.float64)
     top5 = torch.zeros((), dtype=torch.float64)
     for signals, labels, lengths in loader:
-        features = transform(signals.to(ctx.device), lengths)
-        with ctx.autocast():
+        features = transform(signals.to(run.device), lengths)
+        with run.autocast():
             logits = classifier(features)
         logits, labels = logits.float().cpu(), labels.cpu()
         loss_sum += torch.nn.functional.cross_entropy(
@@ -185,7 +207,7 @@ def evaluate_classifier(
     # float64 counts would not fit on an MPS device.
     totals = all_reduce_sum(
         torch.cat([matrix.flatten().double(), loss_sum.reshape(1), top5.reshape(1)]),
-        ctx.dist,
+        run.dist,
     )
     matrix = (
         totals[: num_classes * num_classes]
@@ -203,7 +225,7 @@ def evaluate_classifier(
 
 
 def resolve_split(
-    ctx: RunContext,
+    stage: Stage,
     dataset: Any,
     train_folds: list[int] | None,
     eval_folds: list[int] | None,
@@ -211,20 +233,20 @@ def resolve_split(
     """Default split: hold out the last fold, train on the others."""
     folds = folds_of(dataset.records)
     missing = sorted((set(train_folds or []) | set(eval_folds or [])) - set(folds))
-    if missing and ctx.smoke:
+    if missing and stage.run.smoke:
         # Synthetic smoke data has its own folds; the spec's split is for the real data.
-        ctx.info(
+        stage.info(
             f"smoke data has folds {folds}, not {missing}: using the default split"
         )
         train_folds = eval_folds = None
     elif missing:
         raise UsageError(
-            f"{ctx.section}: folds {missing} do not exist; the data set has folds {folds}"
+            f"{stage.section}: folds {missing} do not exist; the data set has folds {folds}"
         )
     if eval_folds is None:
         if len(folds) < 2:
             raise UsageError(
-                f"{ctx.section}: the data set has one fold ({folds}); set --{ctx.section}.eval_folds"
+                f"{stage.section}: the data set has one fold ({folds}); set --{stage.section}.eval_folds"
             )
         eval_folds = [folds[-1]]
     if train_folds is None:
@@ -232,20 +254,20 @@ def resolve_split(
     overlap = sorted(set(train_folds) & set(eval_folds))
     if overlap:
         raise UsageError(
-            f"{ctx.section}: folds {overlap} are in both train_folds and eval_folds"
+            f"{stage.section}: folds {overlap} are in both train_folds and eval_folds"
         )
     if not train_folds:
         raise UsageError(
-            f"{ctx.section}: no folds left to train on (eval_folds={eval_folds})"
+            f"{stage.section}: no folds left to train on (eval_folds={eval_folds})"
         )
     return list(train_folds), list(eval_folds)
 
 
 def build_classifier(
-    ctx: RunContext, settings: FinetuneSettings, num_classes: int
+    stage: Stage, settings: FinetuneSettings, num_classes: int
 ) -> tuple[nn.Module, str | None]:
     """The classifier over a pre-trained encoder when one is available (else a fresh one)."""
-    loader = CheckpointLoader(ctx)
+    loader = CheckpointLoader(stage)
     path = (
         loader.resolve(settings.checkpoint)
         if settings.pretrained or settings.checkpoint
@@ -255,10 +277,10 @@ def build_classifier(
         model = loader.load(path, drop_path_rate=settings.drop_path)
     else:
         if settings.pretrained:
-            ctx.info(
+            stage.info(
                 "no pre-trained encoder (no mae_pretrain step ran, no checkpoint given): training from scratch"
             )
-        model = ctx.build_model(drop_path_rate=settings.drop_path)
+        model = stage.components.model(drop_path_rate=settings.drop_path)
     classifier = AudioMAEClassifier(
         model,
         num_classes=num_classes,
@@ -267,12 +289,138 @@ def build_classifier(
         mask_f_prob=settings.mask_f_prob,
         head_dropout=settings.head_dropout,
         pooling=settings.pooling,
-    ).to(ctx.device)
+    ).to(stage.run.device)
     return classifier, None if path is None else str(path)
 
 
+def record_evaluation(
+    stage: Stage,
+    state: TrainState,
+    results: dict[str, float],
+    step: int,
+    epoch: int,
+    section: str,
+) -> bool:
+    """Log an evaluation after step ``step`` into ``state``; whether its accuracy is the best so far."""
+    state.last_eval = {k: float(v) for k, v in results.items()}
+    state.evaluated_at = step
+    stage.metrics.log(section, step, state.last_eval, kind="eval")
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in state.last_eval.items())
+    stage.info(f"eval after step {step} (epoch {epoch + 1}): {shown}")
+    accuracy = state.last_eval.get("accuracy")
+    if accuracy is None or (
+        state.best_metric is not None and accuracy <= state.best_metric
+    ):
+        return False
+    state.best_metric = accuracy
+    return True
+
+
+def classifier_loop(
+    stage: Stage,
+    *,
+    model: nn.Module,
+    objective: nn.Module,
+    transform: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset: Any,
+    settings: LoopSettings,
+    plan: LoopPlan,
+    lr_at: Callable[[int, LoopPlan], float],
+    checkpointer: Checkpointer,
+    evaluate: Callable[[int], dict[str, float]],
+    section: str,
+    on_step: Callable[[int], None] | None = None,
+) -> LoopResult:
+    """Train a classifier for ``plan.run_until`` steps, evaluating after every epoch and at the end.
+
+    As ``pretrain_loop`` (checkpoints, exact resume, stop on SIGTERM/SIGINT, NaN check at
+    the device window's syncs), plus: ``evaluate(epoch)`` runs at every epoch end, and the
+    checkpoint with the best ``accuracy`` so far is linked as ``best.pt``. A stop at an epoch
+    end saves first and evaluates after the restart (a preemption leaves seconds). Metrics
+    and progress lines go under ``section`` (``kfold`` names each fold's).
+    """
+    run = stage.run
+    trained = prepare_objective(stage, objective, transform, dataset)
+    parts = Trainables(model, optimizer, run.grad_scaler())
+    guard = BatchGuard(stage, transform, dataset)
+    state = (
+        restore_training(stage, checkpointer, plan, parts, section)
+        if plan.total_steps
+        else TrainState()
+    )
+    start_step = step = state.step
+
+    def evaluate_after(step: int) -> bool:
+        epoch = max(0, step - 1) // max(1, plan.steps_per_epoch)
+        best = record_evaluation(stage, state, evaluate(epoch), step, epoch, section)
+        trained.train()
+        transform.train()
+        return best
+
+    def evaluate_and_link_best(step: int) -> None:  # outside an epoch-end save
+        if evaluate_after(step) and run.is_main and checkpointer.last_path.exists():
+            atomic_link(checkpointer.last_path, checkpointer.best_path)
+
+    if state.pending_eval:  # the evaluation a stop at an epoch end postponed
+        evaluate_and_link_best(step)
+    if plan.total_steps == 0:
+        checkpointer.save(checkpoint_payload(stage, plan, state, parts), step=0)
+    window = DeviceWindow(run.device, run.dist)  # losses, summed on the device
+    meter = ProgressMeter(stage, plan, lr_at, section)
+    checks = CheckSchedule(stage, settings, plan, start_step)
+    trained.train()
+    transform.train()
+    while step < plan.run_until:
+        batches = epoch_batches(stage, dataset, plan, step, settings.num_workers)
+        epoch_end = (step // plan.steps_per_epoch + 1) * plan.steps_per_epoch
+        while step < min(epoch_end, plan.run_until):
+            meter.step_started()
+            loss, logs, wait = accumulate_and_step(
+                run,
+                batches,
+                objective=trained,
+                transform=transform,
+                parts=parts,
+                guard=guard,
+                lr=lr_at(step, plan),
+                accum_steps=plan.accum_steps,
+                clip_grad=settings.clip_grad,
+            )
+            step += 1
+            window.add(step, loss, logs)
+            stopping = False
+            if checks.sync_due(step, epoch_end, window.steps):
+                totals = window.sync(stage.stop.requested)
+                raise_if_non_finite(stage, totals, step, checkpointer.last_path)
+                meter.add(totals)
+                checks.adapt(totals.step_seconds)
+                stopping = totals.stop
+            meter.step_done(wait)
+            if on_step is not None:
+                on_step(step)
+            if checks.log_due(step):
+                meter.log(step, guard)
+            best = step == epoch_end and not stopping and evaluate_after(step)
+            if stopping or checks.checkpoint_due(step, epoch_end):
+                state.step = step
+                # stopped at an epoch end: the evaluation waits for the restart
+                payload = checkpoint_payload(
+                    stage,
+                    plan,
+                    state,
+                    parts,
+                    pending_eval=stopping and step == epoch_end,
+                )
+                checkpointer.save(payload, step=step, best=best)
+            stop_if_requested(stage, stopping, step)
+    if state.evaluated_at != step:  # a capped run ends inside an epoch
+        evaluate_and_link_best(step)
+    return meter.result(step, start_step, state)
+
+
 def train_classifier(
-    ctx: RunContext,
+    stage: Stage,
     settings: FinetuneSettings,
     train_set: Any,
     eval_set: Any,
@@ -284,18 +432,18 @@ def train_classifier(
     ``max_steps`` caps the optimizer steps (``finetune`` passes ``--steps``; ``kfold``, an
     evaluation protocol, runs every fold whole).
     """
-    validate_finetune_settings(ctx, settings)
-    num_classes = ctx.dataset().num_classes
+    validate_finetune_settings(stage, settings)
+    num_classes = stage.components.dataset().num_classes
     where = "" if subdir is None else f"{subdir}: "
     check_eval_size(
-        ctx, f"{where}the evaluation set", len(eval_set), num_classes, eval_set
+        stage, f"{where}the evaluation set", len(eval_set), num_classes, eval_set
     )
-    classifier, source = build_classifier(ctx, settings, num_classes)
-    transform = ctx.build_transform()
-    ctx.check_fit(classifier.encoder, transform)
+    classifier, source = build_classifier(stage, settings, num_classes)
+    transform = stage.components.transform()
+    stage.components.check_fit(classifier.encoder, transform)
     objective = ClassificationObjective(classifier, num_classes, settings)
     effective_batch = effective_batch_size(
-        ctx, settings.batch_size, settings.accum_steps, len(train_set)
+        stage.run, settings.batch_size, settings.accum_steps, len(train_set)
     )
     peak_lr = scaled_learning_rate(settings.lr, settings.base_lr, effective_batch)
     groups = param_groups_lrd(
@@ -306,51 +454,53 @@ def train_classifier(
             "param_names", None
         )  # names are for humans; the optimizer's state needs none
     optimizer = torch.optim.AdamW(groups, lr=peak_lr, betas=(0.9, 0.999))
-    manager = ctx.checkpoints(subdir, keep_last=settings.keep_last)
+    checkpointer = stage.checkpointer(subdir, keep_last=settings.keep_last)
     # One metrics section per training run (kfold: "kfold/fold_3"): steps restart per fold.
-    section = ctx.section if subdir is None else f"{ctx.section}/{subdir}"
+    section = stage.section if subdir is None else f"{stage.section}/{subdir}"
+    loop_settings = LoopSettings(
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        accum_steps=settings.accum_steps,
+        clip_grad=settings.clip_grad,
+        checkpoint_every=settings.checkpoint_every,
+        log_every=settings.log_every,
+        num_workers=settings.num_workers,
+    )
+    plan = plan_loop(stage, loop_settings, len(train_set), max_steps, section)
     last_matrix: dict[str, torch.Tensor] = {}
 
     def evaluate(epoch: int) -> dict[str, float]:
         results, matrix = evaluate_classifier(
-            ctx, classifier, transform, eval_set, num_classes, settings.batch_size
+            stage.run, classifier, transform, eval_set, num_classes, settings.batch_size
         )
         last_matrix["matrix"] = matrix
         return results
 
-    loop = TrainLoop(
-        ctx,
+    stage.info(
+        f"{where}{len(train_set)} train / {len(eval_set)} eval items, {num_classes} classes, "
+        f"{plan.run_until} of {plan.total_steps} steps, peak lr {peak_lr:.3g}, encoder {source or 'fresh'}"
+    )
+    result = classifier_loop(
+        stage,
         model=classifier,
         objective=objective,
         transform=transform,
         optimizer=optimizer,
         dataset=train_set,
-        settings=LoopSettings(
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            accum_steps=settings.accum_steps,
-            clip_grad=settings.clip_grad,
-            checkpoint_every=settings.checkpoint_every,
-            log_every=settings.log_every,
-            num_workers=settings.num_workers,
-        ),
+        settings=loop_settings,
+        plan=plan,
         lr_at=WarmupCosineSchedule(peak_lr, settings.min_lr, settings.warmup_epochs),
-        manager=manager,
+        checkpointer=checkpointer,
         evaluate=evaluate,
-        best_key="accuracy",
-        metrics_section=section,
-        max_steps=max_steps,
+        section=section,
     )
-    ctx.info(
-        f"{where}{len(train_set)} train / {len(eval_set)} eval items, {num_classes} classes, "
-        f"{loop.plan.run_until} of {loop.plan.total_steps} steps, peak lr {peak_lr:.3g}, encoder {source or 'fresh'}"
-    )
-    result = loop.run()
-    class_names = list(ctx.dataset().class_names)
-    if ctx.is_main and "matrix" in last_matrix:
+    class_names = list(stage.components.dataset().class_names)
+    if stage.run.is_main and "matrix" in last_matrix:
         name = section.replace("/", "_")
-        ctx.plots.confusion(last_matrix["matrix"], class_names, f"{name}_confusion.png")
-        ctx.plots.loss_curves(ctx.metrics.jsonl_path, section)
+        stage.plots.confusion(
+            last_matrix["matrix"], class_names, f"{name}_confusion.png"
+        )
+        stage.plots.loss_curves(stage.metrics.jsonl_path, section)
     return {
         "accuracy": result.last_eval.get("accuracy"),
         "top5_accuracy": result.last_eval.get("top5_accuracy"),
@@ -363,8 +513,8 @@ def train_classifier(
             result.last_loss if math.isfinite(result.last_loss) else None
         ),
         "encoder": source,
-        "last_checkpoint": str(manager.last_path),
-        "best_checkpoint": str(manager.best_path),
+        "last_checkpoint": str(checkpointer.last_path),
+        "best_checkpoint": str(checkpointer.best_path),
         "steps_per_s": round(result.steps_per_s, 4),
         "data_wait_share": round(result.data_wait_share, 4),
         "confusion_matrix": (
@@ -375,7 +525,7 @@ def train_classifier(
 
 @recipe_registry.register("finetune", version="1.0")
 def finetune(
-    ctx: RunContext,
+    stage: Stage,
     /,
     *,
     epochs: int = 50,
@@ -405,7 +555,7 @@ def finetune(
     checkpoint_every: int = 500,
     keep_last: int = 2,
     log_every: int = 20,
-) -> dict[str, Any]:
+) -> StepResult:
     """Fine-tune a classifier; evaluation folds default to the last fold, training to the rest.
 
     The encoder comes from ``checkpoint``, else from an earlier ``mae_pretrain`` step (when
@@ -463,22 +613,19 @@ def finetune(
         log_every: Optimizer steps between progress lines and metrics records.
     """
     settings = finetune_settings_from(
-        locals(), others=("ctx", "train_folds", "eval_folds")
+        locals(), others=("stage", "train_folds", "eval_folds")
     )
-    dataset = ctx.dataset()
-    train_folds, eval_folds = resolve_split(ctx, dataset, train_folds, eval_folds)
+    dataset = stage.components.dataset()
+    train_folds, eval_folds = resolve_split(stage, dataset, train_folds, eval_folds)
     summary = train_classifier(
-        ctx,
+        stage,
         settings,
         split_by_folds(dataset, train_folds),
         split_by_folds(dataset, eval_folds),
-        max_steps=ctx.max_steps,
+        max_steps=stage.max_steps,
     )
     summary.update(train_folds=train_folds, eval_folds=eval_folds)
     # Decided from the results, not the file system: every rank must agree.
-    ctx.state["classifier_checkpoint"] = (
-        summary["best_checkpoint"]
-        if summary["best_accuracy"] is not None
-        else summary["last_checkpoint"]
-    )
-    return summary
+    best = summary["best_accuracy"] is not None
+    chosen = summary["best_checkpoint" if best else "last_checkpoint"]
+    return StepResult(summary, Handoff(classifier_checkpoint=chosen))

@@ -14,7 +14,7 @@ import torch
 
 from components.distributed import all_reduce_sum
 from components.errors import UsageError
-from components.runtime import RunContext
+from components.runtime import Stage
 
 MIN_EVAL_ITEMS = 10  # an evaluation needs at least max(this, classes) items
 FLAT_FEATURE_STD = 1e-4  # an item whose features vary less than this is constant
@@ -32,17 +32,17 @@ def describe_data(dataset: Any) -> str:
 
 
 def check_eval_size(
-    ctx: RunContext, what: str, count: int, num_classes: int, dataset: Any
+    stage: Stage, what: str, count: int, num_classes: int, dataset: Any
 ) -> None:
     """An evaluation on nothing is an error; one on fewer than max(10, classes) items a warning."""
     if count == 0:
         raise UsageError(
-            f"{ctx.section}: {what} of {describe_data(dataset)} holds no items: there is nothing to "
+            f"{stage.section}: {what} of {describe_data(dataset)} holds no items: there is nothing to "
             "evaluate; check --data-dir and the step's eval_folds"
         )
     needed = max(MIN_EVAL_ITEMS, num_classes)
     if count < needed:
-        ctx.warn(
+        stage.warn(
             f"{what} of {describe_data(dataset)} holds {count} item{'s' if count != 1 else ''} "
             f"(fewer than {needed} for {num_classes} classes): its accuracy means little"
         )
@@ -55,9 +55,9 @@ class BatchGuard:
     interval and warns once per stage for each kind of problem.
     """
 
-    def __init__(self, ctx: RunContext, transform: Any, dataset: Any) -> None:
-        self.ctx, self.transform, self.dataset = ctx, transform, dataset
-        self.flat = torch.zeros((), dtype=torch.long, device=ctx.device)
+    def __init__(self, stage: Stage, transform: Any, dataset: Any) -> None:
+        self.stage, self.transform, self.dataset = stage, transform, dataset
+        self.flat = torch.zeros((), dtype=torch.long, device=stage.run.device)
         self.items = 0
         self.padded_sum, self.padded_batches = 0.0, 0
         self.warned: set[str] = set()
@@ -83,12 +83,12 @@ class BatchGuard:
                     float(self.padded_batches),
                 ]
             ),
-            self.ctx.dist,
+            self.stage.run.dist,
         ).tolist()
         flat, items, padded_sum, padded_batches = counts
         if flat and "flat" not in self.warned:
             self.warned.add("flat")
-            self.ctx.warn(
+            self.stage.warn(
                 f"{section} step {step}: {int(flat)} of {int(items)} items of {where} had (near-)constant "
                 "features (silence or pure padding): the model learns nothing from them"
             )
@@ -96,7 +96,7 @@ class BatchGuard:
             share = padded_sum / padded_batches
             if share > PADDED_SHARE_LIMIT:
                 self.warned.add("padded")
-                self.ctx.warn(
+                self.stage.warn(
                     f"{section} step {step}: {share:.0%} of the model's input frames from {where} "
                     "are zero padding (clips shorter than the window); shorten the window "
                     "(--transform.target_frames, with --model.img_size) to fit the clips"
@@ -152,13 +152,13 @@ def embedding_spread(embeddings: torch.Tensor) -> EmbeddingSpread:
 
 
 def check_embedding_spread(
-    ctx: RunContext, spread: EmbeddingSpread | dict[str, Any], dataset: Any
+    stage: Stage, spread: EmbeddingSpread | dict[str, Any], dataset: Any
 ) -> None:
     """Warn when embeddings collapsed; ``spread`` as measured or as an embedding file holds it."""
     if isinstance(spread, dict):
         spread = EmbeddingSpread(**spread)
     if spread.collapsed:
-        ctx.warn(
+        stage.warn(
             f"the embeddings of {describe_data(dataset)} collapsed: {spread.distinct} distinct of "
             f"{spread.items}, {spread.collapsed_dims} of {spread.dims} dimensions without spread; "
             "probes and kNN on them are at chance (is the model's window pure padding?)"

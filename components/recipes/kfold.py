@@ -19,7 +19,8 @@ from components.recipes.finetune import finetune_settings_from, train_classifier
 from components.recipes.guards import describe_data
 from components.registry import recipe_registry
 from components.runtime import (
-    RunContext,
+    Stage,
+    StepResult,
     derive_seed,
     seed_everything,
     split_by_folds,
@@ -36,7 +37,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 @recipe_registry.register("kfold", version="1.0")
 def kfold(
-    ctx: RunContext,
+    stage: Stage,
     /,
     *,
     folds: list[int] | None = None,
@@ -66,7 +67,7 @@ def kfold(
     checkpoint_every: int = 500,
     keep_last: int = 1,
     log_every: int = 20,
-) -> dict[str, Any]:
+) -> StepResult:
     """Fine-tune once per held-out fold (``folds``, default all; ``max_folds`` keeps the first n).
 
     The other parameters are ``finetune``'s. Returns per-fold accuracies and their mean ± std.
@@ -123,70 +124,74 @@ def kfold(
             deleted).
         log_every: Optimizer steps between progress lines and metrics records.
     """
-    settings = finetune_settings_from(locals(), others=("ctx", "folds", "max_folds"))
-    dataset = ctx.dataset()
+    settings = finetune_settings_from(locals(), others=("stage", "folds", "max_folds"))
+    dataset = stage.components.dataset()
     available = folds_of(dataset.records)
     # Folds the data set's own listing names (ESC-50's CSV) but that hold no clip here.
     listed = sorted(set(getattr(dataset, "listed_folds", available)) | set(available))
     chosen = list(folds) if folds is not None else listed
     unknown = sorted(set(chosen) - set(listed))
-    if unknown and not ctx.smoke:
+    if unknown and not stage.run.smoke:
         raise UsageError(
-            f"--{ctx.section}.folds: folds {unknown} do not exist; the data set has folds {available}"
+            f"--{stage.section}.folds: folds {unknown} do not exist; the data set has folds {available}"
         )
     chosen = [
         f for f in chosen if f in listed
     ] or available  # smoke data has its own folds
     if max_folds is not None:
         if max_folds < 1:
-            raise UsageError(f"--{ctx.section}.max_folds must be >= 1, got {max_folds}")
+            raise UsageError(
+                f"--{stage.section}.max_folds must be >= 1, got {max_folds}"
+            )
         chosen = chosen[:max_folds]
     if len(available) < 2:
         raise UsageError(
-            f"{ctx.section}: cross-validation needs at least 2 folds, the data set has {available}"
+            f"{stage.section}: cross-validation needs at least 2 folds, the data set has {available}"
         )
-    if not ctx.resume and ctx.is_main:
+    if not stage.resume and stage.run.is_main:
         # A fresh run in a used folder: a later --resume must not take the old run's folds.
-        for stale in ctx.stage_dir.glob("fold_*/result.json"):
+        for stale in stage.stage_dir.glob("fold_*/result.json"):
             stale.unlink()
     train_folds_of = {test: train for train, [test] in leave_one_fold_out(available)}
     skipped = [f for f in chosen if f not in available]
     if len(skipped) == len(chosen):
         raise UsageError(
-            f"{ctx.section}: none of folds {chosen} holds an item of {describe_data(dataset)}; "
+            f"{stage.section}: none of folds {chosen} holds an item of {describe_data(dataset)}; "
             f"the data set has folds {available}"
         )
     if skipped:
-        ctx.warn(
+        stage.warn(
             f"folds {skipped} of {describe_data(dataset)} hold no items: not evaluated "
             f"(the mean is over {len(chosen) - len(skipped)} of {len(chosen)} folds)"
         )
     per_fold: dict[str, dict[str, Any]] = {}
     for held_out in (f for f in chosen if f in available):
-        result_path = ctx.stage_dir / f"fold_{held_out}" / "result.json"
+        result_path = stage.stage_dir / f"fold_{held_out}" / "result.json"
         done = (
             json.loads(result_path.read_text(encoding="utf-8"))
-            if ctx.resume and result_path.is_file()
+            if stage.resume and result_path.is_file()
             else None
         )
         # An evaluation protocol: --steps never cuts a fold short, a saved fold is final.
         if done is not None and done["steps"] >= done["total_steps"]:
             per_fold[str(held_out)] = done
-            ctx.info(f"fold {held_out} already done: accuracy {done['accuracy']:.4f}")
+            stage.info(f"fold {held_out} already done: accuracy {done['accuracy']:.4f}")
             continue
         seed_everything(
             derive_seed(
-                ctx.options.seed + 7919 * held_out, ctx.dist.rank, ctx.stage_index
+                stage.run.options.seed + 7919 * held_out,
+                stage.run.dist.rank,
+                stage.index,
             )
         )
         train_set = split_by_folds(dataset, train_folds_of[held_out])
         eval_set = split_by_folds(dataset, [held_out])
         result = train_classifier(
-            ctx, settings, train_set, eval_set, subdir=f"fold_{held_out}"
+            stage, settings, train_set, eval_set, subdir=f"fold_{held_out}"
         )
         result.pop("confusion_matrix", None)
         per_fold[str(held_out)] = result
-        if ctx.is_main:
+        if stage.run.is_main:
             write_json_atomic(result, result_path)
     scored = {f: r for f, r in per_fold.items() if r.get("accuracy") is not None}
     mean, std = mean_std([r["accuracy"] for r in scored.values()])
@@ -194,26 +199,28 @@ def kfold(
     weighted = weighted_mean(
         [(r["accuracy"], held_out_items[int(f)]) for f, r in scored.items()]
     )
-    ctx.info(
+    stage.info(
         f"{len(scored)}-fold accuracy {mean:.4f} ± {std:.4f} (mean of folds); "
         f"{weighted:.4f} weighted by fold size ({fold_sizes(scored, held_out_items)})"
         + (f"; folds {skipped} not evaluated" if skipped else "")
     )
-    return {
-        "folds": [int(f) for f in per_fold],
-        "steps": sum(r["steps"] for r in per_fold.values()),
-        "total_steps": sum(r["total_steps"] for r in per_fold.values()),
-        "accuracy_per_fold": {f: r.get("accuracy") for f, r in per_fold.items()},
-        "best_accuracy_per_fold": {
-            f: r.get("best_accuracy") for f, r in per_fold.items()
-        },
-        "eval_items_per_fold": {f: held_out_items[int(f)] for f in per_fold},
-        "accuracy_mean": mean,
-        "accuracy_std": std,
-        "accuracy_weighted_mean": weighted,
-        "folds_skipped": skipped,
-        "per_fold": per_fold,
-    }
+    return StepResult(
+        {
+            "folds": [int(f) for f in per_fold],
+            "steps": sum(r["steps"] for r in per_fold.values()),
+            "total_steps": sum(r["total_steps"] for r in per_fold.values()),
+            "accuracy_per_fold": {f: r.get("accuracy") for f, r in per_fold.items()},
+            "best_accuracy_per_fold": {
+                f: r.get("best_accuracy") for f, r in per_fold.items()
+            },
+            "eval_items_per_fold": {f: held_out_items[int(f)] for f in per_fold},
+            "accuracy_mean": mean,
+            "accuracy_std": std,
+            "accuracy_weighted_mean": weighted,
+            "folds_skipped": skipped,
+            "per_fold": per_fold,
+        }
+    )
 
 
 def weighted_mean(values_and_weights: list[tuple[float, int]]) -> float:

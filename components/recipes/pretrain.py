@@ -14,7 +14,7 @@ Under DDP both see the global batch (every rank's clips), as one process would.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -22,16 +22,33 @@ from torch import nn
 from components.errors import UsageError
 from components.losses import info_nce_loss, masked_reconstruction_loss, uniformity_loss
 from components.recipes.engine import (
+    CheckSchedule,
+    DeviceWindow,
+    LoopPlan,
+    LoopResult,
     LoopSettings,
-    TrainLoop,
+    ProgressMeter,
+    Trainables,
+    TrainState,
     WarmupCosineSchedule,
+    accumulate_and_step,
     check_ranges,
+    checkpoint_payload,
     effective_batch_size,
+    epoch_batches,
     param_groups_weight_decay,
+    plan_loop,
+    prepare_objective,
+    raise_if_non_finite,
+    restore_training,
     scaled_learning_rate,
+    stop_if_requested,
 )
+from components.recipes.guards import BatchGuard
 from components.registry import recipe_registry
-from components.runtime import RunContext, split_by_folds
+from components.run_checkpoint import Checkpointer
+from components.plots import Plotter
+from components.runtime import Handoff, RunRecord, Stage, StepResult, split_by_folds
 
 
 class MAEObjective(nn.Module):
@@ -101,7 +118,8 @@ class MAEObjective(nn.Module):
 
 @torch.no_grad()
 def plot_reconstruction(
-    ctx: RunContext,
+    run: RunRecord,
+    plots: Plotter,
     model: nn.Module,
     transform: nn.Module,
     dataset: Any,
@@ -110,15 +128,15 @@ def plot_reconstruction(
     norm_pix: bool,
 ) -> None:
     """Masked input / reconstruction / target of the data set's first item, as a PNG."""
-    if not ctx.is_main or ctx.plots.pyplot() is None:
+    if not run.is_main or plots.pyplot() is None:
         return
     was_training = model.training
     model.eval()
     transform.eval()
     signal, _ = dataset[0]
-    features = transform(signal.unsqueeze(0).to(ctx.device).float())
+    features = transform(signal.unsqueeze(0).to(run.device).float())
     # A private generator: plotting must not shift the training run's random stream.
-    generator = torch.Generator(device=ctx.device).manual_seed(0)
+    generator = torch.Generator(device=run.device).manual_seed(0)
     _, pred, mask = model(features, mask_ratio=mask_ratio, generator=generator)
     target = model.patchify(features)
     if (
@@ -129,14 +147,94 @@ def plot_reconstruction(
         )
     masked = target * (1 - mask.unsqueeze(-1))
     images = [model.unpatchify(t)[0, 0] for t in (masked, pred.float(), target)]
-    ctx.plots.reconstruction(*images, name=name)
+    plots.reconstruction(*images, name=name)
     model.train(was_training)
     transform.train(was_training)
 
 
+def pretrain_loop(
+    stage: Stage,
+    *,
+    model: nn.Module,
+    objective: nn.Module,
+    transform: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset: Any,
+    settings: LoopSettings,
+    plan: LoopPlan,
+    lr_at: Callable[[int, LoopPlan], float],
+    checkpointer: Checkpointer,
+    on_step: Callable[[int], None] | None = None,
+) -> LoopResult:
+    """Train ``objective`` over ``dataset`` for the ``plan.run_until`` optimizer steps ``plan_loop`` laid out.
+
+    ``model`` is what checkpoints hold; ``objective`` wraps it (``forward(features, labels)
+    -> (loss, logs)``) and is what DDP and ``torch.compile`` wrap. A checkpoint is written
+    every ``checkpoint_every`` steps, at every epoch end, at the end and when SIGTERM/SIGINT
+    asks to stop; ``--resume`` continues from the last one exactly. Losses are read back from
+    the device only at checks (``DeviceWindow``), and a non-finite one stops the run before
+    any checkpoint holds its step. ``epochs=0`` trains nothing and saves the initial weights.
+    """
+    run = stage.run
+    trained = prepare_objective(stage, objective, transform, dataset)
+    parts = Trainables(model, optimizer, run.grad_scaler())
+    guard = BatchGuard(stage, transform, dataset)
+    # epochs=0 is a fresh start by definition: a folder's earlier pre-training is not it
+    state = (
+        restore_training(stage, checkpointer, plan, parts)
+        if plan.total_steps
+        else TrainState()
+    )
+    start_step = step = state.step
+    if plan.total_steps == 0:
+        checkpointer.save(checkpoint_payload(stage, plan, state, parts), step=0)
+    window = DeviceWindow(run.device, run.dist)  # losses, summed on the device
+    meter = ProgressMeter(stage, plan, lr_at, stage.section)
+    checks = CheckSchedule(stage, settings, plan, start_step)
+    trained.train()
+    transform.train()
+    while step < plan.run_until:
+        batches = epoch_batches(stage, dataset, plan, step, settings.num_workers)
+        epoch_end = (step // plan.steps_per_epoch + 1) * plan.steps_per_epoch
+        while step < min(epoch_end, plan.run_until):
+            meter.step_started()
+            loss, logs, wait = accumulate_and_step(
+                run,
+                batches,
+                objective=trained,
+                transform=transform,
+                parts=parts,
+                guard=guard,
+                lr=lr_at(step, plan),
+                accum_steps=plan.accum_steps,
+                clip_grad=settings.clip_grad,
+            )
+            step += 1
+            window.add(step, loss, logs)
+            stopping = False
+            if checks.sync_due(step, epoch_end, window.steps):
+                totals = window.sync(stage.stop.requested)
+                raise_if_non_finite(stage, totals, step, checkpointer.last_path)
+                meter.add(totals)
+                checks.adapt(totals.step_seconds)
+                stopping = totals.stop
+            meter.step_done(wait)
+            if on_step is not None:
+                on_step(step)
+            if checks.log_due(step):
+                meter.log(step, guard)
+            if stopping or checks.checkpoint_due(step, epoch_end):
+                state.step = step
+                checkpointer.save(
+                    checkpoint_payload(stage, plan, state, parts), step=step
+                )
+            stop_if_requested(stage, stopping, step)
+    return meter.result(step, start_step, state)
+
+
 @recipe_registry.register("mae_pretrain", version="1.0")
 def mae_pretrain(
-    ctx: RunContext,
+    stage: Stage,
     /,
     *,
     epochs: int = 100,
@@ -163,8 +261,8 @@ def mae_pretrain(
     keep_last: int = 3,
     log_every: int = 20,
     plot_every: int = 0,
-) -> dict[str, Any]:
-    """Pre-train the spec's model as a masked autoencoder; leaves ``state["encoder_checkpoint"]``.
+) -> StepResult:
+    """Pre-train the spec's model as a masked autoencoder; hands on its encoder checkpoint.
 
     ``mask_ratio`` / ``norm_pix_loss`` default to the model's own settings; ``train_folds``
     to every fold (labels are not used). ``plot_every`` (steps, 0 = only at the end) draws
@@ -220,7 +318,7 @@ def mae_pretrain(
             reconstruction, target; needs matplotlib); 0 plots only at the end.
     """
     check_ranges(
-        ctx,
+        stage,
         {
             "base_lr": (base_lr, base_lr > 0),
             "lr": (lr, lr is None or lr > 0),
@@ -239,14 +337,14 @@ def mae_pretrain(
     )
     if infonce_weight > 0 and batch_size < 2:
         raise UsageError(
-            f"--{ctx.section}.infonce_weight needs batch_size >= 2 (negatives come from the batch)"
+            f"--{stage.section}.infonce_weight needs batch_size >= 2 (negatives come from the batch)"
         )
-    dataset = ctx.dataset()
+    dataset = stage.components.dataset()
     if train_folds is not None:
         dataset = split_by_folds(dataset, train_folds)
-    model = ctx.build_model()
-    transform = ctx.build_transform()
-    ctx.check_fit(model, transform)
+    model = stage.components.model()
+    transform = stage.components.transform()
+    stage.components.check_fit(model, transform)
     objective = MAEObjective(
         model,
         mask_ratio=mask_ratio,
@@ -265,7 +363,9 @@ def mae_pretrain(
         log_every=log_every,
         num_workers=num_workers,
     )
-    effective_batch = effective_batch_size(ctx, batch_size, accum_steps, len(dataset))
+    effective_batch = effective_batch_size(
+        stage.run, batch_size, accum_steps, len(dataset)
+    )
     peak_lr = scaled_learning_rate(lr, base_lr, effective_batch)
     skipped = model.no_weight_decay() if skip_token_decay else ()
     optimizer = torch.optim.AdamW(
@@ -273,57 +373,59 @@ def mae_pretrain(
         lr=peak_lr,
         betas=(beta1, beta2),
     )
-    manager = ctx.checkpoints(keep_last=keep_last)
+    checkpointer = stage.checkpointer(keep_last=keep_last)
+    plan = plan_loop(stage, settings, len(dataset), stage.max_steps)
 
     def on_step(step: int) -> None:
         if plot_every > 0 and step % plot_every == 0:
             plot_reconstruction(
-                ctx,
+                stage.run,
+                stage.plots,
                 model,
                 transform,
                 dataset,
-                f"{ctx.section}_reconstruction_{step:07d}.png",
+                f"{stage.section}_reconstruction_{step:07d}.png",
                 objective.mask_ratio,
                 objective.norm_pix_loss,
             )
 
-    loop = TrainLoop(
-        ctx,
+    if epochs == 0:
+        stage.info(
+            f"--{stage.section}.epochs 0: pre-training skipped; later steps use the randomly "
+            f"initialised encoder (--seed {stage.run.options.seed}), a baseline for what pre-training adds"
+        )
+    else:
+        stage.info(
+            f"{len(dataset)} items, {plan.steps_per_epoch} steps/epoch, {plan.run_until} of {plan.total_steps} steps, "
+            f"effective batch {effective_batch}, peak lr {peak_lr:.3g}"
+        )
+    result = pretrain_loop(
+        stage,
         model=model,
         objective=objective,
         transform=transform,
         optimizer=optimizer,
         dataset=dataset,
         settings=settings,
+        plan=plan,
         lr_at=WarmupCosineSchedule(peak_lr, min_lr, warmup_epochs),
-        manager=manager,
+        checkpointer=checkpointer,
         on_step=on_step,
-        max_steps=ctx.max_steps,
     )
-    if epochs == 0:
-        ctx.info(
-            f"--{ctx.section}.epochs 0: pre-training skipped; later steps use the randomly "
-            f"initialised encoder (--seed {ctx.options.seed}), a baseline for what pre-training adds"
-        )
-    else:
-        ctx.info(
-            f"{len(dataset)} items, {loop.plan.steps_per_epoch} steps/epoch, {loop.plan.run_until} of {loop.plan.total_steps} steps, "
-            f"effective batch {effective_batch}, peak lr {peak_lr:.3g}"
-        )
-    result = loop.run()
     plot_reconstruction(
-        ctx,
+        stage.run,
+        stage.plots,
         model,
         transform,
         dataset,
-        f"{ctx.section}_reconstruction.png",
+        f"{stage.section}_reconstruction.png",
         objective.mask_ratio,
         objective.norm_pix_loss,
     )
-    if ctx.is_main:
-        ctx.plots.loss_curves(ctx.metrics.jsonl_path, ctx.section)
-    ctx.state["encoder_checkpoint"] = str(manager.last_path)
-    return {
+    if stage.run.is_main:
+        stage.plots.loss_curves(stage.metrics.jsonl_path, stage.section)
+    encoder = str(checkpointer.last_path)
+    summary = {
         "steps": result.step,
         "total_steps": result.total_steps,
         "final_loss": result.last_loss if math.isfinite(result.last_loss) else None,
@@ -331,6 +433,7 @@ def mae_pretrain(
         "effective_batch": effective_batch,
         "steps_per_s": round(result.steps_per_s, 4),
         "data_wait_share": round(result.data_wait_share, 4),
-        "encoder_checkpoint": str(manager.last_path),
+        "encoder_checkpoint": encoder,
         "resumed_from": result.resumed_from,
     }
+    return StepResult(summary, Handoff(encoder_checkpoint=encoder))

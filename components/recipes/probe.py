@@ -28,7 +28,7 @@ from components.recipes.engine import (
 from components.recipes.finetune import resolve_split
 from components.recipes.guards import check_eval_size
 from components.registry import recipe_registry
-from components.runtime import RunContext
+from components.runtime import Stage, StepResult
 
 
 def fold_mask(folds: torch.Tensor, chosen: list[int]) -> torch.Tensor:
@@ -76,7 +76,7 @@ class ProbeData:
 
 
 def load_probe_data(
-    ctx: RunContext,
+    stage: Stage,
     *,
     checkpoint: str | None,
     pooling: str,
@@ -87,9 +87,11 @@ def load_probe_data(
     cache_dir: str | None,
 ) -> ProbeData:
     """Resolve the fold split, embed the data set (or load the cache) and split the embeddings."""
-    train_folds, eval_folds = resolve_split(ctx, ctx.dataset(), train_folds, eval_folds)
+    train_folds, eval_folds = resolve_split(
+        stage, stage.components.dataset(), train_folds, eval_folds
+    )
     payload, hit = compute_or_load_embeddings(
-        ctx,
+        stage,
         checkpoint=checkpoint,
         pooling=pooling,
         batch_size=batch_size,
@@ -100,11 +102,11 @@ def load_probe_data(
     train, held_out = fold_mask(folds, train_folds), fold_mask(folds, eval_folds)
     num_classes = len(payload["class_names"])
     check_eval_size(
-        ctx,
+        stage,
         f"evaluation folds {eval_folds}",
         int(held_out.sum()),
         num_classes,
-        ctx.dataset(),
+        stage.components.dataset(),
     )
     x, y = payload["embeddings"], payload["labels"]
     return ProbeData(
@@ -120,13 +122,15 @@ def load_probe_data(
 
 
 def _report(
-    ctx: RunContext, scores: torch.Tensor, labels: torch.Tensor, num_classes: int
+    stage: Stage, scores: torch.Tensor, labels: torch.Tensor, num_classes: int
 ) -> dict[str, Any]:
     predictions = scores.argmax(dim=-1)
     matrix = confusion_matrix(predictions, labels, num_classes)
-    if ctx.is_main:
-        ctx.plots.confusion(
-            matrix, list(ctx.dataset().class_names), f"{ctx.section}_confusion.png"
+    if stage.run.is_main:
+        stage.plots.confusion(
+            matrix,
+            list(stage.components.dataset().class_names),
+            f"{stage.section}_confusion.png",
         )
     return {
         "accuracy": (
@@ -141,7 +145,7 @@ def _report(
 
 @recipe_registry.register("knn", version="1.0")
 def knn(
-    ctx: RunContext,
+    stage: Stage,
     /,
     *,
     k: int = 20,
@@ -153,7 +157,7 @@ def knn(
     batch_size: int = 64,
     num_workers: int = 4,
     cache_dir: str | None = None,
-) -> dict[str, Any]:
+) -> StepResult:
     """Weighted k-NN accuracy of frozen embeddings (evaluation folds default to the last fold).
 
     Args:
@@ -174,7 +178,7 @@ def knn(
             set); None uses <out>/embedding_cache.
     """
     check_ranges(
-        ctx,
+        stage,
         {
             "k": (k, k >= 1),
             "temperature": (temperature, temperature > 0),
@@ -182,7 +186,7 @@ def knn(
         },
     )
     data = load_probe_data(
-        ctx,
+        stage,
         checkpoint=checkpoint,
         pooling=pooling,
         train_folds=train_folds,
@@ -199,15 +203,17 @@ def knn(
         k=k,
         temperature=temperature,
     )
-    summary = _report(ctx, scores, data.eval_y, data.num_classes)
-    ctx.info(f"{k}-NN accuracy {summary['accuracy']:.4f} on folds {data.eval_folds}")
-    return {
-        **summary,
-        "k": k,
-        "train_folds": data.train_folds,
-        "eval_folds": data.eval_folds,
-        "cache_hit": data.cache_hit,
-    }
+    summary = _report(stage, scores, data.eval_y, data.num_classes)
+    stage.info(f"{k}-NN accuracy {summary['accuracy']:.4f} on folds {data.eval_folds}")
+    return StepResult(
+        {
+            **summary,
+            "k": k,
+            "train_folds": data.train_folds,
+            "eval_folds": data.eval_folds,
+            "cache_hit": data.cache_hit,
+        }
+    )
 
 
 class LinearProbe(nn.Module):
@@ -226,7 +232,7 @@ class LinearProbe(nn.Module):
 
 @recipe_registry.register("linear_probe", version="1.0")
 def linear_probe(
-    ctx: RunContext,
+    stage: Stage,
     /,
     *,
     epochs: int = 100,
@@ -242,7 +248,7 @@ def linear_probe(
     embed_batch_size: int = 64,
     num_workers: int = 4,
     cache_dir: str | None = None,
-) -> dict[str, Any]:
+) -> StepResult:
     """Train a linear classifier on frozen embeddings (SGD with momentum, warm-up + cosine).
 
     Runs identically on every rank (it is cheap), so all ranks agree. An evaluation: it
@@ -268,7 +274,7 @@ def linear_probe(
             set); None uses <out>/embedding_cache.
     """
     check_ranges(
-        ctx,
+        stage,
         {
             "epochs": (epochs, epochs >= 1),
             "batch_size": (batch_size, batch_size >= 1),
@@ -280,7 +286,7 @@ def linear_probe(
         },
     )
     data = load_probe_data(
-        ctx,
+        stage,
         checkpoint=checkpoint,
         pooling=pooling,
         train_folds=train_folds,
@@ -292,13 +298,13 @@ def linear_probe(
     train_x, train_y, num_classes = data.train_x, data.train_y, data.num_classes
     if train_x.shape[0] < 2:
         raise UsageError(
-            f"{ctx.section}: needs at least 2 training items, got {train_x.shape[0]}"
+            f"{stage.section}: needs at least 2 training items, got {train_x.shape[0]}"
         )
     # Its own seed, shared by all ranks: the probe must not depend on the rank, nor on whether
     # the embeddings came from the cache or from building (and so drawing for) an encoder.
-    generator = torch.Generator().manual_seed(ctx.data_seed)
+    generator = torch.Generator().manual_seed(stage.data_seed)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.data_seed)
+        torch.manual_seed(stage.data_seed)
         probe = LinearProbe(train_x.shape[1], num_classes)
     optimizer = torch.optim.SGD(
         probe.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
@@ -334,22 +340,24 @@ def linear_probe(
         scores = (
             probe(data.eval_x) if data.eval_x.shape[0] else torch.zeros(0, num_classes)
         )
-    summary = _report(ctx, scores, data.eval_y, num_classes)
-    ctx.metrics.log(
-        ctx.section,
+    summary = _report(stage, scores, data.eval_y, num_classes)
+    stage.metrics.log(
+        stage.section,
         step,
         {"loss": loss_value, "accuracy": summary["accuracy"]},
         kind="eval",
     )
-    ctx.info(
+    stage.info(
         f"linear probe accuracy {summary['accuracy']:.4f} on folds {data.eval_folds} after {step} step{'' if step == 1 else 's'}"
     )
-    return {
-        **summary,
-        "steps": step,
-        "total_steps": total,
-        "final_loss": loss_value,
-        "train_folds": data.train_folds,
-        "eval_folds": data.eval_folds,
-        "cache_hit": data.cache_hit,
-    }
+    return StepResult(
+        {
+            **summary,
+            "steps": step,
+            "total_steps": total,
+            "final_loss": loss_value,
+            "train_folds": data.train_folds,
+            "eval_folds": data.eval_folds,
+            "cache_hit": data.cache_hit,
+        }
+    )

@@ -44,7 +44,8 @@ from components.distributed import all_reduce_sum
 from components.errors import UsageError
 from components.registry import recipe_registry
 from components.runtime import (
-    RunContext,
+    Stage,
+    StepResult,
     StopRequested,
     move_aside,
     worker_leaves_signals_to_main,
@@ -240,14 +241,14 @@ class ShardJob:
 
 
 def write_dataset_shards(
-    ctx: RunContext, dataset: Any, job: ShardJob, encode: Encoder
+    stage: Stage, dataset: Any, job: ShardJob, encode: Encoder
 ) -> dict[str, Any]:
     """Write every item of ``dataset`` (rank 0; the other ranks keep it company) into a
     temporary folder beside ``job.output``, then rename it; returns the manifest."""
     skip_bad = bool(getattr(dataset, "skip_bad_files", False))
     skipped = list(getattr(dataset, "skipped_files", []))
     partial, writer = None, None
-    if ctx.is_main:
+    if stage.run.is_main:
         try:
             job.output.parent.mkdir(parents=True, exist_ok=True)
             partial = Path(
@@ -258,7 +259,7 @@ def write_dataset_shards(
         except OSError as error:
             raise UsageError(
                 f"cannot write beside {job.output}: {error.strerror or error}; choose a"
-                f" writable --{ctx.section}.output"
+                f" writable --{stage.section}.output"
             ) from None
         writer = ShardWriter(partial, job.prefix, job.max_items, job.max_bytes)
     classes: Counter[str] = Counter()
@@ -266,12 +267,12 @@ def write_dataset_shards(
     samples = frames = 0
     try:
         stream = None
-        if ctx.is_main:  # one loader for the whole pass: its workers start once
+        if stage.run.is_main:  # one loader for the whole pass: its workers start once
             stream = iter(
                 DataLoader(
                     LoadedItems(dataset, skip_bad),
                     batch_size=None,
-                    num_workers=0 if ctx.smoke else job.num_workers,
+                    num_workers=0 if stage.run.smoke else job.num_workers,
                     worker_init_fn=worker_leaves_signals_to_main,
                 )
             )
@@ -284,7 +285,7 @@ def write_dataset_shards(
                     ):
                         if problem is not None or item is None:
                             skipped.append(dataset.records[index].key)
-                            ctx.warn(f"skipped {problem}")
+                            stage.warn(f"skipped {problem}")
                             continue
                         members, item_samples, item_frames = encode(item)
                         meta = item_metadata(dataset, index)
@@ -296,29 +297,29 @@ def write_dataset_shards(
                         frames += item_frames
                 except Exception as error:  # told to the other ranks, then raised here
                     status, failure = 2.0, error
-                if failure is None and ctx.stop.requested:
+                if failure is None and stage.stop.requested:
                     status = 1.0
             # Every SHARD_SYNC_ITEMS items the ranks meet (none waits long at a collective)
             # and learn whether rank 0 failed or was stopped.
-            verdict = all_reduce_sum(torch.tensor([status]), ctx.dist).item()
+            verdict = all_reduce_sum(torch.tensor([status]), stage.run.dist).item()
             if failure is not None:
                 raise failure
             if verdict >= 2:
                 raise UsageError(
-                    f"{ctx.section}: rank 0 failed writing the shards (its error says why)"
+                    f"{stage.section}: rank 0 failed writing the shards (its error says why)"
                 )
             if verdict > 0:
                 raise StopRequested(
-                    f"{ctx.section}: stopped while writing shards; nothing kept (--resume starts it again)"
+                    f"{stage.section}: stopped while writing shards; nothing kept (--resume starts it again)"
                 )
         manifest: dict[str, Any] = {}
-        if ctx.is_main:
+        if stage.run.is_main:
             assert writer is not None and partial is not None
             shards = writer.close()
             total = sum(shard.items for shard in shards)
             if total == 0:
                 raise UsageError(
-                    f"{ctx.section}: no item of the data set could be read; nothing written"
+                    f"{stage.section}: no item of the data set could be read; nothing written"
                 )
             rate = getattr(dataset, "sample_rate", None)
             last = len(shards) - 1
@@ -334,7 +335,7 @@ def write_dataset_shards(
                 "total_seconds": (samples / rate) if rate else None,
                 "source": {
                     "data_set": type(dataset).__name__,
-                    "settings": source_settings(ctx),
+                    "settings": source_settings(stage),
                 },
                 "skipped": skipped,
                 "pattern": f"{job.prefix}-{{000000..{last:06d}}}.tar",
@@ -353,10 +354,10 @@ def write_dataset_shards(
                 raise UsageError(
                     f"the shards are written, but could not be moved to {job.output}"
                     f" ({error.strerror or error}): they are in {finished}; move that folder"
-                    f" there yourself, or rerun with another --{ctx.section}.output"
+                    f" there yourself, or rerun with another --{stage.section}.output"
                 ) from None
             if moved is not None:
-                ctx.info(f"the earlier {job.output} is now {moved}")
+                stage.info(f"the earlier {job.output} is now {moved}")
         return manifest
     finally:
         if writer is not None:
@@ -365,33 +366,36 @@ def write_dataset_shards(
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def source_settings(ctx: RunContext) -> dict[str, Any]:
+def source_settings(stage: Stage) -> dict[str, Any]:
     """The data section the shards were made from (its root as the run read it)."""
-    if not hasattr(ctx.config, "data"):
+    if not hasattr(stage.components.config, "data"):
         return {}
-    settings = ctx.section_config("data")
-    if ctx.options.data_dir is not None and "root" in settings:
-        settings["root"] = ctx.options.data_dir
+    settings = stage.components.settings("data")
+    if stage.run.options.data_dir is not None and "root" in settings:
+        settings["root"] = stage.run.options.data_dir
     return settings
 
 
 def resolve_output(
-    ctx: RunContext, output: str | None, overwrite: bool, default_name: str
+    stage: Stage, output: str | None, overwrite: bool, default_name: str
 ) -> Path:
     """``output``, or ``<out>/<step>/<default_name>``; checked on rank 0, the verdict shared."""
-    path = Path(output) if output else ctx.stage_dir / default_name
+    path = Path(output) if output else stage.stage_dir / default_name
     # A symlink (or a folder under one) is written where it points: the finished folder is
     # renamed onto its real place, beside which the temporary folder is made.
     path = Path(os.path.realpath(path))
-    flag = f"--{ctx.section}.output"
+    flag = f"--{stage.section}.output"
     problem = None
-    if ctx.is_main:
+    if stage.run.is_main:
         try:
             # the run's own default folder is the step's to replace (moved aside, not deleted)
             check_output_folder(path, overwrite or not output, flag)
         except UsageError as error:
             problem = error
-    if all_reduce_sum(torch.tensor([1.0 if problem else 0.0]), ctx.dist).item() > 0:
+    if (
+        all_reduce_sum(torch.tensor([1.0 if problem else 0.0]), stage.run.dist).item()
+        > 0
+    ):
         raise problem or UsageError(f"{flag}: refused on rank 0 (see its message)")
     return path
 
@@ -410,10 +414,10 @@ def check_shard_sizes(
 
 
 def summarise(
-    ctx: RunContext, manifest: dict[str, Any], output: Path, what: str
+    stage: Stage, manifest: dict[str, Any], output: Path, what: str
 ) -> dict[str, Any]:
     """The step's one-line report and its summary (the same on every rank)."""
-    if not ctx.is_main:  # the other ranks read what rank 0 wrote, where they can
+    if not stage.run.is_main:  # the other ranks read what rank 0 wrote, where they can
         path = output / "manifest.json"
         manifest = json.loads(path.read_text()) if path.is_file() else {}
     seconds = manifest.get("total_seconds")
@@ -430,7 +434,7 @@ def summarise(
     duration = ""
     if seconds is not None:
         duration = f", {hours:.2f} h" if seconds >= 360 else f", {seconds:.1f} s"
-    ctx.info(
+    stage.info(
         f"wrote {summary['items']} {what} in {summary['shards']} shards{duration}"
         f" ({summary['skipped']} skipped) to {output}"
     )
@@ -439,7 +443,7 @@ def summarise(
 
 @recipe_registry.register("shard", version="1.0")
 def write_shards(
-    ctx: RunContext,
+    stage: Stage,
     /,
     *,
     output: str | None = None,
@@ -448,7 +452,7 @@ def write_shards(
     max_megabytes: float | None = 1024.0,
     overwrite: bool = False,
     num_workers: int = 4,
-) -> dict[str, Any]:
+) -> StepResult:
     """Write the spec's data set once into WebDataset tar shards, for ``audio_shards`` to stream.
 
     Each clip becomes ``<key>.wav`` (mono 16-bit PCM at the data set's sample rate; IQ frames
@@ -464,18 +468,18 @@ def write_shards(
         overwrite: Replace an existing output folder, moving it aside to ``<folder>.old-<n>``.
         num_workers: DataLoader workers that decode and resample clips while rank 0 writes.
     """
-    check_shard_sizes(ctx.section, max_items, max_megabytes)
-    path = resolve_output(ctx, output, overwrite, "shards")
-    dataset = ctx.dataset()
+    check_shard_sizes(stage.section, max_items, max_megabytes)
+    path = resolve_output(stage, output, overwrite, "shards")
+    dataset = stage.components.dataset()
     if getattr(dataset, "holds_features", False):
         raise UsageError(
-            f"{ctx.section}: the data set holds precomputed features, not signals; shard the data set they came from"
+            f"{stage.section}: the data set holds precomputed features, not signals; shard the data set they came from"
         )
     iq = getattr(dataset, "signal_kind", "audio") == "iq"
     rate = getattr(dataset, "sample_rate", None)
     if not iq and not rate:
         raise UsageError(
-            f"{ctx.section}: the data set has no sample_rate to write WAV at"
+            f"{stage.section}: the data set has no sample_rate to write WAV at"
         )
 
     def encode(item: torch.Tensor) -> tuple[dict[str, bytes], int, int]:
@@ -491,8 +495,8 @@ def write_shards(
         num_workers,
         {"members": {"signal": "pth" if iq else "wav", "labels": "json"}},
     )
-    manifest = write_dataset_shards(ctx, dataset, job, encode)
-    return summarise(ctx, manifest, path, "clips")
+    manifest = write_dataset_shards(stage, dataset, job, encode)
+    return StepResult(summarise(stage, manifest, path, "clips"))
 
 
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -500,7 +504,7 @@ FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 @recipe_registry.register("features", version="1.0")
 def write_features(
-    ctx: RunContext,
+    stage: Stage,
     /,
     *,
     output: str | None = None,
@@ -510,7 +514,7 @@ def write_features(
     overwrite: bool = False,
     dtype: Literal["float32", "float16"] = "float32",
     num_workers: int = 4,
-) -> dict[str, Any]:
+) -> StepResult:
     """Write the spec transform's full-length features of every clip into shards, for ``feature_shards``.
 
     Each clip becomes ``<key>.pth`` (its ``[C, T, F]`` features before any window or
@@ -527,34 +531,34 @@ def write_features(
         dtype: float32 (exactly what the transform computes) or float16 (half the size, about 3 significant digits).
         num_workers: DataLoader workers that decode and resample clips while rank 0 writes.
     """
-    check_shard_sizes(ctx.section, max_items, max_megabytes)
+    check_shard_sizes(stage.section, max_items, max_megabytes)
     if dtype not in FEATURE_DTYPES:
         raise UsageError(
-            f"--{ctx.section}.dtype must be float32 or float16, got {dtype!r}"
+            f"--{stage.section}.dtype must be float32 or float16, got {dtype!r}"
         )
-    path = resolve_output(ctx, output, overwrite, "features")
-    dataset = ctx.dataset()
+    path = resolve_output(stage, output, overwrite, "features")
+    dataset = stage.components.dataset()
     if getattr(dataset, "holds_features", False):
         raise UsageError(
-            f"{ctx.section}: the data set already holds precomputed features; compute them from the audio data set"
+            f"{stage.section}: the data set already holds precomputed features; compute them from the audio data set"
         )
-    transform = ctx.build_transform().eval()
+    transform = stage.components.transform().eval()
     name = getattr(transform, "registered_name", None)
     try:  # a transform without the split cannot precompute; say so before reading any data
         probe = torch.zeros((1, 2, 4096) if transform.input_kind == "iq" else (1, 4096))
-        _, _ = transform.features(probe.to(ctx.device))
+        _, _ = transform.features(probe.to(stage.run.device))
     except NotImplementedError:
         name = None
     if name is None:
         raise UsageError(
-            f"{ctx.section}: transform {type(transform).__name__} cannot precompute its features;"
+            f"{stage.section}: transform {type(transform).__name__} cannot precompute its features;"
             " use kaldi_fbank, log_mel or iq_spectrogram"
         )
     channels, _, bins = transform.output_shape(4096)
 
     @torch.no_grad()
     def encode(item: torch.Tensor) -> tuple[dict[str, bytes], int, int]:
-        batch = item.to(ctx.device).float().unsqueeze(0)
+        batch = item.to(stage.run.device).float().unsqueeze(0)
         computed, frames = transform.features(batch, torch.tensor([item.shape[-1]]))
         clip = computed[0, :, : int(frames[0])].to(FEATURE_DTYPES[dtype])
         return {"pth": tensor_bytes(clip)}, int(item.shape[-1]), int(frames[0])
@@ -570,15 +574,17 @@ def write_features(
             "transform": {
                 "name": name,
                 "class": type(transform).__name__,
-                "settings": json.loads(json.dumps(ctx.section_config("transform"))),
+                "settings": json.loads(
+                    json.dumps(stage.components.settings("transform"))
+                ),
             },
             "feature_layout": "C, T, F",
             "feature_shape": [int(channels), None, int(bins)],
             "feature_dtype": dtype,
         },
     )
-    manifest = write_dataset_shards(ctx, dataset, job, encode)
-    return summarise(ctx, manifest, path, "clips' features")
+    manifest = write_dataset_shards(stage, dataset, job, encode)
+    return StepResult(summarise(stage, manifest, path, "clips' features"))
 
 
 __all__ = [
