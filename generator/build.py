@@ -15,15 +15,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+# Every stage's module is imported here, once, not on a build's first call: a build needs
+# them all, and an import inside build_spec would count in its in-process time.
+import generator.formatting as formatting
+from generator.cache import default_cache_dir
+from generator.errors import OutputError
+from generator.index import build_index
+from generator.inline import inline
 from generator.ir import CheckSuite, CompiledSpec, InlinedProgram
 from generator.notebook import render_notebook
-from generator.cache import default_cache_dir
+from generator.readme import render_readme
 from generator.render import ScriptParts, provenance_hash, render_script, script_parts, spec_reference
 from generator.repository import colab_badge
-from generator.resolve import spec_roots
+from generator.resolve import resolve, spec_roots
+from generator.sourcemap import render_source_map
 from generator.spec import Spec, load_spec, skeleton_names
-from generator.testsuite import SuiteParts
-from generator.errors import OutputError
+from generator.testsuite import (
+    TEST_MODULE_WHAT,
+    SuiteParts,
+    check_reserved,
+    check_roots,
+    script_definitions,
+    suite_parts,
+)
 from generator.write import Drift, compare_outputs, write_outputs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds components/ (the catalog) and templates/
@@ -48,7 +62,6 @@ class BuildResult:
 
 def load_index(catalog_root: str | Path | None = None, *, cache_dir: str | Path | None = None):
     """The static catalog index of `catalog_root` (default: the project that holds this generator)."""
-    from generator.index import build_index
 
     root = Path(catalog_root) if catalog_root is not None else PROJECT_ROOT
     return build_index(root, "components", cache_dir=Path(cache_dir) if cache_dir is not None else None)
@@ -61,8 +74,6 @@ def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=
     contract checks that apply to its components, with the script's definitions provided;
     the inline stage emits both programs, the checks' bound to the script's emitted names.
     """
-    from generator.inline import inline
-    from generator.resolve import resolve
 
     timings = timings if timings is not None else {}
     clock = time.perf_counter()
@@ -92,9 +103,6 @@ def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=
 
 def compile_checks(index, program: InlinedProgram) -> CheckSuite:
     """Resolve and inline the contract checks of the script's components (the test module's code)."""
-    from generator.inline import inline
-    from generator.resolve import resolve
-    from generator.testsuite import check_reserved, check_roots, script_definitions
 
     planned, roots = check_roots(index, program)
     provided = script_definitions(index, program)
@@ -151,8 +159,6 @@ def render_outputs(compiled: CompiledSpec, *, colab_url: str | None = None, timi
     (black on that generated code only, one call), then lay out the files around the
     catalog text, which is black-clean already.
     """
-    from generator.readme import render_readme
-    from generator.testsuite import suite_parts
 
     timings = timings if timings is not None else {}
     spec = compiled.spec
@@ -179,22 +185,19 @@ def render_outputs(compiled: CompiledSpec, *, colab_url: str | None = None, timi
 
 def format_generated(parts: ScriptParts, tests: SuiteParts | None, *, cache_dir: Path | None) -> tuple[ScriptParts, SuiteParts | None]:
     """The format stage: black on the code the generator writes (script and test skeletons), in one call."""
-    from generator.formatting import format_many
-    from generator.testsuite import TEST_MODULE_WHAT
 
     sources = [parts.skeleton, parts.entry]
     what = ["the generated Config", "the generated build_pipeline() and main()"]
     if tests is not None:
         sources += [tests.header, tests.skeleton]
         what += TEST_MODULE_WHAT
-    formatted = format_many(sources, cache_dir=cache_dir, what=what)
+    formatted = formatting.format_many(sources, cache_dir=cache_dir, what=what)
     parts = parts.with_formatted(formatted[0], formatted[1])
     return parts, tests.with_formatted(formatted[2], formatted[3]) if tests is not None else None
 
 
 def source_map(compiled: CompiledSpec, files: dict[str, str], spec_ref: str) -> str:
     """`<name>.map.json` of the rendered script and notebook (generator/sourcemap.py)."""
-    from generator.sourcemap import render_source_map
 
     name = compiled.spec.name
     notebook = f"{name}.ipynb" if f"{name}.ipynb" in files else None

@@ -70,7 +70,7 @@ def check_targets(index, check: DefinitionKey) -> frozenset[str] | None:
     Read from the check's source text: the decorator's arguments must be string literals.
     """
     statement = index.statements[check]
-    node = ast.parse(statement.code).body[0]
+    node = _decorated(statement)
     path = str(index.modules[check[0]].path.as_posix())
     targets: set[str] | None = None
     for deco in getattr(node, "decorator_list", []):
@@ -91,6 +91,20 @@ def check_targets(index, check: DefinitionKey) -> frozenset[str] | None:
             )
         targets = (targets or set()) | {a.value for a in args}
     return None if targets is None else frozenset(targets)
+
+
+def _decorated(statement) -> ast.stmt:
+    """The check's `def` with its decorators, parsed from the lines above its `def` line only
+    (the body, most of a check's text, holds nothing the decorators need); the whole text
+    where that does not parse as a decorated function."""
+    head = statement.code.split("\n")[: statement.lineno - statement.first_line]
+    try:
+        node = ast.parse("\n".join([*head, "def _():", "    pass", ""])).body[0]
+        if isinstance(node, ast.FunctionDef) and node.name == "_" and len(node.body) == 1:
+            return node
+    except SyntaxError:
+        pass
+    return ast.parse(statement.code).body[0]
 
 
 def applicable_checks(index, kind: str, module: str) -> list[tuple[DefinitionKey, frozenset[str] | None]]:
