@@ -124,6 +124,7 @@ class SectionSpec:
     fields: tuple[FieldSpec, ...]
 
 
+@lru_cache(maxsize=4096)  # a build asks about the same few annotations hundreds of times
 def normalise_annotation(annotation: str | None) -> str:
     """Single-line canonical text of a signature annotation (`Any` when there is none)."""
     if annotation is None:
@@ -134,9 +135,10 @@ def normalise_annotation(annotation: str | None) -> str:
         raise RenderError(f"unparsable annotation {annotation!r}") from None
 
 
-def annotation_names(annotation: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def annotation_names(annotation: str) -> frozenset[str]:
     tree = ast.parse(annotation, mode="eval")
-    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return frozenset(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
 
 
 def field_annotation(choice: Choice, param: Param, program: InlinedProgram | None = None) -> str:

@@ -20,6 +20,7 @@ import keyword
 import math
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Mapping, Protocol, Sequence
@@ -317,6 +318,8 @@ def _load_field_types() -> ModuleType:
 
 
 FIELD_TYPES = _load_field_types()
+# An annotation's rule depends on its text only (FieldType is frozen): read each text once.
+_field_type = lru_cache(maxsize=4096)(FIELD_TYPES.field_type)
 _Mismatch = FIELD_TYPES.Mismatch
 
 
@@ -334,7 +337,7 @@ def conform(value: Any, annotation: str | None) -> Any:
     the catalog contract limits schema types, and the runtime still sees the value. The
     rules are components/field_types.py's, which the emitted script's flags apply too.
     """
-    return FIELD_TYPES.conform(value, FIELD_TYPES.field_type(annotation))
+    return FIELD_TYPES.conform(value, _field_type(annotation))
 
 
 def default_value(component: Component, param: Param) -> Any:
@@ -750,7 +753,7 @@ def _infinite_default(component: Component, param: Param) -> bool:
 
 def _expected(annotation: str | None) -> str:
     """Human wording of an annotation: Literal choices spelled out, other types as written."""
-    rule = FIELD_TYPES.field_type(annotation)
+    rule = _field_type(annotation)
     if rule.kind == "literal":
         return "one of " + ", ".join(repr(choice) for choice in rule.choices)
     return _SCALAR_WORDS.get(str(annotation), str(annotation))
