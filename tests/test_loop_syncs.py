@@ -104,6 +104,33 @@ def test_a_non_finite_step_between_checks_is_named_and_never_reaches_a_checkpoin
     assert all(torch.isfinite(p).all() for p in loop.model.parameters())  # the step was skipped or its gradients dropped
 
 
+class NaNGradients(RegressionObjective):
+    """A finite loss whose gradients are NaN from call ``from_call`` on (as a square root at 0 gives)."""
+
+    def __init__(self, model: torch.nn.Module, from_call: int) -> None:
+        super().__init__(model)
+        self.from_call = from_call
+
+    def forward(self, features, labels):
+        loss, logs = super().forward(features, labels)
+        if self.calls >= self.from_call:
+            loss = loss + 0.0 * torch.sqrt((self.model.linear.weight - self.model.linear.weight.detach()).abs()).sum()
+        return loss, logs
+
+
+@pytest.mark.parametrize("reads_are_free", [True, False], ids=["cpu", "accelerator"])
+def test_finite_loss_with_non_finite_gradients_is_never_applied_nor_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads_are_free: bool
+) -> None:
+    monkeypatch.setattr(engine, "host_reads_are_free", lambda device: reads_are_free)
+    loop = _loop(tmp_path, checkpoint_every=6)  # checks at 1, 5, 6, 10: the bad step is 8
+    loop.objective = NaNGradients(loop.model, from_call=8)
+    with pytest.raises(NonFiniteLossError, match=r"the gradients became non-finite at step 8 \(found at the check of steps 7-10\) \(its loss: "):
+        loop.run()
+    assert torch.load(loop.checkpointer.last_path, weights_only=True)["step"] == 6
+    assert all(torch.isfinite(p).all() for p in loop.model.parameters())
+
+
 def test_a_stop_request_is_acted_on_at_the_next_step_in_a_single_process(tmp_path: Path) -> None:
     loop = _loop(tmp_path)
     loop.on_step = lambda step: loop.stage.stop.request("SIGTERM") if step == 7 else None
@@ -145,6 +172,8 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             loop.run()
         except NonFiniteLossError as error:
             report["nan"] = str(error)
+        # rank 0's loss stayed finite, but rank 1's NaN reached its gradients in the all-reduce
+        report["weights_finite"] = all(bool(torch.isfinite(p).all()) for p in loop.model.parameters())
         (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(report))
         dist.barrier()  # neither rank tears the group down while the other still uses it
     finally:
@@ -160,3 +189,4 @@ def test_ddp_ranks_all_reduce_once_per_check_and_agree_on_stops(tmp_path: Path) 
         assert report["slow"] == list(range(1, 21))
         assert "stopped by" in report["stop"] and "at step 10; checkpoint saved" in report["stop"]
         assert "the loss became nan at step 3 (found at the check of steps 2-5) on rank 1" in report["nan"]
+        assert report["weights_finite"]  # neither rank applied the NaN gradients

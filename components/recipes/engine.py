@@ -199,6 +199,22 @@ def discard_gradients_unless(
                 parameter.grad.masked_fill_(drop, 0.0)
 
 
+def gradients_finite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """0-dim bool on the device: every gradient the optimizer would apply is finite (no host sync).
+
+    A finite loss can still give NaN gradients (a square root at 0, an overflow), and under
+    DDP one rank's NaN reaches every rank's gradients through the all-reduce while the other
+    ranks' losses stay finite: checking the gradients keeps the weights finite on every rank.
+    """
+    checks = [
+        torch.isfinite(parameter.grad).all()
+        for group in optimizer.param_groups
+        for parameter in group["params"]
+        if parameter.grad is not None
+    ]
+    return torch.stack(checks).all() if checks else torch.ones((), dtype=torch.bool)
+
+
 def unused_parameter_names(
     run: RunRecord, objective: nn.Module, transform: nn.Module, dataset: Any
 ) -> list[str]:
@@ -360,6 +376,18 @@ class WindowTotals:
     bad_rank: int
 
 
+@dataclass(frozen=True)
+class StepOutcome:
+    """One optimizer step, as ``accumulate_and_step`` leaves it on the device (nothing read back)."""
+
+    loss: torch.Tensor  # the mean loss over the micro-batches (0-dim float)
+    logs: dict[str, torch.Tensor]  # the objective's mean logs
+    applied: (
+        torch.Tensor
+    )  # 0-dim bool: loss and gradients were finite, the step was taken
+    wait: float  # seconds spent waiting for data
+
+
 class DeviceWindow:
     """Losses and logs of the steps since the last host sync, summed on the device.
 
@@ -385,14 +413,15 @@ class DeviceWindow:
         )
         self.logs: dict[str, torch.Tensor] = {}
 
-    def add(self, step: int, loss: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
-        """Step ``step``'s mean loss and logs (0-dim float tensors on the device)."""
-        first = ~torch.isfinite(loss) & (self.first_bad == 0)
+    def add(self, step: int, done: StepOutcome) -> None:
+        """Optimizer step ``step``: its mean loss and logs, and whether it was applied (all on the device)."""
+        loss = done.loss
+        first = ~done.applied & (self.first_bad == 0)
         self.first_bad = torch.where(first, step, self.first_bad)
         self.bad_loss = torch.where(first, loss, self.bad_loss)
         self.loss_sum = self.loss_sum + loss
         self.last_loss = loss
-        for key, value in logs.items():
+        for key, value in done.logs.items():
             self.logs[key] = self.logs.get(key, 0.0) + value
         self.steps += 1
 
@@ -418,8 +447,14 @@ class DeviceWindow:
         ).tolist()
         loss_sum, last_loss, stop, seconds = values[:4]
         bad_steps, bad_losses = values[4 : 4 + world], values[4 + world : 4 + 2 * world]
-        bad = [(int(s), r) for r, s in enumerate(bad_steps) if s > 0]
-        first_bad, bad_rank = min(bad) if bad else (0, 0)
+        # The first bad step; of the ranks that had it, one whose loss itself was not finite
+        # (under DDP its NaN reached every rank's gradients through the all-reduce).
+        bad = [
+            (int(s), math.isfinite(bad_losses[r]), r)
+            for r, s in enumerate(bad_steps)
+            if s > 0
+        ]
+        first_bad, _, bad_rank = min(bad) if bad else (0, False, 0)
         totals = WindowTotals(
             steps=self.steps,
             loss_sum=loss_sum / world,
@@ -634,14 +669,14 @@ def accumulate_and_step(
     lr: float,
     accum_steps: int,
     clip_grad: float | None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
+) -> StepOutcome:
     """Accumulate ``accum_steps`` micro-batches and take one optimizer step at learning rate ``lr``.
 
-    Returns the mean loss and the objective's mean logs (0-dim tensors, left on the device:
-    reading them would wait for the step to finish) and the seconds spent waiting for data.
-    A step whose loss is not finite is skipped where reading the loss is free (the CPU), and
-    elsewhere has its gradients zeroed on the device: the weights stay finite either way
-    until the loop's next check stops the run.
+    The loss and logs stay on the device (reading them would wait for the step to finish).
+    A step whose loss or gradients are not finite is skipped where reading that is free (the
+    CPU), and elsewhere has its gradients zeroed on the device: the weights stay finite either
+    way until the loop's next check stops the run. Under fp16 the loss scaler checks the
+    gradients itself (an overflow there only lowers the scale), so only the loss is checked.
     """
     optimizer, scaler = parts.optimizer, parts.scaler
     set_learning_rate(optimizer, lr)
@@ -675,17 +710,20 @@ def accumulate_and_step(
     loss_mean = loss_sum / accum_steps
     logs = {k: v / accum_steps for k, v in log_sums.items()}
     finite = torch.isfinite(loss_mean)
+    if not scaler.is_enabled():
+        finite = finite & gradients_finite(optimizer)
+    outcome = StepOutcome(loss_mean, logs, finite, wait)
     if not host_reads_are_free(loss_mean.device):
         discard_gradients_unless(finite, optimizer)
     elif not finite:  # the host computed it: skipping costs less than masking
         optimizer.zero_grad(set_to_none=True)
-        return loss_mean, logs, wait
+        return outcome
     if clip_grad is not None and clip_grad > 0:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(parts.model.parameters(), clip_grad)
     scaler.step(optimizer)
     scaler.update()
-    return loss_mean, logs, wait
+    return outcome
 
 
 class CheckSchedule:
@@ -746,8 +784,13 @@ def raise_if_non_finite(
         where += f" (found at the check of steps {step - totals.steps + 1}-{step})"
     if stage.run.dist.world_size > 1:
         where += f" on rank {totals.bad_rank}"
+    what = (
+        f"the gradients became non-finite at {where} (its loss: {totals.bad_loss:.6g})"
+        if math.isfinite(totals.bad_loss)
+        else f"the loss became {totals.bad_loss} at {where}"
+    )
     raise NonFiniteLossError(
-        f"{stage.section}: the loss became {totals.bad_loss} at {where}; stopped. The last good "
+        f"{stage.section}: {what}; stopped. The last good "
         f"checkpoint ({kept}) is kept. Lower the learning rate, set "
         f"--{stage.section}.clip_grad, or train in bf16/fp32 instead of fp16"
     )

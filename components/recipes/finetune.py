@@ -56,7 +56,7 @@ from components.runtime import (
     eval_loader,
     split_by_folds,
 )
-from components.transforms.augment import mixup, spec_augment
+from components.transforms.augment import mixup, spec_augment, spec_augment_fill_value
 
 
 @dataclass
@@ -139,15 +139,25 @@ def validate_finetune_settings(stage: Stage, s: FinetuneSettings) -> None:
 
 
 class ClassificationObjective(nn.Module):
-    """``forward(features, labels) -> (loss, logs)``: augment (train mode only), classify, soft CE."""
+    """``forward(features, labels) -> (loss, logs)``: augment (train mode only), classify, soft CE.
+
+    ``transform`` made the features: SpecAugment's masks hold what it maps a raw 0 to
+    (``spec_augment_fill_value``), as AudioMAE masks the fbank before normalising it. Only
+    that number is kept, not the transform.
+    """
 
     def __init__(
-        self, classifier: nn.Module, num_classes: int, settings: FinetuneSettings
+        self,
+        classifier: nn.Module,
+        num_classes: int,
+        settings: FinetuneSettings,
+        transform: nn.Module | None,
     ) -> None:
         super().__init__()
         self.classifier = classifier
         self.num_classes = num_classes
         self.settings = settings
+        self.mask_value = spec_augment_fill_value(transform)
 
     def forward(
         self, features: torch.Tensor, labels: torch.Tensor
@@ -157,7 +167,10 @@ class ClassificationObjective(nn.Module):
         if self.training:
             if s.freq_mask > 0 or s.time_mask > 0:
                 features = spec_augment(
-                    features, freq_mask_param=s.freq_mask, time_mask_param=s.time_mask
+                    features,
+                    freq_mask_param=s.freq_mask,
+                    time_mask_param=s.time_mask,
+                    mask_value=self.mask_value,
                 )
             if s.mixup_alpha > 0:
                 features, targets = mixup(
@@ -376,7 +389,7 @@ def classifier_loop(
         epoch_end = (step // plan.steps_per_epoch + 1) * plan.steps_per_epoch
         while step < min(epoch_end, plan.run_until):
             meter.step_started()
-            loss, logs, wait = accumulate_and_step(
+            done = accumulate_and_step(
                 run,
                 batches,
                 objective=trained,
@@ -388,7 +401,7 @@ def classifier_loop(
                 clip_grad=settings.clip_grad,
             )
             step += 1
-            window.add(step, loss, logs)
+            window.add(step, done)
             stopping = False
             if checks.sync_due(step, epoch_end, window.steps):
                 totals = window.sync(stage.stop.requested)
@@ -396,7 +409,7 @@ def classifier_loop(
                 meter.add(totals)
                 checks.adapt(totals.step_seconds)
                 stopping = totals.stop
-            meter.step_done(wait)
+            meter.step_done(done.wait)
             if on_step is not None:
                 on_step(step)
             if checks.log_due(step):
@@ -441,7 +454,7 @@ def train_classifier(
     classifier, source = build_classifier(stage, settings, num_classes)
     transform = stage.components.transform()
     stage.components.check_fit(classifier.encoder, transform)
-    objective = ClassificationObjective(classifier, num_classes, settings)
+    objective = ClassificationObjective(classifier, num_classes, settings, transform)
     effective_batch = effective_batch_size(
         stage.run, settings.batch_size, settings.accum_steps, len(train_set)
     )
@@ -584,7 +597,7 @@ def finetune(
         mixup_alpha: Beta(alpha, alpha) parameter of mixup between clips of a batch; 0
             turns mixup off.
         freq_mask: SpecAugment frequency-mask width in bins (largest band masked per
-            clip); 0 = off.
+            clip; masked bins hold a raw 0 normalised, as in AudioMAE); 0 = off.
         time_mask: SpecAugment time-mask width in frames (largest span masked per clip);
             0 = off.
         mask_t_prob: Share of time rows of the token grid dropped in training

@@ -198,7 +198,7 @@ def pretrain_loop(
         epoch_end = (step // plan.steps_per_epoch + 1) * plan.steps_per_epoch
         while step < min(epoch_end, plan.run_until):
             meter.step_started()
-            loss, logs, wait = accumulate_and_step(
+            done = accumulate_and_step(
                 run,
                 batches,
                 objective=trained,
@@ -210,7 +210,7 @@ def pretrain_loop(
                 clip_grad=settings.clip_grad,
             )
             step += 1
-            window.add(step, loss, logs)
+            window.add(step, done)
             stopping = False
             if checks.sync_due(step, epoch_end, window.steps):
                 totals = window.sync(stage.stop.requested)
@@ -218,7 +218,7 @@ def pretrain_loop(
                 meter.add(totals)
                 checks.adapt(totals.step_seconds)
                 stopping = totals.stop
-            meter.step_done(wait)
+            meter.step_done(done.wait)
             if on_step is not None:
                 on_step(step)
             if checks.log_due(step):
