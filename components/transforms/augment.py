@@ -3,6 +3,13 @@
 Each function takes an optional ``torch.Generator`` (on the batch's device for the tensor
 draws) so a recipe can make augmentation reproducible and resumable; without one, torch's
 global RNG is used. Every item of a batch gets its own draw.
+
+SpecAugment runs on the transform's output, after normalisation, but masks as AudioMAE's
+fine-tuning does (``dataset.py``, as AST's): there torchaudio's masks write 0 into the *raw*
+log-mel fbank, which is normalised after, so a masked bin holds ``(0 - mean) / (2 std)``.
+``spec_augment_fill_value(transform)`` is that value for a transform, and masking the
+normalised features with it gives the official features exactly (the normalisation is
+elementwise).
 """
 
 from __future__ import annotations
@@ -20,6 +27,24 @@ def _uniform(
     return torch.rand(shape, generator=generator, device=device).to(like.device)
 
 
+def spec_augment_fill_value(transform: nn.Module | None) -> float:
+    """What a SpecAugment mask writes into ``transform``'s output: the image of a raw 0.
+
+    A transform with a fixed elementwise normalisation (``normalise``, as ``kaldi_fbank``'s
+    ``(x - mean) / (2 std)``) maps a raw 0 to one value, computed here in float32 as the
+    transform computes it. Precomputed features' wrapper (``.transform``) is looked through.
+    Without one (``None``, no normalisation, or a per-clip standardisation, whose image of a
+    raw 0 varies by clip) masks write 0: the raw value, or the clip's mean.
+    """
+    inner = getattr(transform, "transform", transform)
+    normalise = getattr(inner, "normalise", None)
+    if not callable(normalise):
+        return 0.0
+    with torch.no_grad():
+        value = normalise(torch.zeros((), dtype=torch.float32))
+    return float(value)
+
+
 def spec_augment(
     features: torch.Tensor,
     freq_mask_param: int = 24,
@@ -32,7 +57,9 @@ def spec_augment(
     """SpecAugment masks on ``[B, C, T, F]``: per item, bands of width ~U[0, param] set to ``mask_value``.
 
     Frequency masks cover whole columns of F, time masks whole rows of T, across all channels
-    (AudioMAE's fine-tuning uses widths 48/192 of 128/1024). Returns a new tensor.
+    (AudioMAE's fine-tuning uses widths 48/192 of 128/1024). On normalised features pass
+    ``mask_value=spec_augment_fill_value(transform)`` to mask as AudioMAE does (before its
+    normalisation). Returns a new tensor.
     """
     if features.dim() != 4:
         raise ValueError(
@@ -62,7 +89,11 @@ def spec_augment(
 
 
 class SpecAugment(nn.Module):
-    """``spec_augment`` as a module that is active only in ``train()`` mode."""
+    """``spec_augment`` as a module that is active only in ``train()`` mode.
+
+    ``mask_value``: what masked bins hold (``spec_augment_fill_value(transform)`` on a
+    transform's normalised output).
+    """
 
     def __init__(
         self,
@@ -70,12 +101,14 @@ class SpecAugment(nn.Module):
         time_mask_param: int = 96,
         num_freq_masks: int = 1,
         num_time_masks: int = 1,
+        mask_value: float = 0.0,
     ) -> None:
         super().__init__()
         self.freq_mask_param = freq_mask_param
         self.time_mask_param = time_mask_param
         self.num_freq_masks = num_freq_masks
         self.num_time_masks = num_time_masks
+        self.mask_value = mask_value
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -86,6 +119,7 @@ class SpecAugment(nn.Module):
             self.time_mask_param,
             self.num_freq_masks,
             self.num_time_masks,
+            self.mask_value,
         )
 
 
@@ -178,4 +212,11 @@ def random_roll(
     return torch.gather(signals, dim, index)
 
 
-__all__ = ["SpecAugment", "mixup", "random_gain", "random_roll", "spec_augment"]
+__all__ = [
+    "SpecAugment",
+    "mixup",
+    "random_gain",
+    "random_roll",
+    "spec_augment",
+    "spec_augment_fill_value",
+]
