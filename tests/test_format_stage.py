@@ -82,6 +82,52 @@ def test_stays_black_clean_spares_black_only_for_whole_lines_that_still_fit(orig
         assert black.format_str(renamed, mode=MODE) == renamed
 
 
+PREPARED_CASES = [
+    "x = 'plain'\ny = 'it\\'s'\nz = '\"q\"'\nb = b'bytes'\nr = r'raw'\n",
+    "name = f'{value!r} {\"inner\"}'\nother = f'{x}' 'tail'\n",
+    'class A:\n    """Doc.\n\n    Args:\n        x: \'quoted\' here.\n"""\n\n    x: int = 1\n',
+    'def f():\n    """Doc.\n"""\n    return """not a docstring\n"""\n',
+    'TEXT = """kept as written\n"""\n',
+    "label = 'é'; other = 'ascii'\n",
+    "call(argument_number_one='a long value', argument_number_two='another long value', three='x')\n",
+    "x = 'no final newline'",
+]
+
+
+@pytest.mark.parametrize("source", PREPARED_CASES)
+def test_preparing_for_black_does_not_change_what_black_writes(source: str) -> None:
+    assert black.format_str(formatting._prepared(source), mode=MODE) == black.format_str(source, mode=MODE)
+
+
+def test_a_prepared_class_black_leaves_alone_is_formatted_in_one_pass() -> None:
+    raw = "@dataclass\nclass A:\n    \"\"\"Doc.\n\n    Args:\n        x: 'quoted'.\n\"\"\"\n\n    x: Literal['a', 'b'] = 'a'"
+    prepared = formatting._prepared(raw)
+    assert prepared == black.format_str(raw, mode=MODE)  # black's first pass would leave it as it is
+    assert "'quoted'" in prepared  # docstring text is never respelled
+
+
+def _unprepared(code: str) -> str:
+    """Black-clean catalog text respelled as the generator writes its code: simple strings in
+    single quotes, docstrings closing at column 0."""
+    import ast
+
+    lines = code.split("\n")
+    for node in ast.walk(ast.parse(code)):
+        if type(node) is ast.Constant and isinstance(node.value, str) and node.lineno == node.end_lineno:
+            line = lines[node.lineno - 1]
+            text = line[node.col_offset : node.end_col_offset] if line.isascii() else ""
+            if len(text) >= 2 and text[0] == text[-1] == '"' and not set(text[1:-1]) & {"'", '"', "\\"}:
+                lines[node.lineno - 1] = line[: node.col_offset] + "'" + text[1:-1] + "'" + line[node.end_col_offset :]
+    return "\n".join('"""' if line.strip() == '"""' else line for line in lines)
+
+
+@settings(max_examples=40, deadline=None)
+@given(statement=st.sampled_from(STATEMENTS))
+def test_preparing_catalog_code_written_the_generators_way_changes_nothing_black_writes(statement) -> None:
+    raw = _unprepared(statement.code)
+    assert black.format_str(formatting._prepared(raw), mode=MODE) == black.format_str(raw, mode=MODE)
+
+
 def test_a_build_formats_the_generated_code_and_no_copied_catalog_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     catalog = tmp_path / "catalog"
     shutil.copytree(TOY_CATALOG, catalog, ignore=shutil.ignore_patterns(".sigmae-cache", "__pycache__"))
