@@ -221,9 +221,10 @@ def test_lengths_from_empty_to_a_minute(export: dict, seconds: float) -> None:
     assert got["emb_shape"] == [2, tokens, DIM] and got["ts_shape"] == [2, tokens] and got["scene_shape"] == [2, DIM]
     assert got["dtypes"] == ["torch.float32", "torch.float32"] and got["finite"]
     duration_ms = 1000.0 * samples / SAMPLE_RATE
-    step = duration_ms / tokens  # the official runtime's stamps: token i at i * duration / tokens
-    assert got["first"] == 0.0
-    assert got["last"] == pytest.approx((tokens - 1) * step, abs=1e-3)
+    step = duration_ms / tokens  # token i's share of the clip; HEAR stamps its centre, (i + 0.5) * step
+    assert got["first"] == pytest.approx(step / 2, abs=1e-3)
+    # float32 stamps: a minute's are rounded to a few thousandths of a millisecond
+    assert got["last"] == pytest.approx((tokens - 0.5) * step, rel=torch.finfo(torch.float32).eps, abs=1e-3)
     if tokens > 1:
         assert got["min_step"] > 0  # strictly increasing
         # regular: hearvalidator demands 1e-3 ms (on 2 s clips); float32 stamps of long clips round
@@ -296,9 +297,10 @@ def test_audiomae_with_kaldi_fbanks_from_the_catalog(tmp_path: Path) -> None:
         tokens = math.ceil(frames / 16)
         assert emb.shape == (3, tokens, 8 * 192) and ts.shape == (3, tokens) and emb.dtype == torch.float32
         assert torch.isfinite(emb).all()
-        assert torch.allclose(ts[0], torch.arange(tokens) * (1000.0 * samples / 16000 / tokens))
+        assert torch.allclose(ts[0], (torch.arange(tokens) + 0.5) * (1000.0 * samples / 16000 / tokens))
         scene = module.get_scene_embeddings(audio, model)
         assert torch.allclose(scene, emb.mean(dim=1)) and scene.shape == (3, 8 * 192)
         alone = module.get_scene_embeddings(audio[1:2], model)
         assert torch.allclose(alone[0], scene[1], atol=1e-4)
-    assert tokens == 32 and float(ts[0, 1]) == pytest.approx(160.0, rel=0.05)  # the 5 s clip
+    assert tokens == 32 and float(ts[0, 1] - ts[0, 0]) == pytest.approx(160.0, rel=0.05)  # the 5 s clip
+    assert float(ts[0, 0]) == pytest.approx(float(ts[0, 1] - ts[0, 0]) / 2)  # the first token's centre

@@ -9,9 +9,15 @@ n_timestamps] in ms)``, ``audio`` being ``[n_sounds, n_samples]`` float32 at
 (standardised over the clip), cut into windows of the model's input length (AudioMAE++ 200
 frames, AudioMAE its 512 or 1024), the last one zero-padded; each window's patch tokens
 (CLS dropped), the frequency tokens of one time step concatenated (``grid_f * embed_dim``
-wide); tokens that lie wholly in the padding dropped. Token ``i`` is stamped
-``i * duration / tokens`` ms (evenly spaced; AudioMAE++ 40 ms apart, AudioMAE 160 ms) and
-the scene embedding is the mean of the timestamp embeddings.
+wide); tokens that lie wholly in the padding dropped. The scene embedding is the mean of
+the timestamp embeddings.
+
+Timestamps: the HEAR API (hearbenchmark.com/hear-api.html) asks for embeddings "at regular
+intervals centered at timestamps", in ms. The clip's ``duration`` is shared evenly among its
+``tokens`` (AudioMAE++ about 40 ms each, AudioMAE 160 ms), and token ``i`` is stamped at the
+centre of its share, ``(i + 0.5) * duration / tokens`` ms: regular, inside the clip, the last
+one half a hop before its end. The official runtime stamps the starts, ``i * duration /
+tokens`` (``hear_api/feature_helper.py``, ``get_timestamps``), half a hop early.
 
 Where the official runtime is wrong, this one differs: its ``forward_features`` regroups the
 time-major tokens with ``rearrange("b (f t) d -> b t (f d)")``, i.e. as if they were
@@ -124,12 +130,18 @@ class HearEncoder(nn.Module):
         return embeddings[:, :tokens].contiguous(), samples
 
     def timestamp_embeddings(self, audio: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([n_sounds, tokens, D], timestamps [n_sounds, tokens] in ms)``."""
+        """``([n_sounds, tokens, D], timestamps [n_sounds, tokens] in ms)``.
+
+        Token ``i``'s timestamp is the centre of its share of the clip, ``(i + 0.5) *
+        duration / tokens`` ms (in float64 on the CPU, which every device has: no drift
+        on long clips).
+        """
         embeddings, samples = self.token_embeddings(audio)
         sounds, tokens = embeddings.shape[:2]
         step = 1000.0 * samples / self.sample_rate / tokens
-        timestamps = torch.arange(tokens, device=embeddings.device, dtype=torch.float32)
-        return embeddings, (timestamps * step).expand(sounds, tokens).contiguous()
+        centres = (torch.arange(tokens, dtype=torch.float64) + 0.5) * step
+        timestamps = centres.to(torch.float32).to(embeddings.device)
+        return embeddings, timestamps.expand(sounds, tokens).contiguous()
 
     def scene_embeddings(self, audio: Any) -> torch.Tensor:
         """``[n_sounds, D]``: the mean of the clip's timestamp embeddings."""
