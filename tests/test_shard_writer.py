@@ -354,3 +354,63 @@ def test_finished_shards_that_cannot_be_moved_into_place_are_kept_and_named(
     kept = [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
     assert len(kept) == 1 and str(kept[0]) in error and "Device or resource busy" in error
     assert sorted(p.name for p in kept[0].iterdir()) == ["manifest.json", "shard-000000.tar"]
+
+
+def _shard_step_outcomes_on_two_ranks(rank: int, port: int, out: str) -> None:
+    """Rank ``rank`` of 2 runs the ``shard`` step three times on the smoke tones: rank 0 slow
+    to publish, refused at publishing, unable to make its folder; each rank writes what the
+    step gave it (its summary, or its UsageError) to ``rank<r>.json``."""
+    import os
+    import time
+
+    import components.recipes.shard as shard_module
+    from components.distributed import dist_info_from_env, init_distributed, shutdown_distributed
+    from components.errors import UsageError
+    from test_runtime_helpers import make_stage
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    info = dist_info_from_env()
+    init_distributed(info, torch.device("cpu"))
+    real_publish = shard_module.publish_folder
+
+    def slow(partial: Path, output: Path) -> Path | None:
+        time.sleep(1.5)  # the other rank has long finished its last write meeting
+        return real_publish(partial, output)
+
+    def refuse(partial: Path, output: Path) -> None:
+        raise OSError(16, "Device or resource busy")
+
+    (Path(out) / "a-file").write_text("in the way")
+    outcomes = {}
+    try:
+        stage = make_stage(Path(out) / f"run{rank}", dist_info=info, section="shard")
+        for name, publish, output in (("slow", slow, "slow"), ("refused", refuse, "refused"),
+                                      ("no folder", real_publish, "a-file/shards")):
+            if rank == 0:
+                shard_module.publish_folder = publish
+            try:
+                outcomes[name] = write_shards(stage, output=f"{out}/{output}", max_items=10, num_workers=0).summary
+            except UsageError as error:
+                outcomes[name] = f"UsageError: {error}"
+        (Path(out) / f"rank{rank}.json").write_text(json.dumps(outcomes))
+    finally:
+        shutdown_distributed()
+
+
+@pytest.mark.slow
+def test_every_rank_reports_the_published_manifest_and_a_failure_on_rank_0_stops_every_rank(tmp_path: Path) -> None:
+    from test_runtime_helpers import free_port, spawn_and_join
+
+    spawn_and_join(_shard_step_outcomes_on_two_ranks, (free_port(), str(tmp_path)), nprocs=2, timeout=180)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # rank 1 reports what rank 0 published, though rank 0 renamed the folder into place late
+    assert ranks[0]["slow"] == ranks[1]["slow"] and ranks[1]["slow"]["items"] == 32 and ranks[1]["slow"]["shards"] == 4
+    assert json.loads((tmp_path / "slow" / "manifest.json").read_text())["num_items"] == 32
+    # rank 0 failed after the last write meeting: the other rank stops too, with an error
+    assert "could not be moved to" in ranks[0]["refused"] and "Device or resource busy" in ranks[0]["refused"]
+    assert ranks[1]["refused"] == "UsageError: shard: rank 0 failed finishing the shards (its error says why)"
+    # rank 0 failed before the first: the same (and no rank waits at a meeting rank 0 skipped)
+    assert ranks[0]["no folder"].startswith(f"UsageError: cannot write beside {tmp_path / 'a-file' / 'shards'}")
+    assert ranks[1]["no folder"] == "UsageError: shard: rank 0 failed writing the shards (its error says why)"
+    assert (tmp_path / "a-file").read_text() == "in the way"

@@ -204,7 +204,9 @@ class FeatureShards(TensorShards):
         cache: bool = True,
         cache_dir: str | None = None,
     ) -> None:
-        manifests = shard_manifests(expand_shard_pattern(shards, root))
+        manifests = shard_manifests(
+            expand_shard_pattern(shards, root, self.source_name)
+        )
         made_by = [manifest.get("transform") for _, manifest in manifests]
         if not manifests or any(entry is None for entry in made_by):
             raise FileNotFoundError(

@@ -9,9 +9,10 @@ and the members of one key form one sample (``<key>.wav`` or ``<key>.flac``, wit
 Opening the data set reads each shard's member index once with ``tarfile`` (names, data
 offsets and sizes; the small ``.cls``/``.json`` members; every audio member's header checked)
 and caches it as JSON under the user cache directory, keyed by the shard's path, size and
-mtime, so a second run opens thousands of shards without reading them. ``ds[i]`` then reads
-one member's bytes at its offset and decodes them: no extraction, no one-file-per-clip
-cache, and no run-time dependency on ``webdataset``.
+mtime, so a second run opens thousands of shards without reading them (under torchrun the
+ranks share a cold cache's scans: each scans about 1/world of the shards, then reads the
+others' entries). ``ds[i]`` then reads one member's bytes at its offset and decodes them:
+no extraction, no one-file-per-clip cache, and no run-time dependency on ``webdataset``.
 
 ``epoch_order`` gives the runtime's sampler an order that keeps reads local: the shards in a
 seeded order, their members through a seeded shuffle buffer; each rank takes a contiguous
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Literal
 
 import torch
+import torch.distributed as dist
 
 from components.data.audio_files import AudioFileChangedError, AudioFileDataset
 from components.data.audio_io import (
@@ -73,6 +75,9 @@ META_EXTENSIONS = ("cls", "json")
 MAX_META_BYTES = 1 << 16
 SHARD_INDEX_VERSION = 1
 OPEN_SHARDS = 8  # file handles a process keeps open (reads are shard-local)
+# Under torchrun, ranks share a cold index: each scans its shards of a round of this many
+# per rank, then all meet (so no rank waits long at a collective for another's scans).
+SCAN_ROUND = 8
 
 # A member check: ``probe(name, extension, handle, size)`` raises ValueError for a bad member.
 MemberProbe = Callable[[str, str, BinaryIO, int], None]
@@ -122,18 +127,21 @@ def expand_braces(pattern: str) -> list[str]:
     return [head + name for choice in choices for name in expand_braces(choice + tail)]
 
 
-def expand_shard_pattern(shards: str, root: str | None = None) -> list[str]:
+def expand_shard_pattern(
+    shards: str, root: str | None = None, source: str = "audio_shards"
+) -> list[str]:
     """The shard files ``shards`` names, sorted and without duplicates.
 
     ``shards`` is one or more comma-separated patterns, each a path, a glob or a brace
     pattern (``shards/train-{000000..000511}.tar``), relative ones under ``root``. A pattern
-    that matches nothing, or a name it spells out that does not exist, is a UsageError.
+    that matches nothing, or a name it spells out that does not exist, is a UsageError
+    naming ``source`` (the data set's registered name).
     """
     patterns = [p.strip() for p in split_outside_braces(shards) if p.strip()]
     where = f" under {root}" if root else ""
     if not patterns:
         raise UsageError(
-            "audio_shards: shards is empty; set --data.shards to a path, glob or brace"
+            f"{source}: shards is empty; set --data.shards to a path, glob or brace"
             " pattern of .tar shards, e.g. 'shards/train-{000000..000127}.tar'"
         )
     found: set[str] = set()
@@ -150,12 +158,12 @@ def expand_shard_pattern(shards: str, root: str | None = None) -> list[str]:
                 missing.append(path)
         if missing and matched:
             raise UsageError(
-                f"audio_shards: {len(missing)} shard(s) that --data.shards {pattern!r} names"
+                f"{source}: {len(missing)} shard(s) that --data.shards {pattern!r} names"
                 f" do not exist{where} (e.g. {missing[0]}); fetch them or narrow the pattern"
             )
         if not matched:
             raise UsageError(
-                f"audio_shards: no shard matches --data.shards {pattern!r}{where}; point it at"
+                f"{source}: no shard matches --data.shards {pattern!r}{where}; point it at"
                 " .tar shards (a path, glob or brace pattern such as 'shards/train-{000000..000127}.tar')"
             )
         found.update(matched)
@@ -255,7 +263,7 @@ def scan_shard(path: str, probe: MemberProbe | None = None) -> ShardIndex:
     with open(path, "rb") as handle:
         if handle.read(2) == b"\x1f\x8b":
             raise UsageError(
-                f"{path}: a gzip-compressed shard; audio_shards reads members at their offsets,"
+                f"{path}: a gzip-compressed shard; the shard data sets read members at their offsets,"
                 " which needs an uncompressed .tar: gunzip it, or write the shards as .tar"
             )
         handle.seek(0)
@@ -362,6 +370,82 @@ def load_shard_index(
     return index
 
 
+def index_sharing_ranks() -> tuple[int, int]:
+    """This process's rank and the number of ranks when ``torch.distributed`` is initialized
+    (``(0, 1)`` in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def raise_if_a_rank_failed(error: BaseException | None, rank: int, world: int) -> None:
+    """Where the ranks meet while indexing: every rank learns whether one failed, and then
+    raises (the failing rank its own error, the others a UsageError saying it), so that no
+    rank is left waiting at a later collective for one that stopped."""
+    message = None
+    if error is not None:
+        message = (
+            str(error)
+            if isinstance(error, UsageError)
+            else f"rank {rank} could not index the shards ({type(error).__name__}: {error})"
+        )
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, message)
+    if error is not None:
+        raise error
+    for found in gathered:
+        if found is not None:
+            raise UsageError(found)
+
+
+def load_shard_indexes(
+    paths: list[str],
+    probe: MemberProbe | None = None,
+    *,
+    kind: str = "members",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[ShardIndex]:
+    """``load_shard_index`` of each of ``paths``, in order.
+
+    Under torchrun (``torch.distributed`` initialized, several ranks) with a cache, the
+    ranks share the scans of a cold cache instead of each scanning every shard: rank ``r``
+    loads the shards whose position is ``r`` mod the world size (scanning and caching those
+    not cached yet), in rounds of ``SCAN_ROUND`` per rank after which all meet; then each
+    rank reads the others' entries from the cache (and scans a shard itself only where it
+    finds none, e.g. a cache that could not be written). Every rank ends with the same
+    indexes, so the same problems; a failure on one rank stops all of them with an error.
+    """
+    rank, world = index_sharing_ranks()
+    if cache_dir is None or world == 1:
+        return [
+            load_shard_index(path, probe, kind=kind, cache_dir=cache_dir)
+            for path in paths
+        ]
+    loaded: dict[int, ShardIndex] = {}
+    per_round = world * SCAN_ROUND
+    for start in range(0, len(paths), per_round):
+        failure = None
+        try:
+            for i in range(start + rank, min(start + per_round, len(paths)), world):
+                loaded[i] = load_shard_index(
+                    paths[i], probe, kind=kind, cache_dir=cache_dir
+                )
+        except Exception as error:  # told to the other ranks, then raised here
+            failure = error
+        raise_if_a_rank_failed(failure, rank, world)
+    failure = None
+    try:
+        for i, path in enumerate(paths):
+            if i not in loaded:
+                loaded[i] = load_shard_index(
+                    path, probe, kind=kind, cache_dir=cache_dir
+                )
+    except Exception as error:
+        failure = error
+    raise_if_a_rank_failed(failure, rank, world)
+    return [loaded[i] for i in range(len(paths))]
+
+
 def probe_audio_member(name: str, extension: str, handle: BinaryIO, size: int) -> None:
     """The header check of an audio member (``AudioFileError`` if bad); others pass."""
     if extension not in AUDIO_EXTENSIONS:
@@ -428,9 +512,12 @@ def read_tags(path: str, sample: ShardSample) -> Tagged:
     return Tagged(index, name, fold)
 
 
-def class_names_of(tags: list[Tagged], classes: list[str] | None) -> list[str]:
+def class_names_of(
+    tags: list[Tagged], classes: list[str] | None, source: str = "audio_shards"
+) -> list[str]:
     """The class names: ``classes`` when given; else indexed by the labels' class indices
-    (named by their ``category``, or ``class_<i>``); else the sorted label names."""
+    (named by their ``category``, or ``class_<i>``); else the sorted label names. Errors
+    name ``source``, the data set."""
     if classes is not None:
         return list(classes)
     indexed = [t.index for t in tags if t.index is not None]
@@ -442,7 +529,7 @@ def class_names_of(tags: list[Tagged], classes: list[str] | None) -> list[str]:
         if tag.index is not None and tag.name is not None:
             if named.setdefault(tag.index, tag.name) != tag.name:
                 raise DataFormatError(
-                    f"audio_shards: class index {tag.index} is named both {named[tag.index]!r}"
+                    f"{source}: class index {tag.index} is named both {named[tag.index]!r}"
                     f" and {tag.name!r}; fix the labels or set classes (--data.classes)"
                 )
             names[tag.index] = tag.name
@@ -511,6 +598,7 @@ class AudioShards(AudioFileDataset):
     """
 
     signal_kind = "audio"
+    source_name = "audio_shards"  # its registered name, which its messages start with
 
     def __init__(
         self,
@@ -596,16 +684,15 @@ class AudioShards(AudioFileDataset):
         Sets ``shard_paths``, ``shard_stats``, ``class_names``, the member table and the
         per-process file cache; what a sample's fold is stays the caller's rule.
         """
-        self.shard_paths = expand_shard_pattern(shards, root)
+        self.shard_paths = expand_shard_pattern(shards, root, self.source_name)
         index_dir = None
         if cache:
             index_dir = (
                 cache_dir if cache_dir is not None else user_cache_dir() / "shards"
             )
-        indexes = [
-            load_shard_index(path, probe, kind=kind, cache_dir=index_dir)
-            for path in self.shard_paths
-        ]
+        indexes = load_shard_indexes(
+            self.shard_paths, probe, kind=kind, cache_dir=index_dir
+        )
         self.shard_stats = [(index.size, index.mtime_ns) for index in indexes]
         problems = [(index.path, index.problem) for index in indexes if index.problem]
         usable: list[tuple[int, ShardSample, Tagged, str]] = []
@@ -627,7 +714,9 @@ class AudioShards(AudioFileDataset):
                     )
                 except ValueError as error:
                     problems.append((f"{index.path}/{sample.key}", str(error)))
-        self.class_names = class_names_of([tag for _, _, tag, _ in usable], classes)
+        self.class_names = class_names_of(
+            [tag for _, _, tag, _ in usable], classes, self.source_name
+        )
         index_of = {name: i for i, name in enumerate(self.class_names)}
         labelled: list[tuple[str, Tagged, int]] = []
         # record key -> (shard, member key, member extension, data offset, size)
@@ -666,12 +755,12 @@ class AudioShards(AudioFileDataset):
                 f"\n  ... and {len(messages) - 10} more" if len(messages) > 10 else ""
             )
             raise UsageError(
-                f"audio_shards: {len(messages)} bad sample(s) or shard(s):\n  {shown}{more}\n"
+                f"{self.source_name}: {len(messages)} bad sample(s) or shard(s):\n  {shown}{more}\n"
                 "Fix or rewrite those shards, or pass --data.skip_bad_files to leave them out."
             )
         self.skipped_files = [key for key, _ in problems]
         warnings.warn(
-            f"audio_shards: skipped {len(messages)} bad sample(s) or shard(s): "
+            f"{self.source_name}: skipped {len(messages)} bad sample(s) or shard(s): "
             + "; ".join(messages[:10]),
             stacklevel=3,
         )
@@ -777,5 +866,6 @@ __all__ = [
     "expand_braces",
     "expand_shard_pattern",
     "load_shard_index",
+    "load_shard_indexes",
     "scan_shard",
 ]

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from components.run_checkpoint import file_sha256
@@ -240,45 +241,76 @@ class ShardJob:
     manifest_extra: dict[str, Any] = field(default_factory=dict)
 
 
+def make_partial_folder(stage: Stage, job: ShardJob) -> Path:
+    """The temporary folder beside ``job.output`` that rank 0 writes into."""
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        return Path(
+            tempfile.mkdtemp(
+                prefix=f".{job.output.name}.partial-", dir=job.output.parent
+            )
+        )
+    except OSError as error:
+        raise UsageError(
+            f"cannot write beside {job.output}: {error.strerror or error}; choose a"
+            f" writable --{stage.section}.output"
+        ) from None
+
+
+def share_manifest(
+    stage: Stage, manifest: dict[str, Any], failure: BaseException | None
+) -> dict[str, Any]:
+    """Rank 0's manifest (or its failure) on every rank, once rank 0 has published the
+    folder or failed: the ranks meet here, so none reads before the manifest is in place
+    and none goes on (to wait at a later collective) when rank 0 failed."""
+    if stage.run.dist.enabled:
+        sent: list[Any] = [None if failure is None else str(failure), manifest]
+        dist.broadcast_object_list(sent, src=0)
+        problem, manifest = sent
+    else:
+        problem = None if failure is None else str(failure)
+    if failure is not None:
+        raise failure
+    if problem is not None:
+        raise UsageError(
+            f"{stage.section}: rank 0 failed finishing the shards (its error says why)"
+        )
+    return manifest
+
+
 def write_dataset_shards(
     stage: Stage, dataset: Any, job: ShardJob, encode: Encoder
 ) -> dict[str, Any]:
     """Write every item of ``dataset`` (rank 0; the other ranks keep it company) into a
-    temporary folder beside ``job.output``, then rename it; returns the manifest."""
+    temporary folder beside ``job.output``, then rename it; returns the manifest (on every
+    rank: rank 0 shares it once the folder is in place)."""
     skip_bad = bool(getattr(dataset, "skip_bad_files", False))
     skipped = list(getattr(dataset, "skipped_files", []))
-    partial, writer = None, None
-    if stage.run.is_main:
-        try:
-            job.output.parent.mkdir(parents=True, exist_ok=True)
-            partial = Path(
-                tempfile.mkdtemp(
-                    prefix=f".{job.output.name}.partial-", dir=job.output.parent
-                )
-            )
-        except OSError as error:
-            raise UsageError(
-                f"cannot write beside {job.output}: {error.strerror or error}; choose a"
-                f" writable --{stage.section}.output"
-            ) from None
-        writer = ShardWriter(partial, job.prefix, job.max_items, job.max_bytes)
+    partial, writer, stream = None, None, None
     classes: Counter[str] = Counter()
     folds: Counter[int] = Counter()
     samples = frames = 0
     try:
-        stream = None
-        if stage.run.is_main:  # one loader for the whole pass: its workers start once
-            stream = iter(
-                DataLoader(
-                    LoadedItems(dataset, skip_bad),
-                    batch_size=None,
-                    num_workers=0 if stage.run.smoke else job.num_workers,
-                    worker_init_fn=worker_leaves_signals_to_main,
+        failure: BaseException | None = None
+        if stage.run.is_main:
+            try:
+                partial = make_partial_folder(stage, job)
+                writer = ShardWriter(partial, job.prefix, job.max_items, job.max_bytes)
+                # one loader for the whole pass: its workers start once
+                stream = iter(
+                    DataLoader(
+                        LoadedItems(dataset, skip_bad),
+                        batch_size=None,
+                        num_workers=0 if stage.run.smoke else job.num_workers,
+                        worker_init_fn=worker_leaves_signals_to_main,
+                    )
                 )
-            )
-        for _ in range(math.ceil(len(dataset) / SHARD_SYNC_ITEMS)):
-            status, failure = 0.0, None
-            if stream is not None and writer is not None:
+            except Exception as error:  # told to the other ranks at the first meeting
+                failure = error
+        # (at least one meeting, where a failure to start is told to the other ranks)
+        for _ in range(max(1, math.ceil(len(dataset) / SHARD_SYNC_ITEMS))):
+            status = 0.0 if failure is None else 2.0
+            if failure is None and stream is not None and writer is not None:
                 try:
                     for index, item, problem in itertools.islice(
                         stream, SHARD_SYNC_ITEMS
@@ -314,51 +346,55 @@ def write_dataset_shards(
                 )
         manifest: dict[str, Any] = {}
         if stage.run.is_main:
-            assert writer is not None and partial is not None
-            shards = writer.close()
-            total = sum(shard.items for shard in shards)
-            if total == 0:
-                raise UsageError(
-                    f"{stage.section}: no item of the data set could be read; nothing written"
-                )
-            rate = getattr(dataset, "sample_rate", None)
-            last = len(shards) - 1
-            manifest = {
-                "format": SHARD_FORMAT,
-                "num_items": total,
-                "class_names": list(dataset.class_names),
-                "counts_per_class": dict(sorted(classes.items())),
-                "counts_per_fold": {str(k): v for k, v in sorted(folds.items())},
-                "signal_kind": getattr(dataset, "signal_kind", "audio"),
-                "sample_rate": rate,
-                "total_samples": samples,
-                "total_seconds": (samples / rate) if rate else None,
-                "source": {
-                    "data_set": type(dataset).__name__,
-                    "settings": source_settings(stage),
-                },
-                "skipped": skipped,
-                "pattern": f"{job.prefix}-{{000000..{last:06d}}}.tar",
-                "shards": [vars(shard) for shard in shards],
-                **job.manifest_extra,
-            }
-            if frames:
-                manifest["total_frames"] = frames
-            (partial / "manifest.json").write_text(
-                json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8"
-            )
-            finished, partial = partial, None  # finished work is never deleted
             try:
-                moved = publish_folder(finished, job.output)
-            except OSError as error:
-                raise UsageError(
-                    f"the shards are written, but could not be moved to {job.output}"
-                    f" ({error.strerror or error}): they are in {finished}; move that folder"
-                    f" there yourself, or rerun with another --{stage.section}.output"
-                ) from None
-            if moved is not None:
-                stage.info(f"the earlier {job.output} is now {moved}")
-        return manifest
+                assert writer is not None and partial is not None
+                shards = writer.close()
+                total = sum(shard.items for shard in shards)
+                if total == 0:
+                    raise UsageError(
+                        f"{stage.section}: no item of the data set could be read; nothing written"
+                    )
+                rate = getattr(dataset, "sample_rate", None)
+                last = len(shards) - 1
+                manifest = {
+                    "format": SHARD_FORMAT,
+                    "num_items": total,
+                    "class_names": list(dataset.class_names),
+                    "counts_per_class": dict(sorted(classes.items())),
+                    "counts_per_fold": {str(k): v for k, v in sorted(folds.items())},
+                    "signal_kind": getattr(dataset, "signal_kind", "audio"),
+                    "sample_rate": rate,
+                    "total_samples": samples,
+                    "total_seconds": (samples / rate) if rate else None,
+                    "source": {
+                        "data_set": type(dataset).__name__,
+                        "settings": source_settings(stage),
+                    },
+                    "skipped": skipped,
+                    "pattern": f"{job.prefix}-{{000000..{last:06d}}}.tar",
+                    "shards": [vars(shard) for shard in shards],
+                    **job.manifest_extra,
+                }
+                if frames:
+                    manifest["total_frames"] = frames
+                (partial / "manifest.json").write_text(
+                    json.dumps(manifest, indent=1, sort_keys=True) + "\n",
+                    encoding="utf-8",
+                )
+                finished, partial = partial, None  # finished work is never deleted
+                try:
+                    moved = publish_folder(finished, job.output)
+                except OSError as error:
+                    raise UsageError(
+                        f"the shards are written, but could not be moved to {job.output}"
+                        f" ({error.strerror or error}): they are in {finished}; move that folder"
+                        f" there yourself, or rerun with another --{stage.section}.output"
+                    ) from None
+                if moved is not None:
+                    stage.info(f"the earlier {job.output} is now {moved}")
+            except Exception as error:  # told to the other ranks, then raised here
+                failure = error
+        return share_manifest(stage, manifest, failure)
     finally:
         if writer is not None:
             writer.close()
@@ -416,10 +452,8 @@ def check_shard_sizes(
 def summarise(
     stage: Stage, manifest: dict[str, Any], output: Path, what: str
 ) -> dict[str, Any]:
-    """The step's one-line report and its summary (the same on every rank)."""
-    if not stage.run.is_main:  # the other ranks read what rank 0 wrote, where they can
-        path = output / "manifest.json"
-        manifest = json.loads(path.read_text()) if path.is_file() else {}
+    """The step's one-line report and its summary from rank 0's ``manifest`` (every rank
+    has it: ``write_dataset_shards`` shares it), so the same on every rank."""
     seconds = manifest.get("total_seconds")
     hours = None if seconds is None else seconds / 3600.0
     summary = {
