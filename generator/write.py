@@ -4,11 +4,11 @@ The generator owns only the files it writes. `write_outputs` replaces exactly th
 `out_root/<name>/` and leaves every other file and folder there (a user's `runs/`, notes,
 data) in place; a generated file the build no longer emits is removed only when its header
 says the generator wrote it. A file that already holds the build's bytes is left as it is
-(a rebuild that changes nothing writes nothing). Every new file is written and fsynced under a temporary name
-first, then each is renamed over its target; a failure at any point restores the files that
-were already replaced, so a failed build leaves the previous output as it was. A fresh
-folder is filled beside its destination and renamed in whole. Nothing is written outside
-`out_root` (file names are checked to be plain names).
+(a rebuild that changes nothing writes nothing). Every new file is written and fsynced
+under a temporary name first, then each is renamed over its target; a failure at any point
+restores the files that were already replaced, so a failed build leaves the previous output
+as it was. A fresh folder is filled beside its destination and renamed in whole. Nothing is
+written outside `out_root` (file names are checked to be plain names).
 """
 
 from __future__ import annotations
