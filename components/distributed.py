@@ -4,15 +4,41 @@ torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; when they say more th
 process, every rank joins a process group (nccl on CUDA, gloo on CPU) and only rank 0 logs
 and writes checkpoints. Run plainly, the same script is a single process and nothing here
 does any communication. Multi-node runs are torchrun's job: the script needs no change.
+
+Two timeouts, each from an environment variable (seconds; bad values stop the run with one
+line saying so):
+
+- ``SIGMAE_DIST_TIMEOUT``: how long any collective of the process group (a gradient
+  all-reduce, a barrier) waits for the other ranks before the job fails as hung. Default:
+  torch's own, 600 s under NCCL and 1800 s under gloo.
+- ``SIGMAE_MAIN_WAIT_TIMEOUT``: how long the other ranks wait, in ``wait_for_main``, for
+  work that rank 0 does alone (a FiftyOne export, a similarity query, plots). Default
+  21600 s (6 hours). They wait on a separate gloo group of their own, so the long wait
+  needs no long timeout for the training collectives, which still name a hang within
+  ``SIGMAE_DIST_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from components.errors import UsageError
+
+DIST_TIMEOUT_ENV = (
+    "SIGMAE_DIST_TIMEOUT"  # seconds a collective waits (default: torch's)
+)
+MAIN_WAIT_TIMEOUT_ENV = (
+    "SIGMAE_MAIN_WAIT_TIMEOUT"  # seconds ranks wait for rank 0's work
+)
+DEFAULT_NCCL_TIMEOUT_S = 600.0  # torch's defaults: 10 minutes under NCCL, 30 under gloo
+DEFAULT_GLOO_TIMEOUT_S = 1800.0
+DEFAULT_MAIN_WAIT_TIMEOUT_S = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -54,25 +80,100 @@ def dist_info_from_env(environ: dict[str, str] | None = None) -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
+def timeout_from_env(
+    name: str, default_s: float, environ: dict[str, str] | None = None
+) -> timedelta:
+    """The timeout environment variable ``name`` sets (seconds), else ``default_s``."""
+    env = os.environ if environ is None else environ
+    text = env.get(name, "").strip()
+    if not text:
+        return timedelta(seconds=default_s)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise DistributedSetupError(
+            f"{name}={text!r} is not a positive number of seconds; set e.g. {name}={int(default_s)}"
+            " or unset it for the default"
+        )
+    return timedelta(seconds=seconds)
+
+
+class MainRankWait:
+    """The gloo group, and its timeout, on which ranks wait for rank 0's work alone.
+
+    ``init_distributed`` makes it (every rank at once, as group creation needs) and
+    ``shutdown_distributed`` drops it; ``group`` is None outside a job of several processes.
+    """
+
+    group: Any = None
+    timeout: timedelta = timedelta(seconds=DEFAULT_MAIN_WAIT_TIMEOUT_S)
+
+
 def init_distributed(info: DistInfo, device: torch.device) -> None:
-    """Join the process group when the job has several processes (idempotent)."""
+    """Join the process group when the job has several processes (idempotent).
+
+    Its collectives time out after ``SIGMAE_DIST_TIMEOUT`` seconds; a second, gloo group
+    with the ``SIGMAE_MAIN_WAIT_TIMEOUT`` is made for ``wait_for_main``.
+    """
     if not info.enabled or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = timeout_from_env(
+        DIST_TIMEOUT_ENV,
+        DEFAULT_NCCL_TIMEOUT_S if backend == "nccl" else DEFAULT_GLOO_TIMEOUT_S,
+    )
+    main_wait = timeout_from_env(MAIN_WAIT_TIMEOUT_ENV, DEFAULT_MAIN_WAIT_TIMEOUT_S)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # MASTER_ADDR/MASTER_PORT come from torchrun (or a test harness); "env://" reads them.
     try:
         dist.init_process_group(
-            backend=backend, rank=info.rank, world_size=info.world_size
+            backend=backend,
+            rank=info.rank,
+            world_size=info.world_size,
+            timeout=timeout,
         )
     except ValueError as error:  # e.g. WORLD_SIZE set by hand, MASTER_ADDR missing
         raise DistributedSetupError(f"{error}; launch with torchrun") from None
+    MainRankWait.group = dist.new_group(backend="gloo", timeout=main_wait)
+    MainRankWait.timeout = main_wait
+
+
+def wait_for_main(info: DistInfo, what: str) -> None:
+    """Every rank calls this after ``what``, work rank 0 did alone; the others wait for it.
+
+    They wait on ``MainRankWait``'s gloo group, up to ``SIGMAE_MAIN_WAIT_TIMEOUT`` seconds,
+    not at the next collective of the process group, whose shorter timeout would end a long
+    export as a hang. A wait past that limit stops the rank with one line naming the
+    variable. A no-op for one process.
+    """
+    if not info.enabled:
+        return
+    if MainRankWait.group is None:  # a group made outside init_distributed
+        dist.barrier()
+        return
+    try:
+        dist.barrier(group=MainRankWait.group)
+    except RuntimeError as error:
+        seconds = MainRankWait.timeout.total_seconds()
+        reason = " ".join(str(error).split())[:200]
+        raise UsageError(
+            (
+                f"rank 0: the other ranks stopped waiting for {what} ({reason})"
+                if info.is_main
+                else f"rank {info.rank}: rank 0 did not finish {what} within {seconds:.0f} s ({reason})"
+            )
+            + f"; if it needs longer, set {MAIN_WAIT_TIMEOUT_ENV} to more seconds (now"
+            f" {seconds:.0f}), else see rank 0's messages"
+        ) from None
 
 
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    MainRankWait.group = None
 
 
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,31 @@ def test_a_query_and_a_refused_export_under_two_process_ddp(tmp_path: Path) -> N
     assert similar["neighbours"][0]["index"] == 5 and similar["neighbours"][0]["similarity"] > 0.998
     summary = json.loads((tmp_path / "query" / "summary.json").read_text())["steps"]["embed"]
     assert summary["nn_agreement"]["items"] == 32 and not (tmp_path / "fiftyone" / "embed" / "embeddings.pt").exists()
+
+
+def _slow_export_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank), SIGMAE_DIST_TIMEOUT="6", SIGMAE_MAIN_WAIT_TIMEOUT="120")
+    import matplotlib.pyplot  # noqa: F401  (imported up front by both ranks, not by rank 0 alone mid-run)
+
+    embed_module = sys.modules["components.recipes.embed"]  # (``components.recipes.embed`` is also the recipe)
+
+    def slow_export(stage, payload: dict, **settings) -> dict:  # rank 0's export, longer than a collective may wait
+        time.sleep(10)
+        return {"name": settings["name"], "samples": len(payload["paths"])}
+
+    embed_module.export_fiftyone = slow_export
+    embed_module.check_fiftyone_target = lambda run, name, flag: None
+    code = run_tones(["--smoke", "--out-dir", f"{out_dir}/run", "--pretrain.epochs", "0", "--embed.fiftyone", "clips"])
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(code))
+
+
+@pytest.mark.slow
+def test_the_other_ranks_wait_for_an_export_longer_than_the_collective_timeout(tmp_path: Path) -> None:
+    spawn_and_join(_slow_export_worker, (2, free_port(), str(tmp_path)), nprocs=2, timeout=300)
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)] == [0, 0]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["steps"]["embed"]
+    assert summary["fiftyone"] == {"name": "clips", "samples": 32}
 
 
 # ---------------------------------------------------------------- end to end, real speech

@@ -13,25 +13,37 @@ user's.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import struct
 import subprocess
 import sys
+import tarfile
+import types
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from components.contracts.data import tone_clip, write_pcm_wav
+from components.data.audio_folder import AudioFolder
+from components.data.shards import AudioShards
+from components.errors import UsageError
+from components.recipes.fiftyone_export import export_fiftyone, spectrogram, write_spectrograms
 from generator.build import build_spec, load_index
 from speech import VOICES, require_speech_tools, spoken_word_folder
 from test_embed_similarity import brute_force_ranking, run_tones
+from test_runtime_helpers import make_stage
 from test_shipped_specs import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "folder_audio.yaml"
 WORDS = ("yes", "no", "up", "down")
 HAS_FIFTYONE = importlib.util.find_spec("fiftyone") is not None
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+requires_matplotlib = pytest.mark.skipif(not HAS_MATPLOTLIB, reason="the spectrogram images need matplotlib")
 requires_fiftyone = pytest.mark.skipif(
     not HAS_FIFTYONE, reason="fiftyone is not installed here: `make test-fiftyone` runs these tests in a venv that has it"
 )
@@ -58,6 +70,174 @@ def test_without_matplotlib_the_export_says_so(
     code = run_tones(["--smoke", "--out-dir", str(tmp_path), "--pretrain.epochs", "0", "--embed.fiftyone", "clips"])
     err = capsys.readouterr().err
     assert code == 2 and "needs matplotlib to draw the spectrogram images" in err and "pip install matplotlib" in err, err
+
+
+# ------------------------------------------- the images: the record's own clip, current bytes
+# (matplotlib draws them; FiftyOne itself is a stand-in here, so these run in every venv)
+
+
+def tone_folder(root: Path) -> Path:
+    """2 classes x 3 clips of 2048 samples at 8 kHz, each its own tone."""
+    for label in range(2):
+        for i in range(3):
+            write_pcm_wav(root / f"class{label}" / f"clip{i}.wav", tone_clip(300.0 + 500 * label + 90 * i, 8000, 2048), 8000)
+    return root
+
+
+def expected_png(transform: torch.nn.Module, clip: torch.Tensor) -> bytes:
+    """The PNG ``write_spectrograms`` draws for ``clip``."""
+    import matplotlib.image
+
+    buffer = io.BytesIO()
+    matplotlib.image.imsave(buffer, spectrogram(transform, clip).numpy(), cmap="magma", origin="lower", format="png")
+    return buffer.getvalue()
+
+
+def embed_stage(tmp_path: Path, dataset) -> tuple:
+    """A ``Stage`` of the ``embed`` step whose data set is ``dataset``, and its transform."""
+    stage = make_stage(tmp_path / "run", section="embed")
+    stage.components._built["dataset"] = dataset  # the data set the run would have built
+    return stage, stage.components.transform().eval()
+
+
+def folder_with_a_clip_gone_bad(tmp_path: Path, skip_bad_files: bool) -> tuple[AudioFolder, int]:
+    """An audio folder whose clip 2 is truncated after it opened (readable then, not now)."""
+    dataset = AudioFolder(root=str(tone_folder(tmp_path / "audio")), sample_rate=8000, clip_seconds=None,
+                          skip_bad_files=skip_bad_files, cache=False)
+    with open(dataset.records[2].key, "r+b") as handle:
+        handle.truncate(100)
+    return dataset, 2
+
+
+@requires_matplotlib
+def test_an_unreadable_clip_gets_no_image_of_the_clip_standing_in_for_it(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    dataset, bad = folder_with_a_clip_gone_bad(tmp_path, skip_bad_files=True)
+    stage, transform = embed_stage(tmp_path, dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the data set's own warning about the skipped file
+        assert torch.equal(dataset[bad][0], dataset.load(bad + 1))  # ds[i] stands the next clip in
+        paths, drawn = write_spectrograms(stage, dataset, transform, tmp_path / "png", matplotlib.image)
+    assert paths[bad] is None and drawn == len(dataset) - 1
+    for index, path in enumerate(paths):
+        if index != bad:
+            assert path.read_bytes() == expected_png(transform, dataset.load(index)), index
+
+
+def fake_fiftyone(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """``fiftyone`` and ``fiftyone.brain`` stand-ins that keep what the exporter hands them."""
+    made: dict = {"datasets": {}, "brain": []}
+
+    class Dataset:
+        def __init__(self, name: str) -> None:
+            self.name, self.info, self.persistent, self.samples = name, {}, False, []
+            made["datasets"][name] = self
+
+        def save(self) -> None:
+            pass
+
+        def add_samples(self, samples: list, progress: bool = False) -> None:
+            self.samples.extend(samples)
+
+        def delete(self) -> None:
+            del made["datasets"][self.name]
+
+    fo = types.ModuleType("fiftyone")
+    brain = types.ModuleType("fiftyone.brain")
+    fo.Dataset, fo.brain = Dataset, brain
+    fo.Sample = lambda **fields: fields
+    fo.Classification = lambda label: {"label": label}
+    fo.list_datasets = lambda: list(made["datasets"])
+    fo.load_dataset = lambda name: made["datasets"][name]
+    brain.compute_similarity = lambda dataset, **settings: made["brain"].append(("similarity", len(dataset.samples)))
+    brain.compute_visualization = lambda dataset, **settings: made["brain"].append(("visualization", len(dataset.samples)))
+    monkeypatch.setitem(sys.modules, "fiftyone", fo)
+    monkeypatch.setitem(sys.modules, "fiftyone.brain", brain)
+    return made
+
+
+def payload_of(dataset) -> dict:
+    return {
+        "embeddings": torch.randn(len(dataset), 4, generator=torch.Generator().manual_seed(0)),
+        "labels": torch.tensor([r.label for r in dataset.records]), "folds": torch.tensor([r.fold for r in dataset.records]),
+        "paths": [r.key for r in dataset.records], "class_names": list(dataset.class_names), "checkpoint": "encoder.pt",
+        "pooling": "mean",
+    }
+
+
+@requires_matplotlib
+def test_the_export_leaves_out_an_unreadable_clip_and_every_image_shows_its_samples_audio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made = fake_fiftyone(monkeypatch)
+    dataset, bad = folder_with_a_clip_gone_bad(tmp_path, skip_bad_files=True)
+    stage, transform = embed_stage(tmp_path, dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = export_fiftyone(stage, payload_of(dataset), name="clips", persistent=False, cache_dir=tmp_path / "cache")
+    out = capsys.readouterr().out
+    samples = made["datasets"]["clips"].samples
+    assert [s["index"] for s in samples] == [i for i in range(len(dataset)) if i != bad]
+    for sample in samples:
+        own = [r.key for r in dataset.records].index(sample["audio_path"])
+        assert own == sample["index"]
+        assert Path(sample["filepath"]).read_bytes() == expected_png(transform, dataset.load(own)), sample["audio_path"]
+    assert summary["samples"] == len(dataset) - 1 and summary["unreadable_left_out"] == 1
+    assert made["brain"] == [("similarity", len(dataset) - 1), ("visualization", len(dataset) - 1)]
+    assert "warning: --embed.fiftyone clips: left out 1 clip(s) that cannot be read any more" in out, out
+    assert dataset.records[bad].key in out and "1 unreadable left out" in out
+
+
+@requires_matplotlib
+def test_without_skip_bad_files_an_unreadable_clip_stops_the_export_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = fake_fiftyone(monkeypatch)
+    dataset, bad = folder_with_a_clip_gone_bad(tmp_path, skip_bad_files=False)
+    stage, _ = embed_stage(tmp_path, dataset)
+    with pytest.raises(UsageError) as caught:
+        export_fiftyone(stage, payload_of(dataset), name="clips", persistent=False, cache_dir=tmp_path / "cache")
+    message = str(caught.value)
+    assert dataset.records[bad].key in message and "--data.skip_bad_files" in message and "\n" not in message
+    assert made["datasets"] == {}
+
+
+def write_wav_shard(path: Path, freqs: list[float]) -> None:
+    """A tar shard of ``tone<i>.wav`` (2048 samples at 8 kHz, tone ``freqs[i]``) with ``tone<i>.cls``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for i, freq in enumerate(freqs):
+            write_pcm_wav(path.parent / "member.wav", tone_clip(freq, 8000, 2048), 8000)
+            members = {f"tone{i}.wav": (path.parent / "member.wav").read_bytes(), f"tone{i}.cls": str(i).encode()}
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    (path.parent / "member.wav").unlink()
+
+
+@requires_matplotlib
+def test_a_rewritten_shard_gets_its_images_redrawn(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    shard = tmp_path / "shards" / "train-000000.tar"
+    write_wav_shard(shard, [400.0, 900.0])
+
+    def export_images() -> tuple[AudioShards, list[Path], int]:
+        dataset = AudioShards(shards=str(shard), sample_rate=8000, clip_seconds=None, cache=False)
+        stage, transform = embed_stage(tmp_path, dataset)
+        return (dataset, transform, *write_spectrograms(stage, dataset, transform, tmp_path / "png", matplotlib.image))
+
+    _, _, first, drawn = export_images()
+    assert drawn == 2 and export_images()[3] == 0  # the same shard: every image reused
+    before = shard.stat()
+    write_wav_shard(shard, [1500.0, 900.0])  # member tone0 rewritten, the shard's size unchanged
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    assert shard.stat().st_size == before.st_size
+    dataset, transform, again, drawn = export_images()
+    assert drawn == 2 and set(again).isdisjoint(first)
+    assert again[0].read_bytes() == expected_png(transform, dataset.load(0)) != first[0].read_bytes()
 
 
 # -------------------------------------------------------------- the real package, end to end

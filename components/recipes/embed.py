@@ -31,7 +31,7 @@ from components.run_checkpoint import (
     file_sha256,
     load_model_weights,
 )
-from components.distributed import all_reduce_sum, barrier
+from components.distributed import all_reduce_sum, barrier, wait_for_main
 from components.errors import UsageError
 from components.models.official_weights import (
     CheckpointMismatchError,
@@ -481,6 +481,9 @@ def embed(
                 Path(cache_dir) if cache_dir else stage.run.out_dir / "embedding_cache"
             ),
         )
+    # Rank 0 alone saved, plotted, searched and exported (an export can take hours): the
+    # other ranks wait for it here, not at the pipeline's next collective and its timeout.
+    wait_for_main(stage.run.dist, f"{stage.section}'s saving, query and export")
     summary = {
         "hear_module": str(hear_path) if hear_module else None,
         "similar": str(similar_path) if target is not None else None,

@@ -2,10 +2,15 @@
 
 Each sample's media is a spectrogram PNG of its clip (the run's transform, one centred
 window, time left to right and frequency bottom to top, one pixel per frame and bin; the
-channels of a multi-channel transform stacked). The images are written once into
-``<cache>/spectrograms`` under a name made of the clip's identity (path, size, modification
-time), the data set and the transform's settings, so a later export reuses them and a
-changed file or transform gets a new one. A sample also holds ``audio_path``, the label
+channels of a multi-channel transform stacked), drawn from the record's own clip
+(``dataset.load(i)``, never ``ds[i]``, for which ``skip_bad_files`` stands the next readable
+clip in for a bad one). A clip that cannot be read any more is left out of the export under
+``skip_bad_files`` (named in a warning: its embedding may be of its stand-in) and stops the
+run, naming it, otherwise. The images are written once into ``<cache>/spectrograms`` under a
+name made of the clip's identity (a file's path, size and modification time; a shard
+member's key with its shard's path, size and modification time), the data set and the
+transform's settings, so a later export reuses them and a changed file, rewritten shard or
+changed transform gets a new one. A sample also holds ``audio_path``, the label
 (``ground_truth``, a ``fo.Classification``), ``fold``, ``index`` (into the data set) and the
 ``embedding``; the dataset gets a cosine similarity index (brain key ``BRAIN_SIMILARITY``:
 ``dataset.sort_by_similarity(sample_id, k=10)``) and a 2-D PCA visualisation of the
@@ -24,6 +29,7 @@ import io
 import json
 import os
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import torch
@@ -38,7 +44,9 @@ CREATED_BY = (
 )
 BRAIN_SIMILARITY = "sigmae_similarity"
 BRAIN_VISUALIZATION = "sigmae_visualization"
-SPECTROGRAM_VERSION = 1  # bump when the image's layout changes: every image is redrawn
+# Bump when the image's layout or identity changes: every image is redrawn (2: drawn from
+# the record's own clip, never a skip_bad_files stand-in; shard members keyed by their shard).
+SPECTROGRAM_VERSION = 2
 
 
 def check_fiftyone_name(name: str, flag: str) -> None:
@@ -70,28 +78,50 @@ def import_fiftyone(flag: str) -> tuple[Any, Any, Any]:
     return fiftyone, fiftyone.brain, matplotlib.image
 
 
-def clip_identity(key: str) -> dict[str, Any]:
-    """What a clip's image depends on besides the transform: its file's path, size and mtime."""
-    identity: dict[str, Any] = {"key": key}
-    if not key.startswith("index:"):
-        try:
-            stat = os.stat(key)
-        except OSError:
-            return identity
-        identity.update(
-            path=str(Path(key).resolve()), size=stat.st_size, mtime_ns=stat.st_mtime_ns
-        )
-    return identity
+def clip_identity(
+    key: str, stats: dict[str, os.stat_result | None] | None = None
+) -> dict[str, Any] | None:
+    """What a clip's image depends on besides the transform, or None when nothing does.
+
+    An ``index:<i>`` key (a synthetic set) is its own identity; a file's is its resolved
+    path, size and modification time; a shard member's (key ``<shard>/<member key>``) is
+    the member key with its shard file's. None when no file under the key exists (a file
+    gone since the data set opened): such a clip is read, never an image reused.
+    ``stats`` memoises the ``os.stat`` of the folders and shards met on the way up.
+    """
+    if key.startswith("index:"):
+        return {"key": key}
+    stats = {} if stats is None else stats
+    path = Path(key)
+    for candidate in (path, *path.parents):
+        name = str(candidate)
+        if name not in stats:
+            try:
+                stats[name] = os.stat(candidate)
+            except OSError:
+                stats[name] = None
+        stat = stats[name]
+        if stat is None or not S_ISREG(stat.st_mode):
+            continue
+        identity: dict[str, Any] = {
+            "key": key,
+            "path": str(candidate.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
+        if candidate != path:  # a member of the shard ``candidate``
+            identity["member"] = path.relative_to(candidate).as_posix()
+        return identity
+    return None
 
 
-def spectrogram_name(key: str, setting: dict[str, Any]) -> str:
+def spectrogram_name(identity: dict[str, Any], setting: dict[str, Any]) -> str:
     """The image's file name: a digest of the clip's identity and the drawing's settings."""
-    identity = {
-        "clip": clip_identity(key),
-        "setting": setting,
-        "version": SPECTROGRAM_VERSION,
-    }
-    text = json.dumps(identity, sort_keys=True, default=str)
+    text = json.dumps(
+        {"clip": identity, "setting": setting, "version": SPECTROGRAM_VERSION},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32] + ".png"
 
 
@@ -103,10 +133,22 @@ def spectrogram(transform: Any, clip: torch.Tensor) -> torch.Tensor:
     return features.transpose(1, 2).reshape(-1, features.shape[1])
 
 
+def read_own_clip(dataset: Any, index: int) -> torch.Tensor:
+    """Record ``index``'s own clip: ``load``, not ``ds[i]``, which under ``skip_bad_files``
+    returns the next readable clip in place of a bad one."""
+    load = getattr(dataset, "load", None)
+    return load(index) if callable(load) else dataset[index][0]
+
+
 def write_spectrograms(
     stage: Stage, dataset: Any, transform: Any, folder: Path, image: Any
-) -> tuple[list[Path], int]:
-    """One PNG per item of ``dataset`` in ``folder`` (kept when present); paths and count drawn."""
+) -> tuple[list[Path | None], int]:
+    """One PNG per item of ``dataset`` in ``folder`` (kept when present); paths and count drawn.
+
+    An item's path is None when its own clip cannot be read and the data set skips bad
+    files; without ``skip_bad_files`` such a clip is a UsageError naming it.
+    """
+    flag = f"--{stage.section}.fiftyone"
     setting = {
         "data": type(dataset).__name__,
         "data_config": (
@@ -118,17 +160,35 @@ def write_spectrograms(
         "transform": type(transform).__name__,
         "transform_config": stage.components.settings("transform"),
     }
+    skip_bad = bool(getattr(dataset, "skip_bad_files", False))
     transform.eval()
-    paths, drawn = [], 0
+    paths: list[Path | None] = []
+    drawn = 0
+    stats: dict[str, os.stat_result | None] = {}
     for index, record in enumerate(dataset.records):
-        path = folder / spectrogram_name(record.key, setting)
-        paths.append(path)
-        if path.is_file():
+        identity = clip_identity(record.key, stats)
+        path = folder / spectrogram_name(identity or {"key": record.key}, setting)
+        if identity is not None and path.is_file():
+            paths.append(path)
             continue
-        features = spectrogram(transform, dataset[index][0]).numpy()
+        try:
+            clip = read_own_clip(dataset, index)
+        except (UsageError, OSError, ValueError) as error:
+            if skip_bad:
+                paths.append(None)
+                continue
+            if isinstance(error, UsageError):
+                raise
+            raise UsageError(
+                f"{flag}: {record.key} cannot be read to draw its spectrogram"
+                f" ({' '.join(str(error).split())}); restore it, or pass"
+                " --data.skip_bad_files to leave such clips out of the export"
+            ) from None
+        features = spectrogram(transform, clip).numpy()
         buffer = io.BytesIO()
         image.imsave(buffer, features, cmap="magma", origin="lower", format="png")
         atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+        paths.append(path)
         drawn += 1
     return paths, drawn
 
@@ -186,6 +246,19 @@ def export_fiftyone(
     images, drawn = write_spectrograms(
         stage, dataset, stage.components.transform(), folder, image
     )
+    unreadable = [payload["paths"][i] for i, path in enumerate(images) if path is None]
+    if len(unreadable) == len(images):
+        raise UsageError(
+            f"{flag} {name}: none of the {len(images)} clips of {type(dataset).__name__}"
+            " can be read any more; restore the data and run the step again"
+        )
+    if unreadable:
+        stage.warn(
+            f"{flag} {name}: left out {len(unreadable)} clip(s) that cannot be read any more"
+            " (skip_bad_files; the embedding step may have read another clip in their place): "
+            + ", ".join(unreadable[:5])
+            + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+        )
     replace_own_dataset(fo, name, flag)
     export = fo.Dataset(name)
     export.persistent = bool(persistent)
@@ -200,6 +273,8 @@ def export_fiftyone(
     embeddings = payload["embeddings"].float().numpy()
     samples = []
     for index, (path, label) in enumerate(zip(images, payload["labels"].tolist())):
+        if path is None:
+            continue
         samples.append(
             fo.Sample(
                 filepath=str(path),
@@ -240,7 +315,9 @@ def export_fiftyone(
         stage.warn(f"{flag} {name}: {len(samples)} sample(s): no 2-D visualisation")
     stage.info(
         f"FiftyOne dataset {name!r}: {len(samples)} clips ({drawn} spectrograms drawn, "
-        f"{len(images) - drawn} reused from {folder}); similarity index {BRAIN_SIMILARITY!r}"
+        f"{len(samples) - drawn} reused from {folder}"
+        + (f", {len(unreadable)} unreadable left out" if unreadable else "")
+        + f"); similarity index {BRAIN_SIMILARITY!r}"
         + (f", PCA visualisation {visualization!r}" if visualization else "")
         + (
             "; persistent"
@@ -256,6 +333,7 @@ def export_fiftyone(
         "visualization_key": visualization,
         "spectrograms": str(folder),
         "spectrograms_drawn": drawn,
+        "unreadable_left_out": len(unreadable),
     }
 
 
@@ -267,6 +345,7 @@ __all__ = [
     "check_fiftyone_target",
     "export_fiftyone",
     "import_fiftyone",
+    "read_own_clip",
     "spectrogram",
     "spectrogram_name",
     "write_spectrograms",
