@@ -99,8 +99,10 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Step:
+    """A step of the pipeline: its ``Config`` section and its recipe, ``run(stage, **settings)``."""
+
     section: str
-    run: Callable[..., dict[str, Any]]
+    run: Callable[..., StepResult]
 
 
 @dataclass(frozen=True)
@@ -1094,6 +1096,12 @@ def _run_steps(
             upstream_ran = True
             seed_everything(stage.seed)
             result = step.run(stage, **components.settings(step.section))
+            if not isinstance(result, StepResult):
+                name = getattr(step.run, "__name__", repr(step.run))
+                raise UsageError(
+                    f"step {step.section}: recipe {name} returned a {type(result).__name__}; a recipe "
+                    "returns StepResult(summary, Handoff(...)) (see Stage in the runtime)"
+                )
             barrier(dist_info)  # later steps on other ranks read what rank 0 just wrote
             handoff = handoff.then(result.handoff)
             summary = result.summary

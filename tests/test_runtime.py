@@ -25,7 +25,7 @@ from components.plots import pca_2d
 from components.recipes.engine import LoopPlan, LoopSettings, WarmupCosineSchedule, warmup_cosine_lr
 from components.errors import UsageError
 from components.flags import parse_config
-from components.runtime import NonFiniteLossError, ShardedEpochSampler, Step, collate_signals, run_pipeline
+from components.runtime import NonFiniteLossError, ShardedEpochSampler, Step, StepResult, collate_signals, run_pipeline
 from test_runtime_helpers import (
     ALL_STEPS,
     Config,
@@ -376,7 +376,18 @@ def test_a_skipped_step_still_hands_its_checkpoint_on(tmp_path: Path, key: str) 
 
 
 def test_usage_error_class_is_exported() -> None:
-    assert issubclass(UsageError, Exception) and Step("x", lambda stage: {}).section == "x"
+    assert issubclass(UsageError, Exception) and Step("x", lambda stage: StepResult({})).section == "x"
+
+
+def test_a_recipe_that_returns_no_step_result_is_named_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def old_style_recipe(stage, /, **settings):
+        return {"accuracy": 1.0}  # the summary alone, as recipes returned it before StepResult
+
+    pipeline = make_pipeline((Step("pretrain", old_style_recipe),))
+    assert run_pipeline(pipeline, Config, ["--smoke", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "step pretrain: recipe old_style_recipe returned a dict; a recipe returns StepResult(summary, Handoff(...))" in err
+    assert "Traceback" not in err
 
 
 def test_a_stage_cut_short_by_steps_continues_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

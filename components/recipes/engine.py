@@ -1,14 +1,16 @@
-"""What the recipes' training loops are made of: schedule, parameter groups, one step, checkpoints.
+"""The pieces the recipes' training loops are made of.
 
-Each training recipe writes its loop out in full (``pretrain.pretrain_loop``,
-``finetune.classifier_loop``), so the loop, the step, logging and checkpointing are in view
-where a reader changes them. The pieces they call live here, small and each tested: the
-learning-rate rule, AdamW parameter groups, ``accumulate_and_step`` (one optimizer step over
-``accum_steps`` micro-batches under AMP and DDP), the checkpoint payload and its restore, the
-``DeviceWindow`` that reads losses back from the device only at checks, and the NaN check.
-A loop is resumable at every optimizer step: the data order is a function of (seed, epoch),
-the learning rate a function of the step, and the checkpoint holds every RNG state, so a run
-killed at any moment continues exactly where its last checkpoint left it.
+Each training recipe writes its loop out in its own module (``pretrain.pretrain_loop``,
+``finetune.classifier_loop``): epochs, steps, checks, logging, evaluation and checkpoints
+stand in one function a reader can change. What they call lives here: the learning-rate
+rule and AdamW parameter groups; ``accumulate_and_step``, the one optimizer step over
+``accum_steps`` micro-batches under AMP and DDP; the ``DeviceWindow`` that reads losses back
+from the device only at checks, and the NaN check on what it reads; the ``CheckSchedule``
+of those checks; ``ProgressMeter`` for the progress line and metrics records; and the
+checkpoint payload with its restore (``restore_training``: weights, optimizer, loss scaler,
+every rank's RNG). A loop is resumable at every optimizer step: the data order is a function
+of (seed, epoch), the learning rate a function of the step, and the checkpoint holds every
+RNG state, so a run killed at any moment continues exactly where its last checkpoint left it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -33,13 +35,12 @@ from components.run_checkpoint import (
 )
 from components.distributed import DistInfo, all_reduce_sum
 from components.errors import UsageError
-from components.metrics import format_progress_line, gpu_memory_gb
+from components.metrics import MetricsLogger, format_progress_line, gpu_memory_gb
 from components.recipes.guards import BatchGuard
 from components.runtime import (
     NonFiniteLossError,
     RunRecord,
     Stage,
-    StopRequested,
     collate_signals,
     seed_everything,
 )
@@ -545,9 +546,8 @@ def prepare_objective(
 
 @dataclass
 class TrainState:
-    """Where a loop is, besides its weights: what a checkpoint saves and ``--resume`` restores."""
+    """What a loop found so far, saved in its checkpoints beside the step and the weights."""
 
-    step: int = 0
     best_metric: float | None = None
     last_eval: dict[str, float] = field(default_factory=dict)
     evaluated_at: int = -1  # step of the last evaluation
@@ -566,12 +566,11 @@ class Trainables:
 def checkpoint_payload(
     stage: Stage,
     plan: LoopPlan,
+    step: int,
     state: TrainState,
     parts: Trainables,
-    *,
-    pending_eval: bool = False,
 ) -> dict[str, Any]:
-    """Everything ``--resume`` needs to continue exactly at ``state.step``.
+    """Everything ``--resume`` needs to continue exactly after optimizer step ``step``.
 
     Every rank calls it: gathering each rank's RNG state is a collective.
     """
@@ -584,14 +583,14 @@ def checkpoint_payload(
             "name": "warmup_cosine",
             "total_steps": plan.total_steps,
             "schedule_steps": plan.schedule_steps,
-            "next_step": state.step,
+            "next_step": step,
         },
-        "epoch": state.step // plan.steps_per_epoch,
+        "epoch": step // plan.steps_per_epoch,
         "rng": gather_rng_states(stage.run.dist),
         "best_metric": state.best_metric,
         "last_eval": dict(state.last_eval),
         "evaluated_at": state.evaluated_at,
-        "pending_eval": pending_eval,
+        "pending_eval": state.pending_eval,
         "config": dataclasses.asdict(stage.components.config),
     }
 
@@ -602,15 +601,16 @@ def restore_training(
     plan: LoopPlan,
     parts: Trainables,
     section: str | None = None,
-) -> TrainState:
-    """Load the stage's last checkpoint under ``--resume`` (a fresh ``TrainState`` otherwise).
+) -> tuple[int, TrainState]:
+    """The step to continue after and what the loop had found: from the stage's last checkpoint
+    under ``--resume``, else step 0 and a fresh ``TrainState``.
 
     Weights, optimizer, scaler and every rank's random streams continue where they were; a
     world size other than the checkpoint's restarts the streams from the seed.
     """
     payload = checkpointer.load_last() if stage.resume else None
     if payload is None:
-        return TrainState()
+        return 0, TrainState()
     load_model_weights(parts.model, payload, checkpointer.last_path)
     parts.optimizer.load_state_dict(payload["optimizer"])
     parts.scaler.load_state_dict(payload["scaler"])
@@ -631,8 +631,7 @@ def restore_training(
         )
         seed_everything(stage.seed + int(payload["step"]))
     stage.info(f"resumed from {checkpointer.last_path} at step {payload['step']}")
-    return TrainState(
-        step=int(payload["step"]),
+    return int(payload["step"]), TrainState(
         best_metric=payload.get("best_metric"),
         last_eval=dict(payload.get("last_eval") or {}),
         evaluated_at=int(payload.get("evaluated_at", -1)),
@@ -732,24 +731,31 @@ class CheckSchedule:
     ``sync_due``: at the log interval, the first step, before every checkpoint and evaluation,
     and at the end; under DDP also every few steps (``adapt`` sets how many from the step
     time), so a stop request, which the ranks can only agree on at a sync, is acted on within
-    ``STOP_CHECK_SECONDS``. A single process reads its own stop flag after every step, at no
+    ``STOP_CHECK_SECONDS``; a single process reads its own stop flag after every step, at no
     cost. ``log_due``: the log interval, the first step and the end. ``checkpoint_due``: every
     ``checkpoint_every`` steps, every epoch end and the end (and on a stop, which the loop adds).
     """
 
     def __init__(
-        self, stage: Stage, settings: LoopSettings, plan: LoopPlan, start_step: int
+        self,
+        settings: LoopSettings,
+        plan: LoopPlan,
+        start_step: int,
+        *,
+        distributed: bool,
     ) -> None:
-        self.stage, self.settings, self.plan = stage, settings, plan
-        self.start_step = start_step
-        self.every = 1  # steps between host syncs under DDP; set at each sync
+        self.settings, self.plan, self.start_step = settings, plan, start_step
+        self.distributed = distributed
+        self.every = 1  # steps between host syncs; set at each sync
 
-    def sync_due(self, step: int, epoch_end: int, unsynced: int) -> bool:
+    def sync_due(
+        self, step: int, epoch_end: int, unsynced: int, stop_requested: bool
+    ) -> bool:
         return (
             self.log_due(step)
             or self.checkpoint_due(step, epoch_end)
             or unsynced >= self.every
-            or (self.stage.stop.requested and not self.stage.run.dist.enabled)
+            or (stop_requested and not self.distributed)
         )
 
     def log_due(self, step: int) -> bool:
@@ -766,7 +772,7 @@ class CheckSchedule:
 
     def adapt(self, step_seconds: float) -> None:
         """Sync at the log interval, or more often under DDP when steps are slow."""
-        if not self.stage.run.dist.enabled:
+        if not self.distributed:
             self.every = self.settings.log_every
             return
         fit = int(STOP_CHECK_SECONDS / max(step_seconds, 1e-9))
@@ -774,34 +780,27 @@ class CheckSchedule:
 
 
 def raise_if_non_finite(
-    stage: Stage, totals: WindowTotals, step: int, kept: Path
+    section: str, totals: WindowTotals, step: int, world_size: int, kept: Path
 ) -> None:
-    """Stop the run (exit 1) when a step of the window had a NaN/inf loss; ``kept`` is the last good checkpoint."""
+    """Stop the run (exit 1) when a step of the window was not applied: its loss or gradients
+    were not finite. ``kept`` is the last good checkpoint."""
     if not totals.first_bad_step:
         return
     where = f"step {totals.first_bad_step}"
     if totals.first_bad_step != step:
         where += f" (found at the check of steps {step - totals.steps + 1}-{step})"
-    if stage.run.dist.world_size > 1:
+    if world_size > 1:
         where += f" on rank {totals.bad_rank}"
     what = (
         f"the gradients became non-finite at {where} (its loss: {totals.bad_loss:.6g})"
         if math.isfinite(totals.bad_loss)
         else f"the loss became {totals.bad_loss} at {where}"
     )
+    flag = section.split("/")[0]  # kfold/fold_3 -> --kfold.clip_grad
     raise NonFiniteLossError(
-        f"{stage.section}: {what}; stopped. The last good "
-        f"checkpoint ({kept}) is kept. Lower the learning rate, set "
-        f"--{stage.section}.clip_grad, or train in bf16/fp32 instead of fp16"
+        f"{section}: {what}; stopped. The last good checkpoint ({kept}) is kept. Lower the "
+        f"learning rate, set --{flag}.clip_grad, or train in bf16/fp32 instead of fp16"
     )
-
-
-def stop_if_requested(stage: Stage, stopping: bool, step: int) -> None:
-    """Raise ``StopRequested`` (exit 0, resume with ``--resume``) once the stop checkpoint is written."""
-    if stopping:
-        raise StopRequested(
-            f"{stage.section}: stopped by {stage.stop.signal_name or 'another rank'} at step {step}; checkpoint saved"
-        )
 
 
 class ProgressMeter:
@@ -809,17 +808,15 @@ class ProgressMeter:
 
     ``add`` takes what a host sync read back; ``step_done`` the wall, data-wait and CPU time of
     a step. ``log`` writes the metrics record (loss, logs, lr, samples/s, data-wait share,
-    CPU seconds per step) and the progress line, when ``CheckSchedule.log_due``.
+    CPU seconds per step) and the progress line under ``section``, when
+    ``CheckSchedule.log_due``.
     """
 
     def __init__(
-        self,
-        stage: Stage,
-        plan: LoopPlan,
-        lr_at: Callable[[int, LoopPlan], float],
-        section: str,
+        self, metrics: MetricsLogger, device: torch.device, plan: LoopPlan, section: str
     ) -> None:
-        self.stage, self.plan, self.lr_at, self.section = stage, plan, lr_at, section
+        self.metrics, self.device, self.plan = metrics, device, plan
+        self.section = section
         self.total_time = self.total_wait = 0.0
         self.last_loss = float("nan")
         self._reset()
@@ -848,16 +845,16 @@ class ProgressMeter:
         self.total_time += elapsed
         self.total_wait += wait
 
-    def log(self, step: int, guard: BatchGuard) -> None:
-        stage, plan, steps = self.stage, self.plan, max(1, self.steps)
-        lr = self.lr_at(step - 1, plan)
+    def log(self, step: int, lr: float) -> None:
+        """The record and progress line of the steps up to ``step`` (its learning rate ``lr``)."""
+        plan, steps = self.plan, max(1, self.steps)
         values = {
             "loss": self.loss / steps,
             **{k: v / steps for k, v in self.logs.items()},
         }
         rate = plan.samples_per_step * steps / max(self.time, 1e-9)
         eta = (plan.run_until - step) * self.time / steps
-        stage.metrics.log(
+        self.metrics.log(
             self.section,
             step,
             {
@@ -868,8 +865,7 @@ class ProgressMeter:
                 "cpu_s_per_step": self.cpu / steps,
             },
         )
-        guard.report(step, self.section)
-        stage.metrics.progress(
+        self.metrics.progress(
             format_progress_line(
                 self.section,
                 step,
@@ -877,7 +873,7 @@ class ProgressMeter:
                 {**values, "lr": lr},
                 rate,
                 eta,
-                gpu_memory_gb(stage.run.device),
+                gpu_memory_gb(self.device),
             )
         )
         self._reset()

@@ -43,7 +43,6 @@ from components.recipes.engine import (
     raise_if_non_finite,
     restore_training,
     scaled_learning_rate,
-    stop_if_requested,
 )
 from components.recipes.guards import BatchGuard, check_eval_size
 from components.registry import recipe_registry
@@ -53,6 +52,7 @@ from components.runtime import (
     RunRecord,
     Stage,
     StepResult,
+    StopRequested,
     eval_loader,
     split_by_folds,
 )
@@ -321,12 +321,12 @@ def record_evaluation(
     shown = "  ".join(f"{k} {v:.4f}" for k, v in state.last_eval.items())
     stage.info(f"eval after step {step} (epoch {epoch + 1}): {shown}")
     accuracy = state.last_eval.get("accuracy")
-    if accuracy is None or (
-        state.best_metric is not None and accuracy <= state.best_metric
-    ):
+    if accuracy is None:
         return False
-    state.best_metric = accuracy
-    return True
+    if state.best_metric is None or accuracy > state.best_metric:  # ties keep the first
+        state.best_metric = accuracy
+        return True
+    return False
 
 
 def classifier_loop(
@@ -354,20 +354,20 @@ def classifier_loop(
     and progress lines go under ``section`` (``kfold`` names each fold's).
     """
     run = stage.run
-    trained = prepare_objective(stage, objective, transform, dataset)
+    wrapped = prepare_objective(stage, objective, transform, dataset)  # compiled, DDP
     parts = Trainables(model, optimizer, run.grad_scaler())
     guard = BatchGuard(stage, transform, dataset)
-    state = (
+    start_step, state = (
         restore_training(stage, checkpointer, plan, parts, section)
         if plan.total_steps
-        else TrainState()
+        else (0, TrainState())
     )
-    start_step = step = state.step
 
     def evaluate_after(step: int) -> bool:
+        """Evaluate, log, and say whether this is the best accuracy so far."""
         epoch = max(0, step - 1) // max(1, plan.steps_per_epoch)
         best = record_evaluation(stage, state, evaluate(epoch), step, epoch, section)
-        trained.train()
+        wrapped.train()
         transform.train()
         return best
 
@@ -376,13 +376,15 @@ def classifier_loop(
             atomic_link(checkpointer.last_path, checkpointer.best_path)
 
     if state.pending_eval:  # the evaluation a stop at an epoch end postponed
-        evaluate_and_link_best(step)
+        evaluate_and_link_best(start_step)
+        state.pending_eval = False
     if plan.total_steps == 0:
-        checkpointer.save(checkpoint_payload(stage, plan, state, parts), step=0)
+        checkpointer.save(checkpoint_payload(stage, plan, 0, state, parts), step=0)
     window = DeviceWindow(run.device, run.dist)  # losses, summed on the device
-    meter = ProgressMeter(stage, plan, lr_at, section)
-    checks = CheckSchedule(stage, settings, plan, start_step)
-    trained.train()
+    meter = ProgressMeter(stage.metrics, run.device, plan, section)
+    checks = CheckSchedule(settings, plan, start_step, distributed=run.dist.enabled)
+    step = start_step
+    wrapped.train()
     transform.train()
     while step < plan.run_until:
         batches = epoch_batches(stage, dataset, plan, step, settings.num_workers)
@@ -392,7 +394,7 @@ def classifier_loop(
             done = accumulate_and_step(
                 run,
                 batches,
-                objective=trained,
+                objective=wrapped,
                 transform=transform,
                 parts=parts,
                 guard=guard,
@@ -403,9 +405,11 @@ def classifier_loop(
             step += 1
             window.add(step, done)
             stopping = False
-            if checks.sync_due(step, epoch_end, window.steps):
+            if checks.sync_due(step, epoch_end, window.steps, stage.stop.requested):
                 totals = window.sync(stage.stop.requested)
-                raise_if_non_finite(stage, totals, step, checkpointer.last_path)
+                raise_if_non_finite(
+                    section, totals, step, run.dist.world_size, checkpointer.last_path
+                )
                 meter.add(totals)
                 checks.adapt(totals.step_seconds)
                 stopping = totals.stop
@@ -413,20 +417,19 @@ def classifier_loop(
             if on_step is not None:
                 on_step(step)
             if checks.log_due(step):
-                meter.log(step, guard)
+                meter.log(step, lr_at(step - 1, plan))
+                guard.report(step, section)
             best = step == epoch_end and not stopping and evaluate_after(step)
             if stopping or checks.checkpoint_due(step, epoch_end):
-                state.step = step
-                # stopped at an epoch end: the evaluation waits for the restart
-                payload = checkpoint_payload(
-                    stage,
-                    plan,
-                    state,
-                    parts,
-                    pending_eval=stopping and step == epoch_end,
-                )
+                # A stop at an epoch end saves first and evaluates after the restart.
+                state.pending_eval = stopping and step == epoch_end
+                payload = checkpoint_payload(stage, plan, step, state, parts)
                 checkpointer.save(payload, step=step, best=best)
-            stop_if_requested(stage, stopping, step)
+            if stopping:
+                raise StopRequested(
+                    f"{stage.section}: stopped by {stage.stop.signal_name or 'another rank'} "
+                    f"at step {step}; checkpoint saved"
+                )
     if state.evaluated_at != step:  # a capped run ends inside an epoch
         evaluate_and_link_best(step)
     return meter.result(step, start_step, state)

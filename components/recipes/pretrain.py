@@ -21,6 +21,7 @@ from torch import nn
 
 from components.errors import UsageError
 from components.losses import info_nce_loss, masked_reconstruction_loss, uniformity_loss
+from components.plots import Plotter
 from components.recipes.engine import (
     CheckSchedule,
     DeviceWindow,
@@ -42,13 +43,18 @@ from components.recipes.engine import (
     raise_if_non_finite,
     restore_training,
     scaled_learning_rate,
-    stop_if_requested,
 )
 from components.recipes.guards import BatchGuard
 from components.registry import recipe_registry
 from components.run_checkpoint import Checkpointer
-from components.plots import Plotter
-from components.runtime import Handoff, RunRecord, Stage, StepResult, split_by_folds
+from components.runtime import (
+    Handoff,
+    RunRecord,
+    Stage,
+    StepResult,
+    StopRequested,
+    split_by_folds,
+)
 
 
 class MAEObjective(nn.Module):
@@ -176,22 +182,22 @@ def pretrain_loop(
     any checkpoint holds its step. ``epochs=0`` trains nothing and saves the initial weights.
     """
     run = stage.run
-    trained = prepare_objective(stage, objective, transform, dataset)
+    wrapped = prepare_objective(stage, objective, transform, dataset)  # compiled, DDP
     parts = Trainables(model, optimizer, run.grad_scaler())
     guard = BatchGuard(stage, transform, dataset)
     # epochs=0 is a fresh start by definition: a folder's earlier pre-training is not it
-    state = (
+    start_step, state = (
         restore_training(stage, checkpointer, plan, parts)
         if plan.total_steps
-        else TrainState()
+        else (0, TrainState())
     )
-    start_step = step = state.step
     if plan.total_steps == 0:
-        checkpointer.save(checkpoint_payload(stage, plan, state, parts), step=0)
+        checkpointer.save(checkpoint_payload(stage, plan, 0, state, parts), step=0)
     window = DeviceWindow(run.device, run.dist)  # losses, summed on the device
-    meter = ProgressMeter(stage, plan, lr_at, stage.section)
-    checks = CheckSchedule(stage, settings, plan, start_step)
-    trained.train()
+    meter = ProgressMeter(stage.metrics, run.device, plan, stage.section)
+    checks = CheckSchedule(settings, plan, start_step, distributed=run.dist.enabled)
+    step = start_step
+    wrapped.train()
     transform.train()
     while step < plan.run_until:
         batches = epoch_batches(stage, dataset, plan, step, settings.num_workers)
@@ -201,7 +207,7 @@ def pretrain_loop(
             done = accumulate_and_step(
                 run,
                 batches,
-                objective=trained,
+                objective=wrapped,
                 transform=transform,
                 parts=parts,
                 guard=guard,
@@ -212,9 +218,15 @@ def pretrain_loop(
             step += 1
             window.add(step, done)
             stopping = False
-            if checks.sync_due(step, epoch_end, window.steps):
+            if checks.sync_due(step, epoch_end, window.steps, stage.stop.requested):
                 totals = window.sync(stage.stop.requested)
-                raise_if_non_finite(stage, totals, step, checkpointer.last_path)
+                raise_if_non_finite(
+                    stage.section,
+                    totals,
+                    step,
+                    run.dist.world_size,
+                    checkpointer.last_path,
+                )
                 meter.add(totals)
                 checks.adapt(totals.step_seconds)
                 stopping = totals.stop
@@ -222,13 +234,16 @@ def pretrain_loop(
             if on_step is not None:
                 on_step(step)
             if checks.log_due(step):
-                meter.log(step, guard)
+                meter.log(step, lr_at(step - 1, plan))
+                guard.report(step, stage.section)
             if stopping or checks.checkpoint_due(step, epoch_end):
-                state.step = step
-                checkpointer.save(
-                    checkpoint_payload(stage, plan, state, parts), step=step
+                payload = checkpoint_payload(stage, plan, step, state, parts)
+                checkpointer.save(payload, step=step)
+            if stopping:
+                raise StopRequested(
+                    f"{stage.section}: stopped by {stage.stop.signal_name or 'another rank'} "
+                    f"at step {step}; checkpoint saved"
                 )
-            stop_if_requested(stage, stopping, step)
     return meter.result(step, start_step, state)
 
 
