@@ -40,8 +40,9 @@ from components.distributed import DistInfo  # noqa: E402
 from components.metrics import read_metrics  # noqa: E402
 from components.models.audiomae_pp import AudioMAEPlusPlus  # noqa: E402
 from components.recipes import finetune, mae_pretrain  # noqa: E402
-from components.recipes.engine import gather_rng_states, param_groups_weight_decay  # noqa: E402
-from components.recipes.pretrain import MAEObjective  # noqa: E402
+from components.loop_support import gather_rng_states  # noqa: E402
+from components.recipes.engine import param_groups_weight_decay  # noqa: E402
+from components.objectives import MAEObjective  # noqa: E402
 from components.runtime import Pipeline, RunOptions, Step, cpu_has_native_bf16, run_pipeline  # noqa: E402
 from components.transforms.spectral import LogMel  # noqa: E402
 

@@ -26,14 +26,17 @@ SUPPORT = "support"
 
 # Catalog module (dotted, below the catalog package) -> section; the longest matching prefix
 # wins, and a module no entry matches is support (flags, distributed, checkpoint, metrics,
-# plots, runtime, contracts, registry).
+# plots, runtime, the loops' bookkeeping in loop_support, contracts, registry).
 SECTION_OF_MODULE: dict[str, str] = {
     "models": "model",
     "models.official_weights": SUPPORT,  # official-weight conversion: plumbing, not the architecture
     "losses": "objective",
+    "objectives": "objective",
     "transforms": "data",
     "data": "data",
+    "data.audio_io": SUPPORT,  # WAV parsing, decoders, the waveform cache: plumbing under the data sets
     "recipes": "recipes",
+    "recipes.guards": SUPPORT,  # warnings about results that may mean nothing: plumbing around the loops
 }
 
 # Records the generated `Config` builds when its class is defined (`field(default_factory=...)`).
@@ -53,7 +56,7 @@ TITLES = {
 EDITS = {
     "config": "Edit the defaults here (every field is also a command-line flag).",
     "model": "Edit the architecture here: the blocks, then the model, then the classifier head.",
-    "objective": "Edit the training losses here.",
+    "objective": "Edit the training objectives and their losses here.",
     "data": "Edit the front end (features) and the data sets here.",
     "recipes": "Edit the training and evaluation loops here, one recipe per step of the spec.",
     "main": "Edit which components and steps run here.",

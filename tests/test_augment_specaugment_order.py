@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from components.data.feature_shards import PrecomputedFeatures
-from components.recipes.finetune import ClassificationObjective, FinetuneSettings
+from components.recipes.finetune import FinetuneSettings, classification_objective
 from components.transforms.augment import (
     SpecAugment,
     spec_augment,
@@ -63,7 +63,7 @@ def clips() -> torch.Tensor:
 def masked_by_objective(
     features: torch.Tensor, transform: nn.Module | None, seed: int
 ) -> torch.Tensor:
-    objective = ClassificationObjective(
+    objective = classification_objective(
         Capture(), NUM_CLASSES, settings(freq_mask=48, time_mask=96), transform
     ).train()
     torch.manual_seed(seed)

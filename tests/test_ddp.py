@@ -12,7 +12,8 @@ import torch
 
 from components.distributed import DistInfo, dist_info_from_env, init_distributed, shutdown_distributed
 from components.metrics import read_metrics
-from components.recipes.engine import LoopSettings, WarmupCosineSchedule
+from components.loop_support import LoopSettings
+from components.recipes.engine import WarmupCosineSchedule
 from test_runtime_helpers import (
     ALL_STEPS, LinearRegressor, LoopRun, RegressionObjective, ToneDataset, free_port, make_stage, run_main, spawn_and_join,
 )

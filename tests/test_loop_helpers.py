@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from components.distributed import DistInfo
-from components.recipes.engine import (
+from components.loop_support import (
     CheckSchedule,
     LoopPlan,
     LoopSettings,

@@ -16,8 +16,10 @@ import torch
 import torch.distributed as dist
 
 from components.distributed import DistInfo, dist_info_from_env, init_distributed, shutdown_distributed
+from components import loop_support
 from components.recipes import engine
-from components.recipes.engine import LoopSettings, WarmupCosineSchedule
+from components.loop_support import LoopSettings
+from components.recipes.engine import WarmupCosineSchedule
 from components.runtime import NonFiniteLossError, StopRequested
 from test_runtime_helpers import LinearRegressor, LoopRun, RegressionObjective, ToneDataset, free_port, make_stage, spawn_and_join
 
@@ -162,8 +164,8 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     try:
         for kind in LOOPS:
             reports[kind] = report = {}
-            for case, seconds in (("steady", engine.STOP_CHECK_SECONDS), ("slow", 0.0)):
-                engine.STOP_CHECK_SECONDS = seconds  # 0: every step is "slower" than the stop bound
+            for case, seconds in (("steady", loop_support.STOP_CHECK_SECONDS), ("slow", 0.0)):
+                loop_support.STOP_CHECK_SECONDS = seconds  # 0: every step is "slower" than the stop bound
                 loop = _loop(Path(out_dir) / kind / case, info, kind=kind)
                 recorder = StepRecorder(loop)
                 original = dist.all_reduce
@@ -173,7 +175,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
                 finally:
                     dist.all_reduce = original
                 report[case] = sorted(step for step in recorder.calls if 1 <= step <= 20)
-            engine.STOP_CHECK_SECONDS = 5.0
+            loop_support.STOP_CHECK_SECONDS = 5.0
             # a stop signalled to rank 1 alone, after step 7: both ranks stop at the next check
             loop = _loop(Path(out_dir) / kind / "stop", info, kind=kind)
             loop.on_step = lambda step: loop.stage.stop.request("SIGTERM") if step == 7 and rank == 1 else None

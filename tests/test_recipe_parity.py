@@ -64,7 +64,8 @@ import pytest
 import torch
 from torch import nn
 
-from components.recipes.engine import LoopPlan, LoopSettings, WarmupCosineSchedule
+from components.loop_support import LoopPlan, LoopSettings
+from components.recipes.engine import WarmupCosineSchedule
 from test_runtime_helpers import make_stage
 
 # The package re-exports the recipe functions under the modules' names: fetch the modules.

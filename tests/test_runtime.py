@@ -22,7 +22,8 @@ from components.run_checkpoint import (
 )
 from components.metrics import confusion_matrix, format_progress_line, read_metrics, write_json_atomic
 from components.plots import pca_2d
-from components.recipes.engine import LoopPlan, LoopSettings, WarmupCosineSchedule, warmup_cosine_lr
+from components.loop_support import LoopPlan, LoopSettings
+from components.recipes.engine import WarmupCosineSchedule, warmup_cosine_lr
 from components.errors import UsageError
 from components.flags import parse_config
 from components.runtime import NonFiniteLossError, ShardedEpochSampler, Step, StepResult, collate_signals, run_pipeline

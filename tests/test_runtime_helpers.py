@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 from components.data.base import Record, SignalDataset  # noqa: E402
 from components.models.audiomae_pp import AudioMAEPlusPlus  # noqa: E402
 from components.recipes import embed, finetune, kfold, knn, linear_probe, mae_pretrain  # noqa: E402
-from components.recipes.engine import LoopResult, LoopSettings, plan_loop  # noqa: E402
+from components.loop_support import LoopResult, LoopSettings, plan_loop  # noqa: E402
 from components.recipes.finetune import classifier_loop  # noqa: E402
 from components.recipes.pretrain import pretrain_loop  # noqa: E402
 from components.distributed import DistInfo  # noqa: E402

@@ -19,29 +19,31 @@ from torch import nn
 from components.data.base import folds_of
 from components.distributed import all_reduce_sum
 from components.errors import UsageError
-from components.losses import soft_target_cross_entropy
-from components.metrics import confusion_matrix
-from components.models.classifier import AudioMAEClassifier, param_groups_lrd
-from components.recipes.embed import CheckpointLoader
-from components.recipes.engine import (
+from components.loop_support import (
     CheckSchedule,
     DeviceWindow,
     LoopPlan,
     LoopResult,
     LoopSettings,
     ProgressMeter,
-    Trainables,
     TrainState,
-    WarmupCosineSchedule,
-    accumulate_and_step,
-    check_ranges,
+    Trainables,
     checkpoint_payload,
-    effective_batch_size,
     epoch_batches,
     plan_loop,
     prepare_objective,
     raise_if_non_finite,
     restore_training,
+)
+from components.metrics import confusion_matrix
+from components.models.classifier import AudioMAEClassifier, param_groups_lrd
+from components.objectives import ClassificationObjective
+from components.recipes.embed import CheckpointLoader
+from components.recipes.engine import (
+    WarmupCosineSchedule,
+    accumulate_and_step,
+    check_ranges,
+    effective_batch_size,
     scaled_learning_rate,
 )
 from components.recipes.guards import BatchGuard, check_eval_size
@@ -56,7 +58,7 @@ from components.runtime import (
     eval_loader,
     split_by_folds,
 )
-from components.transforms.augment import mixup, spec_augment, spec_augment_fill_value
+from components.transforms.augment import spec_augment_fill_value
 
 
 @dataclass
@@ -138,50 +140,24 @@ def validate_finetune_settings(stage: Stage, s: FinetuneSettings) -> None:
     )
 
 
-class ClassificationObjective(nn.Module):
-    """``forward(features, labels) -> (loss, logs)``: augment (train mode only), classify, soft CE.
-
-    ``transform`` made the features: SpecAugment's masks hold what it maps a raw 0 to
-    (``spec_augment_fill_value``), as AudioMAE masks the fbank before normalising it. Only
-    that number is kept, not the transform.
+def classification_objective(
+    classifier: nn.Module,
+    num_classes: int,
+    settings: FinetuneSettings,
+    transform: nn.Module | None,
+) -> ClassificationObjective:
+    """The objective with the run's augmentations; SpecAugment's masks hold what ``transform``
+    maps a raw 0 to (``spec_augment_fill_value``), as AudioMAE masks the fbank before normalising.
     """
-
-    def __init__(
-        self,
-        classifier: nn.Module,
-        num_classes: int,
-        settings: FinetuneSettings,
-        transform: nn.Module | None,
-    ) -> None:
-        super().__init__()
-        self.classifier = classifier
-        self.num_classes = num_classes
-        self.settings = settings
-        self.mask_value = spec_augment_fill_value(transform)
-
-    def forward(
-        self, features: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        s = self.settings
-        targets: torch.Tensor = labels
-        if self.training:
-            if s.freq_mask > 0 or s.time_mask > 0:
-                features = spec_augment(
-                    features,
-                    freq_mask_param=s.freq_mask,
-                    time_mask_param=s.time_mask,
-                    mask_value=self.mask_value,
-                )
-            if s.mixup_alpha > 0:
-                features, targets = mixup(
-                    features, labels, self.num_classes, alpha=s.mixup_alpha
-                )
-        logits = self.classifier(features)
-        loss = soft_target_cross_entropy(
-            logits, targets, label_smoothing=s.label_smoothing
-        )
-        accuracy = (logits.detach().argmax(dim=-1) == labels).float().mean()
-        return loss, {"train_acc": accuracy}
+    return ClassificationObjective(
+        classifier,
+        num_classes,
+        label_smoothing=settings.label_smoothing,
+        mixup_alpha=settings.mixup_alpha,
+        freq_mask=settings.freq_mask,
+        time_mask=settings.time_mask,
+        mask_value=spec_augment_fill_value(transform),
+    )
 
 
 @torch.no_grad()
@@ -457,7 +433,7 @@ def train_classifier(
     classifier, source = build_classifier(stage, settings, num_classes)
     transform = stage.components.transform()
     stage.components.check_fit(classifier.encoder, transform)
-    objective = ClassificationObjective(classifier, num_classes, settings, transform)
+    objective = classification_objective(classifier, num_classes, settings, transform)
     effective_batch = effective_batch_size(
         stage.run, settings.batch_size, settings.accum_steps, len(train_set)
     )

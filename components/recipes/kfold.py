@@ -98,7 +98,7 @@ def kfold(
         mixup_alpha: Beta(alpha, alpha) parameter of mixup between clips of a batch; 0
             turns mixup off.
         freq_mask: SpecAugment frequency-mask width in bins (largest band masked per
-            clip); 0 = off.
+            clip; masked bins hold a raw 0 normalised, as in AudioMAE); 0 = off.
         time_mask: SpecAugment time-mask width in frames (largest span masked per clip);
             0 = off.
         mask_t_prob: Share of time rows of the token grid dropped in training

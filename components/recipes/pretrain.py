@@ -20,28 +20,30 @@ import torch
 from torch import nn
 
 from components.errors import UsageError
-from components.losses import info_nce_loss, masked_reconstruction_loss, uniformity_loss
-from components.plots import Plotter
-from components.recipes.engine import (
+from components.loop_support import (
     CheckSchedule,
     DeviceWindow,
     LoopPlan,
     LoopResult,
     LoopSettings,
     ProgressMeter,
-    Trainables,
     TrainState,
-    WarmupCosineSchedule,
-    accumulate_and_step,
-    check_ranges,
+    Trainables,
     checkpoint_payload,
-    effective_batch_size,
     epoch_batches,
-    param_groups_weight_decay,
     plan_loop,
     prepare_objective,
     raise_if_non_finite,
     restore_training,
+)
+from components.objectives import MAEObjective
+from components.plots import Plotter
+from components.recipes.engine import (
+    WarmupCosineSchedule,
+    accumulate_and_step,
+    check_ranges,
+    effective_batch_size,
+    param_groups_weight_decay,
     scaled_learning_rate,
 )
 from components.recipes.guards import BatchGuard
@@ -55,71 +57,6 @@ from components.runtime import (
     StopRequested,
     split_by_folds,
 )
-
-
-class MAEObjective(nn.Module):
-    """``forward(features, labels) -> (loss, logs)`` for masked reconstruction (+ auxiliary terms).
-
-    Without auxiliary terms and with the model's own ``norm_pix_loss`` it is just ``model(x)``;
-    otherwise encoder and decoder are called separately so the latent can be pooled.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        mask_ratio: float | None = None,
-        norm_pix_loss: bool | None = None,
-        infonce_weight: float = 0.0,
-        infonce_temperature: float = 0.1,
-        uniformity_weight: float = 0.0,
-        uniformity_t: float = 2.0,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.mask_ratio = model.mask_ratio if mask_ratio is None else float(mask_ratio)
-        self.norm_pix_loss = (
-            model.norm_pix_loss if norm_pix_loss is None else bool(norm_pix_loss)
-        )
-        self.infonce_weight, self.infonce_temperature = (
-            infonce_weight,
-            infonce_temperature,
-        )
-        self.uniformity_weight, self.uniformity_t = uniformity_weight, uniformity_t
-
-    def forward(
-        self, features: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        model = self.model
-        plain = (
-            self.infonce_weight == 0
-            and self.uniformity_weight == 0
-            and self.norm_pix_loss == model.norm_pix_loss
-        )
-        if plain:
-            loss, _, _ = model(features, mask_ratio=self.mask_ratio)
-            return loss, {}
-        latent, mask, ids_restore = model.forward_encoder(features, self.mask_ratio)
-        pred = model.forward_decoder(latent, ids_restore)
-        recon = masked_reconstruction_loss(
-            pred, model.patchify(features), mask, norm_pix=self.norm_pix_loss
-        )
-        loss, logs = recon, {"recon": recon.detach()}
-        pooled = latent[:, 1:].float().mean(dim=1)  # visible patch tokens, CLS excluded
-        if self.infonce_weight > 0:
-            second, _, _ = model.forward_encoder(features, self.mask_ratio)
-            nce = info_nce_loss(
-                pooled,
-                second[:, 1:].float().mean(dim=1),
-                temperature=self.infonce_temperature,
-            )
-            loss = loss + self.infonce_weight * nce
-            logs["infonce"] = nce.detach()
-        if self.uniformity_weight > 0:
-            uniform = uniformity_loss(pooled, t=self.uniformity_t)
-            loss = loss + self.uniformity_weight * uniform
-            logs["uniformity"] = uniform.detach()
-        return loss, logs
 
 
 @torch.no_grad()

@@ -20,11 +20,7 @@ from components.errors import UsageError
 from components.losses import soft_target_cross_entropy
 from components.metrics import confusion_matrix
 from components.recipes.embed import compute_or_load_embeddings
-from components.recipes.engine import (
-    check_ranges,
-    set_learning_rate,
-    warmup_cosine_lr,
-)
+from components.recipes.engine import check_ranges, set_learning_rate, warmup_cosine_lr
 from components.recipes.finetune import resolve_split
 from components.recipes.guards import check_eval_size
 from components.registry import recipe_registry
