@@ -172,50 +172,116 @@ def stays_black_clean(original: str, renamed: str) -> bool:
 
     black keeps a logical line that fits in ``LINE_LENGTH`` columns as it is (its spacing
     does not depend on how a name is spelled); only a line it must split, or one it split
-    before, can change shape. So: True when every changed line is a whole logical line of
-    its own, ASCII (black counts wide characters double) and still fits; anything else
-    (a changed line inside brackets or a continuation, a line too long now, a line added or
-    removed, a name respelled to a soft keyword) is left to black. A sufficient condition,
-    never a guess: the inliner runs black whenever it is False.
+    before, can change shape. So: True when every changed line still fits, is ASCII (black
+    counts wide characters double) and is either a whole logical line of its own, or part
+    of a `def` header black split at its parameters and would split the same way again
+    (`def f(` / one parameter a line, each with a comma: the magic trailing comma keeps
+    that; or `def f(` / the parameters / `) -> R:` while the joined header is still too
+    long). Anything else (a changed line inside other brackets, a line too long now, a line
+    added or removed, a comment there, a name respelled to a soft keyword) is left to
+    black. A sufficient condition, never a guess: the inliner runs black whenever it is False.
     """
     old_lines, new_lines = original.split("\n"), renamed.split("\n")
     if len(old_lines) != len(new_lines):
         return False
-    changed = [i for i, (old, new) in enumerate(zip(old_lines, new_lines)) if old != new]
+    changed = [i + 1 for i, (old, new) in enumerate(zip(old_lines, new_lines)) if old != new]
     if not changed:
         return True
-    for i in changed:
-        line = new_lines[i]
+    for row in changed:
+        line = new_lines[row - 1]
         if len(line) > LINE_LENGTH or not line.isascii():
             return False
     soft = set(keyword.softkwlist)
-    if any(token in soft for i in changed for token in _WORD.findall(new_lines[i])):
+    if any(token in soft for row in changed for token in _WORD.findall(new_lines[row - 1])):
         return False
-    whole = _single_line_logical_lines(original)
-    return whole is not None and all(i + 1 in whole for i in changed)
+    layout = _layout(original)
+    if layout is None:
+        return False
+    touched = set()
+    for row in changed:
+        if row in layout.whole:
+            continue
+        header = next((h for h in layout.headers if h[0] < row <= h[1] or h[0] == row), None)
+        if header is None:
+            return False
+        touched.add(header)
+    return all(_header_keeps_shape(new_lines, first, last, layout) for first, last in touched)
 
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DEF_HEAD = re.compile(r"( *)(?:async )?def [A-Za-z_][A-Za-z0-9_]*\(")
+_TRAILING_COMMA = re.compile(r",\s*[)\]}]")
 
 
-def _single_line_logical_lines(source: str) -> set[int] | None:
-    """1-based numbers of the lines that hold one whole logical line (None: not tokenizable)."""
-    whole: set[int] = set()
+class _Layout:
+    """Where the logical lines of a text stand (tokenize), for stays_black_clean."""
+
+    def __init__(self) -> None:
+        self.whole: set[int] = set()  # lines that hold one whole logical line
+        self.headers: list[tuple[int, int]] = []  # first and last line of each multi-line `def` header
+        self.start_depth: dict[int, int] = {}  # bracket depth before a line's first token
+        self.end_depth: dict[int, int] = {}  # ... and after its last one
+        self.top_commas: dict[int, int] = {}  # commas at depth 1 on each line
+        self.comments: set[int] = set()
+
+
+def _layout(source: str) -> _Layout | None:
+    """The logical lines of ``source`` (None: not tokenizable)."""
+    layout = _Layout()
     start: int | None = None
-    skip = (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
+    opening: list[str] = []
+    depth = 0
+    skip = (tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
     try:
         for token in tokenize.generate_tokens(io.StringIO(source).readline):
-            if token.type == tokenize.NEWLINE:
+            if token.type == tokenize.COMMENT:
+                layout.comments.add(token.start[0])
+            elif token.type == tokenize.NEWLINE:
                 if start is not None and start == token.start[0]:
-                    whole.add(start)
-                start = None
+                    layout.whole.add(start)
+                elif start is not None and (opening[:1] == ["def"] or opening == ["async", "def"]):
+                    layout.headers.append((start, token.start[0]))
+                start, opening = None, []
             elif token.type == tokenize.ENDMARKER:
                 break
-            elif start is None and token.type not in skip:
-                start = token.start[0]
+            elif token.type not in skip:
+                if start is None:
+                    start = token.start[0]
+                if len(opening) < 2:
+                    opening.append(token.string)
+                layout.start_depth.setdefault(token.start[0], depth)
+                if token.type == tokenize.OP and token.string in "([{":
+                    depth += 1
+                elif token.type == tokenize.OP and token.string in ")]}":
+                    depth -= 1
+                elif token.type == tokenize.OP and token.string == "," and depth == 1:
+                    layout.top_commas[token.start[0]] = layout.top_commas.get(token.start[0], 0) + 1
+                layout.end_depth[token.end[0]] = depth
     except (tokenize.TokenError, SyntaxError):
         return None
-    return whole
+    return layout
+
+
+def _header_keeps_shape(lines: list[str], first: int, last: int, layout: _Layout) -> bool:
+    """Whether black splits the respelled `def` header ``lines[first-1:last]`` as the original was split."""
+    head, body, tail = lines[first - 1], lines[first : last - 1], lines[last - 1]
+    match = _DEF_HEAD.fullmatch(head)
+    if match is None or not body or any(row in layout.comments for row in range(first, last + 1)):
+        return False
+    indent = match.group(1)
+    # the closing bracket opens the tail; a magic trailing comma in the return type splits elsewhere
+    if not (tail.startswith(indent + ")") and tail.endswith(":")) or _TRAILING_COMMA.search(tail):
+        return False
+    if any(len(line) > LINE_LENGTH or not line.isascii() for line in (head, *body, tail)):
+        return False
+    rows = range(first + 1, last)
+    if any(layout.start_depth.get(row) != 1 or layout.end_depth.get(row) != 1 for row in rows):
+        return False  # a parameter runs over more than one line
+    if all(line.endswith(",") for line in body):  # one parameter a line: the magic trailing comma keeps it
+        return all(layout.top_commas.get(row) == 1 for row in rows)
+    if len(body) == 1:  # `def f(` / parameters / `) -> R:`: black splits so while the whole is too long
+        return len(head + body[0].strip() + tail.strip()) > LINE_LENGTH
+    return False
 
 
 def _numbered(source: str, limit: int = 60) -> str:

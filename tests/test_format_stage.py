@@ -57,6 +57,20 @@ def test_a_renamed_definition_left_unformatted_is_what_black_would_write(stateme
         assert black.format_str(renamed, mode=MODE) == renamed, f"{statement.module}:{statement.lineno} {renames}"
 
 
+EXPLODED = (
+    "def convert(\n"
+    "    model: Module,\n"
+    "    state: Mapping[str, Tensor],\n"
+    "    tensors,\n"
+    ") -> dict[str, Tensor]:\n"
+    "    return dict(state)\n"
+)
+SPLIT = (
+    "def read_rows_of_a_table(\n"
+    "    path: str | PathLike[str], columns: Sequence[str], expected_value: Mapping\n"
+    ") -> list[dict[str, str]]:\n"
+    "    return []\n"
+)
 LONG_CALL = "def f(x):\n    return helper(x, another_argument, yet_another_argument, and_one_more_argument_too)\n"
 
 
@@ -74,6 +88,14 @@ LONG_CALL = "def f(x):\n    return helper(x, another_argument, yet_another_argum
         ("def f(x):\n    return Foo(x)\n", "def f(x):\n    y = 1\n    return Foo(x)\n", False),  # a line added
         ("def f(x):\n    return Foo(x)\n", "def f(x):\n    return Foo(x)  # é\n", False),  # not ASCII
         ("y = Foo\n", "y = match\n", False),  # a soft keyword
+        # a def header split one parameter a line (magic trailing comma): kept while each line fits
+        (EXPLODED, EXPLODED.replace("Mapping", "Mapping_abc"), True),
+        (EXPLODED, EXPLODED.replace("Mapping", "Mapping_with_a_much_longer_name_that_can_no_longer_fit_in_one_line_of_eighty_eight"), False),
+        (EXPLODED.replace("tensors,", "tensors,  # note"), EXPLODED.replace("tensors,", "tensors,  # note").replace("Mapping", "M"), False),
+        # `def f(` / parameters / `) -> R:`: kept while the joined header is still too long
+        (SPLIT, SPLIT.replace("Mapping", "Mapping_abc"), True),
+        (SPLIT, SPLIT.replace("Mapping", "M").replace("Sequence", "S").replace("read_rows_of_a_table", "rd").replace("expected_value", "e").replace("PathLike", "P"), False),
+        (SPLIT, SPLIT.replace("Sequence", "Sequence_with_a_longer_name_x"), False),  # the parameters line too long
     ],
 )
 def test_stays_black_clean_spares_black_only_for_whole_lines_that_still_fit(original, renamed, spared) -> None:
