@@ -301,8 +301,8 @@ def _emit_all(
 
     The catalog is black-clean at the generator's settings (tests/test_catalog_style.py), and
     so is each of its statements; dropping whole decorator lines keeps it so. Only a statement
-    renamed in can change shape, and only where a respelled line no longer fits or stands
-    inside brackets (formatting.stays_black_clean): only those go to black.
+    renamed in can change shape, and only where black could reshape a respelled line
+    (formatting.stays_black_clean): only those go to black.
     """
     cache = _text_cache(cache_dir)
     emitted: dict[tuple[str, int], str] = {}
