@@ -15,7 +15,9 @@ line saying so):
   work that rank 0 does alone (a FiftyOne export, a similarity query, plots). Default
   21600 s (6 hours). They wait on a separate gloo group of their own, so the long wait
   needs no long timeout for the training collectives, which still name a hang within
-  ``SIGMAE_DIST_TIMEOUT``.
+  ``SIGMAE_DIST_TIMEOUT``. Under NCCL on several nodes gloo, too, must reach every node
+  (``GLOO_SOCKET_IFNAME`` names the interface, as ``NCCL_SOCKET_IFNAME`` does for NCCL);
+  where the group cannot be made, a warning says so and the wait is a plain barrier.
 """
 
 from __future__ import annotations
@@ -137,8 +139,18 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
         )
     except ValueError as error:  # e.g. WORLD_SIZE set by hand, MASTER_ADDR missing
         raise DistributedSetupError(f"{error}; launch with torchrun") from None
-    MainRankWait.group = dist.new_group(backend="gloo", timeout=main_wait)
     MainRankWait.timeout = main_wait
+    try:
+        MainRankWait.group = dist.new_group(backend="gloo", timeout=main_wait)
+    except Exception as error:  # noqa: BLE001 - any failure leaves the plain barrier
+        MainRankWait.group = None
+        reason = " ".join(str(error).split())[:200]
+        print(
+            f"rank {info.rank}: warning: no gloo group to wait for rank 0 on ({reason}); work rank 0"
+            f" does alone must finish within {DIST_TIMEOUT_ENV} ({timeout.total_seconds():.0f} s)."
+            " GLOO_SOCKET_IFNAME names the network interface gloo should use",
+            flush=True,
+        )
 
 
 def wait_for_main(info: DistInfo, what: str) -> None:
@@ -159,15 +171,19 @@ def wait_for_main(info: DistInfo, what: str) -> None:
     except RuntimeError as error:
         seconds = MainRankWait.timeout.total_seconds()
         reason = " ".join(str(error).split())[:200]
-        raise UsageError(
-            (
-                f"rank 0: the other ranks stopped waiting for {what} ({reason})"
-                if info.is_main
-                else f"rank {info.rank}: rank 0 did not finish {what} within {seconds:.0f} s ({reason})"
-            )
-            + f"; if it needs longer, set {MAIN_WAIT_TIMEOUT_ENV} to more seconds (now"
+        longer = (
+            f"; if it needs longer, set {MAIN_WAIT_TIMEOUT_ENV} to more seconds (now"
             f" {seconds:.0f}), else see rank 0's messages"
-        ) from None
+        )
+        if info.is_main:
+            problem = (
+                f"rank 0: the other ranks stopped waiting for {what} ({reason}){longer}"
+            )
+        elif "timed out" in reason.lower():
+            problem = f"rank {info.rank}: rank 0 did not finish {what} within {seconds:.0f} s ({reason}){longer}"
+        else:  # rank 0 went away (it failed): its own message says why
+            problem = f"rank {info.rank}: rank 0 stopped before it finished {what} ({reason}); see rank 0's messages"
+        raise UsageError(problem) from None
 
 
 def shutdown_distributed() -> None:

@@ -136,6 +136,14 @@ def _worker(rank: int, world_size: int, ports: tuple[int, int], out_dir: str) ->
         time.sleep(5)
     outcomes["lone work too long"] = _outcome(lambda: wait_for_main(info, "the export"))
     shutdown_distributed()
+    # Rank 0 failing in its lone work (its process gone): the others say so, not "too long".
+    os.environ.update(MASTER_PORT=str(ports[2]), SIGMAE_DIST_TIMEOUT="60", SIGMAE_MAIN_WAIT_TIMEOUT="60")
+    init_distributed(info, torch.device("cpu"))
+    if rank == 0:
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(outcomes))
+        os._exit(0)  # as a crash: no wait, no shutdown
+    outcomes["rank 0 failed"] = _outcome(lambda: wait_for_main(info, "the export"))
+    shutdown_distributed()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(outcomes))
 
 
@@ -143,7 +151,7 @@ def _worker(rank: int, world_size: int, ports: tuple[int, int], out_dir: str) ->
 def test_ranks_wait_for_rank_0s_lone_work_past_the_collective_timeout_and_a_hang_still_times_out(
     tmp_path: Path,
 ) -> None:
-    spawn_and_join(_worker, (2, (free_port(), free_port()), str(tmp_path)), nprocs=2, timeout=240)
+    spawn_and_join(_worker, (2, (free_port(), free_port(), free_port()), str(tmp_path)), nprocs=2, timeout=240)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["long lone work"] for r in ranks] == ["ok", "ok"], ranks
     hang = ranks[1]["hang at a collective"]
@@ -152,3 +160,28 @@ def test_ranks_wait_for_rank_0s_lone_work_past_the_collective_timeout_and_a_hang
     assert late.startswith("usage error after ") and float(late.split()[3]) < 5, ranks
     assert "rank 1: rank 0 did not finish the export within 2 s" in late and "set SIGMAE_MAIN_WAIT_TIMEOUT" in late
     assert "\n" not in late and ranks[0]["lone work too long"].startswith("usage error")
+    failed = ranks[1]["rank 0 failed"]
+    assert failed.startswith("usage error after ") and float(failed.split()[3]) < 30, ranks
+    assert "rank 1: rank 0 stopped before it finished the export" in failed and "see rank 0's messages" in failed
+    assert "SIGMAE_MAIN_WAIT_TIMEOUT" not in failed
+
+
+def test_a_wait_group_gloo_cannot_make_is_a_warning_and_the_plain_barrier(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = record_group_calls(monkeypatch)
+
+    def unroutable(**kwargs):
+        raise RuntimeError("Gloo connectFullMesh failed with ... no route to host")
+
+    monkeypatch.setattr(dist, "new_group", unroutable)
+    monkeypatch.delenv("SIGMAE_DIST_TIMEOUT", raising=False)
+    init_distributed(DistInfo(rank=1, world_size=2, local_rank=1), torch.device("cuda"))
+    assert [name for name, _ in calls] == ["init"] and distributed.MainRankWait.group is None
+    out = capsys.readouterr().out
+    assert "rank 1: warning: no gloo group to wait for rank 0 on (Gloo connectFullMesh failed" in out
+    assert "must finish within SIGMAE_DIST_TIMEOUT (600 s)" in out and "GLOO_SOCKET_IFNAME" in out
+    barriers: list[dict] = []
+    monkeypatch.setattr(dist, "barrier", lambda **kwargs: barriers.append(kwargs))
+    wait_for_main(DistInfo(rank=1, world_size=2, local_rank=1), "the export")
+    assert barriers == [{}]  # the process group's own barrier

@@ -405,3 +405,23 @@ def test_a_dataset_persists_only_when_asked(exported: dict) -> None:
     datasets = exported["facts"]["last"]["datasets"]
     assert "words" in datasets and "users_own" in datasets
     assert "words_session" not in datasets  # gone once the exporting process closed the database
+
+
+def test_a_database_that_cannot_be_asked_is_one_line_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main rank asks the database before its all-reduce; an error there must become the
+    verdict every rank hears (a raise before the reduce would leave the other ranks waiting)."""
+    pytest.importorskip("matplotlib")
+    from components.recipes.fiftyone_export import check_fiftyone_target
+    from components.runtime import RunRecord
+    from test_runtime_helpers import make_stage
+
+    made = fake_fiftyone(monkeypatch)
+
+    def unreachable() -> list:
+        raise RuntimeError("could not connect to the database service")
+
+    monkeypatch.setattr(sys.modules["fiftyone"], "list_datasets", unreachable)
+    run: RunRecord = make_stage(tmp_path).run
+    with pytest.raises(UsageError, match=r"--embed.fiftyone sigmae_x: fiftyone's database cannot be asked \(could not connect"):
+        check_fiftyone_target(run, "sigmae_x", "--embed.fiftyone")
+    assert made["datasets"] == {}

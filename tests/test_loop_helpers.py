@@ -103,3 +103,6 @@ def test_the_best_evaluation_is_the_first_with_the_highest_accuracy(tmp_path: Pa
     assert found == [True, True, False, False, False, True]  # a tie keeps the first, NaN is never best
     assert state.best_metric == 0.8 and state.evaluated_at == 6 and state.last_eval == {"accuracy": 0.8, "loss": 1.0}
     assert not record_evaluation(stage, TrainState(), {"loss": 0.1}, 1, 0, "toy")  # no accuracy: no best
+    first_nan = TrainState()
+    assert not record_evaluation(stage, first_nan, {"accuracy": float("nan")}, 1, 0, "toy")
+    assert record_evaluation(stage, first_nan, {"accuracy": 0.5}, 2, 1, "toy") and first_nan.best_metric == 0.5

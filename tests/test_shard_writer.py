@@ -414,3 +414,19 @@ def test_every_rank_reports_the_published_manifest_and_a_failure_on_rank_0_stops
     assert ranks[0]["no folder"].startswith(f"UsageError: cannot write beside {tmp_path / 'a-file' / 'shards'}")
     assert ranks[1]["no folder"] == "UsageError: shard: rank 0 failed writing the shards (its error says why)"
     assert (tmp_path / "a-file").read_text() == "in the way"
+
+
+def test_an_output_folder_that_cannot_be_checked_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0 checks the output folder before its all-reduce: an OSError there (an unreadable
+    folder) must become the shared verdict, not a traceback that leaves the other ranks waiting."""
+    from components.errors import UsageError
+    from components.recipes import shard as shard_module
+    from test_runtime_helpers import make_stage
+
+    def unreadable(path: Path, overwrite: bool, flag: str) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(shard_module, "check_output_folder", unreadable)
+    stage = make_stage(tmp_path / "run", section="shard")
+    with pytest.raises(UsageError, match=r"--shard.output .*out: cannot be checked \(Permission denied\)"):
+        shard_module.resolve_output(stage, str(tmp_path / "out"), False, "shards")

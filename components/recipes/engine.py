@@ -220,8 +220,9 @@ def accumulate_and_step(
 
     The loss and logs stay on the device (reading them would wait for the step to finish).
     A step whose loss or gradients are not finite is skipped where reading that is free (the
-    CPU), and elsewhere has its gradients zeroed on the device: the weights stay finite either
-    way until the loop's next check stops the run. Under fp16 the loss scaler checks the
+    CPU), and elsewhere has its gradients zeroed on the device (AdamW then still moves the
+    weights by its momentum and weight decay): the weights stay finite either way, and the
+    loop's next check stops the run before any checkpoint holds that step. Under fp16 the loss scaler checks the
     gradients itself (an overflow there only lowers the scale), so only the loss is checked.
     """
     optimizer, scaler = parts.optimizer, parts.scaler

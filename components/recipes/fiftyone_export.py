@@ -213,7 +213,14 @@ def check_fiftyone_target(run: RunRecord, name: str, flag: str) -> None:
     """
     check_fiftyone_name(name, flag)
     fo, _, _ = import_fiftyone(flag)
-    problem = foreign_dataset(fo, name, flag) if run.is_main else None
+    problem = None
+    if run.is_main:
+        try:
+            problem = foreign_dataset(fo, name, flag)
+        except (
+            Exception
+        ) as error:  # the database: the other ranks must hear of it, not hang
+            problem = f"{flag} {name}: fiftyone's database cannot be asked ({error})"
     refused = all_reduce_sum(torch.tensor([1.0 if problem else 0.0]), run.dist)
     if problem or float(refused) > 0:
         raise UsageError(

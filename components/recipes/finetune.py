@@ -297,7 +297,7 @@ def record_evaluation(
     shown = "  ".join(f"{k} {v:.4f}" for k, v in state.last_eval.items())
     stage.info(f"eval after step {step} (epoch {epoch + 1}): {shown}")
     accuracy = state.last_eval.get("accuracy")
-    if accuracy is None:
+    if accuracy is None or not math.isfinite(accuracy):  # a NaN is never the best
         return False
     if state.best_metric is None or accuracy > state.best_metric:  # ties keep the first
         state.best_metric = accuracy

@@ -428,6 +428,12 @@ def resolve_output(
             check_output_folder(path, overwrite or not output, flag)
         except UsageError as error:
             problem = error
+        except (
+            OSError
+        ) as error:  # unreadable: the other ranks must hear of it, not hang
+            problem = UsageError(
+                f"{flag} {path}: cannot be checked ({error.strerror or error})"
+            )
     if (
         all_reduce_sum(torch.tensor([1.0 if problem else 0.0]), stage.run.dist).item()
         > 0

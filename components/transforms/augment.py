@@ -9,7 +9,8 @@ fine-tuning does (``dataset.py``, as AST's): there torchaudio's masks write 0 in
 log-mel fbank, which is normalised after, so a masked bin holds ``(0 - mean) / (2 std)``.
 ``spec_augment_fill_value(transform)`` is that value for a transform, and masking the
 normalised features with it gives the official features exactly (the normalisation is
-elementwise).
+elementwise), without mixup: AudioMAE mixes the waveforms before the fbank and masks the mix,
+where ``ClassificationObjective`` masks each clip's features and then mixes them.
 """
 
 from __future__ import annotations
