@@ -59,42 +59,6 @@ from components.runtime import (
 )
 
 
-@torch.no_grad()
-def plot_reconstruction(
-    run: RunRecord,
-    plots: Plotter,
-    model: nn.Module,
-    transform: nn.Module,
-    dataset: Any,
-    name: str,
-    mask_ratio: float,
-    norm_pix: bool,
-) -> None:
-    """Masked input / reconstruction / target of the data set's first item, as a PNG."""
-    if not run.is_main or plots.pyplot() is None:
-        return
-    was_training = model.training
-    model.eval()
-    transform.eval()
-    signal, _ = dataset[0]
-    features = transform(signal.unsqueeze(0).to(run.device).float())
-    # A private generator: plotting must not shift the training run's random stream.
-    generator = torch.Generator(device=run.device).manual_seed(0)
-    _, pred, mask = model(features, mask_ratio=mask_ratio, generator=generator)
-    target = model.patchify(features)
-    if (
-        norm_pix
-    ):  # the model predicts normalised patches: undo with the target's statistics
-        pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6).sqrt() + target.mean(
-            dim=-1, keepdim=True
-        )
-    masked = target * (1 - mask.unsqueeze(-1))
-    images = [model.unpatchify(t)[0, 0] for t in (masked, pred.float(), target)]
-    plots.reconstruction(*images, name=name)
-    model.train(was_training)
-    transform.train(was_training)
-
-
 def pretrain_loop(
     stage: Stage,
     *,
@@ -389,3 +353,39 @@ def mae_pretrain(
         "resumed_from": result.resumed_from,
     }
     return StepResult(summary, Handoff(encoder_checkpoint=encoder))
+
+
+@torch.no_grad()
+def plot_reconstruction(
+    run: RunRecord,
+    plots: Plotter,
+    model: nn.Module,
+    transform: nn.Module,
+    dataset: Any,
+    name: str,
+    mask_ratio: float,
+    norm_pix: bool,
+) -> None:
+    """Masked input / reconstruction / target of the data set's first item, as a PNG."""
+    if not run.is_main or plots.pyplot() is None:
+        return
+    was_training = model.training
+    model.eval()
+    transform.eval()
+    signal, _ = dataset[0]
+    features = transform(signal.unsqueeze(0).to(run.device).float())
+    # A private generator: plotting must not shift the training run's random stream.
+    generator = torch.Generator(device=run.device).manual_seed(0)
+    _, pred, mask = model(features, mask_ratio=mask_ratio, generator=generator)
+    target = model.patchify(features)
+    if (
+        norm_pix
+    ):  # the model predicts normalised patches: undo with the target's statistics
+        pred = pred * (target.var(dim=-1, keepdim=True) + 1e-6).sqrt() + target.mean(
+            dim=-1, keepdim=True
+        )
+    masked = target * (1 - mask.unsqueeze(-1))
+    images = [model.unpatchify(t)[0, 0] for t in (masked, pred.float(), target)]
+    plots.reconstruction(*images, name=name)
+    model.train(was_training)
+    transform.train(was_training)
