@@ -13,11 +13,10 @@ line saying so):
   torch's own, 600 s under NCCL and 1800 s under gloo.
 - ``SIGMAE_MAIN_WAIT_TIMEOUT``: how long the other ranks wait, in ``wait_for_main``, for
   work that rank 0 does alone (a FiftyOne export, a similarity query, plots). Default
-  21600 s (6 hours). They wait on a separate gloo group of their own, so the long wait
-  needs no long timeout for the training collectives, which still name a hang within
-  ``SIGMAE_DIST_TIMEOUT``. Under NCCL on several nodes gloo, too, must reach every node
-  (``GLOO_SOCKET_IFNAME`` names the interface, as ``NCCL_SOCKET_IFNAME`` does for NCCL);
-  where the group cannot be made, a warning says so and the wait is a plain barrier.
+  21600 s (6 hours). They wait for a key rank 0 sets in the process group's own store (the
+  rendezvous every rank already reaches), so the long wait needs no long timeout for the
+  training collectives, which still name a hang within ``SIGMAE_DIST_TIMEOUT``, and no
+  second process group.
 """
 
 from __future__ import annotations
@@ -103,21 +102,24 @@ def timeout_from_env(
 
 
 class MainRankWait:
-    """The gloo group, and its timeout, on which ranks wait for rank 0's work alone.
+    """Where ranks wait for rank 0's work alone: the process group's key-value store.
 
-    ``init_distributed`` makes it (every rank at once, as group creation needs) and
-    ``shutdown_distributed`` drops it; ``group`` is None outside a job of several processes.
+    ``init_distributed`` takes the store its process group rendezvoused on (the TCP store
+    torchrun's ranks already reach; no second group, no new connections) and
+    ``shutdown_distributed`` drops it. ``calls`` numbers the waits, which every rank makes
+    in the same order, so each has a key of its own.
     """
 
-    group: Any = None
+    store: Any = None
     timeout: timedelta = timedelta(seconds=DEFAULT_MAIN_WAIT_TIMEOUT_S)
+    calls: int = 0
 
 
 def init_distributed(info: DistInfo, device: torch.device) -> None:
     """Join the process group when the job has several processes (idempotent).
 
-    Its collectives time out after ``SIGMAE_DIST_TIMEOUT`` seconds; a second, gloo group
-    with the ``SIGMAE_MAIN_WAIT_TIMEOUT`` is made for ``wait_for_main``.
+    Its collectives time out after ``SIGMAE_DIST_TIMEOUT`` seconds; ``wait_for_main`` waits
+    on the group's store, up to ``SIGMAE_MAIN_WAIT_TIMEOUT``.
     """
     if not info.enabled or dist.is_initialized():
         return
@@ -139,57 +141,66 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
         )
     except ValueError as error:  # e.g. WORLD_SIZE set by hand, MASTER_ADDR missing
         raise DistributedSetupError(f"{error}; launch with torchrun") from None
-    MainRankWait.timeout = main_wait
-    try:
-        MainRankWait.group = dist.new_group(backend="gloo", timeout=main_wait)
-    except Exception as error:  # noqa: BLE001 - any failure leaves the plain barrier
-        MainRankWait.group = None
-        reason = " ".join(str(error).split())[:200]
+    MainRankWait.timeout, MainRankWait.calls = main_wait, 0
+    MainRankWait.store = default_store()
+    if MainRankWait.store is None:
         print(
-            f"rank {info.rank}: warning: no gloo group to wait for rank 0 on ({reason}); work rank 0"
-            f" does alone must finish within {DIST_TIMEOUT_ENV} ({timeout.total_seconds():.0f} s)."
-            " GLOO_SOCKET_IFNAME names the network interface gloo should use",
+            f"rank {info.rank}: warning: this torch gives no process-group store to wait on;"
+            f" work rank 0 does alone must finish within {DIST_TIMEOUT_ENV}"
+            f" ({timeout.total_seconds():.0f} s)",
             flush=True,
         )
+
+
+def default_store() -> Any:
+    """The key-value store the default process group was made with (None if torch hides it)."""
+    get = getattr(dist.distributed_c10d, "_get_default_store", None)
+    try:
+        return get() if get is not None else None
+    except (RuntimeError, ValueError):
+        return None
 
 
 def wait_for_main(info: DistInfo, what: str) -> None:
     """Every rank calls this after ``what``, work rank 0 did alone; the others wait for it.
 
-    They wait on ``MainRankWait``'s gloo group, up to ``SIGMAE_MAIN_WAIT_TIMEOUT`` seconds,
-    not at the next collective of the process group, whose shorter timeout would end a long
-    export as a hang. A wait past that limit stops the rank with one line naming the
-    variable. A no-op for one process.
+    Rank 0 sets a key in the process group's store; the others wait for that key, up to
+    ``SIGMAE_MAIN_WAIT_TIMEOUT`` seconds, not at the next collective of the process group,
+    whose shorter timeout would end a long export as a hang. A wait past that limit stops
+    the rank with one line naming the variable; a rank 0 that went away (it failed) is
+    named as such. A no-op for one process.
     """
     if not info.enabled:
         return
-    if MainRankWait.group is None:  # a group made outside init_distributed
+    store = MainRankWait.store
+    if store is None:  # a group made outside init_distributed, or no store to reach
         dist.barrier()
         return
+    MainRankWait.calls += 1
+    key = f"sigmae/rank0_done/{MainRankWait.calls}"
+    if info.is_main:
+        store.set(key, "done")
+        return
     try:
-        dist.barrier(group=MainRankWait.group)
-    except RuntimeError as error:
+        store.wait([key], MainRankWait.timeout)
+    except RuntimeError as error:  # torch's DistStoreError / DistNetworkError
         seconds = MainRankWait.timeout.total_seconds()
         reason = " ".join(str(error).split())[:200]
-        longer = (
-            f"; if it needs longer, set {MAIN_WAIT_TIMEOUT_ENV} to more seconds (now"
-            f" {seconds:.0f}), else see rank 0's messages"
-        )
-        if info.is_main:
-            problem = (
-                f"rank 0: the other ranks stopped waiting for {what} ({reason}){longer}"
-            )
-        elif "timed out" in reason.lower():
-            problem = f"rank {info.rank}: rank 0 did not finish {what} within {seconds:.0f} s ({reason}){longer}"
-        else:  # rank 0 went away (it failed): its own message says why
-            problem = f"rank {info.rank}: rank 0 stopped before it finished {what} ({reason}); see rank 0's messages"
-        raise UsageError(problem) from None
+        if "timeout" in reason.lower() or "timed out" in reason.lower():
+            raise UsageError(
+                f"rank {info.rank}: rank 0 did not finish {what} within {seconds:.0f} s ({reason});"
+                f" if it needs longer, set {MAIN_WAIT_TIMEOUT_ENV} to more seconds (now"
+                f" {seconds:.0f}), else see rank 0's messages"
+            ) from None
+        raise UsageError(  # rank 0 went away (it failed): its own message says why
+            f"rank {info.rank}: rank 0 stopped before it finished {what} ({reason}); see rank 0's messages"
+        ) from None
 
 
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-    MainRankWait.group = None
+    MainRankWait.store = None
 
 
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
