@@ -35,6 +35,7 @@ SECTION_OF_MODULE: dict[str, str] = {
     "transforms": "data",
     "data": "data",
     "data.audio_io": SUPPORT,  # WAV parsing, decoders, the waveform cache: plumbing under the data sets
+    "data.download": SUPPORT,  # streamed downloads and safe extraction: plumbing under --download
     "recipes": "recipes",
     "recipes.guards": SUPPORT,  # warnings about results that may mean nothing: plumbing around the loops
 }
