@@ -13,7 +13,7 @@ import ast
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 # Every stage's module is imported here, once, not on a build's first call: a build needs
 # them all, and an import inside build_spec would count in its in-process time.
@@ -23,7 +23,7 @@ from generator.errors import OutputError
 from generator.index import build_index
 from generator.inline import inline
 from generator.ir import CheckSuite, CompiledSpec, InlinedProgram
-from generator.notebook import render_notebook
+from generator.notebook import notebook_document, notebook_text
 from generator.readme import render_readme
 from generator.render import ScriptParts, provenance_hash, render_script, script_parts, spec_reference
 from generator.repository import colab_badge
@@ -173,11 +173,13 @@ def render_outputs(compiled: CompiledSpec, *, colab_url: str | None = None, timi
     clock = time.perf_counter()
     spec_ref = spec_reference(spec, Path(compiled.index.root))
     files = {f"{spec.name}.py": render_script(spec, compiled.program, spec_hash=compiled.spec_hash, sources=compiled.sources, parts=parts, spec_ref=spec_ref)}
+    notebook = None
     if "notebook" in spec.outputs:
-        files[f"{spec.name}.ipynb"] = render_notebook(spec, parts, spec_hash=compiled.spec_hash, colab_url=colab_url)
+        notebook = notebook_document(spec, parts, spec_hash=compiled.spec_hash, colab_url=colab_url)
+        files[f"{spec.name}.ipynb"] = notebook_text(notebook)
     if tests is not None:
         files[f"test_{spec.name}.py"] = tests.text()
-    files[f"{spec.name}.map.json"] = source_map(compiled, files, spec_ref)
+    files[f"{spec.name}.map.json"] = source_map(compiled, files, spec_ref, notebook)
     files["README.md"] = render_readme(compiled, files, colab_url=colab_url)
     timings["layout"] = time.perf_counter() - clock
     return files
@@ -196,18 +198,20 @@ def format_generated(parts: ScriptParts, tests: SuiteParts | None, *, cache_dir:
     return parts, tests.with_formatted(formatted[2], formatted[3]) if tests is not None else None
 
 
-def source_map(compiled: CompiledSpec, files: dict[str, str], spec_ref: str) -> str:
-    """`<name>.map.json` of the rendered script and notebook (generator/sourcemap.py)."""
+def source_map(compiled: CompiledSpec, files: dict[str, str], spec_ref: str, notebook: dict[str, Any] | None = None) -> str:
+    """`<name>.map.json` of the rendered script and notebook (``notebook``: its document,
+    whose cells the map locates definitions in; its text is ``files[<name>.ipynb]``)."""
 
     name = compiled.spec.name
-    notebook = f"{name}.ipynb" if f"{name}.ipynb" in files else None
+    notebook_name = f"{name}.ipynb" if notebook is not None else None
     return render_source_map(
         compiled.spec,
         compiled.program,
         script_name=f"{name}.py",
         script=files[f"{name}.py"],
-        notebook_name=notebook,
-        notebook=files.get(notebook) if notebook else None,
+        notebook_name=notebook_name,
+        notebook=files[notebook_name] if notebook_name else None,
+        notebook_cells=[cell["source"] for cell in notebook["cells"]] if notebook is not None else None,
         spec_ref=spec_ref,
         spec_hash=compiled.spec_hash,
         catalog_hashes={info.path.as_posix(): info.sha256 for info in compiled.index.modules.values()},

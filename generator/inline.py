@@ -271,21 +271,23 @@ def definition_hash(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8")).hexdigest()[:8]
 
 
-def provenance_comment(path: str, names: tuple[str, ...], code: str) -> str:
-    """``# components/models/layers.py::Attention  (sha256:1a2b3c4d)``: the line above an emitted definition."""
-    return f"# {path}::{','.join(names)}  (sha256:{definition_hash(code)})"
+def provenance_comment(path: str, names: tuple[str, ...], code: str, *, short_hash: str | None = None) -> str:
+    """``# components/models/layers.py::Attention  (sha256:1a2b3c4d)``: the line above an emitted
+    definition (``short_hash``: `definition_hash(code)`, when the caller has it already)."""
+    return f"# {path}::{','.join(names)}  (sha256:{short_hash or definition_hash(code)})"
 
 
 def _provenance(path: str, statement: TopLevel, rewrite: _Rewrite, text: str) -> EmittedDefinition:
     renames = {new: old for old, new in rewrite.names}
     renames.update({new: f"{alias}.{attr}" for (alias, attr), new in rewrite.attrs})
+    short_hash = definition_hash(statement.code)
     return EmittedDefinition(
         module=statement.module,
         path=path,
         names=statement.names,
         source_lines=(statement.first_line, statement.first_line + statement.code.rstrip("\n").count("\n")),
-        sha256=definition_hash(statement.code),
-        comment=provenance_comment(path, statement.names, statement.code),
+        sha256=short_hash,
+        comment=provenance_comment(path, statement.names, statement.code, short_hash=short_hash),
         lines=text.rstrip("\n").count("\n") + 2,
         renames=tuple(sorted(renames.items())),
     )

@@ -16,6 +16,7 @@ cell would cost more than the rest of a warm build. The tests run `nbformat.vali
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C encoder when built
 from typing import Any
 
 import generator
@@ -88,6 +89,11 @@ def section_cells(parts: ScriptParts) -> list[dict[str, Any]]:
 
 def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, colab_url: str | None = None) -> str:
     """The notebook as nbformat v4.5 JSON text; its title has an Open-in-Colab badge when `colab_url` is known."""
+    return notebook_text(notebook_document(spec, parts, spec_hash=spec_hash, colab_url=colab_url))
+
+
+def notebook_document(spec: Spec, parts: ScriptParts, *, spec_hash: str, colab_url: str | None = None) -> dict[str, Any]:
+    """The notebook as an nbformat v4.5 document (`notebook_text` writes it); each cell's source is a list of lines."""
     context = {"name": spec.name, "can_download": can_download(spec)}
     cells = [
         markdown_cell(
@@ -130,4 +136,46 @@ def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, colab_url
         "nbformat": 4,
         "nbformat_minor": 5,
     }
-    return json.dumps(notebook, sort_keys=True, indent=1, ensure_ascii=False, separators=(",", ": ")) + "\n"
+    return notebook
+
+
+def notebook_text(notebook: dict[str, Any]) -> str:
+    """The document's text: exactly `json.dumps(notebook, sort_keys=True, indent=1,
+    ensure_ascii=False, separators=(",", ": "))` and a newline, as nbformat writes it.
+
+    json's indented dump is its pure-Python encoder, about a tenth of a warm build for a
+    9,000-line notebook; this writer escapes with the C string encoder and joins each list of
+    strings (the cells' sources) in one call, ~2x faster (tests/test_notebook.py compares the two)."""
+    out: list[str] = []
+    _write_json(notebook, "\n", out)
+    out.append("\n")
+    return "".join(out)
+
+
+def _write_json(value: Any, newline: str, out: list[str]) -> None:
+    """Append ``value``'s indented JSON to ``out``; ``newline``: a newline and the current indent."""
+    if isinstance(value, str):
+        out.append(encode_basestring(value))
+    elif isinstance(value, dict) and value:
+        inner = newline + " "
+        separator = "{"
+        for key in sorted(value):
+            if not isinstance(key, str):
+                raise TypeError(f"notebook keys are strings, not {key!r}")
+            out.append(f"{separator}{inner}{encode_basestring(key)}: ")
+            _write_json(value[key], inner, out)
+            separator = ","
+        out.append(newline + "}")
+    elif isinstance(value, (list, tuple)) and value:
+        inner = newline + " "
+        if all(type(item) is str for item in value):
+            out.append("[" + inner + ("," + inner).join(map(encode_basestring, value)) + newline + "]")
+            return
+        separator = "["
+        for item in value:
+            out.append(separator + inner)
+            _write_json(item, inner, out)
+            separator = ","
+        out.append(newline + "]")
+    else:  # numbers, booleans, None, empty containers: json's own spelling
+        out.append(json.dumps(value))

@@ -105,14 +105,17 @@ def _skeleton(lines: Sequence[str], spec: Spec) -> list[dict[str, Any]]:
 
 
 class _NotebookLines:
-    """Where each line of the notebook's cells stands: line text -> (cell, 1-based line), first one wins."""
+    """Where each line of the notebook's cells stands: line text -> (cell, 1-based line), first one wins.
 
-    def __init__(self, notebook: str) -> None:
+    ``cells``: each cell's source as the notebook stores it, a list of lines that keep their
+    newlines (the document the build just made, not its JSON text read back)."""
+
+    def __init__(self, cells: Sequence[Sequence[str]]) -> None:
         self.at: dict[str, tuple[int, int]] = {}
-        for position, cell in enumerate(json.loads(notebook)["cells"]):
-            for number, line in enumerate("".join(cell["source"]).splitlines(), 1):
+        for position, source in enumerate(cells):
+            for number, line in enumerate(source, 1):
                 if line.startswith(("# ", "class ", "def ")):  # the only anchors asked for
-                    self.at.setdefault(line, (position, number))
+                    self.at.setdefault(line.splitlines()[0], (position, number))  # without its line end
 
     def range(self, anchor: str, length: int, before: int = 0) -> dict[str, Any] | None:
         """Cell and lines of a range of ``length`` lines whose line ``before`` lines after its first is ``anchor``."""
@@ -131,13 +134,18 @@ def render_source_map(
     script: str,
     notebook_name: str | None,
     notebook: str | None,
+    notebook_cells: Sequence[Sequence[str]] | None = None,
     spec_ref: str,
     spec_hash: str,
     catalog_hashes: dict[str, str],
 ) -> str:
-    """The map as JSON text. ``catalog_hashes``: sha256 of each used catalog file's bytes."""
+    """The map as JSON text. ``notebook``: the notebook's text; ``notebook_cells``: its cells'
+    sources (lists of lines; read from ``notebook`` when not given). ``catalog_hashes``:
+    sha256 of each used catalog file's bytes."""
     lines = script.splitlines()
-    cells = _NotebookLines(notebook) if notebook is not None else None
+    if notebook is not None and notebook_cells is None:
+        notebook_cells = [cell["source"] for cell in json.loads(notebook)["cells"]]
+    cells = _NotebookLines(notebook_cells) if notebook is not None and notebook_cells is not None else None
     entries = []
     for found in _locate(lines, _definitions(program), script_name):
         definition = found.definition

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from generator.errors import SigmaeError
@@ -196,9 +197,17 @@ def _script_names_read_by_checks(index: CatalogIndex, suite: CheckSuite) -> set[
     return found
 
 
-def _used_names(source: str) -> set[str]:
-    tree = ast.parse(source)
-    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+@lru_cache(maxsize=None)
+def _template_names() -> frozenset[str]:
+    """Names the bindings template reads outside its per-binding lines (parsed once per process)."""
+    text = environment().get_template("test_module.py.j2").render(bindings=[], doc_literals={})
+    return frozenset(node.id for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Name))
+
+
+def _used_names(bindings: list[Binding]) -> set[str]:
+    """The names the rendered bindings read: the template's own, and each binding's call
+    (``check(factory(component, fixture(tmp_path)))``), without parsing the rendered text."""
+    return set(_template_names()).union(*((b.check, b.factory, b.component, b.fixture) for b in bindings))
 
 
 def script_definitions(index: CatalogIndex, program: InlinedProgram) -> dict[DefinitionKey, str]:
@@ -277,7 +286,7 @@ def suite_parts(compiled: CompiledSpec) -> SuiteParts:
         doc_literals={b.test_name: docstring_source(f"Contract {b.check} holds for {b.label} ({b.component}).") for b in bindings},
     )
     # Import from the script exactly the names the inlined checks and the bindings use.
-    used = _used_names(skeleton) | _script_names_read_by_checks(index, suite)
+    used = _used_names(bindings) | _script_names_read_by_checks(index, suite)
     script_names = sorted({name for name in provided.values() if name in used} | {"main"})
     base_imports = ["import os", "import sys", "from pathlib import Path", "from typing import Any, Callable", "import json", "import torch", "from hypothesis import HealthCheck, settings"]
     header = environment().get_template("test_header.py.j2").render(

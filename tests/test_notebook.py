@@ -9,6 +9,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from generator.build import build_spec
 from generator.errors import OutputError
@@ -16,6 +18,7 @@ from generator.index import build_index
 from generator.notebook import NOTEBOOK_ONLY_NAMES, colab_url
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 CATALOG = HERE / "fixture_specs" / "catalog"
 TOY = HERE / "fixture_specs" / "toy.yaml"
 
@@ -120,3 +123,31 @@ def test_repo_url_for_the_badge_comes_from_pyproject_on_every_python(tmp_path: P
         '[tool.sigmae-gen]  # settings\nrepo-url = "https://github.com/acme/sigmae-gen"  # the badge\n'
     )
     assert pyproject_repo_url(tmp_path) == "https://github.com/acme/sigmae-gen"
+
+
+def _nbformat_text(document: object) -> str:
+    return json.dumps(document, sort_keys=True, indent=1, ensure_ascii=False, separators=(",", ": ")) + "\n"
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in (ROOT / "build").glob("*/*.ipynb")))
+def test_notebook_writer_equals_json_on_every_shipped_notebook(name: str) -> None:
+    from generator.notebook import notebook_text
+
+    text = (ROOT / "build" / name / f"{name}.ipynb").read_text(encoding="utf-8")
+    assert notebook_text(json.loads(text)) == _nbformat_text(json.loads(text)) == text
+
+
+_json_leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+_documents = st.recursive(
+    _json_leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_documents)
+def test_notebook_writer_equals_json_on_any_document(document: object) -> None:
+    """Quotes, backslashes, control characters, non-ASCII, empty and nested containers, tuples."""
+    from generator.notebook import notebook_text
+
+    assert notebook_text(document) == _nbformat_text(document)

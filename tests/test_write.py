@@ -80,7 +80,7 @@ def test_a_failing_render_leaves_the_previous_build_intact(tmp_path: Path, monke
     def broken(*args, **kwargs):
         raise RuntimeError("renderer crashed half-way")
 
-    monkeypatch.setattr(generator.build, "render_notebook", broken)
+    monkeypatch.setattr(generator.build, "notebook_document", broken)
     with pytest.raises(RuntimeError):
         build_spec(TOY, tmp_path, index=index)
     assert snapshot(tmp_path) == before and dest.is_dir()
