@@ -19,6 +19,7 @@ from typing import Any, Sequence
 # them all, and an import inside build_spec would count in its in-process time.
 import generator.formatting as formatting
 from generator.cache import default_cache_dir
+from generator.compiled import CompiledCache, CompiledParts, compile_key
 from generator.errors import OutputError
 from generator.index import build_index
 from generator.inline import inline
@@ -36,11 +37,13 @@ from generator.testsuite import (
     check_reserved,
     check_roots,
     script_definitions,
+    script_names_read_by_checks,
     suite_parts,
 )
 from generator.write import Drift, compare_outputs, write_outputs
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds components/ (the catalog) and templates/
+STAND_IN_HASH = "0123456789abcdef" * 4  # what the format stage sees in place of a spec's sha256
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,22 @@ def load_index(catalog_root: str | Path | None = None, *, cache_dir: str | Path 
     return build_index(root, "components", cache_dir=Path(cache_dir) if cache_dir is not None else None)
 
 
-def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=None, catalog_root: str | Path | None = None, timings: dict[str, float] | None = None) -> CompiledSpec:
+def compile_spec(
+    spec_path: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    index=None,
+    catalog_root: str | Path | None = None,
+    timings: dict[str, float] | None = None,
+    use_cache: bool = True,
+) -> CompiledSpec:
     """The compile stages, each once, in order: index, spec, resolve, inline.
 
     The resolve stage reaches the script's definitions, then (when the spec emits tests) the
     contract checks that apply to its components, with the script's definitions provided;
     the inline stage emits both programs, the checks' bound to the script's emitted names.
+    Resolve and inline are skipped when an earlier build made the same result from the same
+    catalog code (generator/compiled.py; ``use_cache=False``: always run them).
     """
 
     timings = timings if timings is not None else {}
@@ -84,21 +97,34 @@ def compile_spec(spec_path: str | Path, *, overrides: Sequence[str] = (), index=
     spec = load_spec(spec_path, index, overrides)
     timings["spec"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    resolution = resolve(index, spec_roots(spec))
-    timings["resolve"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    program = inline(index, resolution, reserved=skeleton_names(spec))
-    timings["inline"] = time.perf_counter() - clock
-    tests = None
-    if "tests" in spec.outputs:
+    roots, reserved, wants_tests = spec_roots(spec), skeleton_names(spec), "tests" in spec.outputs
+    store = CompiledCache(default_cache_dir(Path(index.root)) if use_cache else None)
+    key = compile_key(index, roots, reserved, wants_tests)
+    parts = reused = store.get(index, key)
+    timings["compiled_cache"] = time.perf_counter() - clock
+    timings["resolve"] = timings["inline"] = timings["tests_compile"] = 0.0
+    if parts is None:  # generator/compiled.py: reused only while everything it read is unchanged
         clock = time.perf_counter()
-        tests = compile_checks(index, program)
-        timings["tests_compile"] = time.perf_counter() - clock
+        resolution = resolve(index, roots)
+        timings["resolve"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        program = inline(index, resolution, reserved=reserved)
+        timings["inline"] = time.perf_counter() - clock
+        tests = None
+        if wants_tests:
+            clock = time.perf_counter()
+            tests = compile_checks(index, program)
+            timings["tests_compile"] = time.perf_counter() - clock
+        parts = CompiledParts(resolution, program, tests)
+        clock = time.perf_counter()
+        store.put(index, key, parts)
+        timings["compiled_cache"] += time.perf_counter() - clock
+    resolution, program, tests = parts.resolution, parts.program, parts.tests
     sources = tuple(sorted(program.source_files))
     # The index hashed every file's bytes when it read them: the hash covers exactly that code.
     source_hashes = {info.path.as_posix(): info.sha256 for info in index.modules.values()}
     spec_hash = provenance_hash(spec, {path: source_hashes[path] for path in sources})
-    return CompiledSpec(spec, index, resolution, program, spec_hash, sources, tests)
+    return CompiledSpec(spec, index, resolution, program, spec_hash, sources, tests, reused=reused is not None)
 
 
 def compile_checks(index, program: InlinedProgram) -> CheckSuite:
@@ -113,7 +139,7 @@ def compile_checks(index, program: InlinedProgram) -> CheckSuite:
         resolution = resolve(index, roots, provided=sorted(provided))
         checks = inline(index, resolution, reserved=check_reserved(planned), provided=provided)
         names.update(checks.names)
-    return CheckSuite(planned, checks, names)
+    return CheckSuite(planned, checks, names, provided, script_names_read_by_checks(index, checks, names))
 
 
 def output_names(name: str) -> tuple[str, ...]:
@@ -167,7 +193,7 @@ def render_outputs(compiled: CompiledSpec, *, colab_url: str | None = None, timi
     tests = suite_parts(compiled) if compiled.tests is not None else None
     timings["render"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    parts, tests = format_generated(parts, tests, cache_dir=default_cache_dir(Path(compiled.index.root)))
+    parts, tests = format_generated(parts, tests, cache_dir=default_cache_dir(Path(compiled.index.root)), spec_hash=compiled.spec_hash)
     check_step_names(spec, parts.skeleton)
     timings["format"] = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -185,15 +211,33 @@ def render_outputs(compiled: CompiledSpec, *, colab_url: str | None = None, timi
     return files
 
 
-def format_generated(parts: ScriptParts, tests: SuiteParts | None, *, cache_dir: Path | None) -> tuple[ScriptParts, SuiteParts | None]:
-    """The format stage: black on the code the generator writes (script and test skeletons), in one call."""
+def format_generated(
+    parts: ScriptParts, tests: SuiteParts | None, *, cache_dir: Path | None, spec_hash: str = ""
+) -> tuple[ScriptParts, SuiteParts | None]:
+    """The format stage: black on the code the generator writes (script and test skeletons), in one call.
+
+    ``spec_hash`` (which `main()` passes to the runtime) changes with every catalog edit, and
+    black's layout of a line depends on the length of a string in it, not on its letters: the
+    pieces go to black (and its cache) with a same-length stand-in for it, so editing the
+    catalog does not send the unchanged skeleton to black (~0.2 s to import) again."""
+
+    stand_in = STAND_IN_HASH[: len(spec_hash)]
+    swap = bool(spec_hash) and len(spec_hash) <= len(STAND_IN_HASH) and spec_hash != stand_in
+
+    def hide(source: str) -> str:
+        return source.replace(spec_hash, stand_in) if swap else source
+
+    def show(source: str) -> str:
+        return source.replace(stand_in, spec_hash) if swap else source
 
     sources = [parts.skeleton, parts.entry]
     what = ["the generated Config", "the generated build_pipeline() and main()"]
     if tests is not None:
         sources += [tests.header, tests.skeleton]
         what += TEST_MODULE_WHAT
-    formatted = formatting.format_many(sources, cache_dir=cache_dir, what=what)
+    if swap and any(stand_in in source for source in sources):  # cannot tell them apart afterwards
+        swap = False
+    formatted = [show(text) for text in formatting.format_many([hide(source) for source in sources], cache_dir=cache_dir, what=what)]
     parts = parts.with_formatted(formatted[0], formatted[1])
     return parts, tests.with_formatted(formatted[2], formatted[3]) if tests is not None else None
 
@@ -237,6 +281,7 @@ def build_spec(
     index=None,
     catalog_root: str | Path | None = None,
     repo_url: str | None = None,
+    use_cache: bool = True,
 ) -> BuildResult:
     """Build one spec into `out_dir/<name>/` (atomically), or with `check` compare without writing.
 
@@ -248,7 +293,7 @@ def build_spec(
     start = time.perf_counter()
     catalog = index.root / index.package if index is not None else Path(catalog_root or PROJECT_ROOT) / "components"
     refuse_output_inside_catalog(out_dir, catalog)
-    compiled = compile_spec(spec_path, overrides=overrides, index=index, catalog_root=catalog_root, timings=timings)
+    compiled = compile_spec(spec_path, overrides=overrides, index=index, catalog_root=catalog_root, timings=timings, use_cache=use_cache)
     # the build's own folder too: `--set name=components -o .` must not write into the catalog
     refuse_output_inside_catalog(Path(out_dir) / compiled.spec.name, catalog)
     badge = colab_badge(out_dir, compiled.spec.name, repo_url) if "notebook" in compiled.spec.outputs else None

@@ -106,6 +106,12 @@ class CatalogIndex:
         found += [self.definitions[(module, n)] for s in analysis.statements for n in s.names]
         return sorted(found, key=lambda d: d.lineno)  # stable: `a, b = ...` keeps a before b
 
+    def loaded_modules(self) -> tuple[str, ...]:
+        """Modules whose analyses some stage has read so far (every module, for an eager index):
+        what a result computed from this index can depend on, beyond the summaries."""
+        facts = getattr(self.analyses, "_facts", None)
+        return tuple(facts.loaded) if facts is not None else tuple(self.modules)
+
     def is_catalog_module(self, module: str) -> bool:
         return module == self.package or module.startswith(self.package + ".")
 

@@ -155,6 +155,8 @@ class CheckSuite:
     planned: tuple[PlannedCheck, ...]
     program: InlinedProgram | None  # None when no check applies
     names: dict[DefinitionKey, str] = field(hash=False)  # emitted name of every definition it binds
+    provided: dict[DefinitionKey, str] = field(default_factory=dict, hash=False)  # the script's definitions (not its imports)
+    script_reads: frozenset[str] = frozenset()  # emitted names of the script's definitions the inlined checks read
 
 
 @dataclass(frozen=True)
@@ -168,3 +170,4 @@ class CompiledSpec:
     spec_hash: str
     sources: tuple[str, ...]
     tests: CheckSuite | None = None  # None unless the spec's outputs include tests
+    reused: bool = False  # resolution, program and tests came from the compile cache (generator/compiled.py)

@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import keyword
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -104,18 +105,31 @@ def _mark_location(file: str, mark: Any, line_offset: int = 0, column_offset: in
     return Location(file, mark.line + 1 + line_offset, mark.column + 1 + column_offset)
 
 
-# libyaml's parser when PyYAML was built with it (the wheels are): the same events and marks,
-# ~20x faster than the pure-Python scanner, which was a quarter of a warm build. The composer
-# stays Python's (below), so a deep document meets the depth check, never C recursion.
-_EVENT_LOADER = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
+# libyaml's parser (PyYAML's wheels ship it) for plain text: printable ASCII and newlines only,
+# no tabs, where it accepts exactly what the pure-Python parser accepts, with the same events and
+# marks, ~20x faster (the pure-Python scanner was a quarter of a warm build). Any other text, and
+# any document libyaml refuses, goes to the pure-Python parser, so which documents parse and what
+# an error says never depend on how PyYAML was built. The composer stays Python's (below), so a
+# deep document meets the depth check, never C recursion.
+_FAST_LOADER = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else None
+_NOT_PLAIN = re.compile(r"[^\n\x20-\x7e]")
+
+
+def _parsed_events(text: str) -> list[yaml.Event]:
+    if _FAST_LOADER is not None and not _NOT_PLAIN.search(text):
+        try:
+            return list(yaml.parse(text, Loader=_FAST_LOADER))
+        except Exception:  # noqa: BLE001 - the pure-Python parser below says what is wrong, as it always has
+            pass
+    return list(yaml.parse(text, Loader=yaml.SafeLoader))
 
 
 def _checked_events(text: str, file: str, column_offset: int) -> list[yaml.Event]:
     """The document's event stream, refusing nesting deeper than `_MAX_DEPTH` (the parser does
     not recurse; the composer does, so it only ever sees a stream that passed)."""
     depth = 0
-    events = []
-    for event in yaml.parse(text, Loader=_EVENT_LOADER):
+    events = _parsed_events(text)
+    for event in events:
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > _MAX_DEPTH:
@@ -123,7 +137,6 @@ def _checked_events(text: str, file: str, column_offset: int) -> list[yaml.Event
                 raise where.error(f"the spec is nested more than {_MAX_DEPTH} levels deep; write it out flatter")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
-        events.append(event)
     return events
 
 
@@ -157,12 +170,7 @@ def parse_yaml(text: str, file: str, *, column_offset: int = 0) -> Node | None:
         root = _EventComposer(_checked_events(text, file, column_offset)).get_single_node()
     except yaml.MarkedYAMLError as exc:
         where = _mark_location(file, exc.problem_mark or exc.context_mark, column_offset=column_offset)
-        lines = text.splitlines() or [""]
-        if where.line > len(lines):  # libyaml marks the end of the stream on the line after the last
-            where = Location(file, len(lines), len(lines[-1]) + 1 + column_offset)
         problem = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
-        if "maximum nesting depth" in problem:  # libyaml's own limit (1000), met before ours
-            raise where.error(f"the spec is nested more than {_MAX_DEPTH} levels deep; write it out flatter") from None
         raise where.error(f"YAML syntax error: {problem}; fix the YAML syntax (check indentation, quotes and brackets)") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"YAML syntax error: {exc}; fix the YAML syntax", file, 1, 1) from None

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from generator.errors import SigmaeError
 from generator.index import CatalogIndex
-from generator.ir import CheckSuite, CompiledSpec, Component, DefinitionKey, InlinedProgram, PlannedCheck
+from generator.ir import CompiledSpec, Component, DefinitionKey, InlinedProgram, PlannedCheck
 from generator.render import ChunkView, chunk_views, docstring_source, environment, merge_imports
 
 CONTRACTS_PACKAGE = "components.contracts"
@@ -180,21 +180,22 @@ def plan(index, program: InlinedProgram) -> tuple[list[Planned], list[Definition
     return planned, roots
 
 
-def _script_names_read_by_checks(index: CatalogIndex, suite: CheckSuite) -> set[str]:
-    """Emitted names of the script's definitions that the inlined checks read (from the index's
-    scope analysis: no parse of the emitted code)."""
+def script_names_read_by_checks(index: CatalogIndex, checks: InlinedProgram | None, names: dict[DefinitionKey, str]) -> frozenset[str]:
+    """Emitted names (``names``: the suite's) of the definitions the inlined ``checks`` read, from
+    the index's scope analysis: no parse of the emitted code. The compile stage records them
+    (CheckSuite.script_reads), so rendering the test module needs no catalog facts."""
     from generator.resolve import dependencies
 
-    if suite.program is None:
-        return set()
+    if checks is None:
+        return frozenset()
     found: set[str] = set()
-    for chunk in suite.program.chunks:
+    for chunk in checks.chunks:
         for definition in chunk.definitions:
             statement = index.statements[(definition.module, definition.names[0])]
             for dep in dependencies(index, statement):
-                if dep.target_key is not None and dep.target_key in suite.names:
-                    found.add(suite.names[dep.target_key])
-    return found
+                if dep.target_key is not None and dep.target_key in names:
+                    found.add(names[dep.target_key])
+    return frozenset(found)
 
 
 @lru_cache(maxsize=None)
@@ -262,11 +263,11 @@ TEST_MODULE_WHAT = ("the generated test module header", "the generated test bind
 
 def suite_parts(compiled: CompiledSpec) -> SuiteParts:
     """The test module's pieces, from the checks the compile stages resolved and inlined."""
-    spec, index, program, suite = compiled.spec, compiled.index, compiled.program, compiled.tests
+    spec, suite = compiled.spec, compiled.tests
     if suite is None:
         raise SigmaeError(f"spec {spec.name!r}: its outputs do not include tests, so none were compiled", str(spec.path), 1, 1)
     planned = suite.planned
-    provided = script_definitions(index, program)
+    provided = suite.provided
     chunks = chunk_views(suite.program) if suite.program is not None else []
     imports = list(suite.program.imports) if suite.program is not None else []
     names = suite.names
@@ -286,7 +287,7 @@ def suite_parts(compiled: CompiledSpec) -> SuiteParts:
         doc_literals={b.test_name: docstring_source(f"Contract {b.check} holds for {b.label} ({b.component}).") for b in bindings},
     )
     # Import from the script exactly the names the inlined checks and the bindings use.
-    used = _used_names(bindings) | _script_names_read_by_checks(index, suite)
+    used = _used_names(bindings) | suite.script_reads
     script_names = sorted({name for name in provided.values() if name in used} | {"main"})
     base_imports = ["import os", "import sys", "from pathlib import Path", "from typing import Any, Callable", "import json", "import torch", "from hypothesis import HealthCheck, settings"]
     header = environment().get_template("test_header.py.j2").render(

@@ -194,3 +194,46 @@ def test_compiled_templates_are_reused_and_a_damaged_entry_is_a_miss(tmp_path: P
     for entry in entries:
         entry.write_bytes(jinja2.bccache.bc_magic + b"truncated")
     assert render() == first
+
+
+def test_a_catalog_edit_does_not_send_the_unchanged_skeleton_to_black(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() carries the spec's sha256, which every catalog edit changes: the format stage
+    formats (and caches) it with a same-length stand-in, and the output is what black gives."""
+    catalog = tmp_path / "catalog"
+    shutil.copytree(TOY_CATALOG, catalog, ignore=shutil.ignore_patterns(".sigmae-cache", "__pycache__"))
+    before = build_spec(TOY, tmp_path / "out", index=build_index(catalog)).files["toy.py"]
+    tiny = catalog / "components" / "models" / "tiny.py"
+    tiny.write_text(tiny.read_text(encoding="utf-8").replace("max(1, len(values))", "max(2, len(values))"), encoding="utf-8")
+    formatting.clear_memory_caches()
+    blacked: list[str] = []
+    real = formatting._black
+
+    def recording(source: str):
+        blacked.append(source)
+        return real(source)
+
+    monkeypatch.setattr(formatting, "_black", recording)
+    after = build_spec(TOY, tmp_path / "out", index=build_index(catalog)).files["toy.py"]
+    assert not blacked, "the skeleton went to black again after a catalog edit"
+    old_hash, new_hash = (text.split("# sha256: ")[1].split("\n")[0] for text in (before, after))
+    assert old_hash != new_hash and f'spec_hash="{new_hash}"' in after and old_hash not in after
+    fresh = tmp_path / "fresh"
+    shutil.copytree(catalog, fresh, ignore=shutil.ignore_patterns(".sigmae-cache", "__pycache__"))
+    formatting.clear_memory_caches()
+    assert build_spec(TOY, tmp_path / "out2", index=build_index(fresh), use_cache=False).files["toy.py"] == after
+    assert blacked, "the fresh build formats"
+
+
+def test_the_stand_in_hash_formats_exactly_as_the_real_one() -> None:
+    """black on the real hash (no stand-in: ``spec_hash=""``) and on the stand-in, swapped back."""
+    from generator.build import compile_spec, format_generated
+    from generator.render import script_parts
+
+    compiled = compile_spec(TOY, index=build_index(TOY_CATALOG), use_cache=False)
+    parts = script_parts(compiled.spec, compiled.program, spec_hash=compiled.spec_hash)
+    assert compiled.spec_hash in parts.entry
+    formatting.clear_memory_caches()
+    direct, _ = format_generated(parts, None, cache_dir=None)
+    swapped, _ = format_generated(parts, None, cache_dir=None, spec_hash=compiled.spec_hash)
+    assert (swapped.skeleton, swapped.entry) == (direct.skeleton, direct.entry)
+    assert compiled.spec_hash in swapped.entry
