@@ -12,8 +12,9 @@ it imports the standard library only.
 from __future__ import annotations
 
 import ast
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 # Words a flag reads as null (YAML's `null`, and Python's `none`) and as booleans: the
 # words PyYAML reads as booleans in a spec (`1` is a number there, `y` a string).

@@ -21,9 +21,10 @@ import difflib
 import inspect
 import re
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional
 
 from components.errors import UsageError
 from components.field_types import FieldType, Mismatch, conform, field_type, read_tokens

@@ -135,8 +135,17 @@ def test_model_method_edit_becomes_a_catalog_patch_that_applies_and_rebuilds(bui
     assert anchor + "        q = q * 1.0  # experiment\n" in _script(rebuilt)
 
 
-def test_renamed_definition_maps_back_to_its_catalog_name(built, tmp_path, capsys):
-    folder, source_map = built
+def test_renamed_definition_maps_back_to_its_catalog_name(tmp_path, capsys):
+    """The shipped catalog has no collisions (tests/test_shipped_names.py); this copy brings one
+    back: official_weights.py's helper named `_read`, like field_types.py's, is emitted as
+    `_read_official_weights`, and an edit of it maps back to `_read` in its own file."""
+    project = _catalog_copy(tmp_path)
+    weights = project / "components" / "models" / "official_weights.py"
+    weights.write_text(weights.read_text().replace("_state_dict_from(", "_read("))
+    subprocess.run(["git", "-C", str(project), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], check=True)
+    folder = build_spec(SPEC, tmp_path / "out", catalog_root=project).out_dir
+    source_map = json.loads((folder / f"{NAME}.map.json").read_text())
     entry = _entry(source_map, "_read", "components/models/official_weights.py")
     assert entry["renames"]["_read_official_weights"] == "_read"
     text = _script(folder)
@@ -145,12 +154,14 @@ def test_renamed_definition_maps_back_to_its_catalog_name(built, tmp_path, capsy
     body = "".join(lines[first - 1 : last])
     edited_body = body.replace("def _read_official_weights(\n", "def _read_official_weights(  # edited\n")
     assert edited_body != body
-    edited = "".join(lines[: first - 1]) + edited_body + "".join(lines[last:])
-    code, patch, err = _diff(tmp_path, edited, folder, capsys=capsys)
+    edited = tmp_path / "edited.py"
+    edited.write_text("".join(lines[: first - 1]) + edited_body + "".join(lines[last:]))
+    code = cli_main(["--catalog", str(project), "diff", str(edited), "--build", str(folder)])
+    patch, err = capsys.readouterr()
     assert code == 0, err
     assert "-def _read(\n+def _read(  # edited\n" in patch
-    assert "_read_official_weights" not in patch and "Mapping_abc" not in patch
-    assert _git_apply(_catalog_copy(tmp_path), patch, "--check").returncode == 0
+    assert "_read_official_weights" not in patch
+    assert _git_apply(project, patch, "--check").returncode == 0
 
 
 def test_notebook_cell_edit_maps_like_the_script(built, tmp_path, capsys):

@@ -14,9 +14,10 @@ import math
 import os
 import sys
 import wave
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.nn.functional as F

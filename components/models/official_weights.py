@@ -466,7 +466,7 @@ def read_official_checkpoint(path: str | Path) -> Mapping[str, Any]:
     return payload
 
 
-def _read(
+def _state_dict_from(
     source: str | Path | Mapping[str, torch.Tensor],
 ) -> Mapping[str, Any]:
     return source if isinstance(source, Mapping) else read_official_checkpoint(source)
@@ -486,7 +486,7 @@ def load_official_checkpoint(
     mis-shaped key raises ``CheckpointMismatchError`` naming them all; otherwise what fits is
     loaded and the report says what did not.
     """
-    state, report = convert_to_ours(model, _read(source), decoder=decoder)
+    state, report = convert_to_ours(model, _state_dict_from(source), decoder=decoder)
     if strict and not report.ok:
         raise CheckpointMismatchError(
             f"checkpoint does not fit {type(model).__name__}:\n{report.describe()}"
