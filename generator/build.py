@@ -32,7 +32,6 @@ from generator.resolve import resolve, spec_roots
 from generator.sourcemap import render_source_map
 from generator.spec import Spec, load_spec, skeleton_names
 from generator.testsuite import (
-    TEST_MODULE_WHAT,
     SuiteParts,
     check_reserved,
     check_roots,
@@ -232,14 +231,15 @@ def format_generated(
 
     sources = [parts.skeleton, parts.entry]
     what = ["the generated Config", "the generated build_pipeline() and main()"]
-    if tests is not None:
-        sources += [tests.header, tests.skeleton]
-        what += TEST_MODULE_WHAT
+    if tests is not None:  # its header, and only the bindings a long name keeps from being black-clean
+        test_sources, test_what = tests.format_sources()
+        sources += test_sources
+        what += test_what
     if swap and any(stand_in in source for source in sources):  # cannot tell them apart afterwards
         swap = False
     formatted = [show(text) for text in formatting.format_many([hide(source) for source in sources], cache_dir=cache_dir, what=what)]
     parts = parts.with_formatted(formatted[0], formatted[1])
-    return parts, tests.with_formatted(formatted[2], formatted[3]) if tests is not None else None
+    return parts, tests.with_formatted(formatted[2:]) if tests is not None else None
 
 
 def source_map(compiled: CompiledSpec, files: dict[str, str], spec_ref: str, notebook: dict[str, Any] | None = None) -> str:

@@ -23,8 +23,10 @@ import ast
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 from generator.errors import SigmaeError
+from generator.formatting import LINE_LENGTH
 from generator.index import CatalogIndex
 from generator.ir import CompiledSpec, Component, DefinitionKey, InlinedProgram, PlannedCheck
 from generator.render import ChunkView, chunk_views, docstring_source, environment, merge_imports
@@ -201,7 +203,7 @@ def script_names_read_by_checks(index: CatalogIndex, checks: InlinedProgram | No
 @lru_cache(maxsize=None)
 def _template_names() -> frozenset[str]:
     """Names the bindings template reads outside its per-binding lines (parsed once per process)."""
-    text = environment().get_template("test_module.py.j2").render(bindings=[], doc_literals={})
+    text = _skeleton_text(())
     return frozenset(node.id for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Name))
 
 
@@ -234,10 +236,26 @@ class SuiteParts:
 
     header: str
     chunks: tuple[ChunkView, ...]
-    skeleton: str
+    blocks: tuple[str, ...]  # one test function per binding, in order
+    clean: tuple[bool, ...]  # whether each block is certainly black's layout already (`binding_block`)
 
-    def with_formatted(self, header: str, skeleton: str) -> SuiteParts:
-        return replace(self, header=header, skeleton=skeleton)
+    @property
+    def skeleton(self) -> str:
+        """The bindings section: the template's own tests (black-clean: tests/test_testsuite.py)
+        around one block per binding."""
+        return _skeleton_text(self.blocks)
+
+    def format_sources(self) -> tuple[list[str], list[str]]:
+        """What the format stage sends to black, and what each is: the header and the blocks
+        that are not black-clean as rendered (a long name splits a line)."""
+        dirty = [block for block, clean in zip(self.blocks, self.clean) if not clean]
+        return [self.header, *dirty], [TEST_MODULE_WHAT[0], *(f"{TEST_MODULE_WHAT[1]} ({_block_name(b)})" for b in dirty)]
+
+    def with_formatted(self, formatted: Sequence[str]) -> SuiteParts:
+        """These parts with black's output for `format_sources()`, in its order."""
+        header, rest = formatted[0], iter(formatted[1:])
+        blocks = tuple(block if clean else next(rest).strip("\n") for block, clean in zip(self.blocks, self.clean))
+        return replace(self, header=header, blocks=blocks, clean=(True,) * len(blocks))
 
     def text(self) -> str:
         pieces = [self.header.rstrip("\n")]
@@ -254,11 +272,44 @@ def render_tests(compiled: CompiledSpec) -> str:
     from generator.formatting import format_many
 
     parts = suite_parts(compiled)
-    header, skeleton = format_many([parts.header, parts.skeleton], cache_dir=default_cache_dir(Path(compiled.index.root)), what=TEST_MODULE_WHAT)
-    return parts.with_formatted(header, skeleton).text()
+    sources, what = parts.format_sources()
+    return parts.with_formatted(format_many(sources, cache_dir=default_cache_dir(Path(compiled.index.root)), what=what)).text()
 
 
-TEST_MODULE_WHAT = ("the generated test module header", "the generated test bindings")
+TEST_MODULE_WHAT = ("the generated test module header", "the generated test binding")
+
+
+def _skeleton_text(blocks: Sequence[str]) -> str:
+    return environment().get_template("test_module.py.j2").render(blocks=blocks).strip("\n")
+
+
+def _block_name(block: str) -> str:
+    return block.split("(", 1)[0].removeprefix("def ")
+
+
+def binding_block(binding: Binding, doc: str) -> tuple[str, bool]:
+    """One binding's test function laid out as black lays it out, and whether that is certain.
+
+    A `def` line, a one-line docstring and one call: black keeps each line that fits in
+    `LINE_LENGTH` columns; a `def` line that does not fit becomes ``def name(`` / the parameter
+    with a magic trailing comma / ``) -> None:``, and a call that does not fit is split at its
+    outer parentheses, the inner call on its own line; a one-line docstring is never split.
+    Certain when the pieces are ASCII, the docstring is plainly triple-quoted (black would
+    requote a `repr`) and the split lines fit; otherwise the format stage sends the block to
+    black. Checked against black on every shipped spec and on generated names (tests/test_testsuite.py).
+    """
+    b = binding
+    call = f"{b.factory}({b.component}, {b.fixture}(tmp_path))"
+    certain = doc.startswith('"""') and "\n" not in doc and (b.test_name + b.check + call + doc).isascii()
+    head = f"def {b.test_name}(tmp_path: Path) -> None:"
+    if len(head) > LINE_LENGTH:
+        head = f"def {b.test_name}(\n    tmp_path: Path,\n) -> None:"
+        certain = certain and len(f"def {b.test_name}(") <= LINE_LENGTH
+    line = f"    {b.check}({call})"
+    if len(line) > LINE_LENGTH:
+        line = f"    {b.check}(\n        {call}\n    )"
+        certain = certain and len(f"        {call}") <= LINE_LENGTH and len(f"    {b.check}(") <= LINE_LENGTH
+    return f"{head}\n    {doc}\n{line}", certain
 
 
 def suite_parts(compiled: CompiledSpec) -> SuiteParts:
@@ -282,10 +333,7 @@ def suite_parts(compiled: CompiledSpec) -> SuiteParts:
         )
         for p in planned
     ]
-    skeleton = environment().get_template("test_module.py.j2").render(
-        bindings=bindings,
-        doc_literals={b.test_name: docstring_source(f"Contract {b.check} holds for {b.label} ({b.component}).") for b in bindings},
-    )
+    laid_out = [binding_block(b, docstring_source(f"Contract {b.check} holds for {b.label} ({b.component}).")) for b in bindings]
     # Import from the script exactly the names the inlined checks and the bindings use.
     used = _used_names(bindings) | suite.script_reads
     script_names = sorted({name for name in provided.values() if name in used} | {"main"})
@@ -295,4 +343,4 @@ def suite_parts(compiled: CompiledSpec) -> SuiteParts:
         imports=merge_imports([*imports, *base_imports]),
         script_names=script_names,
     )
-    return SuiteParts(header, tuple(chunks), skeleton)
+    return SuiteParts(header, tuple(chunks), tuple(block for block, _ in laid_out), tuple(certain for _, certain in laid_out))

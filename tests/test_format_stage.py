@@ -184,7 +184,7 @@ def test_compiled_templates_are_reused_and_a_damaged_entry_is_a_miss(tmp_path: P
 
     def render() -> str:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), bytecode_cache=_CompiledTemplates(tmp_path), undefined=jinja2.StrictUndefined)
-        return env.get_template("test_module.py.j2").render(bindings=[], doc_literals={})
+        return env.get_template("test_module.py.j2").render(blocks=[])
 
     first = render()
     entries = list(tmp_path.iterdir())

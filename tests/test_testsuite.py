@@ -162,3 +162,69 @@ def test_static_applicability_matches_what_the_toolkits_tests_read() -> None:
             assert check_targets(index, key) == getattr(getattr(imported, key[1]), "applies_to", None), key
             compared += 1
     assert compared >= 25
+
+
+# --------------------------------------------------------------------------- bindings laid out as black does
+
+import black  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from generator.formatting import LINE_LENGTH  # noqa: E402
+from generator.render import docstring_source  # noqa: E402
+from generator.testsuite import Binding, _skeleton_text, binding_block, suite_parts  # noqa: E402
+
+BLACK = black.Mode(line_length=LINE_LENGTH, target_versions={black.TargetVersion.PY310})
+SHIPPED = sorted((HERE.parent / "specs").glob("*.yaml"))
+
+
+def black_of(block: str) -> str:
+    return black.format_str(block + "\n", mode=BLACK).strip("\n")
+
+
+@pytest.mark.parametrize("spec", SHIPPED, ids=lambda p: p.stem)
+def test_every_binding_laid_out_without_black_is_what_black_writes(spec: Path) -> None:
+    compiled = compile_spec(spec)
+    if compiled.tests is None:
+        pytest.skip("no tests in this spec's outputs")
+    parts = suite_parts(compiled)
+    certain = [block for block, clean in zip(parts.blocks, parts.clean) if clean]
+    assert len(certain) > len(parts.blocks) / 2, "most bindings should need no black run"
+    for block in certain:
+        assert black_of(block) == block
+
+
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,55}", fullmatch=True)
+
+
+@given(test_name=_names, check=_names, factory=_names, component=_names, fixture=_names, label=st.text(max_size=40))
+def test_a_binding_is_black_clean_whenever_it_says_so(test_name: str, check: str, factory: str, component: str, fixture: str, label: str) -> None:
+    binding = Binding(f"test_{test_name}", check, component, fixture, label, factory)
+    block, certain = binding_block(binding, docstring_source(f"Contract {check} holds for {label} ({component})."))
+    compile(block, "<binding>", "exec")
+    if certain:
+        assert black_of(block) == block
+
+
+def test_bindings_at_every_line_length_around_the_limit_match_black() -> None:
+    """Each split (the `def` line, the call, the inner call) on both sides of LINE_LENGTH."""
+    seen = {"one line": 0, "def split": 0, "call split": 0, "uncertain": 0}
+    for extra in range(0, 40):
+        for name_length in (10, 60 + extra // 2):
+            binding = Binding("test_" + "t" * name_length, "check_" + "c" * (extra // 3), "Comp" + "o" * extra, "fix" + "x" * (extra // 2), "model 'm'", "make_factory")
+            block, certain = binding_block(binding, docstring_source("Contract holds."))
+            if not certain:
+                seen["uncertain"] += 1
+                continue
+            seen["def split" if "(\n    tmp_path" in block else "call split" if block.endswith("\n    )") else "one line"] += 1
+            assert black_of(block) == block, block
+    assert all(seen.values()), seen
+
+
+def test_the_bindings_template_is_black_clean_around_its_blocks() -> None:
+    """The format stage never sends the template's own tests to black: they must be its layout."""
+    compiled = compile_spec(SHIPPED[0])
+    parts = suite_parts(compiled)
+    skeleton = _skeleton_text([block for block, clean in zip(parts.blocks, parts.clean) if clean])
+    assert "def test_smoke_train_steps" in skeleton and "def make_factory" in skeleton
+    assert black.format_str(skeleton + "\n", mode=BLACK) == skeleton + "\n"
