@@ -265,7 +265,8 @@ def _type_label(annotation: Any) -> str:
         if not typing.get_args(annotation)
         else None
     )
-    return text or str(annotation).replace("typing.", "")
+    spelled = str(annotation).replace("typing.", "").replace("collections.abc.", "")
+    return text or spelled
 
 
 RUN_FLAGS_EPILOG = """\

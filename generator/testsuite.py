@@ -312,15 +312,10 @@ def binding_block(binding: Binding, doc: str) -> tuple[str, bool]:
     return f"{head}\n    {doc}\n{line}", certain
 
 
-def suite_parts(compiled: CompiledSpec) -> SuiteParts:
-    """The test module's pieces, from the checks the compile stages resolved and inlined."""
-    spec, suite = compiled.spec, compiled.tests
-    if suite is None:
-        raise SigmaeError(f"spec {spec.name!r}: its outputs do not include tests, so none were compiled", str(spec.path), 1, 1)
-    planned = suite.planned
-    provided = suite.provided
-    chunks = chunk_views(suite.program) if suite.program is not None else []
-    imports = list(suite.program.imports) if suite.program is not None else []
+def suite_bindings(compiled: CompiledSpec) -> list[tuple[Binding, str]]:
+    """Each planned check bound to its component, with its test's docstring literal."""
+    suite = compiled.tests
+    assert suite is not None
     names = suite.names
     bindings = [
         Binding(
@@ -331,9 +326,22 @@ def suite_parts(compiled: CompiledSpec) -> SuiteParts:
             label=f"{p.component.kind} {p.component.name!r}",
             factory="make_factory" if p.factory is None else names[p.factory],
         )
-        for p in planned
+        for p in suite.planned
     ]
-    laid_out = [binding_block(b, docstring_source(f"Contract {b.check} holds for {b.label} ({b.component}).")) for b in bindings]
+    return [(b, docstring_source(f"Contract {b.check} holds for {b.label} ({b.component}).")) for b in bindings]
+
+
+def suite_parts(compiled: CompiledSpec) -> SuiteParts:
+    """The test module's pieces, from the checks the compile stages resolved and inlined."""
+    spec, suite = compiled.spec, compiled.tests
+    if suite is None:
+        raise SigmaeError(f"spec {spec.name!r}: its outputs do not include tests, so none were compiled", str(spec.path), 1, 1)
+    provided = suite.provided
+    chunks = chunk_views(suite.program) if suite.program is not None else []
+    imports = list(suite.program.imports) if suite.program is not None else []
+    bound = suite_bindings(compiled)
+    bindings = [b for b, _ in bound]
+    laid_out = [binding_block(b, doc) for b, doc in bound]
     # Import from the script exactly the names the inlined checks and the bindings use.
     used = _used_names(bindings) | suite.script_reads
     script_names = sorted({name for name in provided.values() if name in used} | {"main"})

@@ -136,12 +136,21 @@ def test_model_method_edit_becomes_a_catalog_patch_that_applies_and_rebuilds(bui
 
 
 def test_renamed_definition_maps_back_to_its_catalog_name(tmp_path, capsys):
-    """The shipped catalog has no collisions (tests/test_shipped_names.py); this copy brings one
+    """The shipped catalog has no collisions (tests/test_shipped_names.py); this copy brings two
     back: official_weights.py's helper named `_read`, like field_types.py's, is emitted as
-    `_read_official_weights`, and an edit of it maps back to `_read` in its own file."""
+    `_read_official_weights`, and with runtime.py taking `Mapping` from typing, its
+    collections.abc `Mapping` becomes `Mapping_abc`; an edit maps back to the catalog's names."""
     project = _catalog_copy(tmp_path)
     weights = project / "components" / "models" / "official_weights.py"
     weights.write_text(weights.read_text().replace("_state_dict_from(", "_read("))
+    runtime = project / "components" / "runtime.py"
+    text = runtime.read_text()
+    assert "from collections.abc import Mapping, Sequence\n" in text and "from typing import Any, Callable, Iterator\n" in text
+    runtime.write_text(
+        text.replace("from collections.abc import Mapping, Sequence\n", "from collections.abc import Sequence\n").replace(
+            "from typing import Any, Callable, Iterator\n", "from typing import Any, Callable, Iterator, Mapping\n"
+        )
+    )
     subprocess.run(["git", "-C", str(project), "add", "-A"], check=True)
     subprocess.run(["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], check=True)
     folder = build_spec(SPEC, tmp_path / "out", catalog_root=project).out_dir
@@ -160,6 +169,7 @@ def test_renamed_definition_maps_back_to_its_catalog_name(tmp_path, capsys):
     patch, err = capsys.readouterr()
     assert code == 0, err
     assert "-def _read(\n+def _read(  # edited\n" in patch
+    assert "Mapping_abc" in body and "Mapping_abc" not in patch and "Mapping[str, torch.Tensor]" in patch
     assert "_read_official_weights" not in patch
     assert _git_apply(project, patch, "--check").returncode == 0
 

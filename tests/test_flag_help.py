@@ -253,3 +253,14 @@ def test_build_readme_flag_table_has_the_descriptions(esc50_build: Path) -> None
     assert "`--data.download`" not in readme and "| `--download` / `--no-download` |" in readme
     rows = [line for line in readme.split("## Every flag", 1)[1].splitlines() if line.startswith("| `--")]
     assert rows and all(not line.rstrip().endswith("|  |") for line in rows)  # none without a description
+
+
+def test_type_labels_read_as_the_annotation_is_written() -> None:
+    import collections.abc
+    import typing
+
+    from components.flags import _type_label
+
+    assert _type_label(collections.abc.Sequence[int]) == "Sequence[int]"
+    assert _type_label(typing.Optional[collections.abc.Mapping[str, float]]) == "Optional[Mapping[str, float]]"
+    assert _type_label(int) == "int"

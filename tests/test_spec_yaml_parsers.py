@@ -69,6 +69,20 @@ EDGE_CASES = [
     "a: @x\n",
     "a: `x`\n",
     "a:\n  - 1\n - 2\n",
+    # found by differential fuzzing of plain ASCII text (a review of this change)
+    "a: {url: http://x?y=1}\n",
+    "a: [x ?y]\n",
+    "a: {k ?v}\n",
+    "notes: |# text\n  hello\n",
+    "a: >-# c\n  b\n",
+    "a: |1#\n  b\n",
+    "a: [!!str,b]\n",
+    "a: !\n",
+    "!=:!\n",
+    "[!a,b]\n",
+    "---",
+    'a: "\\/x"\n',
+    'a: "\\x41\\u00e9"\n',
 ]
 
 
@@ -77,8 +91,9 @@ def test_texts_the_parsers_disagree_on_get_the_pure_parsers_answer(text: str, mo
     assert outcome(text) == pure_outcome(text, monkeypatch)
 
 
-@given(st.text(alphabet="ab1: -[]{},'\"\n\t#&*!|>%@`\\.\ufeff\x85é", max_size=40))
+@given(st.text(alphabet="ab1: -[]{},'\"\n\t#&*!|>%@`\\.\ufeff\x85é", max_size=40) | st.text(alphabet="ab1: -[]{},'\"\n#&*|>%?=/.", max_size=40))
 def test_any_text_parses_alike_with_either_parser(text: str) -> None:
+    """Any text, and plain ASCII text (which mostly takes the fast parser)."""
     fast = outcome(text)
     saved = spec_module._FAST_LOADER
     spec_module._FAST_LOADER = None

@@ -166,13 +166,15 @@ def test_static_applicability_matches_what_the_toolkits_tests_read() -> None:
 
 # --------------------------------------------------------------------------- bindings laid out as black does
 
+import keyword  # noqa: E402
+
 import black  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from generator.formatting import LINE_LENGTH  # noqa: E402
 from generator.render import docstring_source  # noqa: E402
-from generator.testsuite import Binding, _skeleton_text, binding_block, suite_parts  # noqa: E402
+from generator.testsuite import Binding, _skeleton_text, binding_block, suite_bindings, suite_parts  # noqa: E402
 
 BLACK = black.Mode(line_length=LINE_LENGTH, target_versions={black.TargetVersion.PY310})
 SHIPPED = sorted((HERE.parent / "specs").glob("*.yaml"))
@@ -194,7 +196,7 @@ def test_every_binding_laid_out_without_black_is_what_black_writes(spec: Path) -
         assert black_of(block) == block
 
 
-_names = st.from_regex(r"[a-z][a-z0-9_]{0,55}", fullmatch=True)
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,55}", fullmatch=True).filter(lambda name: not keyword.iskeyword(name))
 
 
 @given(test_name=_names, check=_names, factory=_names, component=_names, fixture=_names, label=st.text(max_size=40))
@@ -204,6 +206,23 @@ def test_a_binding_is_black_clean_whenever_it_says_so(test_name: str, check: str
     compile(block, "<binding>", "exec")
     if certain:
         assert black_of(block) == block
+
+
+def test_bindings_at_exactly_the_limit_and_one_past_it_match_black() -> None:
+    """The `def` line, the call line and the inner call line each at LINE_LENGTH and LINE_LENGTH + 1."""
+    reached: set[tuple[str, int]] = set()
+    for name_length in range(50, 66):
+        for component_length in range(1, 90):
+            binding = Binding("test_" + "t" * name_length, "check_cc", "C" * component_length, "fixture_f", "model 'm'", "make_factory")
+            block, certain = binding_block(binding, docstring_source("Contract holds."))
+            call = f"make_factory({binding.component}, fixture_f(tmp_path))"
+            lengths = {"def": len(f"def {binding.test_name}(tmp_path: Path) -> None:"), "call": len(f"    check_cc({call})"), "inner": len(f"        {call}")}
+            for what, length in lengths.items():
+                if length in (LINE_LENGTH, LINE_LENGTH + 1):
+                    reached.add((what, length))
+            if certain:
+                assert black_of(block) == block, block
+    assert reached == {(what, length) for what in ("def", "call", "inner") for length in (LINE_LENGTH, LINE_LENGTH + 1)}
 
 
 def test_bindings_at_every_line_length_around_the_limit_match_black() -> None:
@@ -219,6 +238,26 @@ def test_bindings_at_every_line_length_around_the_limit_match_black() -> None:
             seen["def split" if "(\n    tmp_path" in block else "call split" if block.endswith("\n    )") else "one line"] += 1
             assert black_of(block) == block, block
     assert all(seen.values()), seen
+
+
+@pytest.mark.parametrize("spec", SHIPPED, ids=lambda p: p.stem)
+def test_the_bindings_section_is_what_black_makes_of_the_whole_of_it(spec: Path) -> None:
+    """The claim itself: the section as the format stage assembles it (most blocks laid out here,
+    the rest through black one by one) equals black run once on the whole section, every
+    binding written on its three unsplit lines."""
+    from generator.formatting import format_many
+
+    compiled = compile_spec(spec)
+    if compiled.tests is None:
+        pytest.skip("no tests in this spec's outputs")
+    parts = suite_parts(compiled)
+    sources, what = parts.format_sources()
+    assembled = parts.with_formatted(format_many(sources, what=what)).skeleton
+    unsplit = [
+        f"def {b.test_name}(tmp_path: Path) -> None:\n    {doc}\n    {b.check}({b.factory}({b.component}, {b.fixture}(tmp_path)))"
+        for b, doc in suite_bindings(compiled)
+    ]
+    assert assembled == black_of(_skeleton_text(unsplit))
 
 
 def test_the_bindings_template_is_black_clean_around_its_blocks() -> None:
