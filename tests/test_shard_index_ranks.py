@@ -116,3 +116,40 @@ def test_ranks_share_the_scans_of_a_cold_index_and_end_with_the_same_index(tmp_p
         assert "s-000000.tar member k001.wav" in message and "s-000001.tar member k004: no label" in message
     # a shard that stops rank 1's scan stops rank 0 too, with rank 1's message
     assert ranks[0]["gzip"] == ranks[1]["gzip"] and "s-000001.tar: a gzip-compressed shard" in ranks[0]["gzip"]
+
+
+def _expand_on_two_ranks(rank: int, port: int, folder: str) -> None:
+    from components.distributed import dist_info_from_env, init_distributed, shutdown_distributed
+    from components.errors import UsageError
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    init_distributed(dist_info_from_env(), torch.device("cpu"))
+    seen: dict = {}
+    try:
+        for case, pattern in (
+            ("only rank 0 has them", f"{folder}/rank{rank}/{GOOD}"),  # rank 1's folder does not exist
+            ("ranks see other shards", f"{folder}/view{rank}/*.tar"),  # 6 shards for rank 0, 4 for rank 1
+        ):
+            try:
+                AudioShards(shards=pattern, cache_dir=f"{folder}/cache", clip_seconds=None)
+                seen[case] = None
+            except UsageError as error:
+                seen[case] = str(error)
+        (Path(folder) / f"expand{rank}.json").write_text(json.dumps(seen))
+    finally:
+        shutdown_distributed()
+
+
+@pytest.mark.slow
+def test_a_rank_that_cannot_expand_the_pattern_or_sees_other_shards_stops_every_rank(tmp_path: Path) -> None:
+    """Before the first meeting of the shared scan: no rank is left waiting for the timeout."""
+    write_shards(tmp_path / "rank0")
+    write_shards(tmp_path / "view0")
+    write_shards(tmp_path / "view1", num_shards=4)
+    spawn_and_join(_expand_on_two_ranks, (free_port(), str(tmp_path)), nprocs=2, timeout=120)
+    ranks = [json.loads((tmp_path / f"expand{r}.json").read_text()) for r in (0, 1)]
+    missing = [rank["only rank 0 has them"] for rank in ranks]
+    assert all(missing) and missing[0] == missing[1] and "rank1" in missing[0], missing
+    other = [rank["ranks see other shards"] for rank in ranks]  # each names its own pattern
+    assert all("rank 1 finds 4 shard(s)" in message and "where rank 0 finds 6" in message for message in other), other

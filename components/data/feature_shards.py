@@ -25,7 +25,7 @@ from torch import nn
 from components.data.audio_files import AudioFileChangedError
 from components.data.audio_io import AudioFileError, DataFormatError
 from components.data.base import Record, SignalDataset, filter_folds
-from components.data.shards import AudioShards, expand_shard_pattern
+from components.data.shards import AudioShards, expand_on_every_rank
 from components.errors import UsageError
 from components.registry import data_registry
 from components.transforms.base import full_frames
@@ -206,7 +206,7 @@ class FeatureShards(TensorShards):
         cache_dir: str | None = None,
     ) -> None:
         manifests = shard_manifests(
-            expand_shard_pattern(shards, root, self.source_name)
+            expand_on_every_rank(shards, root, self.source_name, meets=cache)
         )
         made_by = [manifest.get("transform") for _, manifest in manifests]
         if not manifests or any(entry is None for entry in made_by):

@@ -398,6 +398,39 @@ def raise_if_a_rank_failed(error: BaseException | None, rank: int, world: int) -
             raise UsageError(found)
 
 
+def expand_on_every_rank(
+    shards: str, root: str | None, source_name: str, *, meets: bool
+) -> list[str]:
+    """``expand_shard_pattern`` where the ranks are about to meet while indexing (``meets``:
+    under torchrun with the index cache on, `load_shard_indexes`). Every rank first learns
+    whether one failed to expand the pattern, or found other shards than rank 0 (a folder
+    only one node has, a glob over a file system the nodes see differently), and all stop
+    with one message: none waits at the first meeting for a rank that stopped, and no rank
+    trains on other shards than the rest."""
+    failure, paths = None, []
+    try:
+        paths = expand_shard_pattern(shards, root, source_name)
+    except Exception as error:  # told to the other ranks, then raised here
+        failure = error
+    rank, world = index_sharing_ranks()
+    if not meets or world == 1:
+        if failure is not None:
+            raise failure
+        return paths
+    raise_if_a_rank_failed(failure, rank, world)
+    digest = hashlib.sha256("\n".join(paths).encode("utf-8")).hexdigest()
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (len(paths), digest))
+    for other, (count, found) in enumerate(gathered):
+        if found != gathered[0][1]:
+            raise UsageError(
+                f"{source_name}: rank {other} finds {count} shard(s) for {shards!r} where rank 0"
+                f" finds {gathered[0][0]} (or other ones): every rank must see the same shards;"
+                " keep them on a file system every node shares, under the same path"
+            )
+    return paths
+
+
 def load_shard_indexes(
     paths: list[str],
     probe: MemberProbe | None = None,
@@ -684,7 +717,9 @@ class AudioShards(AudioFileDataset):
         Sets ``shard_paths``, ``shard_stats``, ``class_names``, the member table and the
         per-process file cache; what a sample's fold is stays the caller's rule.
         """
-        self.shard_paths = expand_shard_pattern(shards, root, self.source_name)
+        self.shard_paths = expand_on_every_rank(
+            shards, root, self.source_name, meets=cache
+        )
         index_dir = None
         if cache:
             index_dir = (
@@ -864,6 +899,7 @@ __all__ = [
     "ShardIndex",
     "ShardSample",
     "expand_braces",
+    "expand_on_every_rank",
     "expand_shard_pattern",
     "load_shard_index",
     "load_shard_indexes",
