@@ -46,14 +46,30 @@ def index_of(ds: AudioShards) -> dict:
     }
 
 
-def _open_on_two_ranks(rank: int, port: int, folder: str) -> None:
-    import components.data.shards as shards_module
-    from components.distributed import dist_info_from_env, init_distributed, shutdown_distributed
-    from components.errors import UsageError
+def _join_two_ranks(rank: int, port: int) -> None:
+    from components.distributed import dist_info_from_env, init_distributed
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     init_distributed(dist_info_from_env(), torch.device("cpu"))
+
+
+def _refusal(**kwargs) -> str | None:  # noqa: ANN003
+    """The UsageError message opening ``AudioShards(**kwargs)`` gives (None: it opened)."""
+    from components.errors import UsageError
+
+    try:
+        AudioShards(**kwargs)
+    except UsageError as error:
+        return str(error)
+    return None
+
+
+def _open_on_two_ranks(rank: int, port: int, folder: str) -> None:
+    import components.data.shards as shards_module
+    from components.distributed import shutdown_distributed
+
+    _join_two_ranks(rank, port)
     shards_module.SCAN_ROUND = 2  # 6 shards: rounds of 4 and 2, so the ranks meet twice
     real_scan = shards_module.scan_shard
     scanned: list[str] = []
@@ -76,15 +92,10 @@ def _open_on_two_ranks(rank: int, port: int, folder: str) -> None:
             warnings.simplefilter("always")
             AudioShards(shards=f"{folder}/bad/{GOOD}", cache_dir=cache, skip_bad_files=True)
         seen["warnings"] = [str(w.message) for w in caught]
-        try:
-            AudioShards(shards=f"{folder}/bad/{GOOD}", cache_dir=cache)
-        except UsageError as error:
-            seen["error"] = str(error)
+        seen["error"] = _refusal(shards=f"{folder}/bad/{GOOD}", cache_dir=cache)
         seen["bad scans"] = list(scanned)
-        try:  # shard 1 (rank 1's) is gzip-compressed: rank 1's scan raises, rank 0 must not wait
-            AudioShards(shards=f"{folder}/gz/s-{{000000..000003}}.tar", cache_dir=cache)
-        except UsageError as error:
-            seen["gzip"] = str(error)
+        # shard 1 (rank 1's) is gzip-compressed: rank 1's scan raises, rank 0 must not wait
+        seen["gzip"] = _refusal(shards=f"{folder}/gz/s-{{000000..000003}}.tar", cache_dir=cache)
         (Path(folder) / f"rank{rank}.json").write_text(json.dumps(seen))
     finally:
         shutdown_distributed()
@@ -119,23 +130,16 @@ def test_ranks_share_the_scans_of_a_cold_index_and_end_with_the_same_index(tmp_p
 
 
 def _expand_on_two_ranks(rank: int, port: int, folder: str) -> None:
-    from components.distributed import dist_info_from_env, init_distributed, shutdown_distributed
-    from components.errors import UsageError
+    from components.distributed import shutdown_distributed
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    init_distributed(dist_info_from_env(), torch.device("cpu"))
+    _join_two_ranks(rank, port)
     seen: dict = {}
     try:
         for case, pattern in (
             ("only rank 0 has them", f"{folder}/rank{rank}/{GOOD}"),  # rank 1's folder does not exist
             ("ranks see other shards", f"{folder}/view{rank}/*.tar"),  # 6 shards for rank 0, 4 for rank 1
         ):
-            try:
-                AudioShards(shards=pattern, cache_dir=f"{folder}/cache", clip_seconds=None)
-                seen[case] = None
-            except UsageError as error:
-                seen[case] = str(error)
+            seen[case] = _refusal(shards=pattern, cache_dir=f"{folder}/cache", clip_seconds=None)
         (Path(folder) / f"expand{rank}.json").write_text(json.dumps(seen))
     finally:
         shutdown_distributed()
