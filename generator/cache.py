@@ -63,10 +63,11 @@ def load_pickle(path: Path) -> Any | None:
 
 
 def store_pickle(path: Path, value: Any) -> None:
-    """Pickle ``value`` atomically; a cache that cannot be written is silently skipped."""
+    """Pickle ``value`` atomically; a cache that cannot be written (a full or read-only disk,
+    a value pickle refuses) is silently skipped: it costs the next build the work, nothing else."""
     try:
         atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-    except OSError:
+    except Exception:  # noqa: BLE001
         pass
 
 

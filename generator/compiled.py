@@ -26,13 +26,12 @@ are pruned (generator/cache.py).
 
 from __future__ import annotations
 
-import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection
 
-from generator.cache import TextCache, atomic_write_bytes, content_key
+from generator.cache import TextCache, content_key, load_pickle, store_pickle
 from generator.index import CatalogIndex
 from generator.ir import CheckSuite, DefinitionKey, InlinedProgram, Resolution
 
@@ -98,10 +97,7 @@ class CompiledCache:
         """The stored result for ``key`` if every catalog fact it was made from still holds."""
         if self.directory is None:
             return None
-        try:
-            entry = pickle.loads(self._path(key).read_bytes())
-        except Exception:  # missing, unreadable, truncated, from another version: a miss
-            return None
+        entry = load_pickle(self._path(key))  # None: missing, unreadable, truncated
         if not isinstance(entry, _Entry) or entry.version != GENERATOR_VERSION or not isinstance(entry.parts, CompiledParts):
             return None
         if entry.modules != _modules(index) or entry.registry != _registry(index):
@@ -122,9 +118,5 @@ class CompiledCache:
             for module in sorted(set(index.loaded_modules()))
             if module in index.modules
         )
-        entry = _Entry(GENERATOR_VERSION, parts, read, _registry(index), _modules(index))
-        try:
-            atomic_write_bytes(self._path(key), pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
-        except Exception:  # noqa: BLE001 - a cache that cannot be written costs the next build a compile, nothing else
-            return
+        store_pickle(self._path(key), _Entry(GENERATOR_VERSION, parts, read, _registry(index), _modules(index)))
         TextCache(self.directory.parent, NAMESPACE).prune()

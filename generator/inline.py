@@ -271,10 +271,10 @@ def definition_hash(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8")).hexdigest()[:8]
 
 
-def provenance_comment(path: str, names: tuple[str, ...], code: str, *, short_hash: str | None = None) -> str:
+def provenance_comment(path: str, names: tuple[str, ...], short_hash: str) -> str:
     """``# components/models/layers.py::Attention  (sha256:1a2b3c4d)``: the line above an emitted
-    definition (``short_hash``: `definition_hash(code)`, when the caller has it already)."""
-    return f"# {path}::{','.join(names)}  (sha256:{short_hash or definition_hash(code)})"
+    definition (``short_hash``: `definition_hash` of its catalog source)."""
+    return f"# {path}::{','.join(names)}  (sha256:{short_hash})"
 
 
 def _provenance(path: str, statement: TopLevel, rewrite: _Rewrite, text: str) -> EmittedDefinition:
@@ -287,7 +287,7 @@ def _provenance(path: str, statement: TopLevel, rewrite: _Rewrite, text: str) ->
         names=statement.names,
         source_lines=(statement.first_line, statement.first_line + statement.code.rstrip("\n").count("\n")),
         sha256=short_hash,
-        comment=provenance_comment(path, statement.names, statement.code, short_hash=short_hash),
+        comment=provenance_comment(path, statement.names, short_hash),
         lines=text.rstrip("\n").count("\n") + 2,
         renames=tuple(sorted(renames.items())),
     )

@@ -87,13 +87,9 @@ def section_cells(parts: ScriptParts) -> list[dict[str, Any]]:
     return cells
 
 
-def render_notebook(spec: Spec, parts: ScriptParts, *, spec_hash: str, colab_url: str | None = None) -> str:
-    """The notebook as nbformat v4.5 JSON text; its title has an Open-in-Colab badge when `colab_url` is known."""
-    return notebook_text(notebook_document(spec, parts, spec_hash=spec_hash, colab_url=colab_url))
-
-
 def notebook_document(spec: Spec, parts: ScriptParts, *, spec_hash: str, colab_url: str | None = None) -> dict[str, Any]:
-    """The notebook as an nbformat v4.5 document (`notebook_text` writes it); each cell's source is a list of lines."""
+    """The notebook as an nbformat v4.5 document (`notebook_text` writes it); each cell's source
+    is a list of lines; its title has an Open-in-Colab badge when `colab_url` is known."""
     context = {"name": spec.name, "can_download": can_download(spec)}
     cells = [
         markdown_cell(

@@ -134,18 +134,16 @@ def render_source_map(
     script: str,
     notebook_name: str | None,
     notebook: str | None,
-    notebook_cells: Sequence[Sequence[str]] | None = None,
+    notebook_cells: Sequence[Sequence[str]] | None,
     spec_ref: str,
     spec_hash: str,
     catalog_hashes: dict[str, str],
 ) -> str:
-    """The map as JSON text. ``notebook``: the notebook's text; ``notebook_cells``: its cells'
-    sources (lists of lines; read from ``notebook`` when not given). ``catalog_hashes``:
-    sha256 of each used catalog file's bytes."""
+    """The map as JSON text. ``notebook``: the notebook's text (for its hash) and
+    ``notebook_cells`` its cells' sources, lists of lines (both None without a notebook).
+    ``catalog_hashes``: sha256 of each used catalog file's bytes."""
     lines = script.splitlines()
-    if notebook is not None and notebook_cells is None:
-        notebook_cells = [cell["source"] for cell in json.loads(notebook)["cells"]]
-    cells = _NotebookLines(notebook_cells) if notebook is not None and notebook_cells is not None else None
+    cells = _NotebookLines(notebook_cells) if notebook_cells is not None else None
     entries = []
     for found in _locate(lines, _definitions(program), script_name):
         definition = found.definition
